@@ -1,0 +1,60 @@
+# Cython view of the Rust kernel library (rust/include/nncy_kernels.h).  The
+# library is linked into nncy._kernels only; other modules call the cdef
+# functions declared below, which Cython exports from that module.
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+cimport numpy as cnp
+
+cdef extern from "nncy_kernels.h" nogil:
+    uint64_t nncy_ops_signature()
+    size_t nncy_num_threads()
+    int32_t nncy_unary_f32(uint32_t op, const float* x, float* y, size_t n,
+                           const float* p, size_t np)
+    int32_t nncy_unary_grad_f32(uint32_t op, const float* x, const float* y,
+                                const float* gy, float* gx, size_t n,
+                                const float* p, size_t np, int32_t accum)
+    int32_t nncy_binary_f32(uint32_t op, const float* x0, const ssize_t* s0,
+                            const float* x1, const ssize_t* s1, float* y,
+                            const size_t* shape, size_t ndim, const float* p, size_t np)
+    int32_t nncy_binary_grad_f32(uint32_t op, uint32_t which,
+                                 const float* x0, const ssize_t* s0,
+                                 const float* x1, const ssize_t* s1,
+                                 const float* y, const float* gy, float* g,
+                                 const size_t* shape, size_t ndim,
+                                 const float* p, size_t np, int32_t accum)
+    int32_t nncy_strided_copy_f32(const float* x, const ssize_t* xs, float* y,
+                                  const size_t* shape, size_t ndim, int32_t accum)
+    int32_t nncy_reduce_f32(uint32_t op, const float* x, float* y, size_t outer,
+                            size_t r, size_t inner, float scale, int32_t accum)
+    int32_t nncy_softmax_f32(const float* x, float* y, size_t outer, size_t c,
+                             size_t inner, int32_t log)
+    int32_t nncy_softmax_grad_f32(const float* y, const float* gy, float* gx,
+                                  size_t outer, size_t c, size_t inner,
+                                  int32_t log, int32_t accum)
+    int32_t nncy_softmax_ce_f32(const float* x, const int64_t* t, float* y,
+                                size_t outer, size_t c, size_t inner)
+    int32_t nncy_softmax_ce_grad_f32(const float* x, const int64_t* t,
+                                     const float* gy, float* gx, size_t outer,
+                                     size_t c, size_t inner, int32_t accum)
+    int32_t nncy_gemm_f32(size_t m, size_t n, size_t k,
+                          float* dst, ssize_t dst_rs, ssize_t dst_cs,
+                          const float* lhs, ssize_t lhs_rs, ssize_t lhs_cs,
+                          const float* rhs, ssize_t rhs_rs, ssize_t rhs_cs,
+                          float alpha, float beta)
+    int32_t nncy_batch_gemm_f32(size_t batch, size_t m, size_t n, size_t k,
+                                float* dst, ssize_t dst_bs, ssize_t dst_rs, ssize_t dst_cs,
+                                const float* lhs, ssize_t lhs_bs, ssize_t lhs_rs, ssize_t lhs_cs,
+                                const float* rhs, ssize_t rhs_bs, ssize_t rhs_rs, ssize_t rhs_cs,
+                                float alpha, float beta)
+    int32_t nncy_sgd_update_f32(float* w, const float* g, size_t n, float lr)
+    int32_t nncy_momentum_update_f32(float* w, const float* g, float* v, size_t n,
+                                     float lr, float momentum)
+    int32_t nncy_adam_update_f32(float* w, const float* g, float* m, float* v,
+                                 size_t n, float alpha_t, float beta1, float beta2,
+                                 float eps)
+
+# Fast entry points for the Cython core (arrays are float32, C-contiguous).
+cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
+               cnp.ndarray p) except -1
+cdef int unary_grad(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
+                    cnp.ndarray gy, cnp.ndarray gx, cnp.ndarray p, bint accum) except -1
+cdef int check(int32_t status, name) except -1

@@ -1,0 +1,67 @@
+"""Python operators of Variable and NdArray, mapped onto functions as NNabla
+maps them (``x + 1`` is add_scalar, ``x + y`` is add2, ...)."""
+import numbers
+
+import numpy as np
+
+from nncy import functions as F
+from nncy._core import NdArray, Variable
+
+
+def _scalar(v):
+    return isinstance(v, (numbers.Number, np.number)) and not isinstance(v, bool)
+
+
+def _arraylike(v):
+    return isinstance(v, (Variable, NdArray))
+
+
+def _binary(name, array_fn, scalar_fn):
+    def op(x, y):
+        if _arraylike(y):
+            return array_fn(x, y)
+        if _scalar(y):
+            return scalar_fn(x, y)
+        return NotImplemented
+    op.__name__ = name
+    return op
+
+
+add = _binary('add', F.add2, F.add_scalar)
+mul = _binary('mul', F.mul2, F.mul_scalar)
+div = _binary('div', F.div2, lambda x, v: F.mul_scalar(x, 1.0 / v))
+pow_ = _binary('pow', F.pow2, F.pow_scalar)
+sub = _binary('sub', F.sub2, lambda x, v: F.add_scalar(x, -v))
+
+
+def _reflected(name, scalar_fn):
+    def op(x, y):
+        return scalar_fn(x, y) if _scalar(y) else NotImplemented
+    op.__name__ = name
+    return op
+
+
+rsub = _reflected('rsub', F.r_sub_scalar)
+rdiv = _reflected('rdiv', F.r_div_scalar)
+rpow = _reflected('rpow', F.r_pow_scalar)
+
+
+def neg(x):
+    return F.mul_scalar(x, -1.0)
+
+
+def abs_(x):
+    return F.abs(x)
+
+
+def matmul(x, y):
+    if not _arraylike(y):
+        return NotImplemented
+    if len(x.shape) != 2 or len(y.shape) != 2:
+        raise ValueError('@: only 2-D operands are supported, got shapes %s and %s'
+                         % (x.shape, y.shape))
+    return F.affine(x, y)
+
+
+def getitem(x, key):
+    raise NotImplementedError('Variable.__getitem__: slicing is not available yet')

@@ -1,0 +1,63 @@
+"""``F.*``: one wrapper per row of the function table, generated at import with
+the row's real signature and a docstring built from the row.
+
+    import nncy.functions as F
+    y = F.relu(F.affine(x, w, b))
+"""
+from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
+from nncy._table import FUNCTIONS
+
+__all__ = []
+
+_TEMPLATE = '''def {name}({params}):
+    return _call(_spec, ({inputs}), ({args}), outputs)
+'''
+
+
+def _docstring(spec):
+    lines = [spec.doc, '', 'Inputs:']
+    for i in spec.inputs:
+        tags = [t for t, on in (('optional', i.optional), ('variadic', i.variadic),
+                                ('parameter', i.parameter)) if on]
+        lines.append('    %s (Variable or NdArray)%s' % (
+            i.name, ' [%s]' % ', '.join(tags) if tags else ''))
+    if spec.args:
+        lines.append('Arguments:')
+        for name, typ, default in spec.args:
+            lines.append('    %s (%s) [default=%r]' % (name, typ, default))
+    lines += ['Outputs: %s' % ', '.join(spec.outputs),
+              '', 'NNabla function %s.' % spec.type_name]
+    return '\n'.join(lines)
+
+
+def _make(spec):
+    params, inputs = [], []
+    variadic = False
+    for i in spec.inputs:
+        if i.variadic:
+            params.append('*' + i.name)
+            variadic = True
+        else:
+            params.append(i.name + ('=None' if i.optional else ''))
+            inputs.append(i.name)
+    for name, _, default in spec.args:
+        params.append('%s=%r' % (name, default))
+    params += ['n_outputs=-1', 'outputs=None']
+    if variadic:
+        input_expr = spec.inputs[0].name
+    else:
+        input_expr = ''.join(n + ', ' for n in inputs)
+    src = _TEMPLATE.format(name=spec.name, params=', '.join(params), inputs=input_expr,
+                           args=''.join(a + ', ' for a in spec.arg_names))
+    scope = {'_call': _core.call, '_spec': spec}
+    exec(compile(src, '<nncy.functions.%s>' % spec.name, 'exec'), scope)
+    fn = scope[spec.name]
+    fn.__doc__ = _docstring(spec)
+    fn.__module__ = __name__
+    return fn
+
+
+for _s in FUNCTIONS:
+    globals()[_s.name] = _make(_s)
+    __all__.append(_s.name)
+del _s

@@ -1,0 +1,443 @@
+"""Every pointwise row of the function table, checked from one list of NumPy
+references.
+
+A new pointwise row must add an entry to ``REFS`` below (its forward from the
+math, its analytic gradient, an input domain and argument cases);
+``test_every_pointwise_row_has_a_reference`` fails until it does.
+"""
+import inspect
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nncy as nn
+import nncy.functions as F
+from nncy import _table
+
+from checker import check_function, unbroadcast
+
+POINTWISE = [s for s in _table.FUNCTIONS if s.kind == 'pointwise']
+UNARY = [s for s in POINTWISE if s.n_inputs == 1]
+BINARY = [s for s in POINTWISE if s.n_inputs == 2]
+
+
+# --------------------------------------------------------------------------
+# input domains: functions (rng, shape) -> float32 array
+# --------------------------------------------------------------------------
+
+def normal(scale=1.0):
+    def gen(rng, shape):
+        return np.asarray(rng.randn(*shape) * scale, dtype=np.float32).reshape(shape)
+    return gen
+
+
+def away_from_zero(lo=0.2, hi=2.0):
+    """|x| in [lo, hi], random sign: keeps finite differences off kinks and poles."""
+    def gen(rng, shape):
+        mag = rng.uniform(lo, hi, size=shape)
+        sign = np.where(rng.rand(*shape) < 0.5, -1.0, 1.0)
+        return np.asarray(mag * sign, dtype=np.float32).reshape(shape)
+    return gen
+
+
+def positive(lo=0.5, hi=2.0):
+    def gen(rng, shape):
+        return np.asarray(rng.uniform(lo, hi, size=shape), dtype=np.float32).reshape(shape)
+    return gen
+
+
+# Tolerances.  EXACT: one correctly rounded float32 operation per element.
+# TRANSC: transcendental functions (a few ulp of float32).
+EXACT = dict(atol=1e-7, rtol=1e-6, grad_atol=2e-6, grad_rtol=1e-5)
+TRANSC = dict(atol=1e-6, rtol=4e-6, grad_atol=2e-6, grad_rtol=2e-5)
+
+
+class PW:
+    """Reference for one pointwise row.
+
+    ref(*xs, **args) -> y, in float64; grad(xs, y, dy, **args) -> one full-shape
+    (broadcast) gradient per input; cases: list of (args, domains) where
+    domains holds one generator per input.
+    """
+
+    def __init__(self, ref, grad, cases, tol=EXACT):
+        self.ref = ref
+        self.grad = grad
+        self.cases = cases
+        self.tol = tol
+
+
+def _sig(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))   # stable logistic in float64
+
+
+N = normal()
+REFS = {
+    'relu': PW(lambda x, inplace=False: np.maximum(x, 0.0),
+               lambda xs, y, dy, **a: [dy * (xs[0] > 0)],
+               [({}, [away_from_zero()])]),
+    'sigmoid': PW(lambda x: _sig(x),
+                  lambda xs, y, dy: [dy * y * (1 - y)],
+                  [({}, [normal(2.0)])], TRANSC),
+    'tanh': PW(lambda x: np.tanh(x),
+               lambda xs, y, dy: [dy * (1 - y * y)],
+               [({}, [normal(1.5)])], TRANSC),
+    'add2': PW(lambda a, b, inplace=False: a + b,
+               lambda xs, y, dy, **k: [dy, dy],
+               [({}, [N, N])]),
+    'sub2': PW(lambda a, b, inplace=False: a - b,
+               lambda xs, y, dy, **k: [dy, -dy],
+               [({}, [N, N])]),
+    'mul2': PW(lambda a, b, inplace=False: a * b,
+               lambda xs, y, dy, **k: [dy * xs[1], dy * xs[0]],
+               [({}, [N, N])]),
+    'div2': PW(lambda a, b, inplace=False: a / b,
+               lambda xs, y, dy, **k: [dy / xs[1], -dy * xs[0] / xs[1] ** 2],
+               [({}, [N, away_from_zero(0.5, 2.0)])]),
+    'add_scalar': PW(lambda x, val=1.0: x + val,
+                     lambda xs, y, dy, **a: [dy],
+                     [({}, [N]), ({'val': -2.5}, [N])]),
+    'mul_scalar': PW(lambda x, val=1.0: x * val,
+                     lambda xs, y, dy, val=1.0: [dy * val],
+                     [({}, [N]), ({'val': -0.5}, [N]), ({'val': 3.0}, [N])]),
+    'pow_scalar': PW(lambda x, val=1.0: np.power(x, val),
+                     lambda xs, y, dy, val=1.0: [dy * val * np.power(xs[0], val - 1)],
+                     [({}, [N]), ({'val': 2.0}, [N]), ({'val': 3.0}, [N]),
+                      ({'val': 0.5}, [positive()]), ({'val': -1.5}, [positive()])],
+                     TRANSC),
+    'r_sub_scalar': PW(lambda x, val=1.0: val - x,
+                       lambda xs, y, dy, **a: [-dy],
+                       [({}, [N]), ({'val': 2.5}, [N])]),
+    'r_div_scalar': PW(lambda x, val=1.0: val / x,
+                       lambda xs, y, dy, val=1.0: [-dy * val / xs[0] ** 2],
+                       [({}, [away_from_zero(0.5, 2.0)]),
+                        ({'val': -3.0}, [away_from_zero(0.5, 2.0)])]),
+    'r_pow_scalar': PW(lambda x, val=1.0: np.power(val, x),
+                       lambda xs, y, dy, val=1.0: [dy * y * np.log(val)],
+                       [({}, [N]), ({'val': 2.0}, [N]), ({'val': 0.5}, [N])],
+                       TRANSC),
+    'pow2': PW(lambda a, b, inplace=False: np.power(a, b),
+               lambda xs, y, dy, **k: [dy * xs[1] * np.power(xs[0], xs[1] - 1),
+                                       dy * y * np.log(xs[0])],
+               [({}, [positive(), N])], TRANSC),
+    'abs': PW(lambda x: np.abs(x),
+              lambda xs, y, dy: [dy * np.sign(xs[0])],
+              [({}, [away_from_zero()])]),
+    'exp': PW(lambda x: np.exp(x),
+              lambda xs, y, dy: [dy * y],
+              [({}, [normal(2.0)])], TRANSC),
+    'log': PW(lambda x: np.log(x),
+              lambda xs, y, dy: [dy / xs[0]],
+              [({}, [positive(0.2, 4.0)])], TRANSC),
+    'identity': PW(lambda x: x.copy(),
+                   lambda xs, y, dy: [dy],
+                   [({}, [N])]),
+}
+
+
+def _fn(spec):
+    fn = getattr(F, spec.name, None)
+    assert fn is not None, 'nncy.functions has no %s' % spec.name
+    return fn
+
+
+def _ref64(entry):
+    def ref(*xs, **args):
+        xs = [x.astype(np.float64) for x in xs]
+        return entry.ref(*xs, **args)
+    return ref
+
+
+def _ref_grad64(entry, n_in):
+    def ref_grad(*xs_and_dy, **args):
+        xs = [x.astype(np.float64) for x in xs_and_dy[:n_in]]
+        dy = xs_and_dy[n_in].astype(np.float64)
+        y = entry.ref(*xs, **args)
+        full = entry.grad(xs, y, dy, **args)
+        return [unbroadcast(g * np.ones_like(y), x.shape) for g, x in zip(full, xs)]
+    return ref_grad
+
+
+def _seed(*key):
+    return zlib.crc32(repr(key).encode())
+
+
+def _entry(spec):
+    if spec.name not in REFS:
+        pytest.fail('pointwise row %r has no reference in tests/test_pointwise.py REFS'
+                    % spec.name)
+    return REFS[spec.name]
+
+
+def _cases(rows):
+    out = []
+    for s in rows:
+        entry = REFS.get(s.name)
+        n = len(entry.cases) if entry else 1
+        for k in range(n):
+            out.append(pytest.param(s, k, id='%s-%d' % (s.name, k)))
+    return out
+
+
+# --------------------------------------------------------------------------
+# coverage of the table
+# --------------------------------------------------------------------------
+
+def test_every_pointwise_row_has_a_reference():
+    missing = [s.name for s in POINTWISE if s.name not in REFS]
+    assert not missing, 'pointwise rows without a NumPy reference: %s' % missing
+
+
+def test_no_stale_references():
+    names = {s.name for s in POINTWISE}
+    stale = sorted(set(REFS) - names)
+    assert not stale, 'REFS entries that are not pointwise rows of the table: %s' % stale
+
+
+@pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)
+def test_signature_matches_table(spec):
+    fn = _fn(spec)
+    params = inspect.signature(fn).parameters
+    names = list(params)
+    in_names = [i.name for i in spec.inputs]
+    assert names[:len(in_names)] == in_names, (names, in_names)
+    for a_name, _, default in spec.args:
+        assert a_name in params, '%s lacks argument %s' % (spec.name, a_name)
+        assert params[a_name].default == default, (a_name, params[a_name].default, default)
+    assert fn.__doc__ and fn.__doc__.strip()
+
+
+# --------------------------------------------------------------------------
+# the full checker on small shapes
+# --------------------------------------------------------------------------
+
+UNARY_SHAPES = [(), (5,), (2, 3, 4)]
+
+
+@pytest.mark.parametrize('shape', UNARY_SHAPES, ids=str)
+@pytest.mark.parametrize('spec,case', _cases(UNARY))
+def test_unary(spec, case, shape):
+    entry = _entry(spec)
+    args, domains = entry.cases[case]
+    rng = np.random.RandomState(_seed(spec.name, case, shape))
+    x = domains[0](rng, shape)
+    tol = entry.tol
+    check_function(_fn(spec), [x], _ref64(entry), args,
+                   ref_grad=_ref_grad64(entry, 1), **tol)
+
+
+BINARY_SHAPES = [
+    ((2, 3, 4), (2, 3, 4)),
+    ((2, 3, 4), (3, 1)),
+    ((3, 1), (2, 3, 4)),
+    ((1,), (2, 3)),
+    ((), (2, 3)),
+    ((2, 3), ()),
+    ((2, 1, 4), (3, 1)),
+    ((4,), (2, 3, 4)),
+    ((), ()),
+]
+
+
+@pytest.mark.parametrize('shapes', BINARY_SHAPES, ids=str)
+@pytest.mark.parametrize('spec,case', _cases(BINARY))
+def test_binary(spec, case, shapes):
+    entry = _entry(spec)
+    args, domains = entry.cases[case]
+    rng = np.random.RandomState(_seed(spec.name, case, shapes))
+    xs = [d(rng, s) for d, s in zip(domains, shapes)]
+    check_function(_fn(spec), xs, _ref64(entry), args,
+                   ref_grad=_ref_grad64(entry, 2), **entry.tol)
+
+
+# --------------------------------------------------------------------------
+# sizes that cross SIMD widths and thread splits: forward + analytic grad
+# --------------------------------------------------------------------------
+
+SIZES = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 255, 1023, 4099, 65537]
+
+
+def _forward_backward(fn, xs, args, dy):
+    vs = [nn.Variable.from_numpy_array(x, need_grad=True) for x in xs]
+    for v in vs:
+        v.g = 0
+    y = fn(*vs, **args)
+    y.forward()
+    y.backward(dy)
+    return y, vs
+
+
+@pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)
+def test_sizes(spec):
+    entry = _entry(spec)
+    fn = _fn(spec)
+    ref = _ref64(entry)
+    ref_grad = _ref_grad64(entry, spec.n_inputs)
+    for args, domains in entry.cases:
+        for n in SIZES:
+            rng = np.random.RandomState(n)
+            xs = [d(rng, (n,)) for d in domains]
+            dy = rng.randn(n).astype(np.float32)
+            y, vs = _forward_backward(fn, xs, args, dy)
+            msg = '%s%s size %d' % (spec.name, args, n)
+            assert y.d.dtype == np.float32, msg
+            np.testing.assert_allclose(y.d, ref(*xs, **args), atol=entry.tol['atol'],
+                                       rtol=entry.tol['rtol'], err_msg=msg)
+            for v, g in zip(vs, ref_grad(*xs, dy, **args)):
+                np.testing.assert_allclose(v.g, g, atol=entry.tol['grad_atol'],
+                                           rtol=entry.tol['grad_rtol'], err_msg=msg)
+
+
+# --------------------------------------------------------------------------
+# broadcasting, property based
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize('spec', BINARY, ids=lambda s: s.name)
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_broadcast_property(spec, data):
+    entry = _entry(spec)
+    shapes = data.draw(hnp.mutually_broadcastable_shapes(
+        num_shapes=2, min_dims=0, max_dims=4, max_side=3), label='shapes')
+    args, domains = entry.cases[0]
+    seed = data.draw(st.integers(0, 2 ** 31 - 1), label='seed')
+    rng = np.random.RandomState(seed)
+    xs = [d(rng, s) for d, s in zip(domains, shapes.input_shapes)]
+    dy = rng.randn(*shapes.result_shape).astype(np.float32).reshape(shapes.result_shape)
+    y, vs = _forward_backward(_fn(spec), xs, args, dy)
+    assert y.shape == shapes.result_shape
+    np.testing.assert_allclose(y.d, _ref64(entry)(*xs, **args),
+                               atol=entry.tol['atol'], rtol=entry.tol['rtol'])
+    for v, g, x in zip(vs, _ref_grad64(entry, 2)(*xs, dy, **args), xs):
+        assert v.g.shape == x.shape
+        np.testing.assert_allclose(v.g, g, atol=entry.tol['grad_atol'],
+                                   rtol=entry.tol['grad_rtol'])
+
+
+@pytest.mark.parametrize('spec', BINARY, ids=lambda s: s.name)
+def test_incompatible_shapes_raise(spec):
+    from checker import check_raises
+    a = np.ones((2, 3), np.float32)
+    b = np.ones((4,), np.float32)
+    check_raises(_fn(spec), [a, b], exc=ValueError, match_words=['2, 3'])
+
+
+# --------------------------------------------------------------------------
+# inplace, graph info
+# --------------------------------------------------------------------------
+
+INPLACE = [s for s in POINTWISE if 'inplace' in s.arg_names]
+
+
+@pytest.mark.parametrize('spec', INPLACE, ids=lambda s: s.name)
+def test_inplace_changes_no_result(spec):
+    """inplace=True on an intermediate gives the same values and gradients."""
+    entry = _entry(spec)
+    args, domains = entry.cases[0]
+    shapes = [(2, 3, 4)] + [(3, 1)] * (spec.n_inputs - 1)
+    rng = np.random.RandomState(5)
+    xs = [d(rng, s) for d, s in zip(domains, shapes)]
+    dy = rng.randn(2, 3, 4).astype(np.float32)
+    results = []
+    for inplace in (False, True):
+        vs = [nn.Variable.from_numpy_array(x, need_grad=True) for x in xs]
+        hs = [F.mul_scalar(v, 1.0) for v in vs]
+        y = F.mul_scalar(_fn(spec)(*hs, **dict(args, inplace=inplace)), 2.0)
+        for v in vs:
+            v.g = 0
+        y.forward()
+        y.backward(dy)
+        results.append((y.d.copy(), [v.g.copy() for v in vs], [v.d.copy() for v in vs]))
+    (y0, g0, d0), (y1, g1, d1) = results
+    np.testing.assert_allclose(y1, y0, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g1, g0):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, x in zip(d1, xs):   # leaves are never overwritten
+        np.testing.assert_array_equal(a, x)
+
+
+@pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)
+def test_function_info(spec):
+    entry = _entry(spec)
+    args, domains = entry.cases[-1]
+    rng = np.random.RandomState(0)
+    vs = [nn.Variable.from_numpy_array(d(rng, (2, 3)), need_grad=False) for d in domains]
+    y = _fn(spec)(*vs, **args)
+    f = y.parent
+    assert f.info.type_name == spec.type_name
+    assert f.name == spec.type_name
+    expected = dict(spec.defaults)
+    expected.update(args)
+    for k, v in expected.items():
+        assert f.info.args[k] == v, (k, f.info.args)
+    assert len(f.inputs) == spec.n_inputs
+    assert y.need_grad is False
+
+
+# --------------------------------------------------------------------------
+# numerical stability
+# --------------------------------------------------------------------------
+
+EXTREMES = np.array([-1e4, -200.0, -90.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 90.0, 200.0, 1e4],
+                    np.float32)
+
+
+def _run(fn, x, **args):
+    v = nn.Variable.from_numpy_array(x, need_grad=True)
+    v.g = 0
+    y = fn(v, **args)
+    y.forward()
+    y.backward(np.ones(x.shape, np.float32))
+    return y.d.copy(), v.g.copy()
+
+
+def test_sigmoid_extremes():
+    y, g = _run(F.sigmoid, EXTREMES)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
+    assert y[0] == 0.0 and y[-1] == 1.0
+    assert np.all((y >= 0) & (y <= 1))
+    np.testing.assert_allclose(y, _sig(EXTREMES.astype(np.float64)), atol=1e-7, rtol=4e-6)
+    assert g[0] == 0.0 and g[-1] == 0.0
+    np.testing.assert_allclose(g[5], 0.25, rtol=1e-6)
+
+
+def test_tanh_extremes():
+    y, g = _run(F.tanh, EXTREMES)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
+    assert y[0] == -1.0 and y[-1] == 1.0 and y[1] == -1.0 and y[-2] == 1.0
+    np.testing.assert_allclose(y, np.tanh(EXTREMES.astype(np.float64)), atol=1e-7, rtol=4e-6)
+    assert g[0] == 0.0 and g[-1] == 0.0
+
+
+def test_relu_extremes():
+    x = np.array([-3e38, -1.0, 0.0, 1.0, 3e38, np.inf, -np.inf], np.float32)
+    y, g = _run(F.relu, x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(g, (x > 0).astype(np.float32))
+
+
+def test_exp_log_extremes():
+    y, _ = _run(F.exp, np.array([-200.0, 0.0, 88.0], np.float32))
+    assert y[0] == 0.0 and y[1] == 1.0 and np.isfinite(y[2])
+    y, _ = _run(F.log, np.array([1e-30, 1.0, 3e38], np.float32))
+    np.testing.assert_allclose(y, np.log([1e-30, 1.0, 3e38]), rtol=4e-6)
+
+
+def test_nan_propagates():
+    x = np.array([np.nan, 1.0], np.float32)
+    for spec in UNARY:
+        if spec.name in ('relu',):
+            continue   # max(nan, 0) is implementation-defined
+        v = nn.Variable.from_numpy_array(x)
+        y = _fn(spec)(v, **_entry(spec).cases[0][0])
+        y.forward()
+        if spec.name == 'r_pow_scalar' and _entry(spec).cases[0][0].get('val', 1.0) == 1.0:
+            continue   # 1 ** nan is 1
+        if spec.name == 'pow_scalar' and _entry(spec).cases[0][0].get('val', 1.0) == 0.0:
+            continue
+        assert np.isnan(y.d[0]), spec.name
