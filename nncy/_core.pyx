@@ -656,6 +656,54 @@ cdef class Impl:
         return 0
 
 
+cdef Variable _f32_twin(Variable v, bint with_grad):
+    """A float32 copy of ``v`` (data, and grad when asked) for HalfStorage."""
+    cdef Variable t = _new_variable(_ndarray_from(np.array(v._data.get(), np.float32)),
+                                    v._need_grad)
+    if with_grad:
+        t._grad = _ndarray_from(np.array(v._grad.get(), np.float32))
+    else:
+        t._grad._dtype = _F32
+    return t
+
+
+class HalfStorage(Impl):
+    """Runs an implementation for a ``type_config='half'`` context: storage
+    stays float16, arithmetic is done on float32 copies."""
+
+    def __init__(self, inner):
+        Impl.__init__(self, inner.spec, inner.args, inner.ctx)
+        self.inner = inner
+
+    def setup(self, inputs):
+        return self.inner.setup(inputs)
+
+    def forward(self, inputs, outputs):
+        tin = [_f32_twin(v, False) for v in inputs]
+        tout = [_new_variable(NdArray(o.shape, _F32), False) for o in outputs]
+        self.inner.forward(tin, tout)
+        for o, t in zip(outputs, tout):
+            (<Variable>o)._data.get_empty()[...] = (<Variable>t)._data.get()
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        twins = {}   # one twin per distinct input, so repeated inputs accumulate
+        for v, p, a in zip(inputs, propagate_down, accum):
+            if id(v) not in twins:
+                twins[id(v)] = (v, _f32_twin(v, p and a))
+        tin = [twins[id(v)][1] for v in inputs]
+        tout = [_f32_twin(o, True) for o in outputs]
+        self.inner.backward(tin, tout, propagate_down, accum)
+        for v, t in twins.values():
+            if (<Variable>t)._grad._arr is not None:
+                (<Variable>v)._grad.get_empty()[...] = (<Variable>t)._grad.get()
+
+    def grad_depends_output_data(self, i, o):
+        return self.inner.grad_depends_output_data(i, o)
+
+    def grad_depends_input_data(self, i, j):
+        return self.inner.grad_depends_input_data(i, j)
+
+
 # ---------------------------------------------------------------------------
 # Registry and calls
 # ---------------------------------------------------------------------------
@@ -794,6 +842,8 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cls = _lookup(spec, ctx)
     cdef dict a = _make_args(spec, args)
     impl = cls(spec, a, ctx)
+    if ctx._dtype is not _F32:
+        impl = HalfStorage(impl)
     shapes = impl.setup(ins)
     cdef Function f = Function.__new__(Function)
     f.spec = spec

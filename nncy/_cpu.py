@@ -273,3 +273,39 @@ class Sink(Impl):
 
     def grad_depends_input_data(self, i, j):
         return False
+
+
+@register('Slice')
+class Slice(Impl):
+    def setup(self, inputs):
+        shape = inputs[0].shape
+        nd = len(shape)
+        start, stop, step = (self.args[k] for k in ('start', 'stop', 'step'))
+        step = step if step is not None else (1,) * nd
+        start = start if start is not None else tuple(0 if s > 0 else -1 for s in step)
+        stop = stop if stop is not None else tuple(
+            n if s > 0 else -n - 1 for n, s in zip(shape, step))
+        for name, v in (('start', start), ('stop', stop), ('step', step)):
+            if len(v) > nd:
+                raise self.error(name, 'has %d entries for a %d-D input' % (len(v), nd))
+        if len({len(start), len(stop), len(step)}) != 1:
+            raise self.error('start', 'start, stop and step must have the same length, got '
+                             '%r, %r, %r' % (start, stop, step))
+        if 0 in step:
+            raise self.error('step', 'must not contain 0, got %r' % (step,))
+        self.slices = tuple(slice(a, b, c) for a, b, c in zip(start, stop, step))
+        return [tuple(len(range(*sl.indices(n))) for sl, n in zip(self.slices, shape))
+                + shape[len(step):]]
+
+    def forward(self, inputs, outputs):
+        K.strided_copy('slice', d32(inputs[0])[self.slices], dout(outputs[0]))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0]:
+            gx = gout(inputs[0], accum[0])
+            if not accum[0]:
+                gx.fill(0)
+            gx[self.slices] += g32(outputs[0])
+
+    def grad_depends_input_data(self, i, j):
+        return False

@@ -64,4 +64,47 @@ def matmul(x, y):
 
 
 def getitem(x, key):
-    raise NotImplementedError('Variable.__getitem__: slicing is not available yet')
+    """Basic indexing (ints, slices, None, Ellipsis) as F.slice + F.reshape."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError('Variable.__getitem__: at most one Ellipsis, got %r' % (key,))
+    nd = len(x.shape)
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > nd:
+        raise IndexError('Variable.__getitem__: too many indices (%d) for %d-D variable'
+                         % (used, nd))
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (nd - used) + key[i + 1:]
+    else:
+        key = key + (slice(None),) * (nd - used)
+    start, stop, step, shape = [], [], [], []
+    axis = 0
+    for k in key:
+        if k is None:
+            shape.append(1)
+            continue
+        n = x.shape[axis]
+        if isinstance(k, slice):
+            a, b, c = k.indices(n)
+            start.append(a)
+            stop.append(b if b >= 0 else -n - 1)
+            step.append(c)
+            shape.append(len(range(a, b, c)))
+        elif isinstance(k, (int, np.integer)):
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError('Variable.__getitem__: index %d is out of bounds for axis %d '
+                                 'with size %d' % (i, axis, n))
+            i %= n
+            start.append(i)
+            stop.append(i + 1)
+            step.append(1)
+        else:
+            raise TypeError('Variable.__getitem__: unsupported index %r' % (k,))
+        axis += 1
+    y = F.slice(x, start, stop, step)
+    if tuple(shape) != y.shape:
+        y = F.reshape(y, shape, inplace=False)
+    return y

@@ -152,6 +152,9 @@ FUNCTIONS = [
     # ---- array manipulation / special use -------------------------------------
     S('Reshape', 'reshape', 'x', [('shape', 'shape', None), ('inplace', _BOOL, True)],
       'Gives the input a new shape with the same number of elements.'),
+    S('Slice', 'slice', 'x', [('start', 'ints', None), ('stop', 'ints', None),
+                              ('step', 'ints', None)],
+      'Python-style slicing start:stop:step along each axis (negative steps flip).'),
     S('Sink', 'sink', 'x*', [('one_input_grad', _BOOL, True)],
       'Joins several variables into one dummy output, to run them together.'),
 ]
