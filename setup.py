@@ -43,8 +43,7 @@ extensions = [
 ]
 
 setup(
-    ext_modules=cythonize(extensions, language_level=3, compiler_directives={
-        'boundscheck': False, 'wraparound': False, 'cdivision': True,
-        'embedsignature': True}),
+    ext_modules=cythonize(extensions, language_level=3,
+                          compiler_directives={'embedsignature': True}),
     cmdclass={'build_ext': BuildWithCargo},
 )

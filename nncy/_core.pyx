@@ -215,15 +215,16 @@ cdef class NdArray:
         self._arr = None
 
     def cast(self, dtype, ctx=None):
-        """Convert the storage to ``dtype`` (if needed) and return it."""
+        """Convert the storage to ``dtype`` in place (if needed).  Returns the
+        storage array, or None when a context is given (as NNabla does)."""
         dtype = np.dtype(dtype)
         if self._arr is None:
             self._dtype = dtype
-            return self.get()
-        if self._arr.dtype != dtype:
+            self.get()
+        elif self._arr.dtype != dtype:
             self._arr = self._arr.astype(dtype)
         self._dtype = dtype
-        return self._arr
+        return self._arr if ctx is None else None
 
     def copy_from(self, NdArray other):
         self.get()[...] = other.get()
@@ -646,6 +647,10 @@ cdef class Impl:
     def min_outputs(self):
         return len(self.spec.outputs)
 
+    def link(self, inputs, outputs):
+        """Called once the outputs exist: functions whose outputs share the
+        inputs' memory (in-place reshape) connect them here."""
+
     def grad_depends_output_data(self, i, o):
         return False
 
@@ -874,6 +879,8 @@ def call(spec, tuple inputs, tuple args, outputs=None):
             wouts.append(_wref(v))
     f._out_data = datas
     f._outputs = wouts
+    if type(impl) is not Pointwise:
+        impl.link(ins, outs)
     if imperative:
         impl.forward(ins, outs)
         if len(outs) == 1:
@@ -1201,7 +1208,7 @@ cdef _sum_to(name, cnp.ndarray full, tuple shape, cnp.ndarray out, bint accum):
 def check_library():
     """Fail loudly when the compiled kernels were generated from another table."""
     from nncy._codegen import signature
-    if K.nncy_ops_signature() != signature():
+    if _K.signature() != signature():
         raise ImportError('nncy: the compiled Rust kernels do not match nncy/_table.py; '
                           'run `python -m nncy._codegen` and rebuild')
 

@@ -226,10 +226,14 @@ class Reshape(Impl):
                              % (tuple(shape), _prod(shape), x.shape, n))
         return [tuple(shape)]
 
+    def link(self, inputs, outputs):
+        if self.args['inplace']:
+            outputs[0].data.set_array(inputs[0].d.reshape(outputs[0].shape))
+
     def forward(self, inputs, outputs):
         x, y = inputs[0], outputs[0]
         if self.args['inplace']:
-            y.data.set_array(x.d.reshape(y.shape))
+            self.link(inputs, outputs)
         else:
             np.copyto(dout(y), d32(x).reshape(y.shape))
 

@@ -268,6 +268,12 @@ cdef cnp.ndarray _labels(name, t, size_t n):
     return ti
 
 
+def _bad_label(name, ti, c):
+    bad = ti[(ti < 0) | (ti >= <long>c)]
+    raise ValueError("%s: argument 'target' holds label %d; labels must lie in [0, %d)"
+                     % (name, bad[0], c))
+
+
 def softmax_ce(name, cnp.ndarray x, t, cnp.ndarray y, size_t outer, size_t c,
                size_t inner):
     need_f32(x, name); need_f32(y, name)
@@ -279,7 +285,7 @@ def softmax_ce(name, cnp.ndarray x, t, cnp.ndarray y, size_t outer, size_t c,
     with nogil:
         st = nncy_softmax_ce_f32(_t0, _t1, _t2, outer, c, inner)
     if st == 2:
-        raise ValueError('%s: target labels must lie in [0, %d)' % (name, c))
+        _bad_label(name, ti, c)
     check(st, name)
 
 
@@ -296,7 +302,7 @@ def softmax_ce_grad(name, cnp.ndarray x, t, cnp.ndarray gy, cnp.ndarray gx,
         st = nncy_softmax_ce_grad_f32(_t0, _t1, _t2, _t3, outer, c,
                                       inner, accum)
     if st == 2:
-        raise ValueError('%s: target labels must lie in [0, %d)' % (name, c))
+        _bad_label(name, ti, c)
     check(st, name)
 
 

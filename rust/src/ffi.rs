@@ -1,0 +1,734 @@
+//! The C ABI.  Every function validates its arguments, builds slices from the
+//! raw pointers (the only `unsafe` here), runs the safe kernel inside
+//! `catch_unwind` and returns a status:
+//! 0 ok, 1 invalid argument, 2 index/label out of range, 3 internal panic.
+//!
+//! Buffers are f32 and C-contiguous unless strides are given; strides count
+//! elements (0 broadcasts, negative walks backwards).  An input that overlaps
+//! the output is copied first, except for the in-place cases the kernels
+//! support directly (unary ops with x == y; a binary operand equal to y with
+//! y's layout).
+
+use crate::gemm::{MatMut, MatRef};
+use crate::pointwise::Operand;
+use crate::strided::{contiguous_strides, extent, Input, Layout, MAX_NDIM};
+use crate::{gemm, ops_gen, optim, par, reduce, softmax, Error, Result};
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `f`, turning its result or panic into a status code.
+fn guard(f: impl FnOnce() -> Result) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => e.status(),
+        Err(_) => 3,
+    }
+}
+
+/// The memory a (possibly strided) array occupies: `len` elements from
+/// `start` (its lowest element); its element 0 is at `start + base`.
+#[derive(Clone, Copy)]
+struct Region<T> {
+    start: *const T,
+    len: usize,
+    base: usize,
+}
+
+impl<T> Region<T> {
+    fn bytes(&self) -> (usize, usize) {
+        let a = self.start as usize;
+        (a, a + self.len * std::mem::size_of::<T>())
+    }
+
+    fn overlaps<U>(&self, o: &Region<U>) -> bool {
+        let ((a0, a1), (b0, b1)) = (self.bytes(), o.bytes());
+        self.len > 0 && o.len > 0 && a0 < b1 && b0 < a1
+    }
+}
+
+impl<T: Clone> Region<T> {
+    /// `n` contiguous elements at `p`.
+    fn contiguous(p: *const T, n: usize) -> Result<Self> {
+        Self::strided(p, &[n], &[1])
+    }
+
+    /// An array of `shape` and `strides` whose element 0 is at `p`.
+    fn strided(p: *const T, shape: &[usize], strides: &[isize]) -> Result<Self> {
+        if shape.contains(&0) {
+            return Ok(Region { start: p, len: 0, base: 0 });
+        }
+        let (lo, hi) = extent(shape, strides).ok_or(Error::Invalid)?;
+        let size = std::mem::size_of::<T>() as isize;
+        let addr = p as isize;
+        let fits = !p.is_null()
+            && addr % std::mem::align_of::<T>() as isize == 0
+            && lo.checked_mul(size).and_then(|b| (p as usize).checked_add_signed(b)).is_some()
+            && (hi - lo).checked_add(1).and_then(|n| n.checked_mul(size)).is_some()
+            && (p as usize).checked_add_signed(hi * size).is_some();
+        if !fits {
+            return Err(Error::Invalid);
+        }
+        Ok(Region { start: p.wrapping_offset(lo), len: (hi - lo + 1) as usize, base: (-lo) as usize })
+    }
+
+    /// SAFETY: the caller vouches that the region is readable for `'a` and
+    /// not written meanwhile.
+    unsafe fn read<'a>(&self) -> &'a [T] {
+        if self.len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(self.start, self.len)
+        }
+    }
+
+    /// The region's elements, copied if they overlap one of `outs`.
+    /// SAFETY: as [`Region::read`].
+    unsafe fn read_apart<'a>(&self, outs: &[Region<f32>]) -> Cow<'a, [T]> {
+        if outs.iter().any(|o| self.overlaps(o)) {
+            Cow::Owned(self.read().to_vec())
+        } else {
+            Cow::Borrowed(self.read())
+        }
+    }
+
+    /// SAFETY: the caller vouches that the region is writable for `'a` and
+    /// not accessed otherwise meanwhile.
+    unsafe fn write<'a>(&self) -> &'a mut [T] {
+        if self.len == 0 {
+            &mut []
+        } else {
+            std::slice::from_raw_parts_mut(self.start as *mut T, self.len)
+        }
+    }
+}
+
+/// Up to MAX_NDIM values from a caller's array.
+fn small_array<T: Copy + Default>(p: *const T, n: usize) -> Result<[T; MAX_NDIM]> {
+    let mut out = [T::default(); MAX_NDIM];
+    if n > MAX_NDIM {
+        return Err(Error::Invalid);
+    }
+    let r = Region::contiguous(p, n)?;
+    // SAFETY: the caller passes `n` readable values at `p`.
+    out[..n].copy_from_slice(unsafe { r.read() });
+    Ok(out)
+}
+
+/// The op's parameters, copied (checks that enough were given).
+fn params(p: *const f32, np: usize, needed: usize) -> Result<[f32; MAX_NDIM]> {
+    if np < needed || needed > MAX_NDIM {
+        return Err(Error::Invalid);
+    }
+    small_array(p, needed)
+}
+
+fn op_info(table: &'static [crate::pointwise::OpInfo], op: u32) -> Result<&'static crate::pointwise::OpInfo> {
+    table.get(op as usize).ok_or(Error::Invalid)
+}
+
+static ZERO: [f32; 1] = [0.0];
+
+/// The hash of the pointwise op table the library was generated from
+/// (`nncy._codegen.signature()`).
+#[no_mangle]
+pub extern "C" fn nncy_ops_signature() -> u64 {
+    ops_gen::SIGNATURE
+}
+
+/// Number of threads the kernels use (`NNCY_NUM_THREADS`, default: cores).
+#[no_mangle]
+pub extern "C" fn nncy_num_threads() -> usize {
+    catch_unwind(par::num_threads).unwrap_or(1)
+}
+
+/// y[i] = op(x[i]; p) for i < n.  x == y is allowed (in place).
+#[no_mangle]
+pub extern "C" fn nncy_unary_f32(op: u32, x: *const f32, y: *mut f32, n: usize, p: *const f32, np: usize) -> i32 {
+    guard(|| {
+        let info = op_info(&ops_gen::UNARY, op)?;
+        let p = params(p, np, info.n_params)?;
+        let p = &p[..info.n_params];
+        let out = Region::contiguous(y as *const f32, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if std::ptr::eq(x, y) {
+            // SAFETY: y holds n writable floats.
+            return ops_gen::unary(op, None, unsafe { out.write() }, p);
+        }
+        let x = Region::contiguous(x, n)?;
+        // SAFETY: x holds n readable floats (copied if they overlap y).
+        let x = unsafe { x.read_apart(&[out]) };
+        ops_gen::unary(op, Some(&x), unsafe { out.write() }, p)
+    })
+}
+
+/// gx[i] = (accum ? gx[i] : 0) + grad_op(x[i], y[i], gy[i]; p).  x or y may
+/// be NULL when the op's gradient does not read it.
+#[no_mangle]
+pub extern "C" fn nncy_unary_grad_f32(
+    op: u32,
+    x: *const f32,
+    y: *const f32,
+    gy: *const f32,
+    gx: *mut f32,
+    n: usize,
+    p: *const f32,
+    np: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let info = op_info(&ops_gen::UNARY, op)?;
+        let uses = info.grads.first().copied().flatten().ok_or(Error::Invalid)?;
+        let p = params(p, np, info.n_params)?;
+        let p = &p[..info.n_params];
+        let out = Region::contiguous(gx as *const f32, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY (all reads): the caller passes n readable floats for each
+        // used pointer; overlaps with gx are copied.
+        let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) };
+        let x = if uses.inputs[0] { unsafe { Region::contiguous(x, n)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
+        let y = if uses.y { unsafe { Region::contiguous(y, n)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
+        // SAFETY: gx holds n writable floats.
+        ops_gen::unary_grad(op, &x, &y, &gy, unsafe { out.write() }, p, accum != 0)
+    })
+}
+
+/// Shape of the output and the strides of the inputs, validated.
+fn shape_and_strides<const N: usize>(
+    shape: *const usize,
+    ndim: usize,
+    strides: [*const isize; N],
+) -> Result<([usize; MAX_NDIM], [[isize; MAX_NDIM]; N], usize)> {
+    let shape = small_array(shape, ndim)?;
+    let mut st = [[0isize; MAX_NDIM]; N];
+    for k in 0..N {
+        st[k] = small_array(strides[k], ndim)?;
+    }
+    let size = shape[..ndim].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(Error::Invalid)?;
+    Ok((shape, st, size))
+}
+
+/// Whether strides walk `shape` C-contiguously (size-1 dims ignored).
+fn is_contiguous(shape: &[usize], strides: &[isize]) -> bool {
+    let c = contiguous_strides(shape);
+    shape.iter().zip(strides).zip(c).all(|((&n, &s), c)| n == 1 || s == c)
+}
+
+/// y (contiguous, `shape`) = op(x0[idx . s0], x1[idx . s1]; p).
+#[no_mangle]
+pub extern "C" fn nncy_binary_f32(
+    op: u32,
+    x0: *const f32,
+    s0: *const isize,
+    x1: *const f32,
+    s1: *const isize,
+    y: *mut f32,
+    shape: *const usize,
+    ndim: usize,
+    p: *const f32,
+    np: usize,
+) -> i32 {
+    guard(|| {
+        let info = op_info(&ops_gen::BINARY, op)?;
+        let p = params(p, np, info.n_params)?;
+        let p = &p[..info.n_params];
+        let (shape, mut st, size) = shape_and_strides(shape, ndim, [s0, s1])?;
+        let shape = &shape[..ndim];
+        let out = Region::contiguous(y as *const f32, size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        let ptrs = [x0, x1];
+        let mut own = [false; 2];
+        let mut data: [Cow<[f32]>; 2] = [Cow::Borrowed(&[]), Cow::Borrowed(&[])];
+        let mut base = [0usize; 2];
+        for k in 0..2 {
+            if std::ptr::eq(ptrs[k], y) && is_contiguous(shape, &st[k][..ndim]) {
+                own[k] = true;
+                st[k] = contiguous_strides(shape);
+            } else {
+                let r = Region::strided(ptrs[k], shape, &st[k][..ndim])?;
+                // SAFETY: the caller passes readable inputs over their extent.
+                data[k] = unsafe { r.read_apart(&[out]) };
+                base[k] = r.base;
+            }
+        }
+        let lay = Layout::new(shape, [&st[0][..ndim], &st[1][..ndim]])?;
+        let operand = |k: usize| if own[k] { Operand::Out } else { Operand::In(Input { data: &data[k], base: base[k] }) };
+        // SAFETY: y holds `size` writable floats.
+        ops_gen::binary(op, &lay, operand(0), operand(1), unsafe { out.write() }, p)
+    })
+}
+
+/// g (contiguous, `shape`) = (accum ? g : 0) + grad_op_which(x0, x1, y, gy; p).
+/// Inputs the gradient does not read may be NULL.
+#[no_mangle]
+pub extern "C" fn nncy_binary_grad_f32(
+    op: u32,
+    which: u32,
+    x0: *const f32,
+    s0: *const isize,
+    x1: *const f32,
+    s1: *const isize,
+    y: *const f32,
+    gy: *const f32,
+    g: *mut f32,
+    shape: *const usize,
+    ndim: usize,
+    p: *const f32,
+    np: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let info = op_info(&ops_gen::BINARY, op)?;
+        let uses = info.grads.get(which as usize).copied().flatten().ok_or(Error::Invalid)?;
+        let p = params(p, np, info.n_params)?;
+        let p = &p[..info.n_params];
+        let (shape, mut st, size) = shape_and_strides(shape, ndim, [s0, s1])?;
+        let shape = &shape[..ndim];
+        let out = Region::contiguous(g as *const f32, size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        let ptrs = [x0, x1];
+        let mut data: [Cow<[f32]>; 2] = [Cow::Borrowed(&ZERO), Cow::Borrowed(&ZERO)];
+        let mut base = [0usize; 2];
+        for k in 0..2 {
+            if uses.inputs[k] {
+                let r = Region::strided(ptrs[k], shape, &st[k][..ndim])?;
+                // SAFETY: the caller passes readable inputs over their extent.
+                data[k] = unsafe { r.read_apart(&[out]) };
+                base[k] = r.base;
+            } else {
+                st[k] = [0; MAX_NDIM]; // unused: read as a broadcast 0
+            }
+        }
+        // SAFETY: y and gy hold `size` readable floats.
+        let gy = unsafe { Region::contiguous(gy, size)?.read_apart(&[out]) };
+        let y = if uses.y { unsafe { Region::contiguous(y, size)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
+        let lay = Layout::new(shape, [&st[0][..ndim], &st[1][..ndim]])?;
+        let input = |k: usize| Input { data: &data[k], base: base[k] };
+        // SAFETY: g holds `size` writable floats.
+        ops_gen::binary_grad(op, which, &lay, input(0), input(1), &y, &gy, unsafe { out.write() }, p, accum != 0)
+    })
+}
+
+/// y (contiguous, `shape`) = (accum ? y : 0) + x[idx . xs].
+#[no_mangle]
+pub extern "C" fn nncy_strided_copy_f32(x: *const f32, xs: *const isize, y: *mut f32, shape: *const usize, ndim: usize, accum: i32) -> i32 {
+    guard(|| {
+        let (shape, [st], size) = shape_and_strides(shape, ndim, [xs])?;
+        let (shape, st) = (&shape[..ndim], &st[..ndim]);
+        let out = Region::contiguous(y as *const f32, size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        let r = Region::strided(x, shape, st)?;
+        // SAFETY: x is readable over its extent; y holds `size` floats.
+        let data = unsafe { r.read_apart(&[out]) };
+        let lay = Layout::new(shape, [st])?;
+        crate::pointwise::strided_copy(&lay, Input { data: &data, base: r.base }, unsafe { out.write() }, accum != 0);
+        Ok(())
+    })
+}
+
+fn product(dims: &[usize]) -> Result<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(Error::Invalid)
+}
+
+/// y (outer, inner) = (accum ? y : 0) + scale * R_j x[o, j, i]; op: 0 sum,
+/// 1 max, 2 min, 3 prod.
+#[no_mangle]
+pub extern "C" fn nncy_reduce_f32(op: u32, x: *const f32, y: *mut f32, outer: usize, r: usize, inner: usize, scale: f32, accum: i32) -> i32 {
+    guard(|| {
+        if op > reduce::PROD {
+            return Err(Error::Invalid);
+        }
+        let out = Region::contiguous(y as *const f32, product(&[outer, inner])?)?;
+        let x = Region::contiguous(x, product(&[outer, r, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let x = unsafe { x.read_apart(&[out]) };
+        reduce::reduce(op, &x, unsafe { out.write() }, outer, r, inner, scale, accum != 0)
+    })
+}
+
+/// softmax (log = 0) or log_softmax (log = 1) over the middle axis of
+/// (outer, c, inner).
+#[no_mangle]
+pub extern "C" fn nncy_softmax_f32(x: *const f32, y: *mut f32, outer: usize, c: usize, inner: usize, log: i32) -> i32 {
+    guard(|| {
+        let n = product(&[outer, c, inner])?;
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: both buffers hold n floats.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[out]) };
+        softmax::softmax(&x, unsafe { out.write() }, outer, c, inner, log != 0)
+    })
+}
+
+/// softmax: gx = (accum ? gx : 0) + y * (gy - sum_c(gy * y));
+/// log_softmax: gx = (accum ? gx : 0) + gy - exp(y) * sum_c(gy).
+#[no_mangle]
+pub extern "C" fn nncy_softmax_grad_f32(
+    y: *const f32,
+    gy: *const f32,
+    gx: *mut f32,
+    outer: usize,
+    c: usize,
+    inner: usize,
+    log: i32,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let n = product(&[outer, c, inner])?;
+        let out = Region::contiguous(gx as *const f32, n)?;
+        // SAFETY: the three buffers hold n floats.
+        let y = unsafe { Region::contiguous(y, n)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) };
+        softmax::softmax_grad(&y, &gy, unsafe { out.write() }, outer, c, inner, log != 0, accum != 0)
+    })
+}
+
+/// y[o, i] = -log_softmax(x)[o, t[o, i], i]; status 2 if a label is outside [0, c).
+#[no_mangle]
+pub extern "C" fn nncy_softmax_ce_f32(x: *const f32, t: *const i64, y: *mut f32, outer: usize, c: usize, inner: usize) -> i32 {
+    guard(|| {
+        let n = product(&[outer, c, inner])?;
+        let nt = product(&[outer, inner])?;
+        let out = Region::contiguous(y as *const f32, nt)?;
+        // SAFETY: x holds n floats, t and y hold nt values.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[out]) };
+        let t = unsafe { Region::contiguous(t, nt)?.read_apart(&[out]) };
+        softmax::softmax_ce(&x, &t, unsafe { out.write() }, outer, c, inner)
+    })
+}
+
+/// gx[o, k, i] = (accum ? gx : 0) + gy[o, i] * (softmax(x)[o, k, i] - (k == t[o, i])).
+#[no_mangle]
+pub extern "C" fn nncy_softmax_ce_grad_f32(
+    x: *const f32,
+    t: *const i64,
+    gy: *const f32,
+    gx: *mut f32,
+    outer: usize,
+    c: usize,
+    inner: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let n = product(&[outer, c, inner])?;
+        let nt = product(&[outer, inner])?;
+        let out = Region::contiguous(gx as *const f32, n)?;
+        // SAFETY: x and gx hold n floats, t and gy hold nt values.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[out]) };
+        let t = unsafe { Region::contiguous(t, nt)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, nt)?.read_apart(&[out]) };
+        softmax::softmax_ce_grad(&x, &t, &gy, unsafe { out.write() }, outer, c, inner, accum != 0)
+    })
+}
+
+/// dst (m x n) = alpha * dst + beta * lhs (m x k) @ rhs (k x n); dst is not
+/// read when alpha == 0.
+#[no_mangle]
+pub extern "C" fn nncy_gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    alpha: f32,
+    beta: f32,
+) -> i32 {
+    nncy_batch_gemm_f32(1, m, n, k, dst, 0, dst_rs, dst_cs, lhs, 0, lhs_rs, lhs_cs, rhs, 0, rhs_rs, rhs_cs, alpha, beta)
+}
+
+/// `batch` products: dst[b] = alpha * dst[b] + beta * lhs[b] @ rhs[b], the
+/// views of batch b starting b * bs elements after those of batch 0.
+#[no_mangle]
+pub extern "C" fn nncy_batch_gemm_f32(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_bs: isize,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: *const f32,
+    lhs_bs: isize,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_bs: isize,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    alpha: f32,
+    beta: f32,
+) -> i32 {
+    guard(|| {
+        if batch == 0 || m == 0 || n == 0 {
+            return Ok(());
+        }
+        let out = Region::strided(dst as *const f32, &[batch, m, n], &[dst_bs, dst_rs, dst_cs])?;
+        let l = Region::strided(lhs, &[batch, m, k], &[lhs_bs, lhs_rs, lhs_cs])?;
+        let r = Region::strided(rhs, &[batch, k, n], &[rhs_bs, rhs_rs, rhs_cs])?;
+        // SAFETY: the caller passes buffers covering these views.
+        let (ld, rd) = unsafe { (l.read_apart(&[out]), r.read_apart(&[out])) };
+        let dst = MatMut { data: unsafe { out.write() }, base: out.base, rs: dst_rs, cs: dst_cs };
+        let lhs = MatRef { data: &ld, base: l.base, rs: lhs_rs, cs: lhs_cs };
+        let rhs = MatRef { data: &rd, base: r.base, rs: rhs_rs, cs: rhs_cs };
+        if batch == 1 {
+            gemm::gemm(m, n, k, dst, lhs, rhs, alpha, beta)
+        } else {
+            gemm::batch_gemm(batch, m, n, k, dst, dst_bs, lhs, lhs_bs, rhs, rhs_bs, alpha, beta)
+        }
+    })
+}
+
+/// Mutable state buffers of a solver: n floats each, pairwise disjoint.
+fn states<const N: usize>(ptrs: [*mut f32; N], n: usize) -> Result<[Region<f32>; N]> {
+    let mut out = [Region { start: std::ptr::null(), len: 0, base: 0 }; N];
+    for k in 0..N {
+        out[k] = Region::contiguous(ptrs[k] as *const f32, n)?;
+        if (0..k).any(|j| out[j].overlaps(&out[k])) {
+            return Err(Error::Invalid);
+        }
+    }
+    Ok(out)
+}
+
+/// w -= lr * g
+#[no_mangle]
+pub extern "C" fn nncy_sgd_update_f32(w: *mut f32, g: *const f32, n: usize, lr: f32) -> i32 {
+    guard(|| {
+        let [w] = states([w], n)?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w]) };
+        optim::sgd(unsafe { w.write() }, &g, lr)
+    })
+}
+
+/// v = momentum * v + lr * g; w -= v
+#[no_mangle]
+pub extern "C" fn nncy_momentum_update_f32(w: *mut f32, g: *const f32, v: *mut f32, n: usize, lr: f32, momentum: f32) -> i32 {
+    guard(|| {
+        let [w, v] = states([w, v], n)?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w, v]) };
+        optim::momentum(unsafe { w.write() }, &g, unsafe { v.write() }, lr, momentum)
+    })
+}
+
+/// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= alpha_t m / (sqrt(v) + eps)
+#[no_mangle]
+pub extern "C" fn nncy_adam_update_f32(
+    w: *mut f32,
+    g: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+    n: usize,
+    alpha_t: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+) -> i32 {
+    guard(|| {
+        let [w, m, v] = states([w, m, v], n)?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w, m, v]) };
+        optim::adam(unsafe { w.write() }, &g, unsafe { m.write() }, unsafe { v.write() }, alpha_t, beta1, beta2, eps)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    fn op(name: &str, table: &[crate::pointwise::OpInfo]) -> u32 {
+        table.iter().position(|i| i.name == name).expect(name) as u32
+    }
+
+    #[test]
+    fn guard_maps_results_and_panics() {
+        assert_eq!(guard(|| Ok(())), 0);
+        assert_eq!(guard(|| Err(Error::Invalid)), 1);
+        assert_eq!(guard(|| Err(Error::OutOfRange)), 2);
+        assert_eq!(guard(|| panic!("boom")), 3);
+        assert_eq!(nncy_ops_signature(), ops_gen::SIGNATURE);
+        assert!(nncy_num_threads() >= 1);
+    }
+
+    #[test]
+    fn unary_checks_and_in_place() {
+        let relu = op("relu", &ops_gen::UNARY);
+        let mul = op("mul_scalar", &ops_gen::UNARY);
+        let mut y = [0.0f32; 4];
+        let x = [-1.0f32, 2.0, -3.0, 4.0];
+        assert_eq!(nncy_unary_f32(relu, x.as_ptr(), y.as_mut_ptr(), 4, null(), 0), 0);
+        assert_eq!(y, [0.0, 2.0, 0.0, 4.0]);
+        assert_eq!(nncy_unary_f32(relu, null(), y.as_mut_ptr(), 4, null(), 0), 1);
+        assert_eq!(nncy_unary_f32(relu, x.as_ptr(), null_mut(), 4, null(), 0), 1);
+        assert_eq!(nncy_unary_f32(relu, null(), null_mut(), 0, null(), 0), 0);
+        assert_eq!(nncy_unary_f32(999, x.as_ptr(), y.as_mut_ptr(), 4, null(), 0), 1);
+        assert_eq!(nncy_unary_f32(mul, x.as_ptr(), y.as_mut_ptr(), 4, null(), 0), 1); // no parameter
+        let p = [3.0f32];
+        assert_eq!(nncy_unary_f32(mul, x.as_ptr(), y.as_mut_ptr(), 4, p.as_ptr(), 1), 0);
+        assert_eq!(y, [-3.0, 6.0, -9.0, 12.0]);
+        // misaligned pointer
+        let bytes = [0u8; 64];
+        let odd = unsafe { bytes.as_ptr().add(1) } as *const f32;
+        assert_eq!(nncy_unary_f32(relu, odd, y.as_mut_ptr(), 4, null(), 0), 1);
+        // in place, and shifted overlap (copied first)
+        let mut v: Vec<f32> = (0..10).map(|i| i as f32 - 5.0).collect();
+        assert_eq!(nncy_unary_f32(mul, v.as_ptr(), v.as_mut_ptr(), 10, p.as_ptr(), 1), 0);
+        assert_eq!(v[0], -15.0);
+        let src = v.as_ptr();
+        assert_eq!(nncy_unary_f32(mul, src, unsafe { v.as_mut_ptr().add(1) }, 9, p.as_ptr(), 1), 0);
+        assert_eq!(&v[..3], &[-15.0, -45.0, -36.0]);
+    }
+
+    #[test]
+    fn unary_grad_null_inputs() {
+        let relu = op("relu", &ops_gen::UNARY); // gradient reads y only
+        let log = op("log", &ops_gen::UNARY); // gradient reads x only
+        let y = [0.0f32, 2.0];
+        let gy = [5.0f32, 7.0];
+        let mut gx = [1.0f32, 1.0];
+        assert_eq!(nncy_unary_grad_f32(relu, null(), y.as_ptr(), gy.as_ptr(), gx.as_mut_ptr(), 2, null(), 0, 1), 0);
+        assert_eq!(gx, [1.0, 8.0]);
+        assert_eq!(nncy_unary_grad_f32(relu, null(), null(), gy.as_ptr(), gx.as_mut_ptr(), 2, null(), 0, 1), 1);
+        let x = [2.0f32, 4.0];
+        assert_eq!(nncy_unary_grad_f32(log, x.as_ptr(), null(), gy.as_ptr(), gx.as_mut_ptr(), 2, null(), 0, 0), 0);
+        assert_eq!(gx, [2.5, 1.75]);
+        assert_eq!(nncy_unary_grad_f32(log, null(), y.as_ptr(), gy.as_ptr(), gx.as_mut_ptr(), 2, null(), 0, 0), 1);
+    }
+
+    #[test]
+    fn binary_broadcast_in_place_and_checks() {
+        let sub = op("sub2", &ops_gen::BINARY);
+        let mul = op("mul2", &ops_gen::BINARY);
+        // (2, 3) - reversed row (3,) broadcast
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [10.0f32, 20.0, 30.0];
+        let shape = [2usize, 3];
+        let (sa, sb) = ([3isize, 1], [0isize, -1]);
+        let mut y = [0.0f32; 6];
+        let bl = unsafe { b.as_ptr().add(2) };
+        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), sa.as_ptr(), bl, sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 0);
+        assert_eq!(y, [-29.0, -18.0, -7.0, -26.0, -15.0, -4.0]);
+        // in place: y = y * b
+        let yp = y.as_mut_ptr();
+        assert_eq!(nncy_binary_f32(mul, yp, sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), yp, shape.as_ptr(), 2, null(), 0), 0);
+        assert_eq!(y, [-290.0, -360.0, -210.0, -260.0, -300.0, -120.0]);
+        // checks
+        let big = [1usize; 17];
+        let s17 = [0isize; 17];
+        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), s17.as_ptr(), a.as_ptr(), s17.as_ptr(), y.as_mut_ptr(), big.as_ptr(), 17, null(), 0), 1);
+        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), sa.as_ptr(), null(), sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 1);
+        assert_eq!(nncy_binary_f32(77, a.as_ptr(), sa.as_ptr(), a.as_ptr(), sa.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 1);
+        let zero = [2usize, 0];
+        assert_eq!(nncy_binary_f32(sub, null(), sa.as_ptr(), null(), sb.as_ptr(), null_mut(), zero.as_ptr(), 2, null(), 0), 0);
+        // scalar (ndim 0)
+        let mut one = [0.0f32];
+        assert_eq!(nncy_binary_f32(mul, a.as_ptr(), null(), b.as_ptr(), null(), one.as_mut_ptr(), null(), 0, null(), 0), 0);
+        assert_eq!(one, [10.0]);
+
+        // gradient of mul2 w.r.t. x0 = gy * x1 (x0 and y unused: NULL)
+        let gy = [1.0f32; 6];
+        let mut g = [0.5f32; 6];
+        assert_eq!(nncy_binary_grad_f32(mul, 0, null(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 0);
+        assert_eq!(g, [10.5, 20.5, 30.5, 10.5, 20.5, 30.5]);
+        assert_eq!(nncy_binary_grad_f32(mul, 2, a.as_ptr(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);
+        assert_eq!(nncy_binary_grad_f32(mul, 0, a.as_ptr(), sa.as_ptr(), null(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);
+    }
+
+    #[test]
+    fn strided_copy_transpose_and_reduce() {
+        let x: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let mut y = [0.0f32; 6];
+        let shape = [3usize, 2];
+        assert_eq!(nncy_strided_copy_f32(x.as_ptr(), [1isize, 3].as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, 0), 0);
+        assert_eq!(y, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(nncy_strided_copy_f32(x.as_ptr(), [1isize, 3].as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, 1), 0);
+        assert_eq!(y, [0.0, 6.0, 2.0, 8.0, 4.0, 10.0]);
+        let mut s = [0.0f32; 3];
+        assert_eq!(nncy_reduce_f32(0, x.as_ptr(), s.as_mut_ptr(), 3, 2, 1, 1.0, 0), 0);
+        assert_eq!(s, [1.0, 5.0, 9.0]);
+        assert_eq!(nncy_reduce_f32(1, x.as_ptr(), s.as_mut_ptr(), 1, 2, 3, 1.0, 0), 0);
+        assert_eq!(s, [3.0, 4.0, 5.0]);
+        assert_eq!(nncy_reduce_f32(4, x.as_ptr(), s.as_mut_ptr(), 1, 2, 3, 1.0, 0), 1);
+        assert_eq!(nncy_reduce_f32(0, null(), s.as_mut_ptr(), 1, 2, 3, 1.0, 0), 1);
+    }
+
+    #[test]
+    fn softmax_entry_points() {
+        let x = [1.0f32, 2.0, 3.0, 1e4, 1e4, 1e4];
+        let mut y = [0.0f32; 6];
+        assert_eq!(nncy_softmax_f32(x.as_ptr(), y.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert!((y[3] - 1.0 / 3.0).abs() < 1e-6 && (y.iter().sum::<f32>() - 2.0).abs() < 1e-5);
+        let t = [2i64, 0];
+        let mut l = [0.0f32; 2];
+        assert_eq!(nncy_softmax_ce_f32(x.as_ptr(), t.as_ptr(), l.as_mut_ptr(), 2, 3, 1), 0);
+        assert!((l[1] - 3f32.ln()).abs() < 1e-6);
+        let bad = [3i64, 0];
+        assert_eq!(nncy_softmax_ce_f32(x.as_ptr(), bad.as_ptr(), l.as_mut_ptr(), 2, 3, 1), 2);
+        let mut gx = [0.0f32; 6];
+        assert_eq!(nncy_softmax_ce_grad_f32(x.as_ptr(), bad.as_ptr(), l.as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 2);
+        assert_eq!(nncy_softmax_grad_f32(y.as_ptr(), x.as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 1, 0), 0);
+        // in place softmax
+        let mut z = x;
+        assert_eq!(nncy_softmax_f32(z.as_ptr(), z.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert_eq!(z, y);
+    }
+
+    #[test]
+    fn gemm_entry_points() {
+        // 2x3 @ 3x2 with rhs given transposed
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0f32, 0.0, 1.0, 0.0, 1.0, 1.0]; // rhs^T (2x3)
+        let mut d = [f32::NAN; 4];
+        assert_eq!(nncy_gemm_f32(2, 2, 3, d.as_mut_ptr(), 2, 1, a.as_ptr(), 3, 1, bt.as_ptr(), 1, 3, 0.0, 1.0), 0);
+        assert_eq!(d, [4.0, 5.0, 10.0, 11.0]);
+        assert_eq!(nncy_gemm_f32(2, 2, 3, d.as_mut_ptr(), 0, 1, a.as_ptr(), 3, 1, bt.as_ptr(), 1, 3, 0.0, 1.0), 1);
+        assert_eq!(nncy_gemm_f32(2, 2, 3, d.as_mut_ptr(), 2, 1, null(), 3, 1, bt.as_ptr(), 1, 3, 0.0, 1.0), 1);
+        assert_eq!(nncy_gemm_f32(2, 2, 0, d.as_mut_ptr(), 2, 1, null(), 0, 1, null(), 1, 0, 2.0, 1.0), 0);
+        assert_eq!(d, [8.0, 10.0, 20.0, 22.0]);
+        // dst overlapping lhs: lhs is copied first
+        let mut m = [1.0f32, 2.0, 3.0, 4.0];
+        let mp = m.as_mut_ptr();
+        assert_eq!(nncy_gemm_f32(2, 2, 2, mp, 2, 1, mp, 2, 1, [1.0f32, 0.0, 0.0, 1.0].as_ptr(), 2, 1, 0.0, 2.0), 0);
+        assert_eq!(m, [2.0, 4.0, 6.0, 8.0]);
+        // batch of 2 with a shared rhs
+        let mut bd = [0.0f32; 8];
+        let lhs = [1.0f32, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 2.0];
+        let rhs = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(nncy_batch_gemm_f32(2, 2, 2, 2, bd.as_mut_ptr(), 4, 2, 1, lhs.as_ptr(), 4, 2, 1, rhs.as_ptr(), 0, 2, 1, 0.0, 1.0), 0);
+        assert_eq!(bd, [1.0, 2.0, 3.0, 4.0, 2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn solver_entry_points() {
+        let mut w = [1.0f32; 3];
+        let g = [0.5f32; 3];
+        let mut v = [0.0f32; 3];
+        assert_eq!(nncy_sgd_update_f32(w.as_mut_ptr(), g.as_ptr(), 3, 2.0), 0);
+        assert_eq!(w, [0.0; 3]);
+        assert_eq!(nncy_momentum_update_f32(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), 3, 1.0, 0.9), 0);
+        assert_eq!((w, v), ([-0.5; 3], [0.5; 3]));
+        let wp = w.as_mut_ptr();
+        assert_eq!(nncy_momentum_update_f32(wp, g.as_ptr(), wp, 3, 1.0, 0.9), 1);
+        let mut m = [0.0f32; 3];
+        assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 0);
+        assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 1);
+    }
+}

@@ -1,0 +1,323 @@
+//! Matrix products through the `gemm` crate, behind a bounds-checked wrapper.
+
+use crate::par::{self, MIN_PAR_WORK};
+use crate::strided::extent;
+use crate::{Error, Result};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// A strided matrix view: element (i, j) is data[base + i * rs + j * cs].
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub base: usize,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// A mutable strided matrix view.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub base: usize,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// Whether a (rows, cols) view lies inside a buffer of `len` elements.
+fn inside(len: usize, base: usize, rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let Some((lo, hi)) = extent(&[rows, cols], &[rs, cs]) else {
+        return false;
+    };
+    let Ok(base) = isize::try_from(base) else {
+        return false;
+    };
+    base.checked_add(lo).is_some_and(|a| a >= 0) && base.checked_add(hi).is_some_and(|b| (b as usize) < len)
+}
+
+/// Whether no two elements of a (rows, cols) view share memory.
+pub fn no_self_overlap(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
+    let (mut a, mut b) = ((rows, rs.unsigned_abs()), (cols, cs.unsigned_abs()));
+    if a.1 > b.1 {
+        std::mem::swap(&mut a, &mut b);
+    }
+    // a has the smaller stride
+    let (a, b) = if a.0 <= 1 { ((1, 1), b) } else { (a, b) };
+    (b.0 <= 1 || (a.1 >= 1 && b.1 >= a.1.saturating_mul(a.0))) && (a.0 <= 1 || a.1 >= 1)
+}
+
+/// Below this many multiply-adds a product runs on one thread.
+const PAR_FLOPS: usize = 48 * 48 * 48;
+
+/// dst (m x n) = alpha * dst + beta * lhs (m x k) @ rhs (k x n); when alpha
+/// is 0, dst is not read.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32, beta: f32) -> Result {
+    check(m, n, k, &dst, &lhs, &rhs)?;
+    let flops = m.saturating_mul(n).saturating_mul(k);
+    par::install(if flops >= PAR_FLOPS { MIN_PAR_WORK } else { 0 }, |parallel| {
+        let p = if parallel { Parallelism::Rayon(par::num_threads()) } else { Parallelism::None };
+        run(m, n, k, dst, lhs, rhs, alpha, beta, p)
+    });
+    Ok(())
+}
+
+fn check(m: usize, n: usize, k: usize, dst: &MatMut, lhs: &MatRef, rhs: &MatRef) -> Result {
+    let ok = inside(dst.data.len(), dst.base, m, n, dst.rs, dst.cs)
+        && inside(lhs.data.len(), lhs.base, m, k, lhs.rs, lhs.cs)
+        && inside(rhs.data.len(), rhs.base, k, n, rhs.rs, rhs.cs)
+        && no_self_overlap(m, n, dst.rs, dst.cs);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid)
+    }
+}
+
+/// The product on checked views.
+#[allow(clippy::too_many_arguments)]
+fn run(m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32, beta: f32, p: Parallelism) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // dst = alpha * dst (nothing to add)
+        for i in 0..m {
+            for j in 0..n {
+                let at = (dst.base as isize + i as isize * dst.rs + j as isize * dst.cs) as usize;
+                dst.data[at] = if alpha == 0.0 { 0.0 } else { alpha * dst.data[at] };
+            }
+        }
+        return;
+    }
+    // SAFETY: `check` verified that every element of the three views lies
+    // inside its slice and that dst's elements are distinct; dst is borrowed
+    // mutably, so it cannot overlap lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr().add(dst.base),
+            dst.cs,
+            dst.rs,
+            alpha != 0.0,
+            lhs.data.as_ptr().add(lhs.base),
+            lhs.cs,
+            lhs.rs,
+            rhs.data.as_ptr().add(rhs.base),
+            rhs.cs,
+            rhs.rs,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            p,
+        )
+    }
+}
+
+/// `batch` products; the views of batch b start `b * bs` elements after
+/// those of batch 0.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_gemm(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: MatMut,
+    dst_bs: isize,
+    lhs: MatRef,
+    lhs_bs: isize,
+    rhs: MatRef,
+    rhs_bs: isize,
+    alpha: f32,
+    beta: f32,
+) -> Result {
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Every batch's views must be inside: check the first and the last.
+    let shift = |base: usize, bs: isize| -> Result<usize> {
+        let off = isize::try_from(batch - 1).ok().and_then(|b| b.checked_mul(bs)).ok_or(Error::Invalid)?;
+        let b = (base as isize).checked_add(off).ok_or(Error::Invalid)?;
+        usize::try_from(b).map_err(|_| Error::Invalid)
+    };
+    let last = (shift(dst.base, dst_bs)?, shift(lhs.base, lhs_bs)?, shift(rhs.base, rhs_bs)?);
+    check(m, n, k, &dst, &lhs, &rhs)?;
+    // Views move linearly with b: the first and last batch inside => all are.
+    let last_inside = inside(dst.data.len(), last.0, m, n, dst.rs, dst.cs)
+        && inside(lhs.data.len(), last.1, m, k, lhs.rs, lhs.cs)
+        && inside(rhs.data.len(), last.2, k, n, rhs.rs, rhs.cs);
+    if !last_inside {
+        return Err(Error::Invalid);
+    }
+    let at = |base: usize, bs: isize, b: usize| (base as isize + b as isize * bs) as usize;
+    let flops = m.saturating_mul(n).saturating_mul(k);
+    let (lo, hi) = extent(&[m, n], &[dst.rs, dst.cs]).ok_or(Error::Invalid)?;
+    let span = (hi - lo + 1) as usize;
+    let disjoint = dst_bs.unsigned_abs() >= span;
+    if disjoint && batch >= 2 && flops < 4 * PAR_FLOPS * par::num_threads() && flops.saturating_mul(batch) >= PAR_FLOPS {
+        // Many small products: one per task, each single-threaded.  Cut dst
+        // into per-batch chunks (they are disjoint), in memory order.
+        let bs = dst_bs.unsigned_abs();
+        let first = if dst_bs >= 0 { 0 } else { batch - 1 };
+        let start = (at(dst.base, dst_bs, first) as isize + lo) as usize;
+        let chunks = dst.data[start..].par_chunks_mut(bs).take(batch);
+        par::install(MIN_PAR_WORK, |_| {
+            chunks.enumerate().for_each(|(c, chunk)| {
+                let b = if dst_bs >= 0 { c } else { batch - 1 - c };
+                let d = MatMut { data: chunk, base: (-lo) as usize, rs: dst.rs, cs: dst.cs };
+                let l = MatRef { base: at(lhs.base, lhs_bs, b), ..lhs };
+                let r = MatRef { base: at(rhs.base, rhs_bs, b), ..rhs };
+                run(m, n, k, d, l, r, alpha, beta, Parallelism::None);
+            })
+        });
+        return Ok(());
+    }
+    let dst_data = dst.data;
+    for b in 0..batch {
+        let d = MatMut { data: &mut *dst_data, base: at(dst.base, dst_bs, b), rs: dst.rs, cs: dst.cs };
+        let l = MatRef { base: at(lhs.base, lhs_bs, b), ..lhs };
+        let r = MatRef { base: at(rhs.base, rhs_bs, b), ..rhs };
+        gemm(m, n, k, d, l, r, alpha, beta)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn naive(m: usize, n: usize, k: usize, d: &mut [f32], dv: (usize, isize, isize), l: &[f32], lv: (usize, isize, isize), r: &[f32], rv: (usize, isize, isize), alpha: f32, beta: f32) {
+        let at = |v: (usize, isize, isize), i: usize, j: usize| (v.0 as isize + i as isize * v.1 + j as isize * v.2) as usize;
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|p| l[at(lv, i, p)] as f64 * r[at(rv, p, j)] as f64).sum();
+                let o = &mut d[at(dv, i, j)];
+                *o = if alpha == 0.0 { 0.0 } else { alpha * *o } + beta * s as f32;
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_matches_naive_with_strides() {
+        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (64, 48, 33), (130, 70, 257), (5, 4, 0), (300, 200, 100)] {
+            let l = data(m * k + 8, 1);
+            let r = data(k * n + 8, 2);
+            // lhs row-major, rhs transposed (column-major), dst transposed
+            let lv = (0, k as isize, 1);
+            let rv = (0, 1, k as isize);
+            let dv = (0, 1, m as isize);
+            for (alpha, beta) in [(0.0, 1.0), (1.0, 0.5), (0.25, -2.0)] {
+                let mut d = data(m * n, 3);
+                d.iter_mut().for_each(|v| if alpha == 0.0 { *v = f32::NAN });
+                let mut want = d.clone();
+                naive(m, n, k, &mut want, dv, &l, lv, &r, rv, alpha, beta);
+                gemm(
+                    m,
+                    n,
+                    k,
+                    MatMut { data: &mut d, base: dv.0, rs: dv.1, cs: dv.2 },
+                    MatRef { data: &l, base: lv.0, rs: lv.1, cs: lv.2 },
+                    MatRef { data: &r, base: rv.0, rs: rv.1, cs: rv.2 },
+                    alpha,
+                    beta,
+                )
+                .unwrap();
+                for (g, w) in d.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k}: {g} vs {w}");
+                }
+            }
+        }
+        // negative strides: lhs rows reversed
+        let (m, n, k) = (6, 5, 4);
+        let l = data(m * k, 4);
+        let r = data(k * n, 5);
+        let mut d = vec![0.0; m * n];
+        let mut want = d.clone();
+        let lv = ((m - 1) * k, -(k as isize), 1);
+        naive(m, n, k, &mut want, (0, n as isize, 1), &l, lv, &r, (0, n as isize, 1), 0.0, 1.0);
+        gemm(m, n, k, MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, MatRef { data: &l, base: lv.0, rs: lv.1, cs: 1 }, MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, 0.0, 1.0).unwrap();
+        assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-5));
+    }
+
+    #[test]
+    fn batch_gemm_matches_naive() {
+        for &(batch, m, n, k) in &[(1, 3, 4, 5), (7, 8, 9, 10), (64, 32, 32, 32), (3, 200, 150, 100)] {
+            let l = data(batch * m * k, 6);
+            let r = data(k * n, 7); // rhs shared: batch stride 0
+            let mut d = vec![0.0; batch * m * n];
+            let mut want = d.clone();
+            for b in 0..batch {
+                naive(m, n, k, &mut want, (b * m * n, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (0, n as isize, 1), 0.0, 1.0);
+            }
+            batch_gemm(
+                batch, m, n, k,
+                MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, (m * n) as isize,
+                MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
+                MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, 0,
+                0.0, 1.0,
+            )
+            .unwrap();
+            assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())), "{batch}x{m}x{n}x{k}");
+        }
+        // negative batch stride and accumulation into one dst (bs = 0)
+        let (batch, m, n, k) = (40, 8, 8, 8);
+        let l = data(batch * m * k, 8);
+        let r = data(batch * k * n, 9);
+        let mut d = vec![1.0; batch * m * n];
+        let mut want = d.clone();
+        for b in 0..batch {
+            let db = (batch - 1 - b) * m * n;
+            naive(m, n, k, &mut want, (db, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (b * k * n, n as isize, 1), 1.0, 1.0);
+        }
+        batch_gemm(batch, m, n, k,
+            MatMut { data: &mut d, base: (batch - 1) * m * n, rs: n as isize, cs: 1 }, -((m * n) as isize),
+            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
+            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, (k * n) as isize,
+            1.0, 1.0).unwrap();
+        assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())));
+        let mut d = vec![0.0; m * n];
+        let mut want = d.clone();
+        for b in 0..batch {
+            naive(m, n, k, &mut want, (0, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (b * k * n, n as isize, 1), 1.0, 1.0);
+        }
+        batch_gemm(batch, m, n, k,
+            MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, 0,
+            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
+            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, (k * n) as isize,
+            1.0, 1.0).unwrap();
+        assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())));
+    }
+
+    #[test]
+    fn rejects_bad_views() {
+        let l = [0.0f32; 12];
+        let mut d = [0.0f32; 12];
+        fn mv(d: &mut [f32], rs: isize, cs: isize) -> MatMut<'_> {
+            MatMut { data: d, base: 0, rs, cs }
+        }
+        let lr = MatRef { data: &l, base: 0, rs: 4, cs: 1 };
+        // rhs too small
+        assert!(gemm(3, 4, 4, mv(&mut d, 4, 1), lr, lr, 0.0, 1.0).is_err());
+        // dst with a zero stride writes one element twice
+        assert!(gemm(3, 2, 2, mv(&mut d, 0, 1), lr, MatRef { rs: 1, cs: 2, ..lr }, 0.0, 1.0).is_err());
+        assert!(no_self_overlap(3, 4, 4, 1) && no_self_overlap(3, 4, 1, 3) && no_self_overlap(1, 4, 0, 1));
+        assert!(!no_self_overlap(3, 4, 2, 1) && !no_self_overlap(2, 2, 0, 1));
+    }
+}
