@@ -100,6 +100,13 @@ def _reshape(size):
             lambda t, x: x.reshape(-1))
 
 
+def _slice(size):
+    x = _mat(SIZES[size])
+    args = {'start': (0, 0), 'stop': x.shape, 'step': (1, 2)}
+    return ([x], args, lambda x, **a: x[:, ::2].copy(),
+            lambda t, x: x[:, ::2].clone())
+
+
 def _sink(size):
     return [_vec(SIZES[size])], {}, None, None
 
@@ -136,5 +143,6 @@ CASES = {
     'identity': unary(np.copy, 'clone'),
     'softmax_cross_entropy': _sce,
     'reshape': _reshape,
+    'slice': _slice,
     'sink': _sink,
 }

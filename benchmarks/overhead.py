@@ -1,6 +1,7 @@
 """Dispatch overhead of one small function.
 
-    python benchmarks/overhead.py [--number N] [--repeat R]
+    python -m benchmarks.overhead [--number N] [--repeat R]   (from the repository root)
+    python benchmarks/overhead.py ...                        (with nncy installed)
 
 Times ``F.relu`` on a 1-element Variable in auto_forward mode (the cost of
 building a node and running it) and prints the median per call in µs; if

@@ -1,6 +1,6 @@
 """Checker runs and argument errors for the structured and composite core
 functions: affine, sum, mean, softmax, log_softmax, softmax_cross_entropy,
-identity, reshape and sink."""
+identity, reshape, slice and sink."""
 import numpy as np
 import pytest
 
@@ -345,6 +345,60 @@ def test_reshape_bad_arguments():
     check_raises(F.reshape, [x], {'shape': (-2, 12)}, exc=ValueError, match_words=['shape'])
     check_raises(F.reshape, [x], {'shape': 'abc'}, exc=TypeError, match_words=['shape'])
     check_raises(F.reshape, [x], {'shape': (2.5, 4)}, exc=TypeError, match_words=['shape'])
+
+
+# --------------------------------------------------------------------------
+# slice
+# --------------------------------------------------------------------------
+
+def slice_ref(x, start=None, stop=None, step=None):
+    nd = x.ndim
+    step = step if step is not None else (1,) * nd
+    start = start if start is not None else tuple(0 if s > 0 else -1 for s in step)
+    stop = stop if stop is not None else tuple(
+        n if s > 0 else -n - 1 for n, s in zip(x.shape, step))
+    return x[tuple(slice(a, b, c) for a, b, c in zip(start, stop, step))].copy()
+
+
+SLICE_CASES = [
+    dict(),
+    dict(start=(0, 1), stop=(2, 3), step=(1, 1)),
+    dict(start=(0, 0), stop=(3, 4), step=(2, 3)),
+    dict(start=(1, -3), stop=(3, -1), step=(1, 1)),
+    dict(start=(0, 0), stop=(10, 10), step=(1, 1)),         # stops clip like Python
+    dict(start=(-1, -1), stop=(-4, -5), step=(-1, -1)),     # full flip
+    dict(start=(2, 3), stop=(0, 0), step=(-1, -2)),
+    dict(start=(0, 2), stop=(3, 2), step=(1, 1)),           # empty axis
+]
+
+
+@pytest.mark.parametrize('args', SLICE_CASES, ids=str)
+def test_slice(args):
+    x = randn(3, 4)
+    expect = slice_ref(x, **args)
+    if expect.size == 0:
+        y = F.slice(nn.Variable.from_numpy_array(x), **args)
+        assert y.shape == expect.shape
+        return
+    check_function(F.slice, [x], slice_ref, args, atol=0, rtol=0)
+
+
+def test_slice_3d_with_steps():
+    x = randn(4, 5, 6)
+    check_function(F.slice, [x], slice_ref,
+                   dict(start=(1, 0, 5), stop=(4, 5, 0), step=(2, 2, -2)), atol=0, rtol=0)
+
+
+def test_slice_bad_arguments():
+    x = randn(3, 4)
+    check_raises(F.slice, [x], dict(start=(0, 0), stop=(1, 1), step=(1, 0)),
+                 exc=ValueError, match_words=['step'])
+    check_raises(F.slice, [x], dict(start=(0, 0, 0), stop=(1, 1, 1), step=(1, 1, 1)),
+                 exc=ValueError, match_words=['start'])
+    check_raises(F.slice, [x], dict(start=(0, 0), stop=(1,), step=(1, 1)),
+                 exc=ValueError, match_words=['stop'])
+    check_raises(F.slice, [x], dict(start='ab', stop=(1, 1), step=(1, 1)),
+                 exc=TypeError, match_words=['start'])
 
 
 # --------------------------------------------------------------------------

@@ -86,6 +86,11 @@ def test_d_and_g_setters():
     np.testing.assert_array_equal(v.g, np.zeros((2, 3)))
     v.g = 1.5
     np.testing.assert_array_equal(v.g, np.full((2, 3), 1.5))
+    # the setters write into the existing buffers: earlier views see the values
+    d, g = v.d, v.g
+    v.d = 9.0
+    v.g = -9.0
+    assert d[0, 0] == 9.0 and g[0, 0] == -9.0
 
 
 def test_ndarray_data_and_grad_methods():
@@ -322,6 +327,21 @@ def test_clear_buffer_with_fan_out():
         np.testing.assert_allclose(x.g, (2 * s + 3) * s * (1 - s), rtol=1e-5, atol=1e-6)
 
 
+def test_inplace_never_writes_into_a_leaf_through_a_reshape_view():
+    """reshape (inplace=True by default) shares the leaf's buffer; an in-place
+    op on its output must not overwrite the leaf."""
+    for auto in (False, True):
+        with nn.auto_forward(auto):
+            x = nn.Variable.from_numpy_array(-np.ones(6, np.float32))
+            y = F.relu(F.reshape(x, (2, 3)), inplace=True)
+            z = F.add2(F.reshape(x, (6,)), x, inplace=True)
+            if not auto:
+                F.sink(y, z).forward()
+        np.testing.assert_array_equal(x.d, -np.ones(6), err_msg='auto=%s' % auto)
+        np.testing.assert_array_equal(y.d, np.zeros((2, 3)))
+        np.testing.assert_array_equal(z.d, np.full(6, -2.0))
+
+
 # --------------------------------------------------------------------------
 # graph surgery
 # --------------------------------------------------------------------------
@@ -495,6 +515,17 @@ def test_imperative_ndarray_calls():
     np.testing.assert_allclose((na * 2 + nb).data, 2 * a + b, rtol=1e-6)
     np.testing.assert_allclose((na - nb).data, a - b, rtol=1e-6)
     np.testing.assert_allclose((-na).data, -a)
+
+
+def test_operators_mixing_variable_and_ndarray_give_ndarray():
+    """NNabla: with an NdArray on either side, an operator computes at once and
+    returns an NdArray."""
+    a, b = randn(2, 3), randn(2, 3)
+    v = nn.Variable.from_numpy_array(a)
+    nd = nn.NdArray.from_numpy_array(b)
+    for r, expect in [(v + nd, a + b), (nd + v, a + b), (v * nd, a * b), (nd - v, b - a)]:
+        assert isinstance(r, nn.NdArray), type(r)
+        np.testing.assert_allclose(r.data, expect, rtol=1e-6)
 
 
 def test_imperative_outputs_argument():

@@ -294,7 +294,7 @@ def test_broadcast_property(spec, data):
     seed = data.draw(st.integers(0, 2 ** 31 - 1), label='seed')
     rng = np.random.RandomState(seed)
     xs = [d(rng, s) for d, s in zip(domains, shapes.input_shapes)]
-    dy = rng.randn(*shapes.result_shape).astype(np.float32).reshape(shapes.result_shape)
+    dy = np.asarray(rng.randn(*shapes.result_shape), np.float32).reshape(shapes.result_shape)
     y, vs = _forward_backward(_fn(spec), xs, args, dy)
     assert y.shape == shapes.result_shape
     np.testing.assert_allclose(y.d, _ref64(entry)(*xs, **args),
@@ -345,6 +345,36 @@ def test_inplace_changes_no_result(spec):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, x in zip(d1, xs):   # leaves are never overwritten
         np.testing.assert_array_equal(a, x)
+
+
+@pytest.mark.parametrize('spec', INPLACE, ids=lambda s: s.name)
+def test_inplace_does_not_corrupt_other_consumers(spec):
+    """An input computed in place must not change what its other consumers see,
+    whichever runs first: the engine either declines the in-place update or
+    raises a ValueError naming 'inplace'."""
+    entry = _entry(spec)
+    args, domains = entry.cases[0]
+    rng = np.random.RandomState(9)
+    xs = [d(rng, (2, 3)) for d in domains]
+    expect = _ref64(entry)(*xs, **args)
+    for order in ('inplace-first', 'other-first'):
+        vs = [nn.Variable.from_numpy_array(x) for x in xs]
+        h = F.identity(vs[0])
+        if order == 'other-first':
+            other = F.mul_scalar(h, 2.0)
+            y = _fn(spec)(h, *vs[1:], **dict(args, inplace=True))
+            outs = (other, y)
+        else:
+            y = _fn(spec)(h, *vs[1:], **dict(args, inplace=True))
+            other = F.mul_scalar(h, 2.0)
+            outs = (y, other)
+        try:
+            F.sink(*outs).forward()
+        except ValueError as e:
+            assert 'inplace' in str(e), e
+            continue
+        np.testing.assert_allclose(y.d, expect, rtol=1e-5, atol=1e-6, err_msg=order)
+        np.testing.assert_allclose(other.d, 2 * xs[0], rtol=1e-6, err_msg=order)
 
 
 @pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)

@@ -102,24 +102,27 @@ impl<T: Clone> Region<T> {
     }
 }
 
-/// Up to MAX_NDIM values from a caller's array.
-fn small_array<T: Copy + Default>(p: *const T, n: usize) -> Result<[T; MAX_NDIM]> {
-    let mut out = [T::default(); MAX_NDIM];
-    if n > MAX_NDIM {
-        return Err(Error::Invalid);
-    }
-    let r = Region::contiguous(p, n)?;
-    // SAFETY: the caller passes `n` readable values at `p`.
-    out[..n].copy_from_slice(unsafe { r.read() });
-    Ok(out)
+/// Copies `dst.len()` values from a caller's array at `p`.
+#[inline]
+fn read_into<T: Copy>(dst: &mut [T], p: *const T) -> Result {
+    let r = Region::contiguous(p, dst.len())?;
+    // SAFETY: the caller passes that many readable values at `p`.
+    dst.copy_from_slice(unsafe { r.read() });
+    Ok(())
 }
 
+/// Most parameters an op may have.
+const MAX_PARAMS: usize = 16;
+
 /// The op's parameters, copied (checks that enough were given).
-fn params(p: *const f32, np: usize, needed: usize) -> Result<[f32; MAX_NDIM]> {
-    if np < needed || needed > MAX_NDIM {
+#[inline]
+fn params(p: *const f32, np: usize, needed: usize) -> Result<[f32; MAX_PARAMS]> {
+    let mut out = [0.0; MAX_PARAMS];
+    if np < needed || needed > MAX_PARAMS {
         return Err(Error::Invalid);
     }
-    small_array(p, needed)
+    read_into(&mut out[..needed], p)?;
+    Ok(out)
 }
 
 fn op_info(table: &'static [crate::pointwise::OpInfo], op: u32) -> Result<&'static crate::pointwise::OpInfo> {
@@ -196,19 +199,24 @@ pub extern "C" fn nncy_unary_grad_f32(
     })
 }
 
-/// Shape of the output and the strides of the inputs, validated.
+/// Shape of the output (into `shape`) and the strides of the inputs (into
+/// `strides`), validated; returns the number of elements.
+#[inline]
 fn shape_and_strides<const N: usize>(
-    shape: *const usize,
+    shape: &mut [usize; MAX_NDIM],
+    strides: &mut [[isize; MAX_NDIM]; N],
+    shape_p: *const usize,
     ndim: usize,
-    strides: [*const isize; N],
-) -> Result<([usize; MAX_NDIM], [[isize; MAX_NDIM]; N], usize)> {
-    let shape = small_array(shape, ndim)?;
-    let mut st = [[0isize; MAX_NDIM]; N];
-    for k in 0..N {
-        st[k] = small_array(strides[k], ndim)?;
+    strides_p: [*const isize; N],
+) -> Result<usize> {
+    if ndim > MAX_NDIM {
+        return Err(Error::Invalid);
     }
-    let size = shape[..ndim].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(Error::Invalid)?;
-    Ok((shape, st, size))
+    read_into(&mut shape[..ndim], shape_p)?;
+    for k in 0..N {
+        read_into(&mut strides[k][..ndim], strides_p[k])?;
+    }
+    shape[..ndim].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(Error::Invalid)
 }
 
 /// Whether strides walk `shape` C-contiguously (size-1 dims ignored).
@@ -235,8 +243,9 @@ pub extern "C" fn nncy_binary_f32(
         let info = op_info(&ops_gen::BINARY, op)?;
         let p = params(p, np, info.n_params)?;
         let p = &p[..info.n_params];
-        let (shape, mut st, size) = shape_and_strides(shape, ndim, [s0, s1])?;
-        let shape = &shape[..ndim];
+        let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 2]);
+        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [s0, s1])?;
+        let shape = &sh[..ndim];
         let out = Region::contiguous(y as *const f32, size)?;
         if size == 0 {
             return Ok(());
@@ -287,8 +296,9 @@ pub extern "C" fn nncy_binary_grad_f32(
         let uses = info.grads.get(which as usize).copied().flatten().ok_or(Error::Invalid)?;
         let p = params(p, np, info.n_params)?;
         let p = &p[..info.n_params];
-        let (shape, mut st, size) = shape_and_strides(shape, ndim, [s0, s1])?;
-        let shape = &shape[..ndim];
+        let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 2]);
+        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [s0, s1])?;
+        let shape = &sh[..ndim];
         let out = Region::contiguous(g as *const f32, size)?;
         if size == 0 {
             return Ok(());
@@ -320,8 +330,9 @@ pub extern "C" fn nncy_binary_grad_f32(
 #[no_mangle]
 pub extern "C" fn nncy_strided_copy_f32(x: *const f32, xs: *const isize, y: *mut f32, shape: *const usize, ndim: usize, accum: i32) -> i32 {
     guard(|| {
-        let (shape, [st], size) = shape_and_strides(shape, ndim, [xs])?;
-        let (shape, st) = (&shape[..ndim], &st[..ndim]);
+        let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 1]);
+        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [xs])?;
+        let (shape, st) = (&sh[..ndim], &st[0][..ndim]);
         let out = Region::contiguous(y as *const f32, size)?;
         if size == 0 {
             return Ok(());

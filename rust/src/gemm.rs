@@ -190,6 +190,7 @@ pub fn batch_gemm(
 }
 
 #[cfg(test)]
+#[allow(clippy::too_many_arguments)]
 mod tests {
     use super::*;
 

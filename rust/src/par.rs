@@ -56,6 +56,10 @@ pub fn install<R: Send>(work: usize, f: impl FnOnce(bool) -> R + Send) -> R {
 pub trait Split: Sized + Send {
     /// Number of units.
     fn len(&self) -> usize;
+    /// Whether there are no units.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Cuts after `mid` units.
     fn split_at(self, mid: usize) -> (Self, Self);
 }

@@ -6,8 +6,10 @@
 //! ([`par_for`]), then run each piece inside [`simd::dispatch`]; the row loops
 //! and `f` are `#[inline(always)]` so that they are compiled for the chosen
 //! instruction set.
+// Index loops over several arrays at once read best as they are.
+#![allow(clippy::needless_range_loop)]
 
-use crate::par::par_for;
+use crate::par::{par_for, Rows};
 use crate::simd;
 use crate::strided::{Input, Layout};
 
@@ -323,6 +325,11 @@ pub fn binary_grad<F: Fn(f32, f32, f32, f32) -> f32 + Sync>(
 /// broadcast, transpose, slicing.
 pub fn strided_copy(lay: &Layout<1>, x: Input, y: &mut [f32], accum: bool) {
     let n = lay.size().min(y.len());
+    let (shape, st) = (lay.shape(), lay.strides(0));
+    let nd = shape.len();
+    if nd >= 2 && st[nd - 1] != 1 && st[nd - 2] == 1 && shape[nd - 1] >= 16 && shape[nd - 2] >= 16 {
+        return transpose_copy(lay, x, &mut y[..n], accum);
+    }
     let [s] = lay.row_strides();
     let r = Reader { input: x, step: s };
     #[inline(always)]
@@ -353,7 +360,58 @@ pub fn strided_copy(lay: &Layout<1>, x: Input, y: &mut [f32], accum: bool) {
     })
 }
 
+/// [`strided_copy`] when the input is contiguous along the second-to-last
+/// dimension and strided along the last (a transpose of the last two
+/// dimensions): the (rows, cols) planes are copied in T x T tiles through a
+/// buffer, so that both sides are read and written along runs.
+fn transpose_copy(lay: &Layout<1>, x: Input, y: &mut [f32], accum: bool) {
+    const T: usize = 64;
+    let (shape, st) = (lay.shape(), lay.strides(0));
+    let nd = shape.len();
+    let (rows, cols, sc) = (shape[nd - 2], shape[nd - 1], st[nd - 1]);
+    // offset in x of the plane with index p (over the leading dims)
+    let plane_offset = |p: usize| {
+        let (mut r, mut off) = (p, x.base as isize);
+        for d in (0..nd - 2).rev() {
+            off += (r % shape[d]) as isize * st[d];
+            r /= shape[d];
+        }
+        off
+    };
+    let all_rows = y.len() / cols;
+    par_for((Rows(y, cols), 0..all_rows), cols, |(Rows(y, _), range)| {
+        // output rows `range` of the (planes * rows, cols) output
+        let mut r = range.start;
+        while r < range.end {
+            let (p, r0) = (r / rows, r % rows);
+            let r1 = rows.min(r0 + range.end - r);
+            let base = plane_offset(p);
+            let y = &mut y[(r - range.start) * cols..];
+            for rb in (r0..r1).step_by(T) {
+                let re = r1.min(rb + T);
+                for cb in (0..cols).step_by(T) {
+                    let ce = cols.min(cb + T);
+                    // read the tile along x's contiguous axis, write it along y's
+                    let mut tile = [[0.0f32; T]; T];
+                    for (j, t) in (cb..ce).zip(tile.iter_mut()) {
+                        let at = (base + rb as isize + j as isize * sc) as usize;
+                        t[..re - rb].copy_from_slice(&x.data[at..at + re - rb]);
+                    }
+                    for i in rb..re {
+                        let out = &mut y[(i - r0) * cols + cb..(i - r0) * cols + ce];
+                        for (o, t) in out.iter_mut().zip(&tile) {
+                            *o = acc(accum, *o, t[i - rb]);
+                        }
+                    }
+                }
+            }
+            r += r1 - r0;
+        }
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use crate::strided::contiguous_strides;
@@ -416,6 +474,8 @@ mod tests {
             (vec![5, 7], vec![1, 5], vec![7, -1], 0, 6),          // transposed, reversed
             (vec![2, 1, 3, 1], vec![3, 9, 1, 0], vec![0, 0, 1, 0], 0, 0),
             (vec![512, 300], vec![300, 1], vec![1, 512], 0, 0),   // transpose, large
+            (vec![3, 40, 50], vec![2000, 50, 1], vec![1, 3, 120], 0, 0), // planes transposed
+            (vec![2, 70, 33], vec![0, 1, -70], vec![0, 33, 1], 2310, 0), // reversed columns
             (vec![], vec![], vec![], 0, 0),                       // scalar
             (vec![4, 0, 3], vec![0, 3, 1], vec![0, 3, 1], 0, 0),  // empty
         ]

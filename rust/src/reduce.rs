@@ -70,15 +70,28 @@ fn combine_into<R: Reducer>(acc: &mut [f32], row: &[f32]) {
     }
 }
 
-/// acc[c] = R over rows j < `rows` of x[j * stride + c], for c < acc.len()
-/// (x starts at the first column); pairwise over blocks of BLOCK rows.
-/// out[c] = R over rows j0 <= j < j1 of x[j * stride + c].
+/// out[c] = R over rows j0 <= j < j1 of x[j * stride + c].  Columns go in
+/// groups of 64 kept in registers while the rows stream by.
 #[inline(always)]
 fn block<R: Reducer>(x: &[f32], stride: usize, j0: usize, j1: usize, out: &mut [f32]) {
+    const G: usize = 64;
     let w = out.len();
-    out.copy_from_slice(&x[j0 * stride..j0 * stride + w]);
+    let (groups, rest) = out.as_chunks_mut::<G>();
+    for (g, o) in groups.iter_mut().enumerate() {
+        let row = |j: usize| -> &[f32; G] { x[j * stride + g * G..][..G].try_into().unwrap() };
+        let mut acc = *row(j0);
+        for j in j0 + 1..j1 {
+            let r = row(j);
+            for k in 0..G {
+                acc[k] = R::combine(acc[k], r[k]);
+            }
+        }
+        *o = acc;
+    }
+    let c0 = w - rest.len();
+    rest.copy_from_slice(&x[j0 * stride + c0..j0 * stride + w]);
     for j in j0 + 1..j1 {
-        combine_into::<R>(out, &x[j * stride..j * stride + w]);
+        combine_into::<R>(rest, &x[j * stride + c0..j * stride + w]);
     }
 }
 
@@ -173,24 +186,32 @@ fn reduce_one<R: Reducer>(
         }
         return;
     }
-    // Narrow: pack m rows into one of width m * inner.
-    let m = MIN_WIDTH.div_ceil(inner);
+    // Narrow: pack m rows into one of width w = m * inner >= MIN_WIDTH (m a
+    // power of two), reduce the packed rows, fold in the r % m rows left,
+    // then fold the m segments of the result pairwise.
+    let m = MIN_WIDTH.div_ceil(inner).next_power_of_two();
     let w = m * inner;
     let packed = r / m;
-    let mut acc = [R::IDENTITY; MIN_WIDTH * 2];
+    let mut acc = [R::IDENTITY; W];
     let acc = &mut acc[..w];
     if packed > 0 {
         rows_reduce::<R>(x, w, packed, acc, parallel);
     }
-    for (i, o) in out.iter_mut().enumerate().take(inner) {
-        let mut v = acc[i];
-        for k in 1..m {
-            v = R::combine(v, acc[k * inner + i]);
-        }
-        for j in packed * m..r {
-            v = R::combine(v, x[j * inner + i]);
-        }
-        finish(o, v);
+    let rest = &x[packed * w..r * inner];
+    simd::dispatch(
+        #[inline(always)]
+        || {
+            combine_into::<R>(&mut acc[..rest.len()], rest);
+            let mut h = m;
+            while h > 1 {
+                h /= 2;
+                let (lo, hi) = acc.split_at_mut(h * inner);
+                combine_into::<R>(lo, &hi[..h * inner]);
+            }
+        },
+    );
+    for (o, &a) in out.iter_mut().zip(&acc[..inner]) {
+        finish(o, a);
     }
 }
 

@@ -15,18 +15,47 @@ use crate::{Error, Result};
 const W: usize = 256;
 const LANES: usize = 32;
 
-/// R over i < n of f(i), in LANES independent lanes (vectorised).
+/// R over the lanes of `acc`, folded pairwise.
 #[inline(always)]
-fn lanes<R: Reducer>(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [R::IDENTITY; LANES];
-    let full = n / LANES * LANES;
-    for i in (0..full).step_by(LANES) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = R::combine(*a, f(i + k));
+fn fold<R: Reducer>(mut acc: [f32; LANES]) -> f32 {
+    let mut h = LANES;
+    while h > 1 {
+        h /= 2;
+        for k in 0..h {
+            acc[k] = R::combine(acc[k], acc[k + h]);
         }
     }
-    let tail = (full..n).fold(R::IDENTITY, |r, i| R::combine(r, f(i)));
-    acc.iter().fold(tail, |r, &a| R::combine(r, a))
+    acc[0]
+}
+
+/// R over the elements of `x` mapped by `f`, in LANES independent lanes
+/// (vectorised).
+#[inline(always)]
+fn lanes<R: Reducer>(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut acc = [R::IDENTITY; LANES];
+    for ch in chunks {
+        for k in 0..LANES {
+            acc[k] = R::combine(acc[k], f(ch[k]));
+        }
+    }
+    let t = tail.iter().fold(R::IDENTITY, |r, &v| R::combine(r, f(v)));
+    R::combine(fold::<R>(acc), t)
+}
+
+/// Sum over i of f(a[i], b[i]) (a and b of the same length), in lanes.
+#[inline(always)]
+fn lanes_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let (ca, ta) = a.as_chunks::<LANES>();
+    let (cb, tb) = b[..a.len()].as_chunks::<LANES>();
+    let mut acc = [0.0f32; LANES];
+    for (x, y) in ca.iter().zip(cb) {
+        for k in 0..LANES {
+            acc[k] += f(x[k], y[k]);
+        }
+    }
+    let t: f32 = ta.iter().zip(tb).map(|(&x, &y)| f(x, y)).sum();
+    fold::<Sum>(acc) + t
 }
 
 #[inline(always)]
@@ -85,13 +114,13 @@ pub fn softmax(x: &[f32], y: &mut [f32], outer: usize, c: usize, inner: usize, l
             || {
                 for (y, x) in y.chunks_exact_mut(per).zip(x.chunks_exact(per)) {
                     if inner == 1 {
-                        let m = lanes::<Max>(c, |i| x[i]);
+                        let m = lanes::<Max>(x, |v| v);
                         if log {
-                            let ls = ln(lanes::<Sum>(c, |i| exp(x[i] - m)));
+                            let ls = ln(lanes::<Sum>(x, |v| exp(v - m)));
                             y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - m) - ls);
                         } else {
                             y.iter_mut().zip(x).for_each(|(y, &x)| *y = exp(x - m));
-                            let s = lanes::<Sum>(c, |i| y[i]);
+                            let s = lanes::<Sum>(y, |v| v);
                             y.iter_mut().for_each(|y| *y /= s);
                         }
                         continue;
@@ -154,7 +183,7 @@ pub fn softmax_grad(
                 let rows = gx.chunks_exact_mut(per).zip(y.chunks_exact(per)).zip(gy.chunks_exact(per));
                 for ((gx, y), gy) in rows {
                     if inner == 1 {
-                        let d = if log { lanes::<Sum>(c, |i| gy[i]) } else { lanes::<Sum>(c, |i| gy[i] * y[i]) };
+                        let d = if log { lanes::<Sum>(gy, |v| v) } else { lanes_sum2(gy, y, |g, y| g * y) };
                         for ((g, &y), &gy) in gx.iter_mut().zip(y).zip(gy) {
                             *g = acc(accum, *g, grad(log, y, gy, d));
                         }
@@ -215,8 +244,8 @@ pub fn softmax_ce(x: &[f32], t: &[i64], y: &mut [f32], outer: usize, c: usize, i
                 let rows = y.chunks_exact_mut(inner).zip(x.chunks_exact(per)).zip(t.chunks_exact(inner));
                 for ((y, x), t) in rows {
                     if inner == 1 {
-                        let m = lanes::<Max>(c, |i| x[i]);
-                        let s = lanes::<Sum>(c, |i| exp(x[i] - m));
+                        let m = lanes::<Max>(x, |v| v);
+                        let s = lanes::<Sum>(x, |v| exp(v - m));
                         y[0] = (m - x[t[0] as usize]) + ln(s);
                         continue;
                     }
@@ -269,8 +298,8 @@ pub fn softmax_ce_grad(
                 let rows = gx.chunks_exact_mut(per).zip(x.chunks_exact(per)).zip(t.chunks_exact(inner)).zip(gy.chunks_exact(inner));
                 for (((gx, x), t), gy) in rows {
                     if inner == 1 {
-                        let m = lanes::<Max>(c, |i| x[i]);
-                        let s = lanes::<Sum>(c, |i| exp(x[i] - m));
+                        let m = lanes::<Max>(x, |v| v);
+                        let s = lanes::<Sum>(x, |v| exp(v - m));
                         let (scale, label) = (gy[0] / s, t[0] as usize);
                         for (g, &x) in gx.iter_mut().zip(x) {
                             *g = acc(accum, *g, exp(x - m) * scale);

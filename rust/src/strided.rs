@@ -1,5 +1,7 @@
 //! Strided views: an output shape (C-contiguous) read from N inputs through
 //! element strides (0 for broadcast, negative allowed).
+// Index loops over several arrays at once read best as they are.
+#![allow(clippy::needless_range_loop)]
 
 use crate::{Error, Result};
 use std::ops::Range;
