@@ -25,6 +25,7 @@ cdef class Variable:
     cdef public bint persistent
     cdef public object name
     cdef object _recompute
+    cdef int _consumers
     cdef object __weakref__
 
 

@@ -827,6 +827,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     for x in inputs:
         if isinstance(x, Variable):
             v = <Variable>x
+            v._consumers += 1
             n_var += 1
             if v._need_grad:
                 need_grad = True
@@ -841,9 +842,6 @@ def call(spec, tuple inputs, tuple args, outputs=None):
             raise TypeError('%s: input %r must be a Variable or NdArray, got %s'
                             % (spec.name, iname, type(x).__name__))
         i += 1
-    if n_nd and n_var:
-        raise TypeError('%s: inputs mix Variables and NdArrays; use one kind'
-                        % spec.name)
     cls = _lookup(spec, ctx)
     cdef dict a = _make_args(spec, args)
     impl = cls(spec, a, ctx)
@@ -1105,6 +1103,15 @@ cdef tuple _broadcast_shape(spec, tuple a, tuple b):
     return tuple(out)
 
 
+cdef bint _reads_output(Variable v):
+    """Whether the backward of v's producer reads v's data."""
+    cdef Function p = v._parent
+    for o, w in enumerate(p._outputs):
+        if w() is v:
+            return any(p.impl.grad_depends_output_data(i, o) for i in range(len(p._inputs)))
+    return True
+
+
 cdef class Pointwise(Impl):
     """Forward and gradient of a pointwise row, by op code, in the generic Rust
     kernels generated from the table's expressions."""
@@ -1138,8 +1145,15 @@ cdef class Pointwise(Impl):
         cdef Variable y = outputs[0]
         cdef cnp.ndarray xa = _f32((<Variable>inputs[0])._data)
         cdef cnp.ndarray ya
-        if self.inplace and xa is (<Variable>inputs[0])._data._arr and \
-                (self.nin == 1 or y._data._shape == (<object>xa).shape):
+        cdef Variable x0 = inputs[0]
+        # In place only over an intermediate that owns its buffer, feeds only
+        # this function, and whose producer does not read it in backward: never
+        # into a leaf, a persistent variable, or memory shared through a view.
+        if self.inplace and x0._parent is not None and not x0.persistent and \
+                x0._consumers == 1 and xa is x0._data._arr and \
+                cnp.PyArray_BASE(xa) == NULL and \
+                (self.nin == 1 or y._data._shape == (<object>xa).shape) and \
+                not _reads_output(x0):
             y._data._arr = xa
             ya = xa
         else:

@@ -22,18 +22,13 @@ graph-construction time, with a message that names the function and the
 offending argument.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 
 import nncy as nn
 import nncy.functions as F
 
-try:  # the table is optional for the checker; it only improves messages
-    from nncy import _table
-except Exception:  # pragma: no cover
-    _table = None
+from nncy import _table
 
 
 __all__ = ['check_function', 'check_raises', 'CheckResult', 'unbroadcast',
@@ -68,7 +63,7 @@ def function_names(fn):
     when the table knows it, its type name (``relu`` / ``ReLU``)."""
     name = getattr(fn, '__name__', str(fn))
     names = [name]
-    if _table is not None and name in getattr(_table, 'BY_NAME', {}):
+    if name in _table.BY_NAME:
         names.append(_table.BY_NAME[name].type_name)
     return names
 
@@ -383,10 +378,3 @@ def check_raises(fn, inputs, args=None, exc=(ValueError, TypeError), match_words
     for w in match_words:
         assert str(w).lower() in low, 'error message %r does not mention %r' % (msg, w)
     return info.value
-
-
-@contextlib.contextmanager
-def no_auto_forward():
-    """Make sure a block runs with auto_forward off."""
-    with nn.auto_forward(False):
-        yield

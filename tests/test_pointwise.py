@@ -17,7 +17,7 @@ import nncy as nn
 import nncy.functions as F
 from nncy import _table
 
-from checker import check_function, unbroadcast
+from checker import check_function, check_raises, unbroadcast
 
 POINTWISE = [s for s in _table.FUNCTIONS if s.kind == 'pointwise']
 UNARY = [s for s in POINTWISE if s.n_inputs == 1]
@@ -307,7 +307,6 @@ def test_broadcast_property(spec, data):
 
 @pytest.mark.parametrize('spec', BINARY, ids=lambda s: s.name)
 def test_incompatible_shapes_raise(spec):
-    from checker import check_raises
     a = np.ones((2, 3), np.float32)
     b = np.ones((4,), np.float32)
     check_raises(_fn(spec), [a, b], exc=ValueError, match_words=['2, 3'])
@@ -320,9 +319,18 @@ def test_incompatible_shapes_raise(spec):
 INPLACE = [s for s in POINTWISE if 'inplace' in s.arg_names]
 
 
+PRODUCERS = {
+    'mul_scalar': lambda v: F.mul_scalar(v, 1.0),
+    'tanh': F.tanh,          # backward reads its output: it must not be overwritten
+    'exp': F.exp,
+}
+
+
+@pytest.mark.parametrize('producer', sorted(PRODUCERS))
 @pytest.mark.parametrize('spec', INPLACE, ids=lambda s: s.name)
-def test_inplace_changes_no_result(spec):
-    """inplace=True on an intermediate gives the same values and gradients."""
+def test_inplace_changes_no_result(spec, producer):
+    """inplace=True on an intermediate gives the same values and gradients, also
+    when the intermediate's producer needs its output for its own backward."""
     entry = _entry(spec)
     args, domains = entry.cases[0]
     shapes = [(2, 3, 4)] + [(3, 1)] * (spec.n_inputs - 1)
@@ -332,7 +340,7 @@ def test_inplace_changes_no_result(spec):
     results = []
     for inplace in (False, True):
         vs = [nn.Variable.from_numpy_array(x, need_grad=True) for x in xs]
-        hs = [F.mul_scalar(v, 1.0) for v in vs]
+        hs = [PRODUCERS[producer](v) for v in vs]
         y = F.mul_scalar(_fn(spec)(*hs, **dict(args, inplace=inplace)), 2.0)
         for v in vs:
             v.g = 0

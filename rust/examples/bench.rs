@@ -99,6 +99,31 @@ fn main() {
     let t = best(5, || assert_eq!(nncy_batch_gemm_f32(bt, sz, sz, sz, d.as_mut_ptr(), bs, s, 1, a.as_ptr(), bs, s, 1, a.as_ptr(), bs, 1, s, 0.0, 1.0), 0));
     println!("batch gemm 256 x 64^3  {:7.2} ms  {:6.1} GFLOP/s", t * 1e3, 2.0 * bt as f64 * (sz as f64).powi(3) / t / 1e9);
 
+    // In-cache throughput (8K elements: one thread), shows the vectorisation.
+    let m = 8192;
+    let xs: Vec<f32> = (0..m).map(|i| (i as f32 - 4096.0) * 0.001 + 0.5).collect();
+    let mut ys = vec![0.0f32; m];
+    for name in ["relu", "exp", "log", "sigmoid", "tanh", "pow_scalar"] {
+        let o = op(&UNARY, name);
+        let p = [2.5f32];
+        let t = best(5, || {
+            for _ in 0..1000 {
+                black_box(nncy_unary_f32(o, xs.as_ptr(), ys.as_mut_ptr(), m, p.as_ptr(), 1));
+            }
+        });
+        println!("{name:<10} in cache      {:7.3} ns/element", t / (1000 * m) as f64 * 1e9);
+    }
+    for name in ["add2", "div2"] {
+        let o = op(&BINARY, name);
+        let sh = [m];
+        let t = best(5, || {
+            for _ in 0..1000 {
+                black_box(nncy_binary_f32(o, xs.as_ptr(), one.as_ptr(), xs.as_ptr(), one.as_ptr(), ys.as_mut_ptr(), sh.as_ptr(), 1, null(), 0));
+            }
+        });
+        println!("{name:<10} in cache      {:7.3} ns/element", t / (1000 * m) as f64 * 1e9);
+    }
+
     // Per-call overhead on tiny inputs.
     let calls = 1_000_000;
     let xs = [0.5f32];
