@@ -144,8 +144,8 @@ CALLS = {
     'floor': _std('floor', 'floorf'),
     'ceil': _std('ceil', 'ceilf'),
     'round': _std('round', 'roundf'),   # half away from zero
-    'log1p': _std('log1p', 'log1pf', rust='ln_1p'),
-    'expm1': _std('expm1', 'expm1f', rust='exp_m1'),
+    'log1p': Call(1, 'vmath::log1p', 'log1pf', 'f64::ln_1p'),
+    'expm1': Call(1, 'vmath::expm1', 'expm1f', 'f64::exp_m1'),
     'isnan': Call(1, 'f32::is_nan', 'isnan', 'f64::is_nan', boolean=True),
     'isinf': Call(1, 'f32::is_infinite', 'isinf', 'f64::is_infinite', boolean=True),
 }

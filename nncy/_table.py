@@ -11,13 +11,15 @@ Row fields
 type_name   NNabla's class-style name (``ReLU``)
 name        the ``F.*`` name (``relu``)
 inputs      comma separated input names; suffixes: ``?`` optional, ``*`` variadic,
-            ``@`` parameter (``"x, weight@, bias?@"``)
+            ``@`` parameter, ``#`` a number is accepted too (made a constant array)
+            (``"x, weight@, bias?@"``)
 args        list of ``(name, type, default)``; types: int, float, bool, str,
             ints (tuple of int), floats, shape, axis (None/int/tuple), any
 outputs     comma separated output names
 kind        ``pointwise`` (one expression forward, one per input backward),
-            ``composite`` (built from other functions) or ``structured``
-            (a class with setup/forward/backward)
+            ``composite`` (built from other functions by a builder registered
+            in ``nncy/_composite.py``) or ``structured`` (a class with
+            setup/forward/backward)
 fwd         pointwise only: forward expression in a small Python-syntax
             language over the input names, the scalar arguments and constants
 grads       pointwise only: one expression per input for its gradient, over the
@@ -31,14 +33,15 @@ _INT, _FLOAT, _BOOL = 'int', 'float', 'bool'
 
 
 class In:
-    __slots__ = ('name', 'optional', 'variadic', 'parameter')
+    __slots__ = ('name', 'optional', 'variadic', 'parameter', 'scalar')
 
     def __init__(self, text):
         text = text.strip()
         self.optional = '?' in text
         self.variadic = '*' in text
         self.parameter = '@' in text
-        self.name = text.strip('?*@')
+        self.scalar = '#' in text
+        self.name = text.strip('?*@#')
 
     def __repr__(self):
         return 'In(%r)' % self.name
@@ -94,6 +97,11 @@ _inplace = ('inplace', _BOOL, False)
 _val1 = ('val', _FLOAT, 1.0)
 _axis = ('axis', 'axis', None)
 _keep = ('keepdims', _BOOL, False)
+_alpha1 = ('alpha', _FLOAT, 1.0)
+_eps = ('eps', _FLOAT, 1e-05)
+_ostat = ('output_stat', _BOOL, False)
+_bn_args = [('axes', 'ints', (1,)), ('decay_rate', _FLOAT, 0.9), _eps,
+            ('batch_stat', _BOOL, True), _ostat]
 
 FUNCTIONS = [
     # ---- neural network layers ------------------------------------------
@@ -111,6 +119,119 @@ FUNCTIONS = [
       'Softmax along one axis (the last by default).'),
     S('LogSoftmax', 'log_softmax', 'x', [_axis],
       'Logarithm of the softmax along one axis, computed stably.'),
+    P('Swish', 'swish', 'x', 'x * sigmoid(x)',
+      ['gy * sigmoid(x) * (1 + x * (1 - sigmoid(x)))'],
+      'Swish, x * sigmoid(x).'),
+    P('ELU', 'elu', 'x', 'x if x > 0 else alpha * expm1(x)',
+      ['gy if x > 0 else gy * alpha * exp(x)'],
+      'Exponential linear unit: x for x > 0, alpha * (exp(x) - 1) otherwise.',
+      args=[_alpha1]),
+    P('SELU', 'selu', 'x', 'scale * (x if x > 0 else alpha * expm1(x))',
+      ['gy * scale * (1 if x > 0 else alpha * exp(x))'],
+      'Scaled exponential linear unit: scale * elu(x, alpha), with the self-normalising '
+      'constants by default.',
+      args=[('scale', _FLOAT, 1.05070098735548), ('alpha', _FLOAT, 1.673263242354377)]),
+    S('CReLU', 'crelu', 'x', [('axis', _INT, 1)],
+      'Concatenated ReLU: relu(x) and relu(-x) joined along an axis (which doubles).',
+      kind='composite'),
+    S('CELU', 'celu', 'x', [_alpha1, ('axis', _INT, 1)],
+      'Concatenated ELU: elu(x) and elu(-x) joined along an axis (which doubles).',
+      kind='composite'),
+    # tanh approximation, written as x * sigmoid(2 z) = 0.5 x (1 + tanh z) (no cancellation)
+    P('GELU', 'gelu', 'x', 'x * sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))',
+      ['gy * sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x)) * (1 + x * '
+       '(1 - sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))) * '
+       '1.5957691216057308 * (1 + 0.134145 * x * x))'],
+      'Gaussian error linear unit, tanh approximation '
+      '0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).'),
+    S('PReLU', 'prelu', 'x0, x1@', [('base_axis', _INT, 1)],
+      'Parametric ReLU: max(x, 0) + w min(x, 0), one slope w shared or per channel '
+      '(the axis base_axis).'),
+    # gradient from x: NNabla allows any alpha without inplace (inplace is then a hint)
+    P('LeakyReLU', 'leaky_relu', 'x', 'x if x > 0 else alpha * x',
+      ['gy if x > 0 else gy * alpha'],
+      'Leaky ReLU: x for x > 0, alpha * x otherwise.',
+      args=[('alpha', _FLOAT, 0.1), _inplace]),
+    P('ReLU6', 'relu6', 'x', '0 if x < 0 else (6 if x > 6 else x)',
+      ['gy if 0 < x < 6 else 0'],
+      'ReLU capped at 6: min(max(x, 0), 6).'),
+    P('HardSigmoid', 'hard_sigmoid', 'x', '0 if x < -2.5 else (1 if x > 2.5 else 0.2 * x + 0.5)',
+      ['gy * 0.2 if -2.5 < x < 2.5 else 0'],
+      'Piecewise linear sigmoid: 0.2 x + 0.5 clipped to [0, 1].'),
+    P('HardTanh', 'hard_tanh', 'x', '-1 if x < -1 else (1 if x > 1 else x)',
+      ['gy if -1 < x < 1 else 0'],
+      'Piecewise linear tanh: x clipped to [-1, 1].'),
+    P('LogSigmoid', 'log_sigmoid', 'x', 'min(x, 0) - log1p(exp(-abs(x)))',
+      ['gy * sigmoid(-x)'],
+      'Logarithm of the sigmoid, log(1 / (1 + exp(-x))), computed stably.'),
+    P('SoftPlus', 'softplus', 'x', '(max(beta * x, 0) + log1p(exp(-abs(beta * x)))) / beta',
+      ['gy * sigmoid(beta * x)'],
+      'SoftPlus: log(1 + exp(beta x)) / beta, computed stably.',
+      args=[('beta', _FLOAT, 1.0)]),
+    P('SoftSign', 'softsign', 'x', 'x / (1 + abs(x))',
+      ['gy / ((1 + abs(x)) * (1 + abs(x)))'],
+      'SoftSign: x / (1 + |x|).'),
+    # x - tanh(x) by its series near 0 (no cancellation)
+    P('TanhShrink', 'tanh_shrink', 'x',
+      'x * x * x * (0.3333333333333333 + x * x * (-0.13333333333333333 + x * x * '
+      '(0.05396825396825397 + x * x * (-0.021869488536155203))))'
+      ' if abs(x) < 0.1 else x - tanh(x)',
+      ['gy * tanh(x) * tanh(x)'],
+      'TanhShrink: x - tanh(x).'),
+    # the gradient (cos x - sin x / x) / x by its series near 0 (no cancellation)
+    P('Sinc', 'sinc', 'x', 'sin(x) / x if x != 0 else 1',
+      ['gy * (x * (-0.3333333333333333 + x * x * (0.03333333333333333 + x * x * '
+       '(-0.0011904761904761906 + x * x * 2.2045855379188714e-05))) '
+       'if abs(x) < 0.5 else (cos(x) - y) / x)'],
+      'Sinc: sin(x) / x, and 1 at 0.'),
+
+    # ---- normalization -------------------------------------------------------
+    S('BatchNormalization', 'batch_normalization', 'x, beta?@, gamma?@, mean?, variance?',
+      _bn_args, 'Batch normalization over every axis but `axes`; in training '
+      '(batch_stat) it updates the running mean and (unbiased) variance in place.',
+      outputs='y, mean, variance'),
+    S('FusedBatchNormalization', 'fused_batch_normalization',
+      'x, beta?@, gamma?@, mean?, variance?, z?',
+      [_bn_args[0], _bn_args[1], _bn_args[2], _bn_args[3],
+       ('nonlinearity', 'str', 'relu'), _bn_args[4]],
+      'Batch normalization, plus an optional residual z, then ReLU.',
+      outputs='y, mean, variance'),
+    S('SyncBatchNormalization', 'sync_batch_normalization',
+      'x, beta?@, gamma?@, mean?, variance?',
+      [('comm', 'any', None), ('group', 'str', 'world')] + _bn_args,
+      'Batch normalization with statistics over all processes of a communicator '
+      '(one process: batch_normalization).',
+      outputs='y, mean, variance'),
+    S('MeanSubtraction', 'mean_subtraction', 'x, mean, t',
+      [('base_axis', _INT, 1), ('update_running_mean', _BOOL, True)],
+      'Subtracts a running mean over the axes before base_axis, updating it (and its '
+      'counter t) in place in training.'),
+    S('ClipByValue', 'clip_by_value', 'x, min#, max#', [],
+      'Clips x to [min, max]; the bounds are numbers or arrays (broadcast to x).'),
+    S('ClipGradByValue', 'clip_grad_by_value', 'x, min, max', [],
+      'Identity forward; backward clips the gradient to [min, max].'),
+    S('ClipByNorm', 'clip_by_norm', 'x, clip_norm#', [_axis],
+      'Rescales x so that its L2 norm over the axes is at most clip_norm.'),
+    S('ClipGradByNorm', 'clip_grad_by_norm', 'x',
+      [('clip_norm', _FLOAT, None), ('axes', 'ints', None)],
+      'Identity forward; backward rescales the gradient to L2 norm clip_norm over the axes.'),
+    S('LayerNormalization', 'layer_normalization', 'x, beta?@, gamma?@',
+      [('batch_axis', 'ints', 0), _eps, _ostat],
+      'Normalizes each sample (over every axis but batch_axis), then scales and shifts.',
+      outputs='y, mean, variance'),
+    S('InstanceNormalization', 'instance_normalization', 'x, beta?@, gamma?@',
+      [('channel_axis', _INT, 1), ('batch_axis', 'ints', 0), _eps, _ostat],
+      'Normalizes each sample and channel over the remaining axes, then scales and shifts.',
+      outputs='y, mean, variance'),
+    S('GroupNormalization', 'group_normalization', 'x, beta?@, gamma?@',
+      [('num_groups', _INT, None), ('channel_axis', _INT, 1), ('batch_axis', 'ints', 0),
+       _eps, _ostat],
+      'Normalizes each sample over groups of channels, then scales and shifts per channel.',
+      outputs='y, mean, variance'),
+    S('WeightStandardization', 'weight_standardization', 'w',
+      [('channel_axis', _INT, 0), _eps, _ostat],
+      'Standardizes a weight to zero mean and unit variance per output channel.',
+      outputs='y, mean, variance'),
 
     # ---- reductions ----------------------------------------------------------
     S('Sum', 'sum', 'x', [_axis, _keep], 'Sum over the given axes (all by default).'),

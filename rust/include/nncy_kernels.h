@@ -72,6 +72,38 @@ int32_t nncy_momentum_update_f32(float *w, const float *g, float *v, size_t n, f
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= alpha_t m / (sqrt(v) + eps)
 int32_t nncy_adam_update_f32(float *w, const float *g, float *m, float *v, size_t n, float alpha_t, float beta1, float beta2, float eps);
 
+// mean[g], var[g] = mean and biased variance of group g of x.
+int32_t nncy_norm_moments_f32(const float *x, size_t p, size_t a, size_t c, size_t b, float *mean, float *var);
+
+// su[g] = sum of u', suv[g] = sum of u' (v - center[g]) over group g, with
+// u' = u masked to mask > 0 (mask NULL: no mask); v NULL means u, center
+// NULL means 0.
+int32_t nncy_norm_sums_f32(const float *u, const float *v, const float *center, const float *mask, size_t p, size_t a, size_t c, size_t b, float *su, float *suv);
+
+// y = (x - center[g]) * sa[g] + sb[g] (+ z), then ReLU when `relu`.
+int32_t nncy_norm_affine_f32(const float *x, size_t p, size_t a, size_t c, size_t b, const float *center, const float *sa, const float *sb, const float *z, int32_t relu, float *y);
+
+// out = (accum ? out : 0) + ca[g] u' + cb[g] (v - center[g]) + cc[g], u' as
+// in `nncy_norm_sums_f32` (v NULL means u).
+int32_t nncy_norm_combine_f32(const float *u, const float *v, const float *mask, size_t p, size_t a, size_t c, size_t b, const float *ca, const float *cb, const float *center, const float *cc, float *out, int32_t accum);
+
+// out = (accum ? out : 0) + (y > 0 ? dy : 0) over n elements.
+int32_t nncy_relu_mask_f32(const float *y, const float *dy, float *out, size_t n, int32_t accum);
+
+// PReLU: y = x >= 0 ? x : w[g] x (one slope per group).
+int32_t nncy_prelu_f32(const float *x, const float *w, size_t p, size_t a, size_t c, size_t b, float *y);
+
+// PReLU gradients; dx or dw may be NULL (not computed).
+int32_t nncy_prelu_grad_f32(const float *x, const float *w, const float *dy, size_t p, size_t a, size_t c, size_t b, float *dx, int32_t accum_x, float *dw, int32_t accum_w);
+
+// y = (accum ? y : 0) + min(max(x, lo), hi) over n elements; a bound is an
+// array (lo, hi) or, when that pointer is NULL, a number (lo_v, hi_v).
+int32_t nncy_clip_f32(const float *x, const float *lo, float lo_v, const float *hi, float hi_v, float *y, size_t n, int32_t accum);
+
+// g = (accum ? g : 0) + d min(max(x, lo), hi) / d operand * gy, operand
+// `which`: 0 x, 1 lo, 2 hi.
+int32_t nncy_clip_grad_f32(const float *x, const float *lo, float lo_v, const float *hi, float hi_v, const float *gy, uint32_t which, float *g, size_t n, int32_t accum);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -12,7 +12,7 @@
 use crate::gemm::{MatMut, MatRef};
 use crate::pointwise::Operand;
 use crate::strided::{contiguous_strides, extent, Input, Layout, MAX_NDIM};
-use crate::{gemm, ops_gen, optim, par, reduce, softmax, Error, Result};
+use crate::{gemm, norm, ops_gen, optim, par, reduce, softmax, Error, Result};
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -557,6 +557,243 @@ pub extern "C" fn nncy_adam_update_f32(
         // SAFETY: the caller passes n floats in each buffer.
         let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w, m, v]) };
         optim::adam(unsafe { w.write() }, &g, unsafe { m.write() }, unsafe { v.write() }, alpha_t, beta1, beta2, eps)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Normalization, PReLU and clipping (see `norm`).  Arrays are viewed as
+// (p, a, c, b); per-group arrays hold p * c values.  Optional pointers may be
+// NULL.
+
+fn pattern(p: usize, a: usize, c: usize, b: usize) -> Result<norm::Pattern> {
+    norm::Pattern::new(p, a, c, b)
+}
+
+/// `n` readable floats at `x`, or `None` for NULL.
+/// SAFETY: as [`Region::read`].
+unsafe fn opt_read<'a>(x: *const f32, n: usize, outs: &[Region<f32>]) -> Result<Option<Cow<'a, [f32]>>> {
+    if x.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(Region::contiguous(x, n)?.read_apart(outs)))
+}
+
+/// mean[g], var[g] = mean and biased variance of group g of x.
+#[no_mangle]
+pub extern "C" fn nncy_norm_moments_f32(x: *const f32, p: usize, a: usize, c: usize, b: usize, mean: *mut f32, var: *mut f32) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let [m, v] = states([mean, var], pat.groups())?;
+        // SAFETY: the caller passes arrays of these sizes.
+        let x = unsafe { Region::contiguous(x, pat.len())?.read_apart(&[m, v]) };
+        norm::moments(&x, pat, unsafe { m.write() }, unsafe { v.write() })
+    })
+}
+
+/// su[g] = sum of u', suv[g] = sum of u' (v - center[g]) over group g, with
+/// u' = u masked to mask > 0 (mask NULL: no mask); v NULL means u, center
+/// NULL means 0.
+#[no_mangle]
+pub extern "C" fn nncy_norm_sums_f32(
+    u: *const f32,
+    v: *const f32,
+    center: *const f32,
+    mask: *const f32,
+    p: usize,
+    a: usize,
+    c: usize,
+    b: usize,
+    su: *mut f32,
+    suv: *mut f32,
+) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let outs = states([su, suv], pat.groups())?;
+        let (n, gn) = (pat.len(), pat.groups());
+        // SAFETY: the caller passes arrays of these sizes (or NULL).
+        let u = unsafe { Region::contiguous(u, n)?.read_apart(&outs) };
+        let v = unsafe { opt_read(v, n, &outs)? };
+        let center = unsafe { opt_read(center, gn, &outs)? };
+        let mask = unsafe { opt_read(mask, n, &outs)? };
+        let [su, suv] = outs;
+        norm::sums(&u, v.as_deref(), center.as_deref(), mask.as_deref(), pat, unsafe { su.write() }, unsafe { suv.write() })
+    })
+}
+
+/// y = (x - center[g]) * sa[g] + sb[g] (+ z), then ReLU when `relu`.
+#[no_mangle]
+pub extern "C" fn nncy_norm_affine_f32(
+    x: *const f32,
+    p: usize,
+    a: usize,
+    c: usize,
+    b: usize,
+    center: *const f32,
+    sa: *const f32,
+    sb: *const f32,
+    z: *const f32,
+    relu: i32,
+    y: *mut f32,
+) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let (n, gn) = (pat.len(), pat.groups());
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes arrays of these sizes (or NULL for z).
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[out]) };
+        let center = unsafe { Region::contiguous(center, gn)?.read_apart(&[out]) };
+        let sa = unsafe { Region::contiguous(sa, gn)?.read_apart(&[out]) };
+        let sb = unsafe { Region::contiguous(sb, gn)?.read_apart(&[out]) };
+        let z = unsafe { opt_read(z, n, &[out])? };
+        norm::affine(&x, pat, &center, &sa, &sb, z.as_deref(), relu != 0, unsafe { out.write() })
+    })
+}
+
+/// out = (accum ? out : 0) + ca[g] u' + cb[g] (v - center[g]) + cc[g], u' as
+/// in `nncy_norm_sums_f32` (v NULL means u).
+#[no_mangle]
+pub extern "C" fn nncy_norm_combine_f32(
+    u: *const f32,
+    v: *const f32,
+    mask: *const f32,
+    p: usize,
+    a: usize,
+    c: usize,
+    b: usize,
+    ca: *const f32,
+    cb: *const f32,
+    center: *const f32,
+    cc: *const f32,
+    out: *mut f32,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let (n, gn) = (pat.len(), pat.groups());
+        let o = Region::contiguous(out as *const f32, n)?;
+        // SAFETY: the caller passes arrays of these sizes (or NULL).
+        let u = unsafe { Region::contiguous(u, n)?.read_apart(&[o]) };
+        let v = unsafe { opt_read(v, n, &[o])? };
+        let mask = unsafe { opt_read(mask, n, &[o])? };
+        let ca = unsafe { Region::contiguous(ca, gn)?.read_apart(&[o]) };
+        let cb = unsafe { Region::contiguous(cb, gn)?.read_apart(&[o]) };
+        let center = unsafe { Region::contiguous(center, gn)?.read_apart(&[o]) };
+        let cc = unsafe { Region::contiguous(cc, gn)?.read_apart(&[o]) };
+        norm::combine(&u, v.as_deref(), mask.as_deref(), pat, &ca, &cb, &center, &cc, unsafe { o.write() }, accum != 0)
+    })
+}
+
+/// out = (accum ? out : 0) + (y > 0 ? dy : 0) over n elements.
+#[no_mangle]
+pub extern "C" fn nncy_relu_mask_f32(y: *const f32, dy: *const f32, out: *mut f32, n: usize, accum: i32) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(out as *const f32, n)?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let y = unsafe { Region::contiguous(y, n)?.read_apart(&[o]) };
+        let dy = unsafe { Region::contiguous(dy, n)?.read_apart(&[o]) };
+        norm::relu_mask(&y, &dy, unsafe { o.write() }, accum != 0)
+    })
+}
+
+/// PReLU: y = x >= 0 ? x : w[g] x (one slope per group).
+#[no_mangle]
+pub extern "C" fn nncy_prelu_f32(x: *const f32, w: *const f32, p: usize, a: usize, c: usize, b: usize, y: *mut f32) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let o = Region::contiguous(y as *const f32, pat.len())?;
+        // SAFETY: the caller passes arrays of these sizes.
+        let x = unsafe { Region::contiguous(x, pat.len())?.read_apart(&[o]) };
+        let w = unsafe { Region::contiguous(w, pat.groups())?.read_apart(&[o]) };
+        norm::prelu(&x, &w, pat, unsafe { o.write() })
+    })
+}
+
+/// PReLU gradients; dx or dw may be NULL (not computed).
+#[no_mangle]
+pub extern "C" fn nncy_prelu_grad_f32(
+    x: *const f32,
+    w: *const f32,
+    dy: *const f32,
+    p: usize,
+    a: usize,
+    c: usize,
+    b: usize,
+    dx: *mut f32,
+    accum_x: i32,
+    dw: *mut f32,
+    accum_w: i32,
+) -> i32 {
+    guard(|| {
+        let pat = pattern(p, a, c, b)?;
+        let (n, gn) = (pat.len(), pat.groups());
+        let mut outs = Vec::new();
+        let rx = if dx.is_null() { None } else { Some(Region::contiguous(dx as *const f32, n)?) };
+        let rw = if dw.is_null() { None } else { Some(Region::contiguous(dw as *const f32, gn)?) };
+        outs.extend(rx);
+        outs.extend(rw);
+        if let (Some(a), Some(b)) = (rx, rw) {
+            if a.overlaps(&b) {
+                return Err(Error::Invalid);
+            }
+        }
+        // SAFETY: the caller passes arrays of these sizes.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&outs) };
+        let w = unsafe { Region::contiguous(w, gn)?.read_apart(&outs) };
+        let dy = unsafe { Region::contiguous(dy, n)?.read_apart(&outs) };
+        let dx = rx.map(|r| unsafe { r.write() });
+        let dw = rw.map(|r| unsafe { r.write() });
+        norm::prelu_grad(&x, &w, &dy, pat, dx, accum_x != 0, dw, accum_w != 0)
+    })
+}
+
+/// A clipping bound: n floats at `p`, or the number `v` when `p` is NULL.
+/// SAFETY: as [`Region::read`].
+unsafe fn bound<'a>(p: *const f32, v: f32, n: usize, outs: &[Region<f32>]) -> Result<(Option<Cow<'a, [f32]>>, f32)> {
+    Ok((opt_read(p, n, outs)?, v))
+}
+
+fn as_bound<'a>(b: &'a (Option<Cow<'a, [f32]>>, f32)) -> norm::Bound<'a> {
+    match &b.0 {
+        Some(a) => norm::Bound::Array(a),
+        None => norm::Bound::Scalar(b.1),
+    }
+}
+
+/// y = (accum ? y : 0) + min(max(x, lo), hi) over n elements; a bound is an
+/// array (lo, hi) or, when that pointer is NULL, a number (lo_v, hi_v).
+#[no_mangle]
+pub extern "C" fn nncy_clip_f32(x: *const f32, lo: *const f32, lo_v: f32, hi: *const f32, hi_v: f32, y: *mut f32, n: usize, accum: i32) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes n floats in each non-NULL buffer.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[o]) };
+        let (lo, hi) = unsafe { (bound(lo, lo_v, n, &[o])?, bound(hi, hi_v, n, &[o])?) };
+        norm::clip(&x, as_bound(&lo), as_bound(&hi), unsafe { o.write() }, accum != 0)
+    })
+}
+
+/// g = (accum ? g : 0) + d min(max(x, lo), hi) / d operand * gy, operand
+/// `which`: 0 x, 1 lo, 2 hi.
+#[no_mangle]
+pub extern "C" fn nncy_clip_grad_f32(
+    x: *const f32,
+    lo: *const f32,
+    lo_v: f32,
+    hi: *const f32,
+    hi_v: f32,
+    gy: *const f32,
+    which: u32,
+    g: *mut f32,
+    n: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(g as *const f32, n)?;
+        // SAFETY: the caller passes n floats in each non-NULL buffer.
+        let x = unsafe { Region::contiguous(x, n)?.read_apart(&[o]) };
+        let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[o]) };
+        let (lo, hi) = unsafe { (bound(lo, lo_v, n, &[o])?, bound(hi, hi_v, n, &[o])?) };
+        norm::clip_grad(&x, as_bound(&lo), as_bound(&hi), &gy, which, unsafe { o.write() }, accum != 0)
     })
 }
 

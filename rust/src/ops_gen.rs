@@ -12,13 +12,26 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0x6a59ad9a5dc47467;
+pub const SIGNATURE: u64 = 0xd4d0f83725f0b461;
 
 /// Unary ops, by op code.
-pub static UNARY: [OpInfo; 13] = [
+pub static UNARY: [OpInfo; 26] = [
     OpInfo { name: "relu", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "tanh", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
+    OpInfo { name: "swish", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "elu", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "selu", n_params: 2, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "gelu", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "leaky_relu", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "relu6", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "hard_sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "hard_tanh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "log_sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "softplus", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "softsign", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "tanh_shrink", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "sinc", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: true })] },
     OpInfo { name: "add_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "mul_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "pow_scalar", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
@@ -70,7 +83,137 @@ fn tanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy * (1.0f32 - y * y)
 }
 
-// AddScalar (unary op 3): x + val
+// Swish (unary op 3): x * sigmoid(x)
+#[inline(always)]
+fn swish_fwd(x: f32) -> f32 {
+    x * vmath::sigmoid(x)
+}
+#[inline(always)]
+fn swish_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * vmath::sigmoid(x) * (1.0f32 + x * (1.0f32 - vmath::sigmoid(x)))
+}
+
+// ELU (unary op 4): x if x > 0 else alpha * expm1(x)
+#[inline(always)]
+fn elu_fwd(x: f32, alpha: f32) -> f32 {
+    if x > 0.0f32 { x } else { alpha * vmath::expm1(x) }
+}
+#[inline(always)]
+fn elu_grad0(x: f32, y: f32, gy: f32, alpha: f32) -> f32 {
+    if x > 0.0f32 { gy } else { gy * alpha * vmath::exp(x) }
+}
+
+// SELU (unary op 5): scale * (x if x > 0 else alpha * expm1(x))
+#[inline(always)]
+fn selu_fwd(x: f32, scale: f32, alpha: f32) -> f32 {
+    scale * (if x > 0.0f32 { x } else { alpha * vmath::expm1(x) })
+}
+#[inline(always)]
+fn selu_grad0(x: f32, y: f32, gy: f32, scale: f32, alpha: f32) -> f32 {
+    gy * scale * (if x > 0.0f32 { 1.0f32 } else { alpha * vmath::exp(x) })
+}
+
+// GELU (unary op 6): x * sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+#[inline(always)]
+fn gelu_fwd(x: f32) -> f32 {
+    x * vmath::sigmoid(1.5957691216057308f32 * (x + 0.044715f32 * x * x * x))
+}
+#[inline(always)]
+fn gelu_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * vmath::sigmoid(1.5957691216057308f32 * (x + 0.044715f32 * x * x * x)) * (1.0f32 + x * (1.0f32 - vmath::sigmoid(1.5957691216057308f32 * (x + 0.044715f32 * x * x * x))) * 1.5957691216057308f32 * (1.0f32 + 0.134145f32 * x * x))
+}
+
+// LeakyReLU (unary op 7): x if x > 0 else alpha * x
+#[inline(always)]
+fn leaky_relu_fwd(x: f32, alpha: f32) -> f32 {
+    if x > 0.0f32 { x } else { alpha * x }
+}
+#[inline(always)]
+fn leaky_relu_grad0(x: f32, y: f32, gy: f32, alpha: f32) -> f32 {
+    if x > 0.0f32 { gy } else { gy * alpha }
+}
+
+// ReLU6 (unary op 8): 0 if x < 0 else (6 if x > 6 else x)
+#[inline(always)]
+fn relu6_fwd(x: f32) -> f32 {
+    if x < 0.0f32 { 0.0f32 } else { if x > 6.0f32 { 6.0f32 } else { x } }
+}
+#[inline(always)]
+fn relu6_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    if 0.0f32 < x && x < 6.0f32 { gy } else { 0.0f32 }
+}
+
+// HardSigmoid (unary op 9): 0 if x < -2.5 else (1 if x > 2.5 else 0.2 * x + 0.5)
+#[inline(always)]
+fn hard_sigmoid_fwd(x: f32) -> f32 {
+    if x < -2.5f32 { 0.0f32 } else { if x > 2.5f32 { 1.0f32 } else { 0.2f32 * x + 0.5f32 } }
+}
+#[inline(always)]
+fn hard_sigmoid_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    if -2.5f32 < x && x < 2.5f32 { gy * 0.2f32 } else { 0.0f32 }
+}
+
+// HardTanh (unary op 10): -1 if x < -1 else (1 if x > 1 else x)
+#[inline(always)]
+fn hard_tanh_fwd(x: f32) -> f32 {
+    if x < -1.0f32 { -1.0f32 } else { if x > 1.0f32 { 1.0f32 } else { x } }
+}
+#[inline(always)]
+fn hard_tanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    if -1.0f32 < x && x < 1.0f32 { gy } else { 0.0f32 }
+}
+
+// LogSigmoid (unary op 11): min(x, 0) - log1p(exp(-abs(x)))
+#[inline(always)]
+fn log_sigmoid_fwd(x: f32) -> f32 {
+    f32::min(x, 0.0f32) - vmath::log1p(vmath::exp(-f32::abs(x)))
+}
+#[inline(always)]
+fn log_sigmoid_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * vmath::sigmoid(-x)
+}
+
+// SoftPlus (unary op 12): (max(beta * x, 0) + log1p(exp(-abs(beta * x)))) / beta
+#[inline(always)]
+fn softplus_fwd(x: f32, beta: f32) -> f32 {
+    (f32::max(beta * x, 0.0f32) + vmath::log1p(vmath::exp(-f32::abs(beta * x)))) / beta
+}
+#[inline(always)]
+fn softplus_grad0(x: f32, y: f32, gy: f32, beta: f32) -> f32 {
+    gy * vmath::sigmoid(beta * x)
+}
+
+// SoftSign (unary op 13): x / (1 + abs(x))
+#[inline(always)]
+fn softsign_fwd(x: f32) -> f32 {
+    x / (1.0f32 + f32::abs(x))
+}
+#[inline(always)]
+fn softsign_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / ((1.0f32 + f32::abs(x)) * (1.0f32 + f32::abs(x)))
+}
+
+// TanhShrink (unary op 14): x * x * x * (0.3333333333333333 + x * x * (-0.13333333333333333 + x * x * (0.05396825396825397 + x * x * (-0.021869488536155203)))) if abs(x) < 0.1 else x - tanh(x)
+#[inline(always)]
+fn tanh_shrink_fwd(x: f32) -> f32 {
+    if f32::abs(x) < 0.1f32 { x * x * x * (0.3333333333333333f32 + x * x * (-0.13333333333333333f32 + x * x * (0.05396825396825397f32 + x * x * -0.021869488536155203f32))) } else { x - vmath::tanh(x) }
+}
+#[inline(always)]
+fn tanh_shrink_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * vmath::tanh(x) * vmath::tanh(x)
+}
+
+// Sinc (unary op 15): sin(x) / x if x != 0 else 1
+#[inline(always)]
+fn sinc_fwd(x: f32) -> f32 {
+    if x != 0.0f32 { f32::sin(x) / x } else { 1.0f32 }
+}
+#[inline(always)]
+fn sinc_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * (if f32::abs(x) < 0.5f32 { x * (-0.3333333333333333f32 + x * x * (0.03333333333333333f32 + x * x * (-0.0011904761904761906f32 + x * x * 2.2045855379188714e-05f32))) } else { (f32::cos(x) - y) / x })
+}
+
+// AddScalar (unary op 16): x + val
 #[inline(always)]
 fn add_scalar_fwd(x: f32, val: f32) -> f32 {
     x + val
@@ -80,7 +223,7 @@ fn add_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     gy
 }
 
-// MulScalar (unary op 4): x * val
+// MulScalar (unary op 17): x * val
 #[inline(always)]
 fn mul_scalar_fwd(x: f32, val: f32) -> f32 {
     x * val
@@ -90,7 +233,7 @@ fn mul_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     gy * val
 }
 
-// PowScalar (unary op 5): pow(x, val)
+// PowScalar (unary op 18): pow(x, val)
 #[inline(always)]
 fn pow_scalar_fwd(x: f32, val: f32) -> f32 {
     f32::powf(x, val)
@@ -100,7 +243,7 @@ fn pow_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     gy * val * f32::powf(x, val - 1.0f32)
 }
 
-// RSubScalar (unary op 6): val - x
+// RSubScalar (unary op 19): val - x
 #[inline(always)]
 fn r_sub_scalar_fwd(x: f32, val: f32) -> f32 {
     val - x
@@ -110,7 +253,7 @@ fn r_sub_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     -gy
 }
 
-// RDivScalar (unary op 7): val / x
+// RDivScalar (unary op 20): val / x
 #[inline(always)]
 fn r_div_scalar_fwd(x: f32, val: f32) -> f32 {
     val / x
@@ -120,7 +263,7 @@ fn r_div_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     -gy * val / (x * x)
 }
 
-// RPowScalar (unary op 8): pow(val, x)
+// RPowScalar (unary op 21): pow(val, x)
 #[inline(always)]
 fn r_pow_scalar_fwd(x: f32, val: f32) -> f32 {
     f32::powf(val, x)
@@ -130,7 +273,7 @@ fn r_pow_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
     gy * y * vmath::ln(val)
 }
 
-// Abs (unary op 9): abs(x)
+// Abs (unary op 22): abs(x)
 #[inline(always)]
 fn abs_fwd(x: f32) -> f32 {
     f32::abs(x)
@@ -140,7 +283,7 @@ fn abs_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy * vmath::sign(x)
 }
 
-// Exp (unary op 10): exp(x)
+// Exp (unary op 23): exp(x)
 #[inline(always)]
 fn exp_fwd(x: f32) -> f32 {
     vmath::exp(x)
@@ -150,7 +293,7 @@ fn exp_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy * y
 }
 
-// Log (unary op 11): log(x)
+// Log (unary op 24): log(x)
 #[inline(always)]
 fn log_fwd(x: f32) -> f32 {
     vmath::ln(x)
@@ -160,7 +303,7 @@ fn log_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy / x
 }
 
-// Identity (unary op 12): x
+// Identity (unary op 25): x
 #[inline(always)]
 fn identity_fwd(x: f32) -> f32 {
     x
@@ -246,34 +389,60 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
         0 => pointwise::unary(x, y, #[inline(always)] move |x| relu_fwd(x)),
         1 => pointwise::unary(x, y, #[inline(always)] move |x| sigmoid_fwd(x)),
         2 => pointwise::unary(x, y, #[inline(always)] move |x| tanh_fwd(x)),
-        3 => {
+        3 => pointwise::unary(x, y, #[inline(always)] move |x| swish_fwd(x)),
+        4 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary(x, y, #[inline(always)] move |x| elu_fwd(x, alpha))
+        }
+        5 => {
+            let scale = param(p, 0)?;
+            let alpha = param(p, 1)?;
+            pointwise::unary(x, y, #[inline(always)] move |x| selu_fwd(x, scale, alpha))
+        }
+        6 => pointwise::unary(x, y, #[inline(always)] move |x| gelu_fwd(x)),
+        7 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary(x, y, #[inline(always)] move |x| leaky_relu_fwd(x, alpha))
+        }
+        8 => pointwise::unary(x, y, #[inline(always)] move |x| relu6_fwd(x)),
+        9 => pointwise::unary(x, y, #[inline(always)] move |x| hard_sigmoid_fwd(x)),
+        10 => pointwise::unary(x, y, #[inline(always)] move |x| hard_tanh_fwd(x)),
+        11 => pointwise::unary(x, y, #[inline(always)] move |x| log_sigmoid_fwd(x)),
+        12 => {
+            let beta = param(p, 0)?;
+            pointwise::unary(x, y, #[inline(always)] move |x| softplus_fwd(x, beta))
+        }
+        13 => pointwise::unary(x, y, #[inline(always)] move |x| softsign_fwd(x)),
+        14 => pointwise::unary(x, y, #[inline(always)] move |x| tanh_shrink_fwd(x)),
+        15 => pointwise::unary(x, y, #[inline(always)] move |x| sinc_fwd(x)),
+        16 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| add_scalar_fwd(x, val))
         }
-        4 => {
+        17 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| mul_scalar_fwd(x, val))
         }
-        5 => {
+        18 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| pow_scalar_fwd(x, val))
         }
-        6 => {
+        19 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| r_sub_scalar_fwd(x, val))
         }
-        7 => {
+        20 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| r_div_scalar_fwd(x, val))
         }
-        8 => {
+        21 => {
             let val = param(p, 0)?;
             pointwise::unary(x, y, #[inline(always)] move |x| r_pow_scalar_fwd(x, val))
         }
-        9 => pointwise::unary(x, y, #[inline(always)] move |x| abs_fwd(x)),
-        10 => pointwise::unary(x, y, #[inline(always)] move |x| exp_fwd(x)),
-        11 => pointwise::unary(x, y, #[inline(always)] move |x| log_fwd(x)),
-        12 => pointwise::unary(x, y, #[inline(always)] move |x| identity_fwd(x)),
+        22 => pointwise::unary(x, y, #[inline(always)] move |x| abs_fwd(x)),
+        23 => pointwise::unary(x, y, #[inline(always)] move |x| exp_fwd(x)),
+        24 => pointwise::unary(x, y, #[inline(always)] move |x| log_fwd(x)),
+        25 => pointwise::unary(x, y, #[inline(always)] move |x| identity_fwd(x)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -285,34 +454,60 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
         0 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| relu_grad0(x, y, gy)),
         1 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| sigmoid_grad0(x, y, gy)),
         2 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| tanh_grad0(x, y, gy)),
-        3 => {
+        3 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| swish_grad0(x, y, gy)),
+        4 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| elu_grad0(x, y, gy, alpha))
+        }
+        5 => {
+            let scale = param(p, 0)?;
+            let alpha = param(p, 1)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| selu_grad0(x, y, gy, scale, alpha))
+        }
+        6 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| gelu_grad0(x, y, gy)),
+        7 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| leaky_relu_grad0(x, y, gy, alpha))
+        }
+        8 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| relu6_grad0(x, y, gy)),
+        9 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| hard_sigmoid_grad0(x, y, gy)),
+        10 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| hard_tanh_grad0(x, y, gy)),
+        11 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_sigmoid_grad0(x, y, gy)),
+        12 => {
+            let beta = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| softplus_grad0(x, y, gy, beta))
+        }
+        13 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| softsign_grad0(x, y, gy)),
+        14 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| tanh_shrink_grad0(x, y, gy)),
+        15 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| sinc_grad0(x, y, gy)),
+        16 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| add_scalar_grad0(x, y, gy, val))
         }
-        4 => {
+        17 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| mul_scalar_grad0(x, y, gy, val))
         }
-        5 => {
+        18 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| pow_scalar_grad0(x, y, gy, val))
         }
-        6 => {
+        19 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_sub_scalar_grad0(x, y, gy, val))
         }
-        7 => {
+        20 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_div_scalar_grad0(x, y, gy, val))
         }
-        8 => {
+        21 => {
             let val = param(p, 0)?;
             pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_pow_scalar_grad0(x, y, gy, val))
         }
-        9 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
-        10 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
-        11 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
-        12 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
+        22 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
+        23 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
+        24 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
+        25 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -368,7 +563,20 @@ pub mod reference {
     use crate::vmath::reference as vref;
 
     /// Parameter values for the tests, per unary op.
-    pub static UNARY_PARAMS: [&[f64]; 13] = [
+    pub static UNARY_PARAMS: [&[f64]; 26] = [
+        &[],
+        &[],
+        &[],
+        &[],
+        &[1.5f64],
+        &[1.55070098735548f64, 2.173263242354377f64],
+        &[],
+        &[0.6f64],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[1.5f64],
         &[],
         &[],
         &[],
@@ -397,16 +605,29 @@ pub mod reference {
             0 => { if x > 0.0f64 { x } else { 0.0f64 } }
             1 => { vref::sigmoid(x) }
             2 => { f64::tanh(x) }
-            3 => { let val = p[0]; x + val }
-            4 => { let val = p[0]; x * val }
-            5 => { let val = p[0]; f64::powf(x, val) }
-            6 => { let val = p[0]; val - x }
-            7 => { let val = p[0]; val / x }
-            8 => { let val = p[0]; f64::powf(val, x) }
-            9 => { f64::abs(x) }
-            10 => { f64::exp(x) }
-            11 => { f64::ln(x) }
-            12 => { x }
+            3 => { x * vref::sigmoid(x) }
+            4 => { let alpha = p[0]; if x > 0.0f64 { x } else { alpha * f64::exp_m1(x) } }
+            5 => { let scale = p[0]; let alpha = p[1]; scale * (if x > 0.0f64 { x } else { alpha * f64::exp_m1(x) }) }
+            6 => { x * vref::sigmoid(1.5957691216057308f64 * (x + 0.044715f64 * x * x * x)) }
+            7 => { let alpha = p[0]; if x > 0.0f64 { x } else { alpha * x } }
+            8 => { if x < 0.0f64 { 0.0f64 } else { if x > 6.0f64 { 6.0f64 } else { x } } }
+            9 => { if x < -2.5f64 { 0.0f64 } else { if x > 2.5f64 { 1.0f64 } else { 0.2f64 * x + 0.5f64 } } }
+            10 => { if x < -1.0f64 { -1.0f64 } else { if x > 1.0f64 { 1.0f64 } else { x } } }
+            11 => { f64::min(x, 0.0f64) - f64::ln_1p(f64::exp(-f64::abs(x))) }
+            12 => { let beta = p[0]; (f64::max(beta * x, 0.0f64) + f64::ln_1p(f64::exp(-f64::abs(beta * x)))) / beta }
+            13 => { x / (1.0f64 + f64::abs(x)) }
+            14 => { if f64::abs(x) < 0.1f64 { x * x * x * (0.3333333333333333f64 + x * x * (-0.13333333333333333f64 + x * x * (0.05396825396825397f64 + x * x * -0.021869488536155203f64))) } else { x - f64::tanh(x) } }
+            15 => { if x != 0.0f64 { f64::sin(x) / x } else { 1.0f64 } }
+            16 => { let val = p[0]; x + val }
+            17 => { let val = p[0]; x * val }
+            18 => { let val = p[0]; f64::powf(x, val) }
+            19 => { let val = p[0]; val - x }
+            20 => { let val = p[0]; val / x }
+            21 => { let val = p[0]; f64::powf(val, x) }
+            22 => { f64::abs(x) }
+            23 => { f64::exp(x) }
+            24 => { f64::ln(x) }
+            25 => { x }
             _ => f64::NAN,
         }
     }
@@ -416,16 +637,29 @@ pub mod reference {
             0 => { if y > 0.0f64 { gy } else { 0.0f64 } }
             1 => { gy * y * (1.0f64 - y) }
             2 => { gy * (1.0f64 - y * y) }
-            3 => { let val = p[0]; gy }
-            4 => { let val = p[0]; gy * val }
-            5 => { let val = p[0]; gy * val * f64::powf(x, val - 1.0f64) }
-            6 => { let val = p[0]; -gy }
-            7 => { let val = p[0]; -gy * val / (x * x) }
-            8 => { let val = p[0]; gy * y * f64::ln(val) }
-            9 => { gy * vref::sign(x) }
-            10 => { gy * y }
-            11 => { gy / x }
-            12 => { gy }
+            3 => { gy * vref::sigmoid(x) * (1.0f64 + x * (1.0f64 - vref::sigmoid(x))) }
+            4 => { let alpha = p[0]; if x > 0.0f64 { gy } else { gy * alpha * f64::exp(x) } }
+            5 => { let scale = p[0]; let alpha = p[1]; gy * scale * (if x > 0.0f64 { 1.0f64 } else { alpha * f64::exp(x) }) }
+            6 => { gy * vref::sigmoid(1.5957691216057308f64 * (x + 0.044715f64 * x * x * x)) * (1.0f64 + x * (1.0f64 - vref::sigmoid(1.5957691216057308f64 * (x + 0.044715f64 * x * x * x))) * 1.5957691216057308f64 * (1.0f64 + 0.134145f64 * x * x)) }
+            7 => { let alpha = p[0]; if x > 0.0f64 { gy } else { gy * alpha } }
+            8 => { if 0.0f64 < x && x < 6.0f64 { gy } else { 0.0f64 } }
+            9 => { if -2.5f64 < x && x < 2.5f64 { gy * 0.2f64 } else { 0.0f64 } }
+            10 => { if -1.0f64 < x && x < 1.0f64 { gy } else { 0.0f64 } }
+            11 => { gy * vref::sigmoid(-x) }
+            12 => { let beta = p[0]; gy * vref::sigmoid(beta * x) }
+            13 => { gy / ((1.0f64 + f64::abs(x)) * (1.0f64 + f64::abs(x))) }
+            14 => { gy * f64::tanh(x) * f64::tanh(x) }
+            15 => { gy * (if f64::abs(x) < 0.5f64 { x * (-0.3333333333333333f64 + x * x * (0.03333333333333333f64 + x * x * (-0.0011904761904761906f64 + x * x * 2.2045855379188714e-05f64))) } else { (f64::cos(x) - y) / x }) }
+            16 => { let val = p[0]; gy }
+            17 => { let val = p[0]; gy * val }
+            18 => { let val = p[0]; gy * val * f64::powf(x, val - 1.0f64) }
+            19 => { let val = p[0]; -gy }
+            20 => { let val = p[0]; -gy * val / (x * x) }
+            21 => { let val = p[0]; gy * y * f64::ln(val) }
+            22 => { gy * vref::sign(x) }
+            23 => { gy * y }
+            24 => { gy / x }
+            25 => { gy }
             _ => f64::NAN,
         }
     }

@@ -96,6 +96,38 @@ pub fn sigmoid(x: f32) -> f32 {
     (if x >= 0.0 { 1.0 } else { e }) / (1.0 + e)
 }
 
+/// ln(1 + x), accurate near 0: ln(u) * x / (u - 1) with u = 1 + x corrects
+/// the rounding of u (Goldberg).  Vectorisable.
+#[inline(always)]
+pub fn log1p(x: f32) -> f32 {
+    let u = 1.0 + x;
+    let d = u - 1.0;
+    let r = ln(u) * (x / d);
+    if d == 0.0 {
+        x
+    } else if u == f32::INFINITY {
+        u
+    } else {
+        r
+    }
+}
+
+/// e^x - 1, accurate near 0: (u - 1) * x / ln(u) with u = e^x (Kahan).
+/// Vectorisable.
+#[inline(always)]
+pub fn expm1(x: f32) -> f32 {
+    let u = exp(x);
+    let d = u - 1.0;
+    let r = d * (x / ln(u));
+    if u == 1.0 {
+        x
+    } else if d == -1.0 || u == f32::INFINITY {
+        d
+    } else {
+        r
+    }
+}
+
 /// -1, 0 or 1 by the sign of x (NaN and -0 are returned as they are).
 #[inline(always)]
 pub fn sign(x: f32) -> f32 {
@@ -246,6 +278,26 @@ mod tests {
         assert_eq!(sigmoid(f32::INFINITY), 1.0);
         assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
         assert!(sigmoid(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn log1p_expm1_accuracy() {
+        let (u, x) = sweep(log1p, f64::ln_1p);
+        assert!(u <= 4, "log1p: {u} ulp at {x}");
+        let (u, x) = sweep(expm1, f64::exp_m1);
+        assert!(u <= 4, "expm1: {u} ulp at {x}");
+        for v in [0.0f32, -0.0, 1e-30, -1e-30, 1e-8, -1e-8] {
+            assert_eq!(log1p(v), v);
+            assert_eq!(expm1(v), v);
+        }
+        assert_eq!(log1p(-1.0), f32::NEG_INFINITY);
+        assert!(log1p(-2.0).is_nan() && log1p(f32::NAN).is_nan());
+        assert_eq!(log1p(f32::INFINITY), f32::INFINITY);
+        assert_eq!(expm1(f32::INFINITY), f32::INFINITY);
+        assert_eq!(expm1(100.0), f32::INFINITY);
+        assert_eq!(expm1(f32::NEG_INFINITY), -1.0);
+        assert_eq!(expm1(-100.0), -1.0);
+        assert!(expm1(f32::NAN).is_nan());
     }
 
     #[test]

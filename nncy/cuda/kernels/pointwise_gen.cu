@@ -9,7 +9,7 @@
 // codes as in the Rust kernels.
 #pragma once
 
-#define NNCY_OPS_SIGNATURE 0x6a59ad9a5dc47467ULL
+#define NNCY_OPS_SIGNATURE 0xd4d0f83725f0b461ULL
 
 __device__ __forceinline__ float nncy_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
@@ -18,16 +18,29 @@ __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : 
     X(relu, 0, 0) \
     X(sigmoid, 1, 0) \
     X(tanh, 2, 0) \
-    X(add_scalar, 3, 1) \
-    X(mul_scalar, 4, 1) \
-    X(pow_scalar, 5, 1) \
-    X(r_sub_scalar, 6, 1) \
-    X(r_div_scalar, 7, 1) \
-    X(r_pow_scalar, 8, 1) \
-    X(abs, 9, 0) \
-    X(exp, 10, 0) \
-    X(log, 11, 0) \
-    X(identity, 12, 0)
+    X(swish, 3, 0) \
+    X(elu, 4, 1) \
+    X(selu, 5, 2) \
+    X(gelu, 6, 0) \
+    X(leaky_relu, 7, 1) \
+    X(relu6, 8, 0) \
+    X(hard_sigmoid, 9, 0) \
+    X(hard_tanh, 10, 0) \
+    X(log_sigmoid, 11, 0) \
+    X(softplus, 12, 1) \
+    X(softsign, 13, 0) \
+    X(tanh_shrink, 14, 0) \
+    X(sinc, 15, 0) \
+    X(add_scalar, 16, 1) \
+    X(mul_scalar, 17, 1) \
+    X(pow_scalar, 18, 1) \
+    X(r_sub_scalar, 19, 1) \
+    X(r_div_scalar, 20, 1) \
+    X(r_pow_scalar, 21, 1) \
+    X(abs, 22, 0) \
+    X(exp, 23, 0) \
+    X(log, 24, 0) \
+    X(identity, 25, 0)
 
 #define NNCY_BINARY_OPS(X) \
     X(add2, 0, 0) \
@@ -48,43 +61,95 @@ __device__ __forceinline__ float nncy_grad0_sigmoid(float x, float y, float gy) 
 __device__ __forceinline__ float nncy_fwd_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ float nncy_grad0_tanh(float x, float y, float gy) { return gy * (1.0f - y * y); }
 
-// AddScalar (unary op 3): x + val
+// Swish (unary op 3): x * sigmoid(x)
+__device__ __forceinline__ float nncy_fwd_swish(float x) { return x * nncy_sigmoidf(x); }
+__device__ __forceinline__ float nncy_grad0_swish(float x, float y, float gy) { return gy * nncy_sigmoidf(x) * (1.0f + x * (1.0f - nncy_sigmoidf(x))); }
+
+// ELU (unary op 4): x if x > 0 else alpha * expm1(x)
+__device__ __forceinline__ float nncy_fwd_elu(float x, float alpha) { return x > 0.0f ? x : alpha * expm1f(x); }
+__device__ __forceinline__ float nncy_grad0_elu(float x, float y, float gy, float alpha) { return x > 0.0f ? gy : gy * alpha * expf(x); }
+
+// SELU (unary op 5): scale * (x if x > 0 else alpha * expm1(x))
+__device__ __forceinline__ float nncy_fwd_selu(float x, float scale, float alpha) { return scale * (x > 0.0f ? x : alpha * expm1f(x)); }
+__device__ __forceinline__ float nncy_grad0_selu(float x, float y, float gy, float scale, float alpha) { return gy * scale * (x > 0.0f ? 1.0f : alpha * expf(x)); }
+
+// GELU (unary op 6): x * sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+__device__ __forceinline__ float nncy_fwd_gelu(float x) { return x * nncy_sigmoidf(1.5957691216057308f * (x + 0.044715f * x * x * x)); }
+__device__ __forceinline__ float nncy_grad0_gelu(float x, float y, float gy) { return gy * nncy_sigmoidf(1.5957691216057308f * (x + 0.044715f * x * x * x)) * (1.0f + x * (1.0f - nncy_sigmoidf(1.5957691216057308f * (x + 0.044715f * x * x * x))) * 1.5957691216057308f * (1.0f + 0.134145f * x * x)); }
+
+// LeakyReLU (unary op 7): x if x > 0 else alpha * x
+__device__ __forceinline__ float nncy_fwd_leaky_relu(float x, float alpha) { return x > 0.0f ? x : alpha * x; }
+__device__ __forceinline__ float nncy_grad0_leaky_relu(float x, float y, float gy, float alpha) { return x > 0.0f ? gy : gy * alpha; }
+
+// ReLU6 (unary op 8): 0 if x < 0 else (6 if x > 6 else x)
+__device__ __forceinline__ float nncy_fwd_relu6(float x) { return x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x); }
+__device__ __forceinline__ float nncy_grad0_relu6(float x, float y, float gy) { return 0.0f < x && x < 6.0f ? gy : 0.0f; }
+
+// HardSigmoid (unary op 9): 0 if x < -2.5 else (1 if x > 2.5 else 0.2 * x + 0.5)
+__device__ __forceinline__ float nncy_fwd_hard_sigmoid(float x) { return x < -2.5f ? 0.0f : (x > 2.5f ? 1.0f : 0.2f * x + 0.5f); }
+__device__ __forceinline__ float nncy_grad0_hard_sigmoid(float x, float y, float gy) { return -2.5f < x && x < 2.5f ? gy * 0.2f : 0.0f; }
+
+// HardTanh (unary op 10): -1 if x < -1 else (1 if x > 1 else x)
+__device__ __forceinline__ float nncy_fwd_hard_tanh(float x) { return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x); }
+__device__ __forceinline__ float nncy_grad0_hard_tanh(float x, float y, float gy) { return -1.0f < x && x < 1.0f ? gy : 0.0f; }
+
+// LogSigmoid (unary op 11): min(x, 0) - log1p(exp(-abs(x)))
+__device__ __forceinline__ float nncy_fwd_log_sigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
+__device__ __forceinline__ float nncy_grad0_log_sigmoid(float x, float y, float gy) { return gy * nncy_sigmoidf(-x); }
+
+// SoftPlus (unary op 12): (max(beta * x, 0) + log1p(exp(-abs(beta * x)))) / beta
+__device__ __forceinline__ float nncy_fwd_softplus(float x, float beta) { return (fmaxf(beta * x, 0.0f) + log1pf(expf(-fabsf(beta * x)))) / beta; }
+__device__ __forceinline__ float nncy_grad0_softplus(float x, float y, float gy, float beta) { return gy * nncy_sigmoidf(beta * x); }
+
+// SoftSign (unary op 13): x / (1 + abs(x))
+__device__ __forceinline__ float nncy_fwd_softsign(float x) { return x / (1.0f + fabsf(x)); }
+__device__ __forceinline__ float nncy_grad0_softsign(float x, float y, float gy) { return gy / ((1.0f + fabsf(x)) * (1.0f + fabsf(x))); }
+
+// TanhShrink (unary op 14): x * x * x * (0.3333333333333333 + x * x * (-0.13333333333333333 + x * x * (0.05396825396825397 + x * x * (-0.021869488536155203)))) if abs(x) < 0.1 else x - tanh(x)
+__device__ __forceinline__ float nncy_fwd_tanh_shrink(float x) { return fabsf(x) < 0.1f ? x * x * x * (0.3333333333333333f + x * x * (-0.13333333333333333f + x * x * (0.05396825396825397f + x * x * -0.021869488536155203f))) : x - tanhf(x); }
+__device__ __forceinline__ float nncy_grad0_tanh_shrink(float x, float y, float gy) { return gy * tanhf(x) * tanhf(x); }
+
+// Sinc (unary op 15): sin(x) / x if x != 0 else 1
+__device__ __forceinline__ float nncy_fwd_sinc(float x) { return x != 0.0f ? sinf(x) / x : 1.0f; }
+__device__ __forceinline__ float nncy_grad0_sinc(float x, float y, float gy) { return gy * (fabsf(x) < 0.5f ? x * (-0.3333333333333333f + x * x * (0.03333333333333333f + x * x * (-0.0011904761904761906f + x * x * 2.2045855379188714e-05f))) : (cosf(x) - y) / x); }
+
+// AddScalar (unary op 16): x + val
 __device__ __forceinline__ float nncy_fwd_add_scalar(float x, float val) { return x + val; }
 __device__ __forceinline__ float nncy_grad0_add_scalar(float x, float y, float gy, float val) { return gy; }
 
-// MulScalar (unary op 4): x * val
+// MulScalar (unary op 17): x * val
 __device__ __forceinline__ float nncy_fwd_mul_scalar(float x, float val) { return x * val; }
 __device__ __forceinline__ float nncy_grad0_mul_scalar(float x, float y, float gy, float val) { return gy * val; }
 
-// PowScalar (unary op 5): pow(x, val)
+// PowScalar (unary op 18): pow(x, val)
 __device__ __forceinline__ float nncy_fwd_pow_scalar(float x, float val) { return powf(x, val); }
 __device__ __forceinline__ float nncy_grad0_pow_scalar(float x, float y, float gy, float val) { return gy * val * powf(x, val - 1.0f); }
 
-// RSubScalar (unary op 6): val - x
+// RSubScalar (unary op 19): val - x
 __device__ __forceinline__ float nncy_fwd_r_sub_scalar(float x, float val) { return val - x; }
 __device__ __forceinline__ float nncy_grad0_r_sub_scalar(float x, float y, float gy, float val) { return -gy; }
 
-// RDivScalar (unary op 7): val / x
+// RDivScalar (unary op 20): val / x
 __device__ __forceinline__ float nncy_fwd_r_div_scalar(float x, float val) { return val / x; }
 __device__ __forceinline__ float nncy_grad0_r_div_scalar(float x, float y, float gy, float val) { return -gy * val / (x * x); }
 
-// RPowScalar (unary op 8): pow(val, x)
+// RPowScalar (unary op 21): pow(val, x)
 __device__ __forceinline__ float nncy_fwd_r_pow_scalar(float x, float val) { return powf(val, x); }
 __device__ __forceinline__ float nncy_grad0_r_pow_scalar(float x, float y, float gy, float val) { return gy * y * logf(val); }
 
-// Abs (unary op 9): abs(x)
+// Abs (unary op 22): abs(x)
 __device__ __forceinline__ float nncy_fwd_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ float nncy_grad0_abs(float x, float y, float gy) { return gy * nncy_signf(x); }
 
-// Exp (unary op 10): exp(x)
+// Exp (unary op 23): exp(x)
 __device__ __forceinline__ float nncy_fwd_exp(float x) { return expf(x); }
 __device__ __forceinline__ float nncy_grad0_exp(float x, float y, float gy) { return gy * y; }
 
-// Log (unary op 11): log(x)
+// Log (unary op 24): log(x)
 __device__ __forceinline__ float nncy_fwd_log(float x) { return logf(x); }
 __device__ __forceinline__ float nncy_grad0_log(float x, float y, float gy) { return gy / x; }
 
-// Identity (unary op 12): x
+// Identity (unary op 25): x
 __device__ __forceinline__ float nncy_fwd_identity(float x) { return x; }
 __device__ __forceinline__ float nncy_grad0_identity(float x, float y, float gy) { return gy; }
 
