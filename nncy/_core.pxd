@@ -46,3 +46,4 @@ cdef class Impl:
     cdef public object spec
     cdef public dict args
     cdef public Context ctx
+    cdef public tuple absent

@@ -633,12 +633,14 @@ cdef class Impl:
     ``setup(inputs) -> list of output shapes``, ``forward(inputs, outputs)`` and
     ``backward(inputs, outputs, propagate_down, accum)``; inputs and outputs are
     lists of Variables.  ``accum[i]`` says whether input i's gradient is added
-    to (True) or overwritten (False)."""
+    to (True) or overwritten (False).  ``absent`` names the optional inputs
+    that the call left out (None); they are not in the input lists."""
 
     def __init__(self, spec, args, ctx):
         self.spec = spec
         self.args = args
         self.ctx = ctx
+        self.absent = ()
 
     def error(self, arg, msg, exc=ValueError):
         """An exception naming the function and the argument."""
@@ -783,9 +785,12 @@ cdef dict _make_args(spec, tuple values):
             else:
                 v = int(v)
         elif typ == 'float':
-            if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+            if v is None and default is None:
+                pass
+            elif not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
                 raise _bad_arg(spec, name, 'a number', v)
-            v = float(v)
+            else:
+                v = float(v)
         elif typ == 'axis':
             if v is not None and not isinstance(v, (int, np.integer)):
                 v = _ints(spec, name, v, True)
@@ -823,6 +828,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cdef int n_nd = 0, n_var = 0, i = 0
     cdef bint need_grad = False
     cdef Variable v
+    cdef list absent = None
     specs_in = spec.inputs
     for x in inputs:
         if isinstance(x, Variable):
@@ -836,7 +842,9 @@ def call(spec, tuple inputs, tuple args, outputs=None):
             n_nd += 1
             ins.append(_wrap_ndarray(<NdArray>x))
         elif x is None and i < len(specs_in) and specs_in[i].optional:
-            pass
+            if absent is None:
+                absent = []
+            absent.append(specs_in[i].name)
         else:
             iname = specs_in[min(i, len(specs_in) - 1)].name if specs_in else 'x'
             raise TypeError('%s: input %r must be a Variable or NdArray, got %s'
@@ -845,6 +853,8 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cls = _lookup(spec, ctx)
     cdef dict a = _make_args(spec, args)
     impl = cls(spec, a, ctx)
+    if absent is not None:
+        (<Impl>impl).absent = tuple(absent)
     if ctx._dtype is not _F32:
         impl = HalfStorage(impl)
     shapes = impl.setup(ins)

@@ -51,6 +51,31 @@ cdef extern from "nncy_kernels.h" nogil:
     int32_t nncy_adam_update_f32(float* w, const float* g, float* m, float* v,
                                  size_t n, float alpha_t, float beta1, float beta2,
                                  float eps)
+    # normalization, PReLU, clipping (rust/src/norm.rs)
+    int32_t nncy_norm_moments_f32(const float* x, size_t p, size_t a, size_t c, size_t b,
+                                  float* mean, float* var)
+    int32_t nncy_norm_sums_f32(const float* u, const float* v, const float* center,
+                               const float* mask, size_t p, size_t a, size_t c, size_t b,
+                               float* su, float* suv)
+    int32_t nncy_norm_affine_f32(const float* x, size_t p, size_t a, size_t c, size_t b,
+                                 const float* center, const float* sa, const float* sb,
+                                 const float* z, int32_t relu, float* y)
+    int32_t nncy_norm_combine_f32(const float* u, const float* v, const float* mask,
+                                  size_t p, size_t a, size_t c, size_t b,
+                                  const float* ca, const float* cb, const float* center,
+                                  const float* cc, float* out, int32_t accum)
+    int32_t nncy_relu_mask_f32(const float* y, const float* dy, float* out, size_t n,
+                               int32_t accum)
+    int32_t nncy_prelu_f32(const float* x, const float* w, size_t p, size_t a, size_t c,
+                           size_t b, float* y)
+    int32_t nncy_prelu_grad_f32(const float* x, const float* w, const float* dy,
+                                size_t p, size_t a, size_t c, size_t b,
+                                float* dx, int32_t accum_x, float* dw, int32_t accum_w)
+    int32_t nncy_clip_f32(const float* x, const float* lo, float lo_v, const float* hi,
+                          float hi_v, float* y, size_t n, int32_t accum)
+    int32_t nncy_clip_grad_f32(const float* x, const float* lo, float lo_v,
+                               const float* hi, float hi_v, const float* gy,
+                               uint32_t which, float* g, size_t n, int32_t accum)
 
 # Fast entry points for the Cython core (arrays are float32, C-contiguous).
 cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,

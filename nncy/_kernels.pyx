@@ -376,3 +376,174 @@ def adam_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v,
         st = nncy_adam_update_f32(_t0, _t1, _t2, _t3, _t4,
                                   alpha_t, beta1, beta2, eps)
     check(st, 'Adam')
+
+
+# ---------------------------------------------------------------------------
+# Normalization, PReLU and clipping (rust/src/norm.rs).  An array is seen as
+# `pat` = (p, a, c, b); group g = (p, c) holds x[p, :, c, :]; per-group
+# arrays hold p * c values.  Sizes are checked here, before any pointer is
+# handed to Rust.
+
+cdef size_t _pat_size(name, tuple pat, size_t* dims) except? 0:
+    if len(pat) != 4:
+        raise ValueError('%s: a grouping pattern has 4 sizes, got %r' % (name, pat))
+    cdef size_t n = 1
+    for i in range(4):
+        if pat[i] < 0:
+            raise ValueError('%s: negative size in pattern %r' % (name, pat))
+        dims[i] = pat[i]
+        n *= dims[i]
+    return n
+
+
+cdef float* _arr(name, a, size_t n, what) except? NULL:
+    """The data of a C-contiguous float32 array of n values; NULL for None."""
+    if a is None:
+        return NULL
+    cdef cnp.ndarray arr = a
+    need_f32(arr, name)
+    if <size_t>cnp.PyArray_SIZE(arr) != n:
+        raise ValueError('%s: %s has %d values, expected %d'
+                         % (name, what, cnp.PyArray_SIZE(arr), n))
+    return fptr(arr)
+
+
+def norm_moments(name, x, tuple pat, mean, var):
+    """mean, var (per group) = mean and biased variance of each group of x."""
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef size_t g = d[0] * d[2]
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* mp = _arr(name, mean, g, 'mean')
+    cdef float* vp = _arr(name, var, g, 'var')
+    cdef int32_t st
+    with nogil:
+        st = nncy_norm_moments_f32(xp, d[0], d[1], d[2], d[3], mp, vp)
+    check(st, name)
+
+
+def norm_sums(name, u, v, center, mask, tuple pat, su, suv):
+    """su = sum of u', suv = sum of u' (v - center) per group, where u' is u
+    masked to mask > 0; v None means u, center None means 0, mask None: none."""
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef size_t g = d[0] * d[2]
+    cdef float* up = _arr(name, u, n, 'u')
+    cdef float* vp = _arr(name, v, n, 'v')
+    cdef float* cp = _arr(name, center, g, 'center')
+    cdef float* mp = _arr(name, mask, n, 'mask')
+    cdef float* sp = _arr(name, su, g, 'su')
+    cdef float* svp = _arr(name, suv, g, 'suv')
+    cdef int32_t st
+    with nogil:
+        st = nncy_norm_sums_f32(up, vp, cp, mp, d[0], d[1], d[2], d[3], sp, svp)
+    check(st, name)
+
+
+def norm_affine(name, x, tuple pat, center, sa, sb, z, bint relu, y):
+    """y = (x - center) * sa + sb (+ z) per group, then ReLU when `relu`."""
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef size_t g = d[0] * d[2]
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* cp = _arr(name, center, g, 'center')
+    cdef float* ap = _arr(name, sa, g, 'scale')
+    cdef float* bp = _arr(name, sb, g, 'shift')
+    cdef float* zp = _arr(name, z, n, 'z')
+    cdef float* yp = _arr(name, y, n, 'y')
+    if cp == NULL or ap == NULL or bp == NULL or xp == NULL or yp == NULL:
+        raise ValueError('%s: norm_affine needs x, center, scale, shift and y' % name)
+    cdef int32_t st
+    with nogil:
+        st = nncy_norm_affine_f32(xp, d[0], d[1], d[2], d[3], cp, ap, bp, zp, relu, yp)
+    check(st, name)
+
+
+def norm_combine(name, u, v, mask, tuple pat, ca, cb, center, cc, out, bint accum):
+    """out (+)= ca u' + cb (v - center) + cc per group (u' as in norm_sums)."""
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef size_t g = d[0] * d[2]
+    cdef float* up = _arr(name, u, n, 'u')
+    cdef float* vp = _arr(name, v, n, 'v')
+    cdef float* mp = _arr(name, mask, n, 'mask')
+    cdef float* ap = _arr(name, ca, g, 'ca')
+    cdef float* bp = _arr(name, cb, g, 'cb')
+    cdef float* mcp = _arr(name, center, g, 'center')
+    cdef float* ccp = _arr(name, cc, g, 'cc')
+    cdef float* op = _arr(name, out, n, 'out')
+    if up == NULL or ap == NULL or bp == NULL or mcp == NULL or ccp == NULL or op == NULL:
+        raise ValueError('%s: norm_combine needs u, ca, cb, center, cc and out' % name)
+    cdef int32_t st
+    with nogil:
+        st = nncy_norm_combine_f32(up, vp, mp, d[0], d[1], d[2], d[3], ap, bp, mcp, ccp,
+                                   op, accum)
+    check(st, name)
+
+
+def relu_mask(name, y, dy, out, bint accum):
+    """out (+)= dy where y > 0."""
+    cdef size_t n = cnp.PyArray_SIZE(<cnp.ndarray?>out)
+    cdef float* yp = _arr(name, y, n, 'y')
+    cdef float* gp = _arr(name, dy, n, 'dy')
+    cdef float* op = _arr(name, out, n, 'out')
+    cdef int32_t st
+    with nogil:
+        st = nncy_relu_mask_f32(yp, gp, op, n, accum)
+    check(st, name)
+
+
+def prelu(name, x, w, tuple pat, y):
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* wp = _arr(name, w, d[0] * d[2], 'slope')
+    cdef float* yp = _arr(name, y, n, 'y')
+    cdef int32_t st
+    with nogil:
+        st = nncy_prelu_f32(xp, wp, d[0], d[1], d[2], d[3], yp)
+    check(st, name)
+
+
+def prelu_grad(name, x, w, dy, tuple pat, dx, bint accum_x, dw, bint accum_w):
+    cdef size_t d[4]
+    cdef size_t n = _pat_size(name, pat, d)
+    cdef size_t g = d[0] * d[2]
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* wp = _arr(name, w, g, 'slope')
+    cdef float* gp = _arr(name, dy, n, 'dy')
+    cdef float* dxp = _arr(name, dx, n, 'dx')
+    cdef float* dwp = _arr(name, dw, g, 'dw')
+    cdef int32_t st
+    with nogil:
+        st = nncy_prelu_grad_f32(xp, wp, gp, d[0], d[1], d[2], d[3], dxp, accum_x, dwp,
+                                 accum_w)
+    check(st, name)
+
+
+def clip(name, x, lo, float lo_v, hi, float hi_v, y, bint accum):
+    """y (+)= min(max(x, lo), hi); lo / hi are arrays of x's size, or None for
+    the numbers lo_v / hi_v."""
+    cdef size_t n = cnp.PyArray_SIZE(<cnp.ndarray?>y)
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* lp = _arr(name, lo, n, 'min')
+    cdef float* hp = _arr(name, hi, n, 'max')
+    cdef float* yp = _arr(name, y, n, 'y')
+    cdef int32_t st
+    with nogil:
+        st = nncy_clip_f32(xp, lp, lo_v, hp, hi_v, yp, n, accum)
+    check(st, name)
+
+
+def clip_grad(name, x, lo, float lo_v, hi, float hi_v, gy, uint32_t which, g, bint accum):
+    """g (+)= gy where operand `which` (0 x, 1 min, 2 max) passes through the clip."""
+    cdef size_t n = cnp.PyArray_SIZE(<cnp.ndarray?>g)
+    cdef float* xp = _arr(name, x, n, 'x')
+    cdef float* lp = _arr(name, lo, n, 'min')
+    cdef float* hp = _arr(name, hi, n, 'max')
+    cdef float* gyp = _arr(name, gy, n, 'gy')
+    cdef float* gp = _arr(name, g, n, 'g')
+    cdef int32_t st
+    with nogil:
+        st = nncy_clip_grad_f32(xp, lp, lo_v, hp, hi_v, gyp, which, gp, n, accum)
+    check(st, name)

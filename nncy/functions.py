@@ -4,14 +4,30 @@ the row's real signature and a docstring built from the row.
     import nncy.functions as F
     y = F.relu(F.affine(x, w, b))
 """
-from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
+import numpy as np
+
+from nncy import _core, _cpu, _composite  # noqa: F401  (they register the implementations)
 from nncy._table import FUNCTIONS
 
 __all__ = []
 
 _TEMPLATE = '''def {name}({params}):
-    return _call(_spec, ({inputs}), ({args}), outputs)
+{prelude}    return _call(_spec, ({inputs}), ({args}), outputs)
 '''
+
+
+def _number_input(value, like):
+    """A number passed for an input that accepts one (``#`` in the table), as a
+    constant array of shape (): an NdArray when ``like`` (the first input) is
+    one, else a Variable without gradient.  Anything else is returned as it is
+    (the call checks it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        return value
+    arr = np.array(value, dtype=np.float32)
+    if isinstance(like, _core.NdArray):
+        return _core.NdArray.from_numpy_array(arr)
+    return _core.Variable.from_numpy_array(arr)
 
 
 def _docstring(spec):
@@ -19,8 +35,8 @@ def _docstring(spec):
     for i in spec.inputs:
         tags = [t for t, on in (('optional', i.optional), ('variadic', i.variadic),
                                 ('parameter', i.parameter)) if on]
-        lines.append('    %s (Variable or NdArray)%s' % (
-            i.name, ' [%s]' % ', '.join(tags) if tags else ''))
+        lines.append('    %s (Variable or NdArray%s)%s' % (
+            i.name, ' or number' if i.scalar else '', ' [%s]' % ', '.join(tags) if tags else ''))
     if spec.args:
         lines.append('Arguments:')
         for name, typ, default in spec.args:
@@ -31,9 +47,11 @@ def _docstring(spec):
 
 
 def _make(spec):
-    params, inputs = [], []
+    params, inputs, prelude = [], [], []
     variadic = False
     for i in spec.inputs:
+        if i.scalar:
+            prelude.append('    %s = _number(%s, %s)\n' % (i.name, i.name, spec.inputs[0].name))
         if i.variadic:
             params.append('*' + i.name)
             variadic = True
@@ -48,8 +66,9 @@ def _make(spec):
     else:
         input_expr = ''.join(n + ', ' for n in inputs)
     src = _TEMPLATE.format(name=spec.name, params=', '.join(params), inputs=input_expr,
-                           args=''.join(a + ', ' for a in spec.arg_names))
-    scope = {'_call': _core.call, '_spec': spec}
+                           args=''.join(a + ', ' for a in spec.arg_names),
+                           prelude=''.join(prelude))
+    scope = {'_call': _core.call, '_spec': spec, '_number': _number_input}
     exec(compile(src, '<nncy.functions.%s>' % spec.name, 'exec'), scope)
     fn = scope[spec.name]
     fn.__doc__ = _docstring(spec)
