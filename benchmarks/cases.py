@@ -111,6 +111,140 @@ def _sink(size):
     return [_vec(SIZES[size])], {}, None, None
 
 
+def _nchw(size, c=16):
+    """An (N, c, H, W) float32 array of about SIZES[size] elements."""
+    n = SIZES[size]
+    hw = 4 if n <= 4096 else 32
+    return _rng().randn(max(n // (c * hw * hw), 1), c, hw, hw).astype(np.float32)
+
+
+def _cparams(c=16, nd=4, axis=1):
+    r = _rng()
+    shape = tuple(c if i == axis else 1 for i in range(nd))
+    return (r.randn(*shape).astype(np.float32),                      # beta
+            r.uniform(0.5, 1.5, size=shape).astype(np.float32))     # gamma
+
+
+def _np_standardize(x, kept, eps=1e-5):
+    red = tuple(i for i in range(x.ndim) if i not in kept)
+    return (x - x.mean(axis=red, keepdims=True)) / np.sqrt(x.var(axis=red, keepdims=True) + eps)
+
+
+def _bn(kind):
+    def make(size):
+        x = _nchw(size)
+        beta, gamma = _cparams()
+        mean, var = np.zeros_like(beta), np.ones_like(beta)
+        inputs = [x, beta, gamma, mean, var]
+        if kind == 'fused':
+            inputs.append(_rng().randn(*x.shape).astype(np.float32))
+
+        def np_fn(x, beta, gamma, mean, var, z=None, **kw):
+            y = _np_standardize(x, (1,)) * gamma + beta
+            return y if z is None else np.maximum(y + z, 0)
+
+        def torch_fn(t, x, beta, gamma, mean, var, z=None):
+            y = t.nn.functional.batch_norm(x, mean.detach().reshape(-1), var.detach().reshape(-1),
+                                           gamma.reshape(-1), beta.reshape(-1), training=True)
+            return y if z is None else t.relu(y + z)
+        return inputs, {}, np_fn, torch_fn
+    return make
+
+
+def _concat_act(np_act, torch_act):
+    def make(size):
+        x = _mat(SIZES[size])
+        return ([x], {}, lambda x, **kw: np.concatenate([np_act(x), np_act(-x)], axis=1),
+                lambda t, x: t.cat([torch_act(t, x), torch_act(t, -x)], 1))
+    return make
+
+
+def _prelu(size):
+    x = _nchw(size)
+    w = _rng().uniform(0.0, 0.5, size=16).astype(np.float32)
+    return ([x, w], {}, lambda x, w: np.where(x >= 0, x, x * w.reshape(1, -1, 1, 1)),
+            lambda t, x, w: t.nn.functional.prelu(x, w))
+
+
+def _mean_subtraction(size):
+    x = _mat(SIZES[size])
+    return ([x, np.zeros(x.shape[1], np.float32), np.zeros(1, np.float32)], {},
+            lambda x, m, t: x - x.mean(axis=0), None)
+
+
+def _clip_value(grad):
+    def make(size):
+        x = _vec(SIZES[size])
+        lo, hi = np.full_like(x, -0.5), np.full_like(x, 0.5)
+        if grad:
+            return [x, lo, hi], {}, lambda x, lo, hi: x.copy(), None
+        return [x, lo, hi], {}, np.clip, lambda t, x, lo, hi: t.clamp(x, lo, hi)
+    return make
+
+
+def _clip_norm(size):
+    x = _mat(SIZES[size])
+
+    def torch_fn(t, x):
+        return x / t.clamp(t.linalg.vector_norm(x, dim=1, keepdim=True), min=1.0)
+    return ([x], {'clip_norm': 1.0, 'axis': 1},
+            lambda x, **kw: x / np.maximum(np.sqrt((x * x).sum(axis=1, keepdims=True)), 1.0),
+            torch_fn)
+
+
+def _clip_grad_norm(size):
+    return [_mat(SIZES[size])], {'clip_norm': 1.0, 'axes': (1,)}, lambda x, **kw: x.copy(), None
+
+
+def _layer_norm(size):
+    x = _mat(SIZES[size])
+    beta, gamma = _cparams(x.shape[1], 2, 1)
+    return ([x, beta, gamma], {},
+            lambda x, b, g, **kw: _np_standardize(x, (0,)) * g + b,
+            lambda t, x, b, g: t.nn.functional.layer_norm(x, x.shape[1:], g.reshape(-1),
+                                                          b.reshape(-1)))
+
+
+def _instance_norm(size):
+    x = _nchw(size)
+    beta, gamma = _cparams()
+    return ([x, beta, gamma], {},
+            lambda x, b, g, **kw: _np_standardize(x, (0, 1)) * g + b,
+            lambda t, x, b, g: t.nn.functional.instance_norm(x, weight=g.reshape(-1),
+                                                             bias=b.reshape(-1)))
+
+
+def _group_norm(size):
+    x = _nchw(size)
+    beta, gamma = _cparams()
+
+    def np_fn(x, b, g, num_groups=4, **kw):
+        s = x.shape
+        v = x.reshape(s[0], num_groups, -1)
+        return _np_standardize(v, (0, 1)).reshape(s) * g + b
+    return ([x, beta, gamma], {'num_groups': 4}, np_fn,
+            lambda t, x, b, g: t.nn.functional.group_norm(x, 4, g.reshape(-1), b.reshape(-1)))
+
+
+def _weight_std(size):
+    n = SIZES[size]
+    w = _rng().randn(max(n // 256, 1), 16, 4, 4).astype(np.float32)
+
+    def torch_fn(t, w):
+        m = w.mean(dim=(1, 2, 3), keepdim=True)
+        v = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return (w - m) / t.sqrt(v + 1e-5)
+    return [w], {}, lambda w, **kw: _np_standardize(w, (0,)), torch_fn
+
+
+def _np_elu(x, alpha=1.0):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _np_softplus(x):
+    return np.logaddexp(0, x)
+
+
 CASES = {
     'affine': _affine,
     'relu': unary(lambda x: np.maximum(x, 0), 'relu'),
@@ -145,4 +279,44 @@ CASES = {
     'reshape': _reshape,
     'slice': _slice,
     'sink': _sink,
+    # activations
+    'swish': unary(lambda x: x / (1 + np.exp(-x)), None,
+                   torch_fn=lambda t, x: t.nn.functional.silu(x)),
+    'elu': unary(_np_elu, None, torch_fn=lambda t, x: t.nn.functional.elu(x)),
+    'selu': unary(lambda x: 1.05070098735548 * _np_elu(x, 1.673263242354377), None,
+                  torch_fn=lambda t, x: t.nn.functional.selu(x)),
+    'crelu': _concat_act(lambda x: np.maximum(x, 0), lambda t, x: t.relu(x)),
+    'celu': _concat_act(_np_elu, lambda t, x: t.nn.functional.elu(x)),
+    'gelu': unary(lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))),
+                  None, torch_fn=lambda t, x: t.nn.functional.gelu(x, approximate='tanh')),
+    'prelu': _prelu,
+    'leaky_relu': unary(lambda x, alpha=0.1: np.where(x > 0, x, alpha * x), None,
+                        args={'alpha': 0.1},
+                        torch_fn=lambda t, x: t.nn.functional.leaky_relu(x, 0.1)),
+    'relu6': unary(lambda x: np.clip(x, 0, 6), None, torch_fn=lambda t, x: t.nn.functional.relu6(x)),
+    'hard_sigmoid': unary(lambda x: np.clip(0.2 * x + 0.5, 0, 1), None,
+                          torch_fn=lambda t, x: t.clamp(0.2 * x + 0.5, 0, 1)),
+    'hard_tanh': unary(lambda x: np.clip(x, -1, 1), None,
+                       torch_fn=lambda t, x: t.nn.functional.hardtanh(x)),
+    'log_sigmoid': unary(lambda x: -_np_softplus(-x), None,
+                         torch_fn=lambda t, x: t.nn.functional.logsigmoid(x)),
+    'softplus': unary(_np_softplus, None, torch_fn=lambda t, x: t.nn.functional.softplus(x)),
+    'softsign': unary(lambda x: x / (1 + np.abs(x)), None,
+                      torch_fn=lambda t, x: t.nn.functional.softsign(x)),
+    'tanh_shrink': unary(lambda x: x - np.tanh(x), None,
+                         torch_fn=lambda t, x: t.nn.functional.tanhshrink(x)),
+    'sinc': unary(lambda x: np.sinc(x / np.pi), None, torch_fn=lambda t, x: t.sinc(x / np.pi)),
+    # normalization
+    'batch_normalization': _bn('bn'),
+    'fused_batch_normalization': _bn('fused'),
+    'sync_batch_normalization': _bn('sync'),
+    'mean_subtraction': _mean_subtraction,
+    'clip_by_value': _clip_value(False),
+    'clip_grad_by_value': _clip_value(True),
+    'clip_by_norm': _clip_norm,
+    'clip_grad_by_norm': _clip_grad_norm,
+    'layer_normalization': _layer_norm,
+    'instance_normalization': _instance_norm,
+    'group_normalization': _group_norm,
+    'weight_standardization': _weight_std,
 }

@@ -244,6 +244,7 @@ class _Normalization(Impl):
         ix = self.ix
         pd = {n: propagate_down[k] for n, k in ix.items()}
         ac = {n: accum[k] for n, k in ix.items()}
+        pd['x'], ac['x'] = propagate_down[0], accum[0]     # x, or w
         if not any(pd.get(n) for n in ('x', 'beta', 'gamma', 'z')):
             return
         mean, var, rstd = self.saved
@@ -539,10 +540,29 @@ class MeanSubtraction(Impl):
 # Clipping
 
 
-class _Bounded(Impl):
+class _NumberInputs(Impl):
+    """Rows whose trailing inputs may be given as numbers (``#`` in the table):
+    the wrapper makes those constant variables, so ``Function.forward`` /
+    ``backward`` called with the caller's own variables only get the node's
+    constants appended."""
+
+    def keep_inputs(self, inputs):
+        self.given = list(inputs)
+
+    def complete(self, inputs, pd=None, accum=None):
+        extra = self.given[len(inputs):]
+        if not extra:
+            return inputs, pd, accum
+        more = [False] * len(extra)
+        return (list(inputs) + extra, pd and list(pd) + more,
+                accum and list(accum) + more)
+
+
+class _Bounded(_NumberInputs):
     """Checks that the min and max inputs broadcast to x's shape."""
 
     def setup(self, inputs):
+        self.keep_inputs(inputs)
         x = inputs[0]
         shape = tuple(x.shape)
         for v, n in zip(inputs[1:], ('min', 'max')):
@@ -569,6 +589,7 @@ class _Bounded(Impl):
 @register('ClipByValue')
 class ClipByValue(_Bounded):
     def forward(self, inputs, outputs):
+        inputs = self.complete(inputs)[0]
         x = d32(inputs[0])
         (lo, lv), (hi, hv) = (self.bound(v, x.shape) for v in inputs[1:])
         K.clip(self.spec.name, x, lo, lv, hi, hv, dout(outputs[0]), False)
@@ -576,6 +597,7 @@ class ClipByValue(_Bounded):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
+        inputs, propagate_down, accum = self.complete(inputs, propagate_down, accum)
         name = self.spec.name
         x = d32(inputs[0])
         (lo, lv), (hi, hv) = (self.bound(v, x.shape) for v in inputs[1:])
@@ -599,6 +621,7 @@ class ClipGradByValue(_Bounded):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return
+        inputs = self.complete(inputs)[0]
         gy = g32(outputs[0])
         (lo, lv), (hi, hv) = (self.bound(v, gy.shape) for v in inputs[1:])
         K.clip(self.spec.name, gy, lo, lv, hi, hv, gout(inputs[0], accum[0]), accum[0])
@@ -614,8 +637,9 @@ def _norm_axes(impl, arg, axes, nd):
 
 
 @register('ClipByNorm')
-class ClipByNorm(Impl):
+class ClipByNorm(_NumberInputs):
     def setup(self, inputs):
+        self.keep_inputs(inputs)
         x, c = inputs
         shape = tuple(x.shape)
         if _prod(c.shape) != 1:
@@ -634,6 +658,7 @@ class ClipByNorm(Impl):
         return n, np.maximum(n, c)
 
     def forward(self, inputs, outputs):
+        inputs = self.complete(inputs)[0]
         name = self.spec.name
         grp = self.grp
         x = d32(inputs[0])
@@ -649,6 +674,7 @@ class ClipByNorm(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
+        inputs, propagate_down, accum = self.complete(inputs, propagate_down, accum)
         name = self.spec.name
         grp = self.grp
         x = d32(inputs[0])

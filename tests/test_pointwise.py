@@ -74,6 +74,44 @@ def _sig(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))   # stable logistic in float64
 
 
+def avoiding(lo, hi, kinks, gap=0.05):
+    """Uniform in [lo, hi], at least ``gap`` away from each kink (a point
+    where the function or its derivative jumps)."""
+    def gen(rng, shape):
+        v = rng.uniform(lo, hi, size=shape)
+        for k in kinks:
+            near = np.abs(v - k) < gap
+            v = np.where(near, k + np.where(v >= k, gap, -gap) * 2, v)
+        return np.asarray(v, dtype=np.float32).reshape(shape)
+    return gen
+
+
+_K_GELU = np.sqrt(2.0 / np.pi)
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + np.tanh(_K_GELU * (x + 0.044715 * x ** 3)))
+
+
+def _gelu_grad(x):
+    t = np.tanh(_K_GELU * (x + 0.044715 * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K_GELU * (1 + 3 * 0.044715 * x * x)
+
+
+def _sinc(x):
+    with np.errstate(all='ignore'):
+        return np.where(x == 0, 1.0, np.sin(x) / np.where(x == 0, 1.0, x))
+
+
+def _sinc_grad(x):
+    with np.errstate(all='ignore'):
+        xs = np.where(x == 0, 1.0, x)
+        return np.where(x == 0, 0.0, (np.cos(xs) - np.sin(xs) / xs) / xs)
+
+
+_SELU = dict(scale=1.05070098735548, alpha=1.673263242354377)
+
+
 N = normal()
 REFS = {
     'relu': PW(lambda x, inplace=False: np.maximum(x, 0.0),
@@ -135,6 +173,51 @@ REFS = {
     'identity': PW(lambda x: x.copy(),
                    lambda xs, y, dy: [dy],
                    [({}, [N])]),
+    # ---- activations (issue 4)
+    'swish': PW(lambda x: x * _sig(x),
+                lambda xs, y, dy: [dy * _sig(xs[0]) * (1 + xs[0] * (1 - _sig(xs[0])))],
+                [({}, [normal(3.0)])], TRANSC),
+    'elu': PW(lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+              lambda xs, y, dy, alpha=1.0: [dy * np.where(xs[0] > 0, 1.0, alpha * np.exp(np.minimum(xs[0], 0)))],
+              [({}, [away_from_zero(0.05, 3.0)]), ({'alpha': 0.3}, [away_from_zero(0.05, 3.0)])],
+              TRANSC),
+    'selu': PW(lambda x, scale=_SELU['scale'], alpha=_SELU['alpha']:
+               scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+               lambda xs, y, dy, scale=_SELU['scale'], alpha=_SELU['alpha']:
+               [dy * scale * np.where(xs[0] > 0, 1.0, alpha * np.exp(np.minimum(xs[0], 0)))],
+               [({}, [away_from_zero(0.05, 3.0)]),
+                ({'scale': 2.0, 'alpha': 0.5}, [away_from_zero(0.05, 3.0)])], TRANSC),
+    'gelu': PW(_gelu, lambda xs, y, dy: [dy * _gelu_grad(xs[0])],
+               [({}, [normal(2.5)])], TRANSC),
+    'leaky_relu': PW(lambda x, alpha=0.1, inplace=False: np.where(x > 0, x, alpha * x),
+                     lambda xs, y, dy, alpha=0.1, inplace=False:
+                     [dy * np.where(xs[0] > 0, 1.0, alpha)],
+                     [({}, [away_from_zero()]), ({'alpha': 0.3}, [away_from_zero()]),
+                      ({'alpha': -0.2}, [away_from_zero()])]),
+    'relu6': PW(lambda x: np.clip(x, 0.0, 6.0),
+                lambda xs, y, dy: [dy * ((xs[0] > 0) & (xs[0] < 6))],
+                [({}, [avoiding(-3.0, 9.0, [0.0, 6.0])])]),
+    'hard_sigmoid': PW(lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
+                       lambda xs, y, dy: [dy * 0.2 * ((xs[0] > -2.5) & (xs[0] < 2.5))],
+                       [({}, [avoiding(-4.0, 4.0, [-2.5, 2.5])])]),
+    'hard_tanh': PW(lambda x: np.clip(x, -1.0, 1.0),
+                    lambda xs, y, dy: [dy * ((xs[0] > -1) & (xs[0] < 1))],
+                    [({}, [avoiding(-2.5, 2.5, [-1.0, 1.0])])]),
+    'log_sigmoid': PW(lambda x: -np.logaddexp(0.0, -x),
+                      lambda xs, y, dy: [dy * _sig(-xs[0])],
+                      [({}, [normal(3.0)])], TRANSC),
+    'softplus': PW(lambda x, beta=1.0: np.logaddexp(0.0, beta * x) / beta,
+                   lambda xs, y, dy, beta=1.0: [dy * _sig(beta * xs[0])],
+                   [({}, [normal(3.0)]), ({'beta': 2.5}, [normal(2.0)]),
+                    ({'beta': 0.5}, [normal(2.0)])], TRANSC),
+    'softsign': PW(lambda x: x / (1 + np.abs(x)),
+                   lambda xs, y, dy: [dy / (1 + np.abs(xs[0])) ** 2],
+                   [({}, [away_from_zero(0.05, 4.0)])], TRANSC),
+    'tanh_shrink': PW(lambda x: x - np.tanh(x),
+                      lambda xs, y, dy: [dy * np.tanh(xs[0]) ** 2],
+                      [({}, [normal(1.5)]), ({}, [normal(0.08)])], TRANSC),
+    'sinc': PW(_sinc, lambda xs, y, dy: [dy * _sinc_grad(xs[0])],
+               [({}, [normal(3.0)]), ({}, [normal(0.3)])], TRANSC),
 }
 
 
@@ -450,6 +533,37 @@ def test_exp_log_extremes():
     assert y[0] == 0.0 and y[1] == 1.0 and np.isfinite(y[2])
     y, _ = _run(F.log, np.array([1e-30, 1.0, 3e38], np.float32))
     np.testing.assert_allclose(y, np.log([1e-30, 1.0, 3e38]), rtol=4e-6)
+
+
+STABLE = ['sigmoid', 'swish', 'softplus', 'log_sigmoid', 'gelu', 'elu', 'selu', 'tanh_shrink',
+          'softsign', 'sinc', 'hard_sigmoid', 'hard_tanh', 'relu6', 'leaky_relu']
+
+
+@pytest.mark.parametrize('name', STABLE)
+def test_activation_extremes(name):
+    """No overflow or NaN for |x| up to 1e4; values and gradients match the
+    float64 references (which are evaluated stably)."""
+    entry = REFS[name]
+    fn = getattr(F, name)
+    for args, _ in entry.cases:
+        y, g = _run(fn, EXTREMES, **args)
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(g)), (name, args, y, g)
+        x64 = EXTREMES.astype(np.float64)
+        want = entry.ref(x64, **args)
+        np.testing.assert_allclose(y, want, atol=1e-6, rtol=4e-6, err_msg=name)
+        gwant = entry.grad([x64], want, np.ones_like(x64), **args)[0]
+        np.testing.assert_allclose(g, gwant, atol=1e-6, rtol=2e-5, err_msg=name)
+
+
+def test_softplus_family_tails():
+    """Deep tails keep their tiny values instead of rounding to 0 or 1."""
+    x = np.array([-80.0, -30.0, 30.0, 80.0], np.float32)
+    y, _ = _run(F.log_sigmoid, x)
+    np.testing.assert_allclose(y, -np.logaddexp(0, -x.astype(np.float64)), rtol=4e-6)
+    y, _ = _run(F.softplus, x)
+    np.testing.assert_allclose(y, np.logaddexp(0, x.astype(np.float64)), rtol=4e-6)
+    y, _ = _run(F.elu, np.array([-1e-6, -1e-3], np.float32))
+    np.testing.assert_allclose(y, np.expm1([-1e-6, -1e-3]), rtol=4e-6)
 
 
 def test_nan_propagates():
