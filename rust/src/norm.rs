@@ -25,14 +25,13 @@
 use crate::par::{par_for, Rows};
 use crate::simd;
 use crate::{Error, Result};
-use std::array::from_fn;
 
 /// Narrowest `b` walked row by row.
 const ROW_MIN: usize = 16;
-/// f32 lanes of a row-mode sum.
-const LANES: usize = 16;
-/// Row-mode run summed in f32 before folding into f64.
-const RUN: usize = 1024;
+/// Row-mode sums: block width (f32 accumulators), and run summed before
+/// folding into f64.
+const LANES: usize = 64;
+const RUN: usize = 64 * LANES;
 /// Column-mode chunk width, and rows summed in f32 before folding.
 const COLS: usize = 256;
 const ROWS_F32: usize = 64;
@@ -109,6 +108,41 @@ fn acc(accum: bool, old: f32, v: f32) -> f32 {
 
 // ---------------------------------------------------------------------------
 // Generic grouped sums and maps
+//
+// The hot loops gather their operands with `at` and `slices` (always inlined)
+// rather than `std::array::from_fn`, whose inlining LLVM may decline, which
+// would leave a call in the loop and keep it from being vectorised.
+
+/// x[k][j] for every k.
+#[inline(always)]
+fn at<const K: usize>(x: &[&[f32]; K], j: usize) -> [f32; K] {
+    let mut v = [0.0f32; K];
+    for k in 0..K {
+        v[k] = x[k][j];
+    }
+    v
+}
+
+/// x[k][start..start + len] for every k.
+#[inline(always)]
+fn slices<'a, const K: usize>(x: &[&'a [f32]; K], start: usize, len: usize) -> [&'a [f32]; K] {
+    let mut v: [&[f32]; K] = [&[]; K];
+    for k in 0..K {
+        v[k] = &x[k][start..start + len];
+    }
+    v
+}
+
+/// Width of the virtual rows of the column-wise loops: narrow rows of `w`
+/// columns are packed `COLS / w` at a time (rows are contiguous), so that the
+/// loops run over about COLS columns.
+fn packed_width(w: usize) -> usize {
+    if w >= COLS {
+        w
+    } else {
+        w * (COLS / w)
+    }
+}
 
 /// out[g * NS + s] = sum over the elements of group g of f(inputs, params of g)[s].
 fn group_sums<const K: usize, const NP: usize, const NS: usize, F>(
@@ -131,11 +165,12 @@ fn group_sums<const K: usize, const NP: usize, const NS: usize, F>(
     }
 }
 
-/// acc += sum over i < n of f(ins at off + i, gp): f32 lanes over runs of
-/// RUN elements, folded into f64.
+/// acc += sum over i < n of f(ins at off + i, gp): blocks of LANES values
+/// added column-wise into f32 accumulators (vectorised like the column-wise
+/// loops), folded into f64 every RUN values.
 #[inline(always)]
 fn run_sums<const K: usize, const NP: usize, const NS: usize, F>(
-    ins: [&[f32]; K],
+    ins: &[&[f32]; K],
     off: usize,
     n: usize,
     gp: [f32; NP],
@@ -147,27 +182,27 @@ fn run_sums<const K: usize, const NP: usize, const NS: usize, F>(
     let mut i = 0;
     while i < n {
         let len = RUN.min(n - i);
-        let xs: [&[f32]; K] = from_fn(|k| &ins[k][off + i..off + i + len]);
+        let xs = slices(ins, off + i, len);
         let mut lanes = [[0.0f32; LANES]; NS];
         let full = len / LANES;
-        for j in 0..full {
-            let ch: [&[f32; LANES]; K] = from_fn(|k| xs[k][j * LANES..(j + 1) * LANES].try_into().unwrap());
+        for c in 0..full {
+            let ch = slices(&xs, c * LANES, LANES);
             for l in 0..LANES {
-                let v = f(from_fn(|k| ch[k][l]), gp);
+                let v = f(at(&ch, l), gp);
                 for s in 0..NS {
                     lanes[s][l] += v[s];
                 }
             }
         }
-        let mut tail = [0.0f32; NS];
+        let mut tail = [0.0f64; NS];
         for j in full * LANES..len {
-            let v = f(from_fn(|k| xs[k][j]), gp);
+            let v = f(at(&xs, j), gp);
             for s in 0..NS {
-                tail[s] += v[s];
+                tail[s] += v[s] as f64;
             }
         }
         for s in 0..NS {
-            acc[s] += lanes[s].iter().map(|&v| v as f64).sum::<f64>() + tail[s] as f64;
+            acc[s] += lanes[s].iter().map(|&v| v as f64).sum::<f64>() + tail[s];
         }
         i += len;
     }
@@ -195,12 +230,12 @@ fn sums_rows<const K: usize, const NP: usize, const NS: usize, F>(
                 for (acc, u) in part.iter_mut().zip(range) {
                     let (g, s) = (u / splits, u % splits);
                     let (p, c) = (g / pat.c, g % pat.c);
-                    let gp: [f32; NP] = from_fn(|k| params[k][g]);
+                    let gp = at(&params, g);
                     let (mut e, e1) = (s * per, ((s + 1) * per).min(m));
                     while e < e1 {
                         let (r, col) = (e / pat.b, e % pat.b);
                         let n = (pat.b - col).min(e1 - e);
-                        run_sums(ins, pat.at(p, r, c, col), n, gp, acc, f);
+                        run_sums(&ins, pat.at(p, r, c, col), n, gp, acc, f);
                         e += n;
                     }
                 }
@@ -225,13 +260,18 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
 ) where
     F: Fn([f32; K], [f32; NP]) -> [f32; NS] + Sync + Copy,
 {
+    // For each p, the (a, width) matrix walked as virtual rows of vw columns.
     let width = pat.c * pat.b;
-    let wu = width.min(COLS);
-    let chunks = width.div_ceil(COLS);
+    let vw = packed_width(width);
+    let slab = pat.a * width;
+    let vrows = slab.div_ceil(vw);
+    let wu = vw.min(COLS);
+    let chunks = vw.div_ceil(COLS);
     let base = pat.p * chunks;
-    let rsplits = if base >= MAX_SPLITS { 1 } else { (pat.a * wu / SPLIT).clamp(1, MAX_SPLITS) };
-    let rows_per = pat.a.div_ceil(rsplits);
+    let rsplits = if base >= MAX_SPLITS { 1 } else { (vrows * wu / SPLIT).clamp(1, MAX_SPLITS) };
+    let rows_per = vrows.div_ceil(rsplits);
     let units = base * rsplits;
+    let group_of = |p: usize, j: usize| p * pat.c + (j % width) / pat.b;
     let mut part = vec![0.0f64; units * NS * wu];
     par_for((Rows(&mut part[..], NS * wu), 0..units), rows_per * wu, |(Rows(part, _), range)| {
         simd::dispatch(
@@ -241,29 +281,35 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
                     let (pc, rs) = (u / rsplits, u % rsplits);
                     let (p, ch) = (pc / chunks, pc % chunks);
                     let j0 = ch * COLS;
-                    let w = COLS.min(width - j0);
-                    let (a0, a1) = (rs * rows_per, ((rs + 1) * rows_per).min(pat.a));
+                    let w = COLS.min(vw - j0);
+                    let (r0, r1) = (rs * rows_per, ((rs + 1) * rows_per).min(vrows));
                     let mut cp = [[0.0f32; COLS]; NP];
                     for k in 0..NP {
                         for j in 0..w {
-                            cp[k][j] = params[k][p * pat.c + (j0 + j) / pat.b];
+                            cp[k][j] = params[k][group_of(p, j0 + j)];
                         }
                     }
-                    let cps: [&[f32]; NP] = from_fn(|k| &cp[k][..w]);
-                    let mut a = a0;
-                    while a < a1 {
-                        let a_end = (a + ROWS_F32).min(a1);
+                    let mut cps: [&[f32]; NP] = [&[]; NP];
+                    for k in 0..NP {
+                        cps[k] = &cp[k][..w];
+                    }
+                    let mut r = r0;
+                    while r < r1 {
+                        let r_end = (r + ROWS_F32).min(r1);
                         let mut sums = [[0.0f32; COLS]; NS];
-                        {
-                            let accs: [&mut [f32]; NS] = sums.each_mut().map(|s| &mut s[..w]);
-                            for r in a..a_end {
-                                let off = (p * pat.a + r) * width + j0;
-                                let xs: [&[f32]; K] = from_fn(|k| &ins[k][off..off + w]);
-                                for j in 0..w {
-                                    let v = f(from_fn(|k| xs[k][j]), from_fn(|k| cps[k][j]));
-                                    for s in 0..NS {
-                                        accs[s][j] += v[s];
-                                    }
+                        for rr in r..r_end {
+                            let start = rr * vw + j0;
+                            if start >= slab {
+                                break;
+                            }
+                            let len = w.min(slab - start);
+                            let xs = slices(&ins, p * slab + start, len);
+                            let ps = slices(&cps, 0, len);
+                            let accs: [&mut [f32]; NS] = sums.each_mut().map(|s| &mut s[..len]);
+                            for j in 0..len {
+                                let v = f(at(&xs, j), at(&ps, j));
+                                for s in 0..NS {
+                                    accs[s][j] += v[s];
                                 }
                             }
                         }
@@ -272,7 +318,7 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
                                 *o += v as f64;
                             }
                         }
-                        a = a_end;
+                        r = r_end;
                     }
                 }
             },
@@ -281,10 +327,10 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
     for u in 0..units {
         let p = u / rsplits / chunks;
         let j0 = (u / rsplits % chunks) * COLS;
-        let w = COLS.min(width - j0);
+        let w = COLS.min(vw - j0);
         let src = &part[u * NS * wu..(u + 1) * NS * wu];
         for j in 0..w {
-            let g = p * pat.c + (j0 + j) / pat.b;
+            let g = group_of(p, j0 + j);
             for s in 0..NS {
                 out[g * NS + s] += src[s * wu + j];
             }
@@ -315,37 +361,52 @@ fn group_map<const K: usize, const NP: usize, F>(
                 #[inline(always)]
                 || {
                     for (o, q) in out.chunks_exact_mut(b).zip(rows) {
-                        let g = (q / ac) * pat.c + q % pat.c;
-                        let gp: [f32; NP] = from_fn(|k| params[k][g]);
-                        let xs: [&[f32]; K] = from_fn(|k| &ins[k][q * b..(q + 1) * b]);
+                        let gp = at(&params, (q / ac) * pat.c + q % pat.c);
+                        let xs = slices(&ins, q * b, b);
                         for (j, o) in o.iter_mut().enumerate() {
-                            *o = acc(accum, *o, f(from_fn(|k| xs[k][j]), gp));
+                            *o = acc(accum, *o, f(at(&xs, j), gp));
                         }
                     }
                 },
             )
         });
-    } else {
-        let w = pat.c * pat.b;
-        // The parameters of every (p, column).
-        let cols: [Vec<f32>; NP] = from_fn(|k| (0..pat.p * w).map(|i| params[k][(i / w) * pat.c + (i % w) / pat.b]).collect());
-        let cols = &cols;
-        par_for((Rows(&mut out[..n], w), 0..n / w), w, |(Rows(out, _), rows)| {
-            simd::dispatch(
-                #[inline(always)]
-                || {
-                    for (o, q) in out.chunks_exact_mut(w).zip(rows) {
-                        let p = q / pat.a;
-                        let cps: [&[f32]; NP] = from_fn(|k| &cols[k][p * w..(p + 1) * w]);
-                        let xs: [&[f32]; K] = from_fn(|k| &ins[k][q * w..(q + 1) * w]);
-                        for (j, o) in o.iter_mut().enumerate() {
-                            *o = acc(accum, *o, f(from_fn(|k| xs[k][j]), from_fn(|k| cps[k][j])));
-                        }
-                    }
-                },
-            )
-        });
+        return;
     }
+    // Column-wise: the parameters of every column of a virtual row, per p;
+    // the elements of each p form a contiguous slab walked in pieces that
+    // line up with the virtual rows.
+    let w = pat.c * pat.b;
+    let vw = packed_width(w);
+    let slab = pat.a * w;
+    let tiled: Vec<Vec<f32>> = (0..NP)
+        .map(|k| (0..pat.p * vw).map(|i| params[k][(i / vw) * pat.c + (i % vw % w) / pat.b]).collect())
+        .collect();
+    let mut tp: [&[f32]; NP] = [&[]; NP];
+    for k in 0..NP {
+        tp[k] = &tiled[k];
+    }
+    par_for((&mut out[..n], 0..n), 1, |(out, range)| {
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let mut rest = out;
+                let mut i = range.start;
+                while i < range.end {
+                    let (p, within) = (i / slab, i % slab);
+                    let off = within % vw;
+                    let len = (vw - off).min(range.end - i).min(slab - within);
+                    let (seg, more) = std::mem::take(&mut rest).split_at_mut(len);
+                    let xs = slices(&ins, i, len);
+                    let ps = slices(&tp, p * vw + off, len);
+                    for (j, o) in seg.iter_mut().enumerate() {
+                        *o = acc(accum, *o, f(at(&xs, j), at(&ps, j)));
+                    }
+                    rest = more;
+                    i += len;
+                }
+            },
+        )
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -445,31 +506,49 @@ pub fn affine(
 ) -> Result {
     pat.check(&[x.len(), y.len(), z.map_or(usize::MAX, |z| z.len())], &[center.len(), a.len(), b.len()])?;
     #[inline(always)]
-    fn r(relu: bool, v: f32) -> f32 {
-        if relu && !(v > 0.0) {
-            0.0
-        } else {
+    fn r(v: f32) -> f32 {
+        if v > 0.0 {
             v
+        } else {
+            0.0
         }
     }
-    match z {
-        None => group_map(
+    match (z, relu) {
+        (None, false) => group_map(
             [x],
             pat,
             [center, a, b],
             y,
             false,
             #[inline(always)]
-            |[x], [c, a, b]| r(relu, (x - c) * a + b),
+            |[x], [c, a, b]| (x - c) * a + b,
         ),
-        Some(z) => group_map(
+        (None, true) => group_map(
+            [x],
+            pat,
+            [center, a, b],
+            y,
+            false,
+            #[inline(always)]
+            |[x], [c, a, b]| r((x - c) * a + b),
+        ),
+        (Some(z), false) => group_map(
             [x, z],
             pat,
             [center, a, b],
             y,
             false,
             #[inline(always)]
-            |[x, z], [c, a, b]| r(relu, (x - c) * a + b + z),
+            |[x, z], [c, a, b]| (x - c) * a + b + z,
+        ),
+        (Some(z), true) => group_map(
+            [x, z],
+            pat,
+            [center, a, b],
+            y,
+            false,
+            #[inline(always)]
+            |[x, z], [c, a, b]| r((x - c) * a + b + z),
         ),
     }
     Ok(())
