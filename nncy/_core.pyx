@@ -662,6 +662,11 @@ cdef class Impl:
     def inplace_data(self, i):
         return 0
 
+    def updated_inputs(self):
+        """Indices of the inputs whose data forward updates in place (running
+        statistics)."""
+        return ()
+
 
 cdef Variable _f32_twin(Variable v, bint with_grad):
     """A float32 copy of ``v`` (data, and grad when asked) for HalfStorage."""
@@ -691,6 +696,8 @@ class HalfStorage(Impl):
         self.inner.forward(tin, tout)
         for o, t in zip(outputs, tout):
             (<Variable>o)._data.get_empty()[...] = (<Variable>t)._data.get()
+        for i in self.inner.updated_inputs():
+            (<Variable>inputs[i])._data.get()[...] = (<Variable>tin[i])._data.get()
 
     def backward(self, inputs, outputs, propagate_down, accum):
         twins = {}   # one twin per distinct input, so repeated inputs accumulate

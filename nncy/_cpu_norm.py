@@ -257,7 +257,7 @@ class _Normalization(Impl):
             z = self.input(inputs, 'z')
             K.relu_mask(name, mask, dy, gout(z, ac['z']).reshape(view), ac['z'])
         xg = grp.gather(name, x)
-        M = grp.m
+        M = F64(grp.m)      # 0 for empty groups: NaN / inf, not an exception
         G = grp.groups
         if self.n_stat and self.batch_stat:
             dm = g32(outputs[1]).reshape(-1).astype(F64)
@@ -358,6 +358,11 @@ class _BatchNorm(_Normalization):
                 if v is not None and v.parent is not None:
                     raise self.error(n, 'must not have a parent function when batch_stat is '
                                      'True (it is updated in place)')
+
+    def updated_inputs(self):
+        if not self.batch_stat:
+            return ()
+        return tuple(self.ix[n] for n in ('mean', 'variance') if n in self.ix)
 
     def update_running(self, inputs, mean, var):
         d = self.args['decay_rate']
@@ -529,11 +534,14 @@ class MeanSubtraction(Impl):
         if self.args['update_running_mean']:
             count = int(t.d.reshape(-1)[0])
             with np.errstate(all='ignore'):
-                factor = 1.0 - 1.0 / (count * self.grp.m)
+                factor = 1.0 - 1.0 / F64(count * self.grp.m)
         _scale(self.spec.name, g32(outputs[0]), gout(x, accum[0]), factor, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return j == 2
+
+    def updated_inputs(self):
+        return (1, 2) if self.args['update_running_mean'] else ()
 
 
 # ---------------------------------------------------------------------------

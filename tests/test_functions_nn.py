@@ -680,3 +680,48 @@ def test_clip_grad_by_norm_zero_gradient_and_errors():
                  match_words=['clip_norm'])
     check_raises(F.clip_grad_by_norm, [randn(2, 3)], {'axes': (2,)}, exc=ValueError,
                  match_words=['axes'])
+
+
+# --------------------------------------------------------------------------
+# float16 storage, degenerate shapes
+# --------------------------------------------------------------------------
+
+def test_running_statistics_update_in_half_contexts():
+    from nncy.ext_utils import get_extension_context
+    x = randn(8, 3, 4)
+    with nn.context_scope(get_extension_context('cpu', type_config='half')):
+        vs = [nn.Variable.from_numpy_array(a.astype(np.float16))
+              for a in (x, np.zeros((1, 3, 1)), np.ones((1, 3, 1)))]
+        y = F.batch_normalization(vs[0], None, None, vs[1], vs[2], decay_rate=0.5)
+        y.forward()
+        xh = f64(x.astype(np.float16))
+        np.testing.assert_allclose(vs[1].d, 0.5 * xh.mean(axis=(0, 2), keepdims=True),
+                                   rtol=2e-3, atol=1e-3)
+        t = nn.Variable.from_numpy_array(np.array([0]))
+        m = nn.Variable.from_numpy_array(np.zeros((3, 4), np.float16))
+        F.mean_subtraction(vs[0], m, t).forward()
+        assert int(t.d[0]) == 1
+        np.testing.assert_allclose(m.d, xh.mean(axis=0), rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('fn,shapes,args', [
+    (F.batch_normalization, [(0, 3), (1, 3), (1, 3), (1, 3), (1, 3)], {}),
+    (F.batch_normalization, [(1, 3), (1, 3), (1, 3), (1, 3), (1, 3)], {}),
+    (F.batch_normalization, [(4, 0, 2), None, None, None, None], {}),
+    (F.layer_normalization, [(0, 5), None, None], {}),
+    (F.group_normalization, [(0, 4, 2), None, None], {'num_groups': 2}),
+    (F.mean_subtraction, [(0, 3), (3,), (1,)], {}),
+    (F.clip_by_norm, [(0, 3)], {'clip_norm': 1.0}),
+    (F.clip_grad_by_norm, [(0, 3)], {}),
+    (F.prelu, [(0, 3), (3,)], {}),
+    (F.crelu, [(2, 0, 3)], {}),
+], ids=lambda v: getattr(v, '__name__', None))
+def test_degenerate_shapes_do_not_fail(fn, shapes, args):
+    """Empty arrays and one-element groups run (NaN statistics where NNabla
+    divides by zero) without an exception or a crash."""
+    vs = [None if s is None else nn.Variable.from_numpy_array(np.ones(s, np.float32),
+                                                             need_grad=True) for s in shapes]
+    y = fn(*vs, **args)
+    y.forward()
+    y.backward()
+    assert y.shape == vs[0].shape or fn is F.crelu
