@@ -112,19 +112,32 @@ pub fn log1p(x: f32) -> f32 {
     }
 }
 
-/// e^x - 1, accurate near 0: (u - 1) * x / ln(u) with u = e^x (Kahan).
-/// Vectorisable.
+/// e^x - 1, accurate near 0: its Taylor polynomial for |x| < 1 (terms to
+/// x^11; the next is below half an ulp), e^x - 1 beyond (no cancellation
+/// there).  Vectorisable.
 #[inline(always)]
 pub fn expm1(x: f32) -> f32 {
-    let u = exp(x);
-    let d = u - 1.0;
-    let r = d * (x / ln(u));
-    if u == 1.0 {
-        x
-    } else if d == -1.0 || u == f32::INFINITY {
-        d
+    const C: [f32; 10] = [
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+        1.0 / 40320.0,
+        1.0 / 362880.0,
+        1.0 / 3628800.0,
+        1.0 / 39916800.0,
+    ];
+    let mut p = C[9];
+    for k in (0..9).rev() {
+        p = madd(p, x, C[k]);
+    }
+    let small = madd(p * x, x, x);
+    if x.abs() < 1.0 {
+        small
     } else {
-        r
+        exp(x) - 1.0
     }
 }
 
