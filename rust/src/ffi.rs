@@ -12,7 +12,7 @@
 use crate::gemm::{MatMut, MatRef};
 use crate::pointwise::Operand;
 use crate::strided::{contiguous_strides, extent, Input, Layout, MAX_NDIM};
-use crate::{gemm, norm, ops_gen, optim, par, reduce, softmax, Error, Result};
+use crate::{gemm, ops_gen, optim, par, reduce, softmax, Error, Result};
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -561,12 +561,12 @@ pub extern "C" fn nncy_adam_update_f32(
 }
 
 // ---------------------------------------------------------------------------
-// Normalization, PReLU and clipping (see `norm`).  Arrays are viewed as
+// Normalization, PReLU and clipping (see `crate::norm`).  Arrays are viewed as
 // (p, a, c, b); per-group arrays hold p * c values.  Optional pointers may be
 // NULL.
 
-fn pattern(p: usize, a: usize, c: usize, b: usize) -> Result<norm::Pattern> {
-    norm::Pattern::new(p, a, c, b)
+fn pattern(p: usize, a: usize, c: usize, b: usize) -> Result<crate::norm::Pattern> {
+    crate::norm::Pattern::new(p, a, c, b)
 }
 
 /// `n` readable floats at `x`, or `None` for NULL.
@@ -586,7 +586,7 @@ pub extern "C" fn nncy_norm_moments_f32(x: *const f32, p: usize, a: usize, c: us
         let [m, v] = states([mean, var], pat.groups())?;
         // SAFETY: the caller passes arrays of these sizes.
         let x = unsafe { Region::contiguous(x, pat.len())?.read_apart(&[m, v]) };
-        norm::moments(&x, pat, unsafe { m.write() }, unsafe { v.write() })
+        crate::norm::moments(&x, pat, unsafe { m.write() }, unsafe { v.write() })
     })
 }
 
@@ -616,7 +616,7 @@ pub extern "C" fn nncy_norm_sums_f32(
         let center = unsafe { opt_read(center, gn, &outs)? };
         let mask = unsafe { opt_read(mask, n, &outs)? };
         let [su, suv] = outs;
-        norm::sums(&u, v.as_deref(), center.as_deref(), mask.as_deref(), pat, unsafe { su.write() }, unsafe { suv.write() })
+        crate::norm::sums(&u, v.as_deref(), center.as_deref(), mask.as_deref(), pat, unsafe { su.write() }, unsafe { suv.write() })
     })
 }
 
@@ -645,7 +645,7 @@ pub extern "C" fn nncy_norm_affine_f32(
         let sa = unsafe { Region::contiguous(sa, gn)?.read_apart(&[out]) };
         let sb = unsafe { Region::contiguous(sb, gn)?.read_apart(&[out]) };
         let z = unsafe { opt_read(z, n, &[out])? };
-        norm::affine(&x, pat, &center, &sa, &sb, z.as_deref(), relu != 0, unsafe { out.write() })
+        crate::norm::affine(&x, pat, &center, &sa, &sb, z.as_deref(), relu != 0, unsafe { out.write() })
     })
 }
 
@@ -679,7 +679,7 @@ pub extern "C" fn nncy_norm_combine_f32(
         let cb = unsafe { Region::contiguous(cb, gn)?.read_apart(&[o]) };
         let center = unsafe { Region::contiguous(center, gn)?.read_apart(&[o]) };
         let cc = unsafe { Region::contiguous(cc, gn)?.read_apart(&[o]) };
-        norm::combine(&u, v.as_deref(), mask.as_deref(), pat, &ca, &cb, &center, &cc, unsafe { o.write() }, accum != 0)
+        crate::norm::combine(&u, v.as_deref(), mask.as_deref(), pat, &ca, &cb, &center, &cc, unsafe { o.write() }, accum != 0)
     })
 }
 
@@ -691,7 +691,7 @@ pub extern "C" fn nncy_relu_mask_f32(y: *const f32, dy: *const f32, out: *mut f3
         // SAFETY: the caller passes n floats in each buffer.
         let y = unsafe { Region::contiguous(y, n)?.read_apart(&[o]) };
         let dy = unsafe { Region::contiguous(dy, n)?.read_apart(&[o]) };
-        norm::relu_mask(&y, &dy, unsafe { o.write() }, accum != 0)
+        crate::norm::relu_mask(&y, &dy, unsafe { o.write() }, accum != 0)
     })
 }
 
@@ -704,7 +704,7 @@ pub extern "C" fn nncy_prelu_f32(x: *const f32, w: *const f32, p: usize, a: usiz
         // SAFETY: the caller passes arrays of these sizes.
         let x = unsafe { Region::contiguous(x, pat.len())?.read_apart(&[o]) };
         let w = unsafe { Region::contiguous(w, pat.groups())?.read_apart(&[o]) };
-        norm::prelu(&x, &w, pat, unsafe { o.write() })
+        crate::norm::prelu(&x, &w, pat, unsafe { o.write() })
     })
 }
 
@@ -742,7 +742,7 @@ pub extern "C" fn nncy_prelu_grad_f32(
         let dy = unsafe { Region::contiguous(dy, n)?.read_apart(&outs) };
         let dx = rx.map(|r| unsafe { r.write() });
         let dw = rw.map(|r| unsafe { r.write() });
-        norm::prelu_grad(&x, &w, &dy, pat, dx, accum_x != 0, dw, accum_w != 0)
+        crate::norm::prelu_grad(&x, &w, &dy, pat, dx, accum_x != 0, dw, accum_w != 0)
     })
 }
 
@@ -752,10 +752,10 @@ unsafe fn bound<'a>(p: *const f32, v: f32, n: usize, outs: &[Region<f32>]) -> Re
     Ok((opt_read(p, n, outs)?, v))
 }
 
-fn as_bound<'a>(b: &'a (Option<Cow<'a, [f32]>>, f32)) -> norm::Bound<'a> {
+fn as_bound<'a>(b: &'a (Option<Cow<'a, [f32]>>, f32)) -> crate::norm::Bound<'a> {
     match &b.0 {
-        Some(a) => norm::Bound::Array(a),
-        None => norm::Bound::Scalar(b.1),
+        Some(a) => crate::norm::Bound::Array(a),
+        None => crate::norm::Bound::Scalar(b.1),
     }
 }
 
@@ -768,7 +768,7 @@ pub extern "C" fn nncy_clip_f32(x: *const f32, lo: *const f32, lo_v: f32, hi: *c
         // SAFETY: the caller passes n floats in each non-NULL buffer.
         let x = unsafe { Region::contiguous(x, n)?.read_apart(&[o]) };
         let (lo, hi) = unsafe { (bound(lo, lo_v, n, &[o])?, bound(hi, hi_v, n, &[o])?) };
-        norm::clip(&x, as_bound(&lo), as_bound(&hi), unsafe { o.write() }, accum != 0)
+        crate::norm::clip(&x, as_bound(&lo), as_bound(&hi), unsafe { o.write() }, accum != 0)
     })
 }
 
@@ -793,7 +793,7 @@ pub extern "C" fn nncy_clip_grad_f32(
         let x = unsafe { Region::contiguous(x, n)?.read_apart(&[o]) };
         let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[o]) };
         let (lo, hi) = unsafe { (bound(lo, lo_v, n, &[o])?, bound(hi, hi_v, n, &[o])?) };
-        norm::clip_grad(&x, as_bound(&lo), as_bound(&hi), &gy, which, unsafe { o.write() }, accum != 0)
+        crate::norm::clip_grad(&x, as_bound(&lo), as_bound(&hi), &gy, which, unsafe { o.write() }, accum != 0)
     })
 }
 
