@@ -435,7 +435,7 @@ def test_variable_equality_and_hash():
     assert len({x, y, y.parent.inputs[0]}) == 2
 
 
-def test_deep_chain_does_not_overflow_the_stack():
+def test_deep_chain_does_not_overflow_the_stack(py_env):
     """Forward and backward over a long chain: no recursion limit, no crash."""
     code = textwrap.dedent('''
         import numpy as np, nncy as nn, nncy.functions as F
@@ -451,7 +451,7 @@ def test_deep_chain_does_not_overflow_the_stack():
         print('ok')
     ''')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=py_env)
     assert r.returncode == 0 and 'ok' in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
 
 
@@ -697,11 +697,11 @@ def test_cuda_without_cupy_gives_clear_error():
     assert 'cupy' in msg and 'cuda' in msg, msg
 
 
-def test_import_does_not_import_cupy():
+def test_import_does_not_import_cupy(py_env):
     code = ('import sys, nncy, nncy.functions, nncy.ext_utils, nncy.function; '
             'print("cupy" in sys.modules, "nncy.cuda" in sys.modules)')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=py_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ['False', 'False'], r.stdout
 

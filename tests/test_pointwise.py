@@ -465,3 +465,24 @@ def test_nan_propagates():
         if spec.name == 'pow_scalar' and _entry(spec).cases[0][0].get('val', 1.0) == 0.0:
             continue
         assert np.isnan(y.d[0]), spec.name
+
+
+# --------------------------------------------------------------------------
+# float16 storage (type_config='half')
+# --------------------------------------------------------------------------
+
+HALF_TOL = dict(atol=2e-2, rtol=2e-2, fd_eps=3e-2, fd_atol=0.15, fd_rtol=0.1,
+                grad_atol=3e-2, grad_rtol=3e-2)
+
+
+@pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)
+def test_half_context(spec):
+    """The whole checker under a float16-storage context, with half tolerances."""
+    from nncy.ext_utils import get_extension_context
+    entry = _entry(spec)
+    args, domains = entry.cases[0]
+    rng = np.random.RandomState(_seed(spec.name, 'half'))
+    xs = [d(rng, (2, 3)) for d in domains]
+    with nn.context_scope(get_extension_context('cpu', type_config='half')):
+        check_function(_fn(spec), xs, _ref64(entry), args,
+                       ref_grad=_ref_grad64(entry, spec.n_inputs), **HALF_TOL)
