@@ -662,7 +662,8 @@ _CUDA_HEADER = '''\
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
 // codes as in the Rust kernels.
-#pragma once
+#ifndef NNCY_POINTWISE_GEN_CU
+#define NNCY_POINTWISE_GEN_CU
 
 #define NNCY_OPS_SIGNATURE 0x%016xULL
 
@@ -689,6 +690,7 @@ def cuda_source(unary, binary, sig):
             sig_args = ', '.join('float %s' % a for a in op.grad_args())
             out.append('__device__ __forceinline__ float nncy_grad%d_%s(%s) { return %s; }\n'
                        % (i, op.name, sig_args, g))
+    out.append('\n#endif  // NNCY_POINTWISE_GEN_CU\n')
     return ''.join(out)
 
 

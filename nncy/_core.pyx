@@ -758,6 +758,8 @@ cdef object _ints(spec, name, value, bint allow_none):
         return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (int(value),)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in 'iu':
+        return tuple(int(v) for v in value)
     if not isinstance(value, (tuple, list)):
         raise _bad_arg(spec, name, 'a tuple of int', value)
     out = []
@@ -896,16 +898,21 @@ def call(spec, tuple inputs, tuple args, outputs=None):
 # ---------------------------------------------------------------------------
 
 cdef list _sorted_functions(Variable root):
-    """Functions of the graph ending at ``root`` in a topological order
+    return _sorted_functions_of([root])
+
+
+cdef list _sorted_functions_of(list roots):
+    """Functions of the graphs ending at ``roots`` in a topological order
     (inputs before consumers), by an iterative depth-first search."""
     cdef list order = []
     cdef set seen = set()
-    cdef list stack
+    cdef list stack = []
     cdef Function f
-    if root._parent is None:
-        return order
-    stack = [(root._parent, 0)]
-    seen.add(id(root._parent))
+    for root in reversed(roots):
+        p = (<Variable>root)._parent
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            stack.append((p, 0))
     while stack:
         f, i = stack[-1]
         if i < len(f._inputs):
@@ -928,8 +935,23 @@ cdef _run_forward(Function f, list outs, pre, post):
         post(f)
 
 
-cdef _forward_graph(Variable root, bint clear_buffer, bint clear_no_need_grad, pre, post):
-    cdef list funcs = _sorted_functions(root)
+def forward_all(variables, bint clear_buffer=False, bint clear_no_need_grad=False,
+                function_pre_hook=None, function_post_hook=None):
+    """Run the graphs ending at all ``variables`` together, each function once."""
+    cdef list roots = list(variables)
+    for v in roots:
+        if not isinstance(v, Variable):
+            raise TypeError('forward_all: argument variables must hold Variables, got %s'
+                            % type(v).__name__)
+    _forward_graph(roots, clear_buffer, clear_no_need_grad, function_pre_hook,
+                   function_post_hook)
+
+
+cdef _forward_graph(object roots, bint clear_buffer, bint clear_no_need_grad, pre, post):
+    if isinstance(roots, Variable):
+        roots = [roots]
+    cdef list funcs = _sorted_functions_of(roots)
+    cdef set root_ids = {id(r) for r in roots}
     cdef Function f, g
     cdef Variable v
     cdef dict remaining = {}
@@ -963,7 +985,7 @@ cdef _forward_graph(Variable root, bint clear_buffer, bint clear_no_need_grad, p
             k = id(v)
             remaining[k] -= 1
             if (remaining[k] == 0 and v._parent is not None and not v.persistent
-                    and v is not root and k not in keep):
+                    and k not in root_ids and k not in keep):
                 v._data._arr = None
 
 

@@ -760,3 +760,26 @@ def test_ndarray_dlpack():
     if hasattr(nn.NdArray, 'from_dlpack'):
         back = nn.NdArray.from_dlpack(np.arange(4, dtype=np.float32))
         np.testing.assert_array_equal(back.data, np.arange(4))
+
+
+def test_forward_all_runs_shared_graph_once():
+    calls = []
+    x = nn.Variable.from_numpy_array(np.array([1.0, -2.0, 3.0], np.float32))
+    a = F.relu(x)
+    b = F.mul_scalar(a, 2.0)
+    c = F.add_scalar(a, 1.0)
+    nn.forward_all([b, c], function_pre_hook=lambda f: calls.append(f.info.type_name))
+    np.testing.assert_array_equal(b.d, [2.0, 0.0, 6.0])
+    np.testing.assert_array_equal(c.d, [2.0, 1.0, 4.0])
+    assert calls.count('ReLU') == 1 and len(calls) == 3
+
+
+def test_rewire_on_rejects_other_shape():
+    a = nn.Variable((2, 3))
+    with pytest.raises(ValueError, match='rewire_on'):
+        a.rewire_on(nn.Variable((4,)))
+
+
+def test_reshape_accepts_numpy_shape():
+    x = nn.Variable((6,))
+    assert F.reshape(x, np.array([3, 2])).shape == (3, 2)

@@ -7,7 +7,8 @@
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
 // codes as in the Rust kernels.
-#pragma once
+#ifndef NNCY_POINTWISE_GEN_CU
+#define NNCY_POINTWISE_GEN_CU
 
 #define NNCY_OPS_SIGNATURE 0x6a59ad9a5dc47467ULL
 
@@ -112,3 +113,5 @@ __device__ __forceinline__ float nncy_grad1_div2(float x0, float x1, float y, fl
 __device__ __forceinline__ float nncy_fwd_pow2(float x0, float x1) { return powf(x0, x1); }
 __device__ __forceinline__ float nncy_grad0_pow2(float x0, float x1, float y, float gy) { return gy * x1 * powf(x0, x1 - 1.0f); }
 __device__ __forceinline__ float nncy_grad1_pow2(float x0, float x1, float y, float gy) { return gy * y * logf(x0); }
+
+#endif  // NNCY_POINTWISE_GEN_CU
