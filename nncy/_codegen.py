@@ -315,6 +315,8 @@ class _Translator:
                 (ta, pa), (tb, pb) = self.num(node.body), self.num(node.orelse)
             if self.lang is CUDA:  # nested ?: read better in parentheses
                 ta, tb = self.wrap(ta, pa, _P_OR), self.wrap(tb, pb, _P_OR)
+            elif tb.startswith('if '):  # else if
+                return 'if %s { %s } else %s' % (c, ta, tb), _P_COND, ty
             return self.lang.cond.format(c=c, a=ta, b=tb), _P_COND, ty
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):

@@ -474,6 +474,9 @@ cdef class Variable:
     def rewire_on(self, Variable var):
         """Take ``var``'s buffers and parent function, so that the graph feeding
         ``var`` now feeds this variable's consumers.  ``var`` loses its parent."""
+        if var._data._shape != self._data._shape:
+            raise ValueError('Variable.rewire_on: argument var has shape %s, expected %s '
+                             '(the shape of this variable)' % (var._data._shape, self._data._shape))
         self._data = var._data
         self._grad = var._grad
         self._parent = var._parent
