@@ -47,15 +47,16 @@ CUDA_OUT = os.path.join(_HERE, 'cuda', 'kernels', 'pointwise_gen.cu')
 
 
 def _table():
-    try:
-        from nncy import _table
-    except ImportError:
-        # Run as a script (python nncy/_codegen.py): load the table by path.
-        import importlib.util
-        spec = importlib.util.spec_from_file_location('_nncy_table', os.path.join(_HERE, '_table.py'))
-        _table = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_table)
-    return _table
+    if __package__:  # imported as nncy._codegen
+        from . import _table
+        return _table
+    # Run as a script (python nncy/_codegen.py): load the table by path,
+    # without importing the nncy package (which needs the compiled library).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_nncy_table', os.path.join(_HERE, '_table.py'))
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -101,34 +102,42 @@ def signature():
 # ---------------------------------------------------------------------------
 # Calls and constants of the expression language.  To support a new function,
 # add a row: (number of arguments, Rust f32 function, CUDA function, Rust f64
-# function for the reference tests, returns a boolean).  Hot functions should
-# map to vectorisable code (rust/src/vmath.rs); std's scalar methods are fine
-# for rarely used ones.
+# function for the reference tests, cost, returns a boolean).  Hot functions
+# should map to vectorisable code (rust/src/vmath.rs); std's scalar methods are
+# fine for rarely used ones.  The cost (0 for a few vector instructions, 2 for
+# a vectorised polynomial, 8 for a scalar libm call) sets, summed over an
+# expression, from what size the kernels use threads.
+
+# Relative cost per element of an expression: 1 + the costs of its calls,
+# at most MAX_COST (the kernels' scale, rust/src/par.rs).
+MAX_COST = 8
+
 
 class Call:
-    __slots__ = ('nargs', 'rust', 'cuda', 'ref', 'boolean')
+    __slots__ = ('nargs', 'rust', 'cuda', 'ref', 'cost', 'boolean')
 
-    def __init__(self, nargs, rust, cuda, ref, boolean=False):
-        self.nargs, self.rust, self.cuda, self.ref, self.boolean = nargs, rust, cuda, ref, boolean
+    def __init__(self, nargs, rust, cuda, ref, cost, boolean=False):
+        self.nargs, self.rust, self.cuda, self.ref = nargs, rust, cuda, ref
+        self.cost, self.boolean = cost, boolean
 
 
-def _std(name, cuda, nargs=1, rust=None):
+def _std(name, cuda, nargs=1, rust=None, cost=8):
     rust = rust or name
-    return Call(nargs, 'f32::' + rust, cuda, 'f64::' + rust)
+    return Call(nargs, 'f32::' + rust, cuda, 'f64::' + rust, cost)
 
 
 CALLS = {
-    'exp': Call(1, 'vmath::exp', 'expf', 'f64::exp'),
-    'log': Call(1, 'vmath::ln', 'logf', 'f64::ln'),
-    'tanh': Call(1, 'vmath::tanh', 'tanhf', 'f64::tanh'),
-    'sigmoid': Call(1, 'vmath::sigmoid', 'nncy_sigmoidf', 'vref::sigmoid'),
-    'sign': Call(1, 'vmath::sign', 'nncy_signf', 'vref::sign'),
-    'erf': Call(1, 'vmath::erf', 'erff', 'vref::erf'),
-    'abs': _std('abs', 'fabsf'),
-    'sqrt': _std('sqrt', 'sqrtf'),
+    'exp': Call(1, 'vmath::exp', 'expf', 'f64::exp', 2),
+    'log': Call(1, 'vmath::ln', 'logf', 'f64::ln', 2),
+    'tanh': Call(1, 'vmath::tanh', 'tanhf', 'f64::tanh', 2),
+    'sigmoid': Call(1, 'vmath::sigmoid', 'nncy_sigmoidf', 'vref::sigmoid', 2),
+    'sign': Call(1, 'vmath::sign', 'nncy_signf', 'vref::sign', 0),
+    'erf': Call(1, 'vmath::erf', 'erff', 'vref::erf', 8),
+    'abs': _std('abs', 'fabsf', cost=0),
+    'sqrt': _std('sqrt', 'sqrtf', cost=1),
     'pow': _std('pow', 'powf', 2, rust='powf'),
-    'max': _std('max', 'fmaxf', 2),
-    'min': _std('min', 'fminf', 2),
+    'max': _std('max', 'fmaxf', 2, cost=0),
+    'min': _std('min', 'fminf', 2, cost=0),
     'sin': _std('sin', 'sinf'),
     'cos': _std('cos', 'cosf'),
     'tan': _std('tan', 'tanf'),
@@ -141,13 +150,13 @@ CALLS = {
     'asinh': _std('asinh', 'asinhf'),
     'acosh': _std('acosh', 'acoshf'),
     'atanh': _std('atanh', 'atanhf'),
-    'floor': _std('floor', 'floorf'),
-    'ceil': _std('ceil', 'ceilf'),
-    'round': _std('round', 'roundf'),   # half away from zero
+    'floor': _std('floor', 'floorf', cost=0),
+    'ceil': _std('ceil', 'ceilf', cost=0),
+    'round': _std('round', 'roundf', cost=2),   # half away from zero
     'log1p': _std('log1p', 'log1pf', rust='ln_1p'),
     'expm1': _std('expm1', 'expm1f', rust='exp_m1'),
-    'isnan': Call(1, 'f32::is_nan', 'isnan', 'f64::is_nan', boolean=True),
-    'isinf': Call(1, 'f32::is_infinite', 'isinf', 'f64::is_infinite', boolean=True),
+    'isnan': Call(1, 'f32::is_nan', 'isnan', 'f64::is_nan', 0, boolean=True),
+    'isinf': Call(1, 'f32::is_infinite', 'isinf', 'f64::is_infinite', 0, boolean=True),
 }
 
 CONSTANTS = {'pi': math.pi}
@@ -216,6 +225,7 @@ class _Translator:
         self.names = names      # expression name -> target identifier
         self.where = where
         self.used = set()
+        self.cost = 1
         if _Translator._BIN is None:
             _Translator._BIN = {ast.Add: ('+', _P_ADD), ast.Sub: ('-', _P_ADD),
                                 ast.Mult: ('*', _P_MUL), ast.Div: ('/', _P_MUL)}
@@ -332,13 +342,14 @@ class _Translator:
             self.fail(node, 'unknown function %r (supported: %s)' % (name, ', '.join(sorted(CALLS))))
         if len(args) != fn.nargs or any(isinstance(a, self.ast.Starred) for a in args):
             self.fail(node, '%s takes %d argument(s)' % (name, fn.nargs))
+        self.cost += fn.cost
         text = '%s(%s)' % (getattr(fn, self.lang.call_attr), ', '.join(self.num(a)[0] for a in args))
         return text, _P_ATOM, 'b' if fn.boolean else 'f'
 
 
 def translate(expr, lang, names, where):
     """Translates `expr` (a Python-syntax string) to a `lang` expression of
-    type float; returns (text, set of names used)."""
+    type float; returns (text, set of names used, cost)."""
     import ast
     try:
         tree = ast.parse(expr.strip(), mode='eval')
@@ -346,7 +357,7 @@ def translate(expr, lang, names, where):
         raise CodegenError('%s: syntax error in %r: %s' % (where, expr, e.msg)) from None
     tr = _Translator(lang, names, '%s %r' % (where, expr))
     text, _ = tr.num(tree.body)
-    return text, tr.used
+    return text, tr.used, min(tr.cost, MAX_COST)
 
 
 # ---------------------------------------------------------------------------
@@ -389,15 +400,18 @@ class Op:
         # Translate to each language (this also validates the expressions).
         self.fwd, self.grads = {}, {}
         self.uses = [None] * len(grads)   # per input: (reads inputs [2], reads y)
+        self.grad_costs = [None] * len(grads)
         for lang in (RUST, RUST64, CUDA):
-            self.fwd[lang.name], _ = translate(spec.fwd, lang, self.fwd_names, where + ' forward')
+            self.fwd[lang.name], _, self.fwd_cost = translate(spec.fwd, lang, self.fwd_names,
+                                                              where + ' forward')
             self.grads[lang.name] = []
             for i, g in enumerate(grads):
-                text, used = (None, None) if g is None else translate(
+                text, used, cost = (None, None, None) if g is None else translate(
                     g, lang, self.grad_names, '%s gradient %d' % (where, i))
                 self.grads[lang.name].append(text)
                 if g is not None and lang is RUST:
                     self.uses[i] = ([n in used for n in self.inputs] + [False])[:2], 'y' in used
+                    self.grad_costs[i] = cost
 
     @property
     def unary(self):
@@ -510,7 +524,8 @@ def rust_source(unary, binary, sig):
     arms = []
     for op in unary:
         call = '%s_fwd(%s)' % (op.name, ', '.join(ins(op) + ps(op)))
-        arms.append(arm(op.code, op, 'pointwise::unary(x, y, %s)' % _closure(ins(op), call)))
+        arms.append(arm(op.code, op, 'pointwise::unary(x, y, %d, %s)'
+                        % (op.fwd_cost, _closure(ins(op), call))))
     out.append('''
 /// y = op(x) elementwise (in place when `x` is `None`).
 pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
@@ -527,8 +542,8 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
             continue
         args = op.grad_args()
         call = '%s_grad0(%s)' % (op.name, ', '.join(args))
-        arms.append(arm(op.code, op, 'pointwise::unary_grad(x, y, gy, gx, accum, %s)'
-                        % _closure(ins(op) + ['y', 'gy'], call)))
+        arms.append(arm(op.code, op, 'pointwise::unary_grad(x, y, gy, gx, accum, %d, %s)'
+                        % (op.grad_costs[0], _closure(ins(op) + ['y', 'gy'], call))))
     out.append('''
 /// gx = (accum ? gx : 0) + grad_op(x, y, gy) elementwise.
 pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: &[f32], accum: bool) -> Result {
@@ -542,7 +557,8 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
     arms = []
     for op in binary:
         call = '%s_fwd(%s)' % (op.name, ', '.join(ins(op) + ps(op)))
-        arms.append(arm(op.code, op, 'pointwise::binary(lay, x0, x1, y, %s)' % _closure(ins(op), call)))
+        arms.append(arm(op.code, op, 'pointwise::binary(lay, x0, x1, y, %d, %s)'
+                        % (op.fwd_cost, _closure(ins(op), call))))
     out.append('''
 /// y = op(x0, x1) elementwise over `lay`.
 pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32], p: &[f32]) -> Result {
@@ -560,8 +576,8 @@ pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32],
                 continue
             call = '%s_grad%d(%s)' % (op.name, i, ', '.join(op.grad_args()))
             arms.append(arm('(%d, %d)' % (op.code, i), op,
-                            'pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, %s)'
-                            % _closure(ins(op) + ['y', 'gy'], call)))
+                            'pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, %d, %s)'
+                            % (op.grad_costs[i], _closure(ins(op) + ['y', 'gy'], call))))
     out.append('''
 /// g = (accum ? g : 0) + grad_op_which(x0, x1, y, gy) elementwise over `lay`.
 #[allow(clippy::too_many_arguments)]

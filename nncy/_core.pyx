@@ -815,10 +815,6 @@ cdef Variable _wrap_ndarray(NdArray a):
     return _new_variable(a, False)
 
 
-cdef bint _effective_need_grad(Variable v):
-    return v._need_grad
-
-
 def call(spec, tuple inputs, tuple args, outputs=None):
     """Create a function node for ``spec`` on ``inputs`` with argument values
     ``args`` (in table order); run it at once in auto-forward or imperative

@@ -31,7 +31,7 @@ int32_t nncy_unary_grad_f32(uint32_t op, const float *x, const float *y, const f
 int32_t nncy_binary_f32(uint32_t op, const float *x0, const ptrdiff_t *s0, const float *x1, const ptrdiff_t *s1, float *y, const size_t *shape, size_t ndim, const float *p, size_t np);
 
 // g (contiguous, `shape`) = (accum ? g : 0) + grad_op_which(x0, x1, y, gy; p).
-// Inputs the gradient does not read may be NULL.
+// Inputs the gradient does not read (and their strides) may be NULL.
 int32_t nncy_binary_grad_f32(uint32_t op, uint32_t which, const float *x0, const ptrdiff_t *s0, const float *x1, const ptrdiff_t *s1, const float *y, const float *gy, float *g, const size_t *shape, size_t ndim, const float *p, size_t np, int32_t accum);
 
 // y (contiguous, `shape`) = (accum ? y : 0) + x[idx . xs].

@@ -59,12 +59,12 @@ impl<T: Clone> Region<T> {
         }
         let (lo, hi) = extent(shape, strides).ok_or(Error::Invalid)?;
         let size = std::mem::size_of::<T>() as isize;
-        let addr = p as isize;
+        let byte_addr = |off: isize| off.checked_mul(size).and_then(|b| (p as usize).checked_add_signed(b));
         let fits = !p.is_null()
-            && addr % std::mem::align_of::<T>() as isize == 0
-            && lo.checked_mul(size).and_then(|b| (p as usize).checked_add_signed(b)).is_some()
-            && (hi - lo).checked_add(1).and_then(|n| n.checked_mul(size)).is_some()
-            && (p as usize).checked_add_signed(hi * size).is_some();
+            && (p as usize).is_multiple_of(std::mem::align_of::<T>())
+            && byte_addr(lo).is_some()
+            && byte_addr(hi).and_then(|end| end.checked_add(size as usize)).is_some()
+            && hi.checked_sub(lo).and_then(|d| d.checked_add(1)).and_then(|n| n.checked_mul(size)).is_some();
         if !fits {
             return Err(Error::Invalid);
         }
@@ -130,6 +130,7 @@ fn op_info(table: &'static [crate::pointwise::OpInfo], op: u32) -> Result<&'stat
 }
 
 static ZERO: [f32; 1] = [0.0];
+static ZERO_STRIDES: [isize; MAX_NDIM] = [0; MAX_NDIM];
 
 /// The hash of the pointwise op table the library was generated from
 /// (`nncy._codegen.signature()`).
@@ -273,7 +274,7 @@ pub extern "C" fn nncy_binary_f32(
 }
 
 /// g (contiguous, `shape`) = (accum ? g : 0) + grad_op_which(x0, x1, y, gy; p).
-/// Inputs the gradient does not read may be NULL.
+/// Inputs the gradient does not read (and their strides) may be NULL.
 #[no_mangle]
 pub extern "C" fn nncy_binary_grad_f32(
     op: u32,
@@ -296,14 +297,17 @@ pub extern "C" fn nncy_binary_grad_f32(
         let uses = info.grads.get(which as usize).copied().flatten().ok_or(Error::Invalid)?;
         let p = params(p, np, info.n_params)?;
         let p = &p[..info.n_params];
+        // An input the gradient does not read may come without strides.
+        let unused = |k: usize, s: *const isize| if uses.inputs[k] { s } else { ZERO_STRIDES.as_ptr() };
         let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 2]);
-        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [s0, s1])?;
+        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [unused(0, s0), unused(1, s1)])?;
         let shape = &sh[..ndim];
         let out = Region::contiguous(g as *const f32, size)?;
         if size == 0 {
             return Ok(());
         }
         let ptrs = [x0, x1];
+        // unused inputs: a broadcast 0
         let mut data: [Cow<[f32]>; 2] = [Cow::Borrowed(&ZERO), Cow::Borrowed(&ZERO)];
         let mut base = [0usize; 2];
         for k in 0..2 {
@@ -312,8 +316,6 @@ pub extern "C" fn nncy_binary_grad_f32(
                 // SAFETY: the caller passes readable inputs over their extent.
                 data[k] = unsafe { r.read_apart(&[out]) };
                 base[k] = r.base;
-            } else {
-                st[k] = [0; MAX_NDIM]; // unused: read as a broadcast 0
             }
         }
         // SAFETY: y and gy hold `size` readable floats.
@@ -657,7 +659,7 @@ mod tests {
         // gradient of mul2 w.r.t. x0 = gy * x1 (x0 and y unused: NULL)
         let gy = [1.0f32; 6];
         let mut g = [0.5f32; 6];
-        assert_eq!(nncy_binary_grad_f32(mul, 0, null(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 0);
+        assert_eq!(nncy_binary_grad_f32(mul, 0, null(), null(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 0);
         assert_eq!(g, [10.5, 20.5, 30.5, 10.5, 20.5, 30.5]);
         assert_eq!(nncy_binary_grad_f32(mul, 2, a.as_ptr(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);
         assert_eq!(nncy_binary_grad_f32(mul, 0, a.as_ptr(), sa.as_ptr(), null(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);

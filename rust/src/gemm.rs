@@ -49,8 +49,9 @@ pub fn no_self_overlap(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
     (b.0 <= 1 || (a.1 >= 1 && b.1 >= a.1.saturating_mul(a.0))) && (a.0 <= 1 || a.1 >= 1)
 }
 
-/// Below this many multiply-adds a product runs on one thread.
-const PAR_FLOPS: usize = 48 * 48 * 48;
+/// Below this many multiply-adds a product runs on one thread (waking the
+/// pool costs as much as a 128^3 product).
+const PAR_FLOPS: usize = 4 << 20;
 
 /// dst (m x n) = alpha * dst + beta * lhs (m x k) @ rhs (k x n); when alpha
 /// is 0, dst is not read.
@@ -259,7 +260,7 @@ mod tests {
 
     #[test]
     fn batch_gemm_matches_naive() {
-        for &(batch, m, n, k) in &[(1, 3, 4, 5), (7, 8, 9, 10), (64, 32, 32, 32), (3, 200, 150, 100)] {
+        for &(batch, m, n, k) in &[(1, 3, 4, 5), (7, 8, 9, 10), (256, 32, 32, 32), (3, 200, 150, 100)] {
             let l = data(batch * m * k, 6);
             let r = data(k * n, 7); // rhs shared: batch stride 0
             let mut d = vec![0.0; batch * m * n];

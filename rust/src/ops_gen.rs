@@ -243,37 +243,37 @@ fn pow2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
 /// y = op(x) elementwise (in place when `x` is `None`).
 pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
     match op {
-        0 => pointwise::unary(x, y, #[inline(always)] move |x| relu_fwd(x)),
-        1 => pointwise::unary(x, y, #[inline(always)] move |x| sigmoid_fwd(x)),
-        2 => pointwise::unary(x, y, #[inline(always)] move |x| tanh_fwd(x)),
+        0 => pointwise::unary(x, y, 1, #[inline(always)] move |x| relu_fwd(x)),
+        1 => pointwise::unary(x, y, 3, #[inline(always)] move |x| sigmoid_fwd(x)),
+        2 => pointwise::unary(x, y, 3, #[inline(always)] move |x| tanh_fwd(x)),
         3 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| add_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| add_scalar_fwd(x, val))
         }
         4 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| mul_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| mul_scalar_fwd(x, val))
         }
         5 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| pow_scalar_fwd(x, val))
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| pow_scalar_fwd(x, val))
         }
         6 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_sub_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| r_sub_scalar_fwd(x, val))
         }
         7 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_div_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| r_div_scalar_fwd(x, val))
         }
         8 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_pow_scalar_fwd(x, val))
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| r_pow_scalar_fwd(x, val))
         }
-        9 => pointwise::unary(x, y, #[inline(always)] move |x| abs_fwd(x)),
-        10 => pointwise::unary(x, y, #[inline(always)] move |x| exp_fwd(x)),
-        11 => pointwise::unary(x, y, #[inline(always)] move |x| log_fwd(x)),
-        12 => pointwise::unary(x, y, #[inline(always)] move |x| identity_fwd(x)),
+        9 => pointwise::unary(x, y, 1, #[inline(always)] move |x| abs_fwd(x)),
+        10 => pointwise::unary(x, y, 3, #[inline(always)] move |x| exp_fwd(x)),
+        11 => pointwise::unary(x, y, 3, #[inline(always)] move |x| log_fwd(x)),
+        12 => pointwise::unary(x, y, 1, #[inline(always)] move |x| identity_fwd(x)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -282,37 +282,37 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
 /// gx = (accum ? gx : 0) + grad_op(x, y, gy) elementwise.
 pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: &[f32], accum: bool) -> Result {
     match op {
-        0 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| relu_grad0(x, y, gy)),
-        1 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| sigmoid_grad0(x, y, gy)),
-        2 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| tanh_grad0(x, y, gy)),
+        0 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| relu_grad0(x, y, gy)),
+        1 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| sigmoid_grad0(x, y, gy)),
+        2 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| tanh_grad0(x, y, gy)),
         3 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| add_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| add_scalar_grad0(x, y, gy, val))
         }
         4 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| mul_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| mul_scalar_grad0(x, y, gy, val))
         }
         5 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| pow_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| pow_scalar_grad0(x, y, gy, val))
         }
         6 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_sub_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| r_sub_scalar_grad0(x, y, gy, val))
         }
         7 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_div_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| r_div_scalar_grad0(x, y, gy, val))
         }
         8 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_pow_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 3, #[inline(always)] move |x, y, gy| r_pow_scalar_grad0(x, y, gy, val))
         }
-        9 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
-        10 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
-        11 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
-        12 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
+        9 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
+        10 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
+        11 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
+        12 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -321,11 +321,11 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
 /// y = op(x0, x1) elementwise over `lay`.
 pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32], p: &[f32]) -> Result {
     match op {
-        0 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| add2_fwd(x0, x1)),
-        1 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| sub2_fwd(x0, x1)),
-        2 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| mul2_fwd(x0, x1)),
-        3 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| div2_fwd(x0, x1)),
-        4 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| pow2_fwd(x0, x1)),
+        0 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| add2_fwd(x0, x1)),
+        1 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| sub2_fwd(x0, x1)),
+        2 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| mul2_fwd(x0, x1)),
+        3 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| div2_fwd(x0, x1)),
+        4 => pointwise::binary(lay, x0, x1, y, 8, #[inline(always)] move |x0, x1| pow2_fwd(x0, x1)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -346,16 +346,16 @@ pub fn binary_grad(
     accum: bool,
 ) -> Result {
     match (op, which) {
-        (0, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| add2_grad0(x0, x1, y, gy)),
-        (0, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| add2_grad1(x0, x1, y, gy)),
-        (1, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| sub2_grad0(x0, x1, y, gy)),
-        (1, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| sub2_grad1(x0, x1, y, gy)),
-        (2, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| mul2_grad0(x0, x1, y, gy)),
-        (2, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| mul2_grad1(x0, x1, y, gy)),
-        (3, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| div2_grad0(x0, x1, y, gy)),
-        (3, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| div2_grad1(x0, x1, y, gy)),
-        (4, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| pow2_grad0(x0, x1, y, gy)),
-        (4, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| pow2_grad1(x0, x1, y, gy)),
+        (0, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| add2_grad0(x0, x1, y, gy)),
+        (0, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| add2_grad1(x0, x1, y, gy)),
+        (1, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| sub2_grad0(x0, x1, y, gy)),
+        (1, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| sub2_grad1(x0, x1, y, gy)),
+        (2, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| mul2_grad0(x0, x1, y, gy)),
+        (2, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| mul2_grad1(x0, x1, y, gy)),
+        (3, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| div2_grad0(x0, x1, y, gy)),
+        (3, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| div2_grad1(x0, x1, y, gy)),
+        (4, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 8, #[inline(always)] move |x0, x1, y, gy| pow2_grad0(x0, x1, y, gy)),
+        (4, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 3, #[inline(always)] move |x0, x1, y, gy| pow2_grad1(x0, x1, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
