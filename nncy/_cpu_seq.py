@@ -597,8 +597,8 @@ class MultiHeadAttention(Impl):
 
 @register('PatchCorrelation')
 class PatchCorrelation(Impl):
-    """NNabla's patch_correlation; the kernel works on NHWC arrays, NCHW
-    inputs and outputs are transposed around it."""
+    """NNabla's patch_correlation; the kernel works on NCHW arrays (it runs
+    along image rows), NHWC inputs and outputs are transposed around it."""
 
     def _pair(self, arg, n=2):
         val = tuple(self.args[arg])
@@ -639,30 +639,28 @@ class PatchCorrelation(Impl):
         cy, cx = 2 * shift[0] // sstep[0] + 1, 2 * shift[1] // sstep[1] + 1
         self.dims = (N, Hh, W, C)
         self.params = patch + shift + pstep + sstep + pad
-        self.nhwc_out = (N, oh, ow, cy, cx)
+        self.nchw_out = (N, cy, cx, oh, ow)
         if self.args['channel_last']:
             return [(N, oh, ow, cy, cx)]
         return [(N, cy, cx, oh, ow)]
 
-    def _nhwc(self, a):
-        """An NCHW array as a contiguous NHWC one (a view when C == 1)."""
-        if self.args['channel_last']:
-            return a
+    def _nchw(self, a):
+        """An input as a contiguous NCHW array (a view unless NHWC with C > 1)."""
         N, Hh, W, C = self.dims
-        if C == 1:
-            return a.reshape(N, Hh, W, C)
-        out = np.empty((N, Hh, W, C), F32)
-        K.strided_copy(self.spec.name, a.transpose(0, 2, 3, 1), out)
+        if not self.args['channel_last'] or C == 1:
+            return a.reshape(N, C, Hh, W)
+        out = np.empty((N, C, Hh, W), F32)
+        K.strided_copy(self.spec.name, a.transpose(0, 3, 1, 2), out)
         return out
 
     def forward(self, inputs, outputs):
         name = self.spec.name
-        a, b = self._nhwc(d32(inputs[0])), self._nhwc(d32(inputs[1]))
+        a, b = self._nchw(d32(inputs[0])), self._nchw(d32(inputs[1]))
         y = dout(outputs[0])
-        if self.args['channel_last']:
+        if not self.args['channel_last']:
             K.patch_correlation(name, a, b, y, self.dims, self.params)
         else:
-            tmp = np.empty(self.nhwc_out, F32)
+            tmp = np.empty(self.nchw_out, F32)
             K.patch_correlation(name, a, b, tmp, self.dims, self.params)
             K.strided_copy(name, tmp.transpose(0, 3, 4, 1, 2), y)
 
@@ -671,22 +669,24 @@ class PatchCorrelation(Impl):
             return
         name = self.spec.name
         grads = _zeroed_grads(inputs, propagate_down, accum)
-        a, b = self._nhwc(d32(inputs[0])), self._nhwc(d32(inputs[1]))
+        a, b = self._nchw(d32(inputs[0])), self._nchw(d32(inputs[1]))
         gy = g32(outputs[0])
-        if not self.args['channel_last']:
-            tmp = np.empty(self.nhwc_out, F32)
+        if self.args['channel_last']:
+            tmp = np.empty(self.nchw_out, F32)
             K.strided_copy(name, gy.transpose(0, 3, 4, 1, 2), tmp)
             gy = tmp
+        direct = not self.args['channel_last'] or self.dims[3] == 1
         for which, g in enumerate(grads):
             if g is None:
                 continue
-            if self.args['channel_last']:
+            if direct:
                 K.patch_correlation_grad(name, which, a, b, gy, g, self.dims, self.params, True)
             else:
-                tmp = np.empty(self.dims, F32)
+                N, Hh, W, C = self.dims
+                tmp = np.empty((N, C, Hh, W), F32)
                 K.patch_correlation_grad(name, which, a, b, gy, tmp, self.dims, self.params,
                                          False)
-                K.strided_copy(name, tmp.transpose(0, 3, 1, 2), g, True)
+                K.strided_copy(name, tmp.transpose(0, 2, 3, 1), g, True)
 
     def grad_depends_input_data(self, i, j):
         return i != j

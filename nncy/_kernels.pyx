@@ -624,7 +624,7 @@ cdef int _geometry(name, tuple dims, tuple params, size_t* d, int64_t* p, list a
 
 def patch_correlation(name, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray y, tuple dims,
                       tuple params):
-    """y (n, oh, ow, cy, cx) = correlation of NHWC x1 and x2 (dims n, h, w, c);
+    """y (n, cy, cx, oh, ow) = correlation of NCHW x1 and x2 (dims n, h, w, c);
     params: patch, shift, patch_step, shift_step (h, w each), padding t, b, l, r."""
     cdef size_t d[4]
     cdef int64_t p[12]

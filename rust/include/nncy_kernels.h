@@ -103,8 +103,8 @@ int32_t nncy_embed_f32(const int64_t *idx, size_t n, const float *w, size_t rows
 // outside [0, rows).
 int32_t nncy_embed_grad_f32(const int64_t *idx, size_t n, const float *gy, size_t rows, size_t width, float *gw);
 
-// Patch correlation of NHWC x1, x2 (dims n, h, w, c) into y (n, oh, ow, cy,
-// cx); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
 // padding top, bottom, left, right.
 int32_t nncy_patch_correlation_f32(const float *x1, const float *x2, float *y, const size_t *dims, const int64_t *params);
 

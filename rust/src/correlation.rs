@@ -1,18 +1,22 @@
-//! Patch correlation (FlowNet's correlation layer) on NHWC arrays.
+//! Patch correlation (FlowNet's correlation layer) on NCHW arrays.
 //!
-//! For each sample, each patch position (y, x) = (oy * step_h - pad_t,
-//! ox * step_w - pad_l) and each shift (sy, sx) on the grid
-//! -shift..=shift by shift_step:
+//! For each sample, each shift (sy, sx) on the grid -shift..=shift by
+//! shift_step and each patch position (y, x) = (oy * step_h - pad_t,
+//! ox * step_w - pad_l):
 //!
-//! out[n, oy, ox, iy, ix] = sum over ky < patch_h, kx < patch_w, c of
-//!     x1[n, y + ky, x + kx, c] * x2[n, y + ky + sy, x + kx + sx, c],
+//! out[n, iy, ix, oy, ox] = sum over ky < patch_h, kx < patch_w, c of
+//!     x1[n, c, y + ky, x + kx] * x2[n, c, y + ky + sy, x + kx + sx],
 //!
-//! where samples outside the image (zero padding) contribute nothing.  For a
-//! fixed (ky, sy) the valid kx form one range, so the inner sum is a dot
-//! product over one contiguous span of (kx, c) values.
+//! where samples outside the image (zero padding) contribute nothing.  The
+//! loops run along image rows: for one output row (n, iy, ix, oy) the
+//! products x1 * x2 (shifted) are summed over c and ky into one row `acc` of
+//! the image width (contiguous, vectorised), and each output is then the sum
+//! of `acc` over its patch's columns.  The gradients use the same rows: the
+//! output gradient spread over the columns each patch covers, times the
+//! other input's (shifted) row.
 //!
-//! The forward pass is threaded over output rows (n, oy); the gradients are
-//! gathered per input row (n, h), so each row is written by one thread.
+//! The forward pass is threaded over output rows (batch, shifts, oy); the
+//! gradients over input planes (batch, channel), each written by one thread.
 
 use crate::par::{par_for, Rows};
 use crate::simd;
@@ -38,7 +42,7 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// `dims` = (n, h, w, c); `p` = patch h, w, shift h, w, patch_step h, w,
+    /// `dims` = sizes (n, h, w, c) (the arrays are NCHW); `p` = patch h, w, shift h, w, patch_step h, w,
     /// shift_step h, w, padding t, b, l, r.
     pub fn new(dims: [usize; 4], p: [i64; 12]) -> Result<Self> {
         let [n, h, w, c] = dims;
@@ -82,95 +86,100 @@ impl Geometry {
     fn shift_of(&self, iy: usize, ix: usize) -> (isize, isize) {
         ((iy * self.shift_step[0]) as isize - self.shift[0] as isize, (ix * self.shift_step[1]) as isize - self.shift[1] as isize)
     }
+}
 
-    /// The x1 columns [a, b) of the patch at column x whose x2 columns
-    /// (shifted by sx) are inside the image too.
+#[inline(always)]
+fn fma_row(acc: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+        *o += x * y;
+    }
+}
+
+#[inline(always)]
+fn axpy_row(g: &[f32], x: &[f32], y: &mut [f32]) {
+    for ((d, &s), &gv) in y.iter_mut().zip(x).zip(g) {
+        *d += gv * s;
+    }
+}
+
+impl Geometry {
+    /// Columns [a, b) of x1 whose x2 partner (shifted by sx) is inside too.
     #[inline(always)]
-    fn cols(&self, x: isize, sx: isize) -> (isize, isize) {
+    fn valid(&self, sx: isize) -> (usize, usize) {
         let w = self.w as isize;
-        let a = x.max(0).max(-sx);
-        let b = (x + self.patch[1] as isize).min(w).min(w - sx);
-        (a, b.max(a))
+        let a = 0.max(-sx);
+        let b = w.min(w - sx);
+        (a as usize, b.max(a) as usize)
+    }
+
+    /// Columns [a, b) of the image covered by patch column ox.
+    #[inline(always)]
+    fn patch_cols(&self, ox: usize) -> (usize, usize) {
+        let (_, x0) = self.corner(0, ox);
+        let w = self.w as isize;
+        let a = x0.clamp(0, w);
+        let b = (x0 + self.patch[1] as isize).clamp(0, w);
+        (a as usize, b.max(a) as usize)
+    }
+
+    /// Patch rows oy whose patch covers image row y1.
+    #[inline(always)]
+    fn covering(&self, y1: isize) -> std::ops::Range<usize> {
+        let (ph, step) = (self.patch[0] as isize, self.step[0] as isize);
+        let lo = y1 - ph + 1 + self.pad[0] as isize; // oy * step >= lo
+        let hi = y1 + self.pad[0] as isize; // oy * step <= hi
+        let first = if lo <= 0 { 0 } else { (lo + step - 1) / step };
+        let last = if hi < 0 { -1 } else { (hi / step).min(self.out[0] as isize - 1) };
+        first as usize..(last + 1).max(first) as usize
+    }
+
+    fn rows_out(&self) -> usize {
+        self.n * self.shifts[0] * self.shifts[1] * self.out[0]
     }
 }
 
-const LANES: usize = 16;
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, ta) = a.as_chunks::<LANES>();
-    let (cb, tb) = b[..a.len()].as_chunks::<LANES>();
-    let mut acc = [0.0f32; LANES];
-    for (x, y) in ca.iter().zip(cb) {
-        for k in 0..LANES {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s = 0.0;
-    for (x, y) in ta.iter().zip(tb) {
-        s += x * y;
-    }
-    let mut h = LANES;
-    while h > 1 {
-        h /= 2;
-        for k in 0..h {
-            acc[k] += acc[k + h];
-        }
-    }
-    acc[0] + s
-}
-
-#[inline(always)]
-fn axpy(g: f32, x: &[f32], y: &mut [f32]) {
-    for (d, &s) in y.iter_mut().zip(x) {
-        *d += g * s;
-    }
-}
-
-/// The forward pass: `y` is (n, oh, ow, cy, cx).
+/// The forward pass: `y` is (n, cy, cx, oh, ow).
 pub fn forward(g: &Geometry, x1: &[f32], x2: &[f32], y: &mut [f32]) -> Result {
     let (ni, no) = (g.in_len()?, g.out_len()?);
     if x1.len() != ni || x2.len() != ni || y.len() != no {
         return Err(Error::Invalid);
     }
-    let row = g.out[1] * g.shifts[0] * g.shifts[1];
     if no == 0 {
         return Ok(());
     }
-    let (h, w, c) = (g.h as isize, g.w, g.c);
-    let cost = row * g.patch[0] * g.patch[1] * c;
-    par_for((Rows(y, row), 0..g.n * g.out[0]), cost, |(Rows(y, _), rows)| {
+    let (h, w, c) = (g.h, g.w, g.c);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let (cy, cx) = (g.shifts[0], g.shifts[1]);
+    let cost = g.patch[0] * c * w + ow * g.patch[1];
+    par_for((Rows(y, ow), 0..g.rows_out()), cost, |(Rows(y, _), rows)| {
+        let mut acc = vec![0.0f32; w];
         simd::dispatch(
             #[inline(always)]
             || {
-                for (out, r) in y.chunks_exact_mut(row).zip(rows) {
-                    let (n, oy) = (r / g.out[0], r % g.out[0]);
-                    let img1 = &x1[n * g.h * w * c..][..g.h * w * c];
-                    let img2 = &x2[n * g.h * w * c..][..g.h * w * c];
-                    let mut o = out.iter_mut();
-                    for ox in 0..g.out[1] {
-                        let (y0, x0) = g.corner(oy, ox);
-                        for iy in 0..g.shifts[0] {
-                            for ix in 0..g.shifts[1] {
-                                let (sy, sx) = g.shift_of(iy, ix);
-                                let (a, b) = g.cols(x0, sx);
-                                let mut v = 0.0;
-                                if a < b {
-                                    for ky in 0..g.patch[0] as isize {
-                                        let (y1, y2) = (y0 + ky, y0 + ky + sy);
-                                        if y1 < 0 || y1 >= h || y2 < 0 || y2 >= h {
-                                            continue;
-                                        }
-                                        let s1 = &img1[(y1 as usize * w + a as usize) * c..(y1 as usize * w + b as usize) * c];
-                                        let s2 = &img2[(y2 as usize * w + (a + sx) as usize) * c..][..s1.len()];
-                                        v += dot(s1, s2);
-                                    }
-                                }
-                                if let Some(o) = o.next() {
-                                    *o = v;
-                                }
-                            }
+                for (out, r) in y.chunks_exact_mut(ow).zip(rows) {
+                    let (oy, rest) = (r % oh, r / oh);
+                    let (ix, rest) = (rest % cx, rest / cx);
+                    let (iy, n) = (rest % cy, rest / cy);
+                    let (y0, _) = g.corner(oy, 0);
+                    let (sy, sx) = g.shift_of(iy, ix);
+                    let (a, b) = g.valid(sx);
+                    acc.fill(0.0);
+                    for ky in 0..g.patch[0] as isize {
+                        let (y1, y2) = (y0 + ky, y0 + ky + sy);
+                        if a >= b || y1 < 0 || y1 >= h as isize || y2 < 0 || y2 >= h as isize {
+                            continue;
                         }
+                        for ch in 0..c {
+                            let plane = (n * c + ch) * h * w;
+                            let r1 = &x1[plane + y1 as usize * w..][..w];
+                            let r2 = &x2[plane + y2 as usize * w..][..w];
+                            let b2 = (b as isize + sx) as usize;
+                            fma_row(&mut acc[a..b], &r1[a..b], &r2[(a as isize + sx) as usize..b2]);
+                        }
+                    }
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let (lo, hi) = g.patch_cols(ox);
+                        *o = acc[lo..hi].iter().sum();
                     }
                 }
             },
@@ -186,57 +195,61 @@ pub fn backward(g: &Geometry, which: u32, x1: &[f32], x2: &[f32], gy: &[f32], gx
     if x1.len() != ni || x2.len() != ni || gy.len() != no || gx.len() != ni || which > 1 {
         return Err(Error::Invalid);
     }
-    let (w, c) = (g.w, g.c);
-    let row = w * c;
     if ni == 0 {
         return Ok(());
     }
+    let (h, w, c) = (g.h, g.w, g.c);
     let (oh, ow) = (g.out[0], g.out[1]);
     let (cy, cx) = (g.shifts[0], g.shifts[1]);
-    let (ph, step_h) = (g.patch[0] as isize, g.step[0] as isize);
-    let cost = (g.out_len()? / (g.n * g.h).max(1) + 1) * g.patch[0] * g.patch[1] * c;
-    // Patch rows oy whose patch covers image row y1.
-    let covering = move |y1: isize| {
-        let lo = y1 - ph + 1 + g.pad[0] as isize; // oy * step >= lo
-        let hi = y1 + g.pad[0] as isize; // oy * step <= hi
-        let first = if lo <= 0 { 0 } else { (lo + step_h - 1) / step_h };
-        let last = if hi < 0 { -1 } else { (hi / step_h).min(oh as isize - 1) };
-        first..last + 1
-    };
-    par_for((Rows(gx, row), 0..g.n * g.h), cost, |(Rows(gx, _), rows)| {
+    // spread[n, iy, ix, oy, x]: the output gradient summed over the patches
+    // (of row oy) that cover image column x.
+    let mut spread = vec![0.0f32; g.rows_out().checked_mul(w).ok_or(Error::Invalid)?];
+    par_for((Rows(&mut spread[..], w), Rows(gy, ow)), ow * g.patch[1] + w, |(Rows(sp, _), Rows(gr, _))| {
+        for (s, gr) in sp.chunks_exact_mut(w).zip(gr.chunks_exact(ow)) {
+            s.fill(0.0);
+            for (ox, &gv) in gr.iter().enumerate() {
+                let (lo, hi) = g.patch_cols(ox);
+                s[lo..hi].iter_mut().for_each(|v| *v += gv);
+            }
+        }
+    });
+    let spread = &spread[..];
+    let cost = cy * cx * g.patch[0] * h * w;
+    par_for((Rows(gx, h * w), 0..g.n * c), cost, |(Rows(gx, _), planes)| {
         simd::dispatch(
             #[inline(always)]
             || {
-                for (grow, r) in gx.chunks_exact_mut(row).zip(rows) {
-                    let (n, yr) = (r / g.h, (r % g.h) as isize);
+                for (gp, pl) in gx.chunks_exact_mut(h * w).zip(planes) {
+                    let n = pl / c;
                     if !accum {
-                        grow.fill(0.0);
+                        gp.fill(0.0);
                     }
-                    let base = n * g.h * row;
-                    let gyn = &gy[n * oh * ow * cy * cx..][..oh * ow * cy * cx];
-                    for iy in 0..cy {
-                        let (sy, _) = g.shift_of(iy, 0);
-                        // this row is x1's row y1 (which = 0) or x2's row y1 + sy
-                        let y1 = if which == 0 { yr } else { yr - sy };
-                        let other = if which == 0 { y1 + sy } else { y1 };
-                        if y1 < 0 || y1 >= g.h as isize || other < 0 || other >= g.h as isize {
-                            continue;
-                        }
-                        let src = if which == 0 { &x2[base + other as usize * row..][..row] } else { &x1[base + other as usize * row..][..row] };
-                        for oy in covering(y1) {
-                            let oy = oy as usize;
-                            for ox in 0..ow {
-                                let (_, x0) = g.corner(oy, ox);
+                    let (p1, p2) = (&x1[pl * h * w..][..h * w], &x2[pl * h * w..][..h * w]);
+                    for yr in 0..h as isize {
+                        for iy in 0..cy {
+                            let (sy, _) = g.shift_of(iy, 0);
+                            // this row is x1's row y1 (which = 0) or x2's row y1 + sy
+                            let y1 = if which == 0 { yr } else { yr - sy };
+                            let other = if which == 0 { y1 + sy } else { y1 };
+                            if y1 < 0 || y1 >= h as isize || other < 0 || other >= h as isize {
+                                continue;
+                            }
+                            let src = if which == 0 { &p2[other as usize * w..][..w] } else { &p1[other as usize * w..][..w] };
+                            let dst = &mut gp[yr as usize * w..][..w];
+                            for oy in g.covering(y1) {
                                 for ix in 0..cx {
                                     let (_, sx) = g.shift_of(iy, ix);
-                                    let (a, b) = g.cols(x0, sx);
+                                    let (a, b) = g.valid(sx);
                                     if a >= b {
                                         continue;
                                     }
-                                    let gv = gyn[((oy * ow + ox) * cy + iy) * cx + ix];
-                                    let (da, sa) = if which == 0 { (a, a + sx) } else { (a + sx, a) };
-                                    let len = (b - a) as usize * c;
-                                    axpy(gv, &src[sa as usize * c..][..len], &mut grow[da as usize * c..][..len]);
+                                    let srow = &spread[(((n * cy + iy) * cx + ix) * oh + oy) * w..][..w];
+                                    let (sa, sb) = ((a as isize + sx) as usize, (b as isize + sx) as usize);
+                                    if which == 0 {
+                                        axpy_row(&srow[a..b], &src[sa..sb], &mut dst[a..b]);
+                                    } else {
+                                        axpy_row(&srow[a..b], &src[a..b], &mut dst[sa..sb]);
+                                    }
                                 }
                             }
                         }
@@ -265,14 +278,15 @@ mod tests {
     /// The definition, element by element (as NNabla writes it).
     fn naive(g: &Geometry, x1: &[f32], x2: &[f32], gy: &[f32], y: &mut [f64], gx1: &mut [f64], gx2: &mut [f64]) {
         let (h, w, c) = (g.h as isize, g.w as isize, g.c);
-        let at = |n: usize, yy: isize, xx: isize| (n * g.h * g.w + yy as usize * g.w + xx as usize) * c;
+        // element (n, ch, yy, xx) of an NCHW array
+        let at = |n: usize, ch: usize, yy: isize, xx: isize| ((n * c + ch) * g.h + yy as usize) * g.w + xx as usize;
         let mut k = 0;
         for n in 0..g.n {
-            for oy in 0..g.out[0] {
-                for ox in 0..g.out[1] {
-                    let (y0, x0) = g.corner(oy, ox);
-                    for iy in 0..g.shifts[0] {
-                        for ix in 0..g.shifts[1] {
+            for iy in 0..g.shifts[0] {
+                for ix in 0..g.shifts[1] {
+                    for oy in 0..g.out[0] {
+                        for ox in 0..g.out[1] {
+                            let (y0, x0) = g.corner(oy, ox);
                             let (sy, sx) = g.shift_of(iy, ix);
                             let mut v = 0.0f64;
                             for ky in 0..g.patch[0] as isize {
@@ -281,11 +295,11 @@ mod tests {
                                     if a.0 < 0 || a.0 >= h || a.1 < 0 || a.1 >= w || b.0 < 0 || b.0 >= h || b.1 < 0 || b.1 >= w {
                                         continue;
                                     }
-                                    let (i1, i2) = (at(n, a.0, a.1), at(n, b.0, b.1));
                                     for ch in 0..c {
-                                        v += x1[i1 + ch] as f64 * x2[i2 + ch] as f64;
-                                        gx1[i1 + ch] += x2[i2 + ch] as f64 * gy[k] as f64;
-                                        gx2[i2 + ch] += x1[i1 + ch] as f64 * gy[k] as f64;
+                                        let (i1, i2) = (at(n, ch, a.0, a.1), at(n, ch, b.0, b.1));
+                                        v += x1[i1] as f64 * x2[i2] as f64;
+                                        gx1[i1] += x2[i2] as f64 * gy[k] as f64;
+                                        gx2[i2] += x1[i1] as f64 * gy[k] as f64;
                                     }
                                 }
                             }
@@ -331,13 +345,13 @@ mod tests {
 
     #[test]
     fn reference_example_and_bad_parameters() {
-        // 1x3x4x2 ones, patch (3, 1), shift (0, 1): [[0,6,6,6],[6,6,6,6],[6,6,6,0]]
-        let g = Geometry::new([1, 3, 4, 2], [3, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0]).unwrap();
+        // 1x2x3x4 ones, patch (3, 1), shift (0, 1): [[0,6,6,6],[6,6,6,6],[6,6,6,0]]
+        let g = Geometry::new([1, 3, 4, 2], [3, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0]).unwrap(); // dims n, h, w, c
         assert_eq!((g.out, g.shifts), ([1, 4], [1, 3]));
         let x = vec![1.0; 24];
         let mut y = vec![0.0; 12];
         forward(&g, &x, &x, &mut y).unwrap();
-        // layout (n, oy, ox, iy, ix)
+        // layout (n, iy, ix, oy, ox)
         assert_eq!(y, [0., 6., 6., 6., 6., 6., 6., 6., 6., 6., 6., 0.]);
         assert!(Geometry::new([1, 3, 4, 2], [4, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]).is_err());
         assert!(Geometry::new([1, 3, 4, 2], [0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]).is_err());

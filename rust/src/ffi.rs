@@ -914,8 +914,8 @@ fn geometry(dims: *const usize, params: *const i64) -> Result<correlation::Geome
     correlation::Geometry::new(d, p)
 }
 
-/// Patch correlation of NHWC x1, x2 (dims n, h, w, c) into y (n, oh, ow, cy,
-/// cx); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+/// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+/// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
 /// padding top, bottom, left, right.
 #[no_mangle]
 pub extern "C" fn nncy_patch_correlation_f32(x1: *const f32, x2: *const f32, y: *mut f32, dims: *const usize, params: *const i64) -> i32 {
