@@ -24,7 +24,8 @@ def _docstring(spec):
     if spec.args:
         lines.append('Arguments:')
         for name, typ, default in spec.args:
-            lines.append('    %s (%s) [default=%r]' % (name, typ, default))
+            lines.append('    %s (%s) [%s]' % (name, typ, 'required' if default is REQUIRED
+                                               else 'default=%r' % (default,)))
     lines += ['Outputs: %s' % ', '.join(spec.outputs),
               '', 'NNabla function %s.' % spec.type_name]
     return '\n'.join(lines)
