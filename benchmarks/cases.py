@@ -111,8 +111,129 @@ def _sink(size):
     return [_vec(SIZES[size])], {}, None, None
 
 
+# ---- neural-network layers (issue 3b) ---------------------------------------
+
+def _embed(size):
+    rows, width, n = (1000, 64, (16, 64)) if size == 'small' else (30000, 256, (64, 256))
+    r = _rng()
+    x = r.randint(0, rows, size=n).astype(np.int32)
+    w = r.randn(rows, width).astype(np.float32)
+    return ([x, w], {}, lambda x, w: w[x],
+            lambda t, x, w: t.nn.functional.embedding(x.long(), w))
+
+
+def _recurrent_np(cell, x, h, c, w0, w, b, num_layers=1, nonlinearity='tanh',
+                  bidirectional=False):
+    """The recurrent layers step by step in NumPy (NNabla's weight layouts)."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    T, B, _ = x.shape
+    L, D, _, H = h.shape
+    inp = x
+    for l in range(num_layers):
+        W = w0 if l == 0 else w[l - 1]
+        n_in = inp.shape[2]
+        out = np.empty((T, B, D * H), np.float32)
+        for d in range(D):
+            hc = h[l, d]
+            cc = c[l, d] if c is not None else None
+            Wd = W[d].reshape(-1, n_in + H)
+            bd = b[l, d].reshape(-1)
+            for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                if cell == 'gru':
+                    g = inp[t] @ Wd[:, :n_in].T + bd[:3 * H]
+                    u = hc @ Wd[:, n_in:].T
+                    r = sig(g[:, :H] + u[:, :H])
+                    z = sig(g[:, H:2 * H] + u[:, H:2 * H])
+                    n = np.tanh(g[:, 2 * H:] + r * (u[:, 2 * H:] + bd[3 * H:]))
+                    hc = (1 - z) * n + z * hc
+                else:
+                    g = np.concatenate([inp[t], hc], axis=1) @ Wd.T + bd
+                    if cell == 'rnn':
+                        hc = np.tanh(g) if nonlinearity == 'tanh' else np.maximum(g, 0)
+                    else:
+                        i, f, o = sig(g[:, :H]), sig(g[:, H:2 * H]), sig(g[:, 3 * H:])
+                        cc = f * cc + i * np.tanh(g[:, 2 * H:3 * H])
+                        hc = o * np.tanh(cc)
+                out[t, :, d * H:(d + 1) * H] = hc
+        inp = out
+    return inp
+
+
+def _recurrent(cell):
+    def make(size):
+        T, B, I, H, L, D = (8, 4, 32, 32, 1, 1) if size == 'small' else (32, 16, 128, 128, 2, 2)
+        r = _rng()
+        G = {'rnn': (), 'lstm': (4,), 'gru': (3,)}[cell]
+        GB = {'rnn': (), 'lstm': (4,), 'gru': (4,)}[cell]
+        x = r.randn(T, B, I).astype(np.float32)
+        h = r.randn(L, D, B, H).astype(np.float32)
+        c = r.randn(L, D, B, H).astype(np.float32)
+        s = 1.0 / np.sqrt(I + H)
+        w0 = (r.randn(*((D,) + G + (H, I + H))) * s).astype(np.float32)
+        w = (r.randn(*((max(L - 1, 1), D) + G + (H, D * H + H))) * s).astype(np.float32)
+        b = r.randn(*((L, D) + GB + (H,))).astype(np.float32)
+        args = {'num_layers': L, 'bidirectional': D == 2}
+        if cell == 'lstm':
+            return ([x, h, c, w0, w, b], args,
+                    lambda x, h, c, w0, w, b, **a: _recurrent_np('lstm', x, h, c, w0, w, b, **a),
+                    None)
+        return ([x, h, w0, w, b], args,
+                lambda x, h, w0, w, b, **a: _recurrent_np(cell, x, h, None, w0, w, b, **a), None)
+    return make
+
+
+def _mha_any(xp, softmax, q, k, v, qw, kw, vw, ow, qb, kb, vb, ob, num_heads):
+    """Multi-head attention with NumPy or PyTorch (``xp``)."""
+    Lt, B, _ = q.shape
+    Ls = k.shape[0]
+    E, Ev = qw.shape[1], vw.shape[1]
+    hd, hv = E // num_heads, Ev // num_heads
+    qp = ((q @ qw + qb) * hd ** -0.5).reshape(Lt, B, num_heads, hd)
+    kp = (k @ kw + kb).reshape(Ls, B, num_heads, hd)
+    vp = (v @ vw + vb).reshape(Ls, B, num_heads, hv)
+    p = softmax(xp.einsum('tbhd,sbhd->bhts', qp, kp))
+    o = xp.einsum('bhts,sbhd->tbhd', p, vp).reshape(Lt, B, Ev)
+    return o @ ow + ob
+
+
+def _np_softmax_last(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _mha(size):
+    Lt, Ls, B, E, H = (16, 16, 4, 64, 4) if size == 'small' else (128, 128, 16, 256, 8)
+    r = _rng()
+    q, k, v = (r.randn(n, B, E).astype(np.float32) for n in (Lt, Ls, Ls))
+    ws = [(r.randn(E, E) / np.sqrt(E)).astype(np.float32) for _ in range(4)]
+    bs = [r.randn(E).astype(np.float32) for _ in range(4)]
+    return ([q, k, v] + ws + bs, {'num_heads': H},
+            lambda *a, num_heads: _mha_any(np, _np_softmax_last, *a, num_heads),
+            lambda t, *a: _mha_any(t, lambda s: t.softmax(s, dim=-1), *a, H))
+
+
+def _patch_correlation(size):
+    N, C, Hh, W, shift = (1, 8, 16, 16, 2) if size == 'small' else (2, 64, 48, 64, 4)
+    r = _rng()
+    x1, x2 = (r.randn(N, C, Hh, W).astype(np.float32) for _ in range(2))
+    args = {'shift': shift}
+
+    def np_fn(x1, x2, shift):
+        p2 = np.pad(x2, ((0, 0), (0, 0), (shift, shift), (shift, shift)))
+        return np.stack([np.stack([np.sum(x1 * p2[:, :, sy:sy + Hh, sx:sx + W], axis=1)
+                                   for sx in range(2 * shift + 1)], axis=1)
+                         for sy in range(2 * shift + 1)], axis=1)
+    return [x1, x2], args, np_fn, None
+
+
 CASES = {
     'affine': _affine,
+    'embed': _embed,
+    'rnn': _recurrent('rnn'),
+    'lstm': _recurrent('lstm'),
+    'gru': _recurrent('gru'),
+    'multi_head_attention': _mha,
+    'patch_correlation': _patch_correlation,
     'relu': unary(lambda x: np.maximum(x, 0), 'relu'),
     'sigmoid': unary(lambda x: 1 / (1 + np.exp(-x)), 'sigmoid'),
     'tanh': unary(np.tanh, 'tanh'),

@@ -638,6 +638,10 @@ cdef class Impl:
     lists of Variables.  ``accum[i]`` says whether input i's gradient is added
     to (True) or overwritten (False)."""
 
+    # Names of the optional inputs the call left out (given as None); the
+    # inputs list an implementation receives holds only those given.
+    omitted = ()
+
     def __init__(self, spec, args, ctx):
         self.spec = spec
         self.args = args
@@ -788,9 +792,12 @@ cdef dict _make_args(spec, tuple values):
             else:
                 v = int(v)
         elif typ == 'float':
-            if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+            if v is None and default is None:
+                pass
+            elif not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
                 raise _bad_arg(spec, name, 'a number', v)
-            v = float(v)
+            else:
+                v = float(v)
         elif typ == 'axis':
             if v is not None and not isinstance(v, (int, np.integer)):
                 v = _ints(spec, name, v, True)
@@ -824,6 +831,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cdef int n_nd = 0, n_var = 0, i = 0
     cdef bint need_grad = False
     cdef Variable v
+    cdef tuple omitted = ()
     specs_in = spec.inputs
     for x in inputs:
         if isinstance(x, Variable):
@@ -837,7 +845,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
             n_nd += 1
             ins.append(_wrap_ndarray(<NdArray>x))
         elif x is None and i < len(specs_in) and specs_in[i].optional:
-            pass
+            omitted += (specs_in[i].name,)
         else:
             iname = specs_in[min(i, len(specs_in) - 1)].name if specs_in else 'x'
             raise TypeError('%s: input %r must be a Variable or NdArray, got %s'
@@ -846,6 +854,8 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cls = _lookup(spec, ctx)
     cdef dict a = _make_args(spec, args)
     impl = cls(spec, a, ctx)
+    if omitted:
+        impl.omitted = omitted   # optional inputs given as None (absent from ins)
     if ctx._dtype is not _F32:
         impl = HalfStorage(impl)
     shapes = impl.setup(ins)

@@ -24,10 +24,23 @@ grads       pointwise only: one expression per input for its gradient, over the
             inputs, ``y`` (the output), ``gy`` (the output gradient) and args;
             ``None`` marks an input without gradient
 doc         one-line summary in our own words
+signature   optional: the ``F.*`` parameter names in NNabla's order, for the few
+            functions whose Python signature mixes inputs and arguments
+            (``multi_head_attention(query, key, value, num_heads, ...)``);
+            an argument whose default is ``REQUIRED`` then has no default
 """
 import re
 
 _INT, _FLOAT, _BOOL = 'int', 'float', 'bool'
+
+
+class _Required:
+    """Default of an argument that must be given (only in a row with a signature)."""
+    def __repr__(self):
+        return 'REQUIRED'
+
+
+REQUIRED = _Required()
 
 
 class In:
@@ -48,10 +61,10 @@ class Spec:
     """One row of the table."""
     __slots__ = ('type_name', 'name', 'inputs', 'args', 'outputs', 'kind',
                  'fwd', 'grads', 'doc', 'arg_names', 'defaults', 'code',
-                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok')
+                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok', 'signature')
 
     def __init__(self, type_name, name, inputs, args, outputs, kind, doc,
-                 fwd=None, grads=None):
+                 fwd=None, grads=None, signature=None):
         self.type_name = type_name
         self.name = name
         self.inputs = [In(t) for t in inputs.split(',')] if inputs else []
@@ -64,6 +77,7 @@ class Spec:
         self.fwd = fwd
         self.grads = tuple(grads) if grads is not None else None
         self.code = -1   # pointwise op code, set below
+        self.signature = [n.strip() for n in signature.split(',')] if signature else None
         # What a pointwise gradient reads: the input data, the output data.
         # An input may be overwritten by the output (``inplace``) only when no
         # gradient reads it.
@@ -85,9 +99,9 @@ def P(type_name, name, inputs, fwd, grads, doc, args=(), outputs='y'):
     return Spec(type_name, name, inputs, args, outputs, 'pointwise', doc, fwd, grads)
 
 
-def S(type_name, name, inputs, args, doc, outputs='y', kind='structured'):
+def S(type_name, name, inputs, args, doc, outputs='y', kind='structured', signature=None):
     """A structured (or composite) row."""
-    return Spec(type_name, name, inputs, args, outputs, kind, doc)
+    return Spec(type_name, name, inputs, args, outputs, kind, doc, signature=signature)
 
 
 _inplace = ('inplace', _BOOL, False)
@@ -99,6 +113,37 @@ FUNCTIONS = [
     # ---- neural network layers ------------------------------------------
     S('Affine', 'affine', 'x, weight@, bias?@', [('base_axis', _INT, 1)],
       'Fully connected layer: y = x W + b over the dimensions from base_axis on.'),
+    S('Embed', 'embed', 'x0, w@', [],
+      'Looks up slices of w by integer indices: y[i, ...] = w[x0[i], ...].'),
+    S('RNN', 'rnn', 'x, h, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('nonlinearity', 'str', 'tanh'), ('dropout', _FLOAT, None),
+       ('bidirectional', _BOOL, False), ('training', _BOOL, True)],
+      'Elman recurrent network (tanh or relu) over a (T, B, I) sequence, stacked and '
+      'optionally bidirectional.', outputs='y, h_n'),
+    S('LSTM', 'lstm', 'x, h, c, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('dropout', _FLOAT, None), ('bidirectional', _BOOL, False),
+       ('training', _BOOL, True)],
+      'Long short-term memory network (gates i, f, g, o) over a (T, B, I) sequence.',
+      outputs='y, h_n, c_n'),
+    S('GRU', 'gru', 'x, h, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('dropout', _FLOAT, None), ('bidirectional', _BOOL, False),
+       ('training', _BOOL, True)],
+      'Gated recurrent unit network (gates r, z, n) over a (T, B, I) sequence.',
+      outputs='y, h_n'),
+    S('MultiHeadAttention', 'multi_head_attention',
+      'query, key, value, q_weight@, k_weight@, v_weight@, out_weight@, q_bias?@, k_bias?@, '
+      'v_bias?@, out_bias?@, attn_bias_k?@, attn_bias_v?@, additive_mask?, key_padding_mask?',
+      [('num_heads', _INT, REQUIRED), ('dropout', _FLOAT, 0.0)],
+      'Scaled dot-product attention over several heads, with input and output projections.',
+      outputs='y, attn_weights',
+      signature='query, key, value, num_heads, q_weight, k_weight, v_weight, out_weight, '
+                'q_bias, k_bias, v_bias, out_bias, attn_bias_k, attn_bias_v, dropout, '
+                'additive_mask, key_padding_mask'),
+    S('PatchCorrelation', 'patch_correlation', 'x1, x2',
+      [('patch', 'ints', (1, 1)), ('shift', 'ints', (0, 0)), ('patch_step', 'ints', (1, 1)),
+       ('shift_step', 'ints', (1, 1)), ('padding', 'ints', (0, 0, 0, 0)),
+       ('channel_last', _BOOL, False)],
+      'Sums of products of patches of x1 with shifted patches of x2 (FlowNet correlation).'),
 
     # ---- activations -------------------------------------------------------
     P('ReLU', 'relu', 'x', 'x if x > 0 else 0', ['gy if y > 0 else 0'],

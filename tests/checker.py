@@ -136,7 +136,8 @@ def _forward(outputs, **kw):
     if len(outputs) == 1:
         outputs[0].forward(**kw)
     else:
-        F.sink(*outputs).forward(**kw)
+        # all outputs are roots: clear_buffer / clear_no_need_grad keep them
+        nn.forward_all(list(outputs), **kw)
 
 
 def _zero_grads(leaves, diff):

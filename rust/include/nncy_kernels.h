@@ -72,6 +72,46 @@ int32_t nncy_momentum_update_f32(float *w, const float *g, float *v, size_t n, f
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= alpha_t m / (sqrt(v) + eps)
 int32_t nncy_adam_update_f32(float *w, const float *g, float *m, float *v, size_t n, float alpha_t, float beta1, float beta2, float eps);
 
+// Elman cell: h = tanh(pre), or max(pre, 0) when relu != 0 (n values).
+int32_t nncy_rnn_cell_f32(int32_t relu, size_t n, const float *pre, float *h);
+
+// Elman cell backward: dpre = (dy + dh) * act'(pre), from the output h.
+int32_t nncy_rnn_cell_grad_f32(int32_t relu, size_t n, const float *h, const float *dy, const float *dh, float *dpre);
+
+// LSTM cell over b rows of h units: gates (b, 4h) pre-activations of
+// i, f, g, o in, activations out; c = f c_prev + i g; hout = o tanh(c).
+int32_t nncy_lstm_cell_f32(size_t b, size_t h, float *gates, const float *c_prev, float *c, float *hout);
+
+// LSTM cell backward: dgates (b, 4h) = gradients of the pre-activations; dc
+// holds dL/dc on entry and dL/dc_prev on exit; dy + dh is dL/dhout.
+int32_t nncy_lstm_cell_grad_f32(size_t b, size_t h, const float *gates, const float *c_prev, const float *c, const float *dy, const float *dh, float *dc, float *dgates);
+
+// GRU cell: gates (b, 3h) input-side pre-activations of r, z, n in, r, z, n
+// out; hw (b, 3h) hidden projections in, its n block plus bhn (h values, may
+// be null) out; hout = (1 - z) n + z h_prev.
+int32_t nncy_gru_cell_f32(size_t b, size_t h, float *gates, float *hw, const float *bhn, const float *h_prev, float *hout);
+
+// GRU cell backward: dgx, dgh (b, 3h) gradients of the input-side
+// pre-activations and of the hidden projections; dh_prev = (dy + dh) z.
+int32_t nncy_gru_cell_grad_f32(size_t b, size_t h, const float *gates, const float *hw, const float *h_prev, const float *dy, const float *dh, float *dgx, float *dgh, float *dh_prev);
+
+// y[k] = w[idx[k]] for rows of `width` floats; status 2 if an index is
+// outside [0, rows).
+int32_t nncy_embed_f32(const int64_t *idx, size_t n, const float *w, size_t rows, size_t width, float *y);
+
+// gw[idx[k]] += gy[k] (rows of `width` floats); status 2 if an index is
+// outside [0, rows).
+int32_t nncy_embed_grad_f32(const int64_t *idx, size_t n, const float *gy, size_t rows, size_t width, float *gw);
+
+// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+// padding top, bottom, left, right.
+int32_t nncy_patch_correlation_f32(const float *x1, const float *x2, float *y, const size_t *dims, const int64_t *params);
+
+// Gradient of the patch correlation with respect to x1 (which = 0) or x2
+// (which = 1): gx = (accum ? gx : 0) + d(sum(y * gy)) / dx.
+int32_t nncy_patch_correlation_grad_f32(uint32_t which, const float *x1, const float *x2, const float *gy, float *gx, const size_t *dims, const int64_t *params, int32_t accum);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

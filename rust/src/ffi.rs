@@ -745,3 +745,242 @@ mod tests {
         assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Neural-network layers (issue 3b): recurrent cells, embedding, patch
+// correlation.
+// ---------------------------------------------------------------------------
+
+use crate::{correlation, embed, recurrent};
+
+/// Output buffers of `n` floats each that must not overlap one another.
+fn outputs<const N: usize>(bufs: [(*mut f32, usize); N]) -> Result<[Region<f32>; N]> {
+    let mut out = [Region { start: std::ptr::null(), len: 0, base: 0 }; N];
+    for k in 0..N {
+        out[k] = Region::contiguous(bufs[k].0 as *const f32, bufs[k].1)?;
+        if (0..k).any(|j| out[j].overlaps(&out[k])) {
+            return Err(Error::Invalid);
+        }
+    }
+    Ok(out)
+}
+
+/// Elman cell: h = tanh(pre), or max(pre, 0) when relu != 0 (n values).
+#[no_mangle]
+pub extern "C" fn nncy_rnn_cell_f32(relu: i32, n: usize, pre: *const f32, h: *mut f32) -> i32 {
+    guard(|| {
+        let [out] = outputs([(h, n)])?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let pre = unsafe { Region::contiguous(pre, n)?.read_apart(&[out]) };
+        recurrent::rnn_fwd(relu != 0, &pre, unsafe { out.write() })
+    })
+}
+
+/// Elman cell backward: dpre = (dy + dh) * act'(pre), from the output h.
+#[no_mangle]
+pub extern "C" fn nncy_rnn_cell_grad_f32(relu: i32, n: usize, h: *const f32, dy: *const f32, dh: *const f32, dpre: *mut f32) -> i32 {
+    guard(|| {
+        let [out] = outputs([(dpre, n)])?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let (h, dy, dh) = unsafe { (Region::contiguous(h, n)?.read_apart(&[out]), Region::contiguous(dy, n)?.read_apart(&[out]), Region::contiguous(dh, n)?.read_apart(&[out])) };
+        recurrent::rnn_bwd(relu != 0, &h, &dy, &dh, unsafe { out.write() })
+    })
+}
+
+/// LSTM cell over b rows of h units: gates (b, 4h) pre-activations of
+/// i, f, g, o in, activations out; c = f c_prev + i g; hout = o tanh(c).
+#[no_mangle]
+pub extern "C" fn nncy_lstm_cell_f32(b: usize, h: usize, gates: *mut f32, c_prev: *const f32, c: *mut f32, hout: *mut f32) -> i32 {
+    guard(|| {
+        let (bh, b4h) = (product(&[b, h])?, product(&[b, 4, h])?);
+        let outs = outputs([(gates, b4h), (c, bh), (hout, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let cp = unsafe { Region::contiguous(c_prev, bh)?.read_apart(&outs) };
+        let [g, c, ho] = outs;
+        recurrent::lstm_fwd(h, unsafe { g.write() }, &cp, unsafe { c.write() }, unsafe { ho.write() })
+    })
+}
+
+/// LSTM cell backward: dgates (b, 4h) = gradients of the pre-activations; dc
+/// holds dL/dc on entry and dL/dc_prev on exit; dy + dh is dL/dhout.
+#[no_mangle]
+pub extern "C" fn nncy_lstm_cell_grad_f32(
+    b: usize,
+    h: usize,
+    gates: *const f32,
+    c_prev: *const f32,
+    c: *const f32,
+    dy: *const f32,
+    dh: *const f32,
+    dc: *mut f32,
+    dgates: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b4h) = (product(&[b, h])?, product(&[b, 4, h])?);
+        let outs = outputs([(dc, bh), (dgates, b4h)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let (g, cp, cc, dy, dh) = unsafe {
+            (
+                Region::contiguous(gates, b4h)?.read_apart(&outs),
+                Region::contiguous(c_prev, bh)?.read_apart(&outs),
+                Region::contiguous(c, bh)?.read_apart(&outs),
+                Region::contiguous(dy, bh)?.read_apart(&outs),
+                Region::contiguous(dh, bh)?.read_apart(&outs),
+            )
+        };
+        let [dc, dg] = outs;
+        recurrent::lstm_bwd(h, &g, &cp, &cc, &dy, &dh, unsafe { dc.write() }, unsafe { dg.write() })
+    })
+}
+
+/// GRU cell: gates (b, 3h) input-side pre-activations of r, z, n in, r, z, n
+/// out; hw (b, 3h) hidden projections in, its n block plus bhn (h values, may
+/// be null) out; hout = (1 - z) n + z h_prev.
+#[no_mangle]
+pub extern "C" fn nncy_gru_cell_f32(b: usize, h: usize, gates: *mut f32, hw: *mut f32, bhn: *const f32, h_prev: *const f32, hout: *mut f32) -> i32 {
+    guard(|| {
+        let (bh, b3h) = (product(&[b, h])?, product(&[b, 3, h])?);
+        let outs = outputs([(gates, b3h), (hw, b3h), (hout, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes (bhn: h or null).
+        let hp = unsafe { Region::contiguous(h_prev, bh)?.read_apart(&outs) };
+        let bias = if bhn.is_null() { None } else { Some(unsafe { Region::contiguous(bhn, h)?.read_apart(&outs) }) };
+        let [g, hw, ho] = outs;
+        recurrent::gru_fwd(h, unsafe { g.write() }, unsafe { hw.write() }, bias.as_deref(), &hp, unsafe { ho.write() })
+    })
+}
+
+/// GRU cell backward: dgx, dgh (b, 3h) gradients of the input-side
+/// pre-activations and of the hidden projections; dh_prev = (dy + dh) z.
+#[no_mangle]
+pub extern "C" fn nncy_gru_cell_grad_f32(
+    b: usize,
+    h: usize,
+    gates: *const f32,
+    hw: *const f32,
+    h_prev: *const f32,
+    dy: *const f32,
+    dh: *const f32,
+    dgx: *mut f32,
+    dgh: *mut f32,
+    dh_prev: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b3h) = (product(&[b, h])?, product(&[b, 3, h])?);
+        let outs = outputs([(dgx, b3h), (dgh, b3h), (dh_prev, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let (g, hw, hp, dy, dh) = unsafe {
+            (
+                Region::contiguous(gates, b3h)?.read_apart(&outs),
+                Region::contiguous(hw, b3h)?.read_apart(&outs),
+                Region::contiguous(h_prev, bh)?.read_apart(&outs),
+                Region::contiguous(dy, bh)?.read_apart(&outs),
+                Region::contiguous(dh, bh)?.read_apart(&outs),
+            )
+        };
+        let [dgx, dgh, dhp] = outs;
+        recurrent::gru_bwd(h, &g, &hw, &hp, &dy, &dh, unsafe { dgx.write() }, unsafe { dgh.write() }, unsafe { dhp.write() })
+    })
+}
+
+/// y[k] = w[idx[k]] for rows of `width` floats; status 2 if an index is
+/// outside [0, rows).
+#[no_mangle]
+pub extern "C" fn nncy_embed_f32(idx: *const i64, n: usize, w: *const f32, rows: usize, width: usize, y: *mut f32) -> i32 {
+    guard(|| {
+        let [out] = outputs([(y, product(&[n, width])?)])?;
+        // SAFETY: the caller passes n indices, rows * width and n * width floats.
+        let idx = unsafe { Region::contiguous(idx, n)?.read_apart(&[out]) };
+        let w = unsafe { Region::contiguous(w, product(&[rows, width])?)?.read_apart(&[out]) };
+        embed::embed(&idx, &w, rows, width, unsafe { out.write() })
+    })
+}
+
+/// gw[idx[k]] += gy[k] (rows of `width` floats); status 2 if an index is
+/// outside [0, rows).
+#[no_mangle]
+pub extern "C" fn nncy_embed_grad_f32(idx: *const i64, n: usize, gy: *const f32, rows: usize, width: usize, gw: *mut f32) -> i32 {
+    guard(|| {
+        let [out] = outputs([(gw, product(&[rows, width])?)])?;
+        // SAFETY: the caller passes n indices, n * width and rows * width floats.
+        let idx = unsafe { Region::contiguous(idx, n)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, product(&[n, width])?)?.read_apart(&[out]) };
+        embed::embed_grad(&idx, &gy, rows, width, unsafe { out.write() })
+    })
+}
+
+fn geometry(dims: *const usize, params: *const i64) -> Result<correlation::Geometry> {
+    let mut d = [0usize; 4];
+    let mut p = [0i64; 12];
+    read_into(&mut d, dims)?;
+    read_into(&mut p, params)?;
+    correlation::Geometry::new(d, p)
+}
+
+/// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+/// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+/// padding top, bottom, left, right.
+#[no_mangle]
+pub extern "C" fn nncy_patch_correlation_f32(x1: *const f32, x2: *const f32, y: *mut f32, dims: *const usize, params: *const i64) -> i32 {
+    guard(|| {
+        let g = geometry(dims, params)?;
+        let [out] = outputs([(y, g.out_len()?)])?;
+        let ni = g.in_len()?;
+        // SAFETY: the caller passes arrays of the sizes the geometry gives.
+        let (a, b) = unsafe { (Region::contiguous(x1, ni)?.read_apart(&[out]), Region::contiguous(x2, ni)?.read_apart(&[out])) };
+        correlation::forward(&g, &a, &b, unsafe { out.write() })
+    })
+}
+
+/// Gradient of the patch correlation with respect to x1 (which = 0) or x2
+/// (which = 1): gx = (accum ? gx : 0) + d(sum(y * gy)) / dx.
+#[no_mangle]
+pub extern "C" fn nncy_patch_correlation_grad_f32(
+    which: u32,
+    x1: *const f32,
+    x2: *const f32,
+    gy: *const f32,
+    gx: *mut f32,
+    dims: *const usize,
+    params: *const i64,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let g = geometry(dims, params)?;
+        let ni = g.in_len()?;
+        let [out] = outputs([(gx, ni)])?;
+        // SAFETY: the caller passes arrays of the sizes the geometry gives.
+        let (a, b, gy) = unsafe {
+            (
+                Region::contiguous(x1, ni)?.read_apart(&[out]),
+                Region::contiguous(x2, ni)?.read_apart(&[out]),
+                Region::contiguous(gy, g.out_len()?)?.read_apart(&[out]),
+            )
+        };
+        correlation::backward(&g, which, &a, &b, &gy, unsafe { out.write() }, accum != 0)
+    })
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn layer_entry_points_validate() {
+        let mut y = [0.0f32; 6];
+        let w = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(nncy_embed_f32([1i64, 0, 1].as_ptr(), 3, w.as_ptr(), 2, 2, y.as_mut_ptr()), 0);
+        assert_eq!(y, [3.0, 4.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(nncy_embed_f32([2i64].as_ptr(), 1, w.as_ptr(), 2, 2, y.as_mut_ptr()), 2);
+        assert_eq!(nncy_embed_f32(null(), 1, w.as_ptr(), 2, 2, y.as_mut_ptr()), 1);
+        let mut g = [0.0f32; 8];
+        let mut c = [0.0f32; 2];
+        // outputs may not overlap
+        let gp = g.as_mut_ptr();
+        assert_eq!(nncy_lstm_cell_f32(1, 2, gp, c.as_ptr(), gp, c.as_mut_ptr()), 1);
+        assert_eq!(nncy_rnn_cell_f32(0, 2, null(), null_mut()), 1);
+        let dims = [1usize, 2, 2, 1];
+        let bad = [0i64; 12];
+        assert_eq!(nncy_patch_correlation_f32(w.as_ptr(), w.as_ptr(), y.as_mut_ptr(), dims.as_ptr(), bad.as_ptr()), 1);
+    }
+}
