@@ -376,3 +376,6 @@ def adam_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v,
         st = nncy_adam_update_f32(_t0, _t1, _t2, _t3, _t4,
                                   alpha_t, beta1, beta2, eps)
     check(st, 'Adam')
+
+
+include "_kernels_math.pxi"

@@ -5,7 +5,8 @@ the row's real signature and a docstring built from the row.
     y = F.relu(F.affine(x, w, b))
 """
 from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
-from nncy._table import FUNCTIONS
+from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions)
+from nncy._table import FUNCTIONS, REQUIRED
 
 __all__ = []
 
@@ -24,7 +25,8 @@ def _docstring(spec):
     if spec.args:
         lines.append('Arguments:')
         for name, typ, default in spec.args:
-            lines.append('    %s (%s) [default=%r]' % (name, typ, default))
+            lines.append('    %s (%s) [%s]' % (name, typ, 'required' if default is REQUIRED
+                                               else 'default=%r' % (default,)))
     lines += ['Outputs: %s' % ', '.join(spec.outputs),
               '', 'NNabla function %s.' % spec.type_name]
     return '\n'.join(lines)
@@ -41,7 +43,7 @@ def _make(spec):
             params.append(i.name + ('=None' if i.optional else ''))
             inputs.append(i.name)
     for name, _, default in spec.args:
-        params.append('%s=%r' % (name, default))
+        params.append(name if default is REQUIRED else '%s=%r' % (name, default))
     params += ['n_outputs=-1', 'outputs=None']
     if variadic:
         input_expr = spec.inputs[0].name
