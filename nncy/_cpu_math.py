@@ -157,7 +157,9 @@ class Prod(_AxisReduce):
         return [self.setup_axes(inputs[0])]
 
     def forward(self, inputs, outputs):
-        K.reduce(self.spec.name, 'prod', d32(inputs[0]), tuple(self.axes), dout(outputs[0]))
+        # accumulated in float64: a float32 product of n factors is off by ~sqrt(n) ulp
+        K.prod(self.spec.name, self.source(d32(inputs[0])), dout(outputs[0]), self.outer,
+               self.r, self.inner)
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:

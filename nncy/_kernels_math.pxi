@@ -9,6 +9,7 @@ cdef extern from "nncy_kernels.h" nogil:
                                 size_t outer, size_t r, size_t inner)
     int32_t nncy_arg_scatter_f32(const float* gy, const int64_t* idx, float* gx, size_t outer,
                                  size_t r, size_t inner, int32_t accum)
+    int32_t nncy_prod_f32(const float* x, float* y, size_t outer, size_t r, size_t inner)
     int32_t nncy_prod_grad_f32(const float* x, const float* gy, float* gx, size_t outer,
                                size_t r, size_t inner, int32_t accum)
     int32_t nncy_nary_f32(uint32_t op, const float* const* xs, size_t n_in, size_t skip,
@@ -75,6 +76,19 @@ def arg_scatter(name, cnp.ndarray gy, cnp.ndarray idx, cnp.ndarray gx, size_t ou
     cdef float* _gx = fptr(gx)
     with nogil:
         st = nncy_arg_scatter_f32(_g, _i, _gx, outer, r, inner, accum)
+    check(st, name)
+
+
+def prod(name, cnp.ndarray x, cnp.ndarray y, size_t outer, size_t r, size_t inner):
+    """y (outer, inner) = product of x (outer, r, inner) over r, accumulated in float64."""
+    need_f32(x, name); need_f32(y, name)
+    _need_size(x, outer * r * inner, name, 'the input')
+    _need_size(y, outer * inner, name, 'the output')
+    cdef int32_t st
+    cdef float* _x = fptr(x)
+    cdef float* _y = fptr(y)
+    with nogil:
+        st = nncy_prod_f32(_x, _y, outer, r, inner)
     check(st, name)
 
 

@@ -81,6 +81,10 @@ int32_t nncy_arg_reduce_f32(uint32_t op, const float *x, float *vals, int64_t *i
 // status 2 (nothing written) if an index is outside [0, r).
 int32_t nncy_arg_scatter_f32(const float *gy, const int64_t *idx, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
 
+// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+// accumulated in f64.
+int32_t nncy_prod_f32(const float *x, float *y, size_t outer, size_t r, size_t inner);
+
 // gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
 int32_t nncy_prod_grad_f32(const float *x, const float *gy, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
 

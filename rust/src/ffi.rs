@@ -787,6 +787,18 @@ pub extern "C" fn nncy_arg_scatter_f32(gy: *const f32, idx: *const i64, gx: *mut
     })
 }
 
+/// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+/// accumulated in f64.
+#[no_mangle]
+pub extern "C" fn nncy_prod_f32(x: *const f32, y: *mut f32, outer: usize, r: usize, inner: usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, product(&[outer, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, product(&[outer, r, inner])?)?.read_apart(&[out]) };
+        crate::math::prod_reduce(&x, unsafe { out.write() }, outer, r, inner)
+    })
+}
+
 /// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
 #[no_mangle]
 pub extern "C" fn nncy_prod_grad_f32(x: *const f32, gy: *const f32, gx: *mut f32, outer: usize, r: usize, inner: usize, accum: i32) -> i32 {

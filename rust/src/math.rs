@@ -215,6 +215,116 @@ pub fn arg_scatter(gy: &[f32], idx: &[i64], gx: &mut [f32], outer: usize, r: usi
 }
 
 // ---------------------------------------------------------------------------
+// product reduction
+
+/// Products of columns [c0, c0 + acc.len()) over rows [j0, j1) of a row-major
+/// matrix with `stride` columns, multiplied into `acc` (f64).
+#[inline(always)]
+fn prod_cols(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usize, acc: &mut [f64]) {
+    let w = acc.len();
+    for j in j0..j1 {
+        let row = &x[j * stride + c0..][..w];
+        for c in 0..w {
+            acc[c] *= row[c] as f64;
+        }
+    }
+}
+
+/// Products over r of one (r, inner) block, accumulated in f64.
+fn prod_one(x: &[f32], r: usize, inner: usize, y: &mut [f32], parallel: bool) {
+    if inner >= 16 {
+        let run = |(y, cols_r): (&mut [f32], std::ops::Range<usize>)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut acc = [1.0f64; G];
+                    for c0 in cols_r.clone().step_by(G) {
+                        let w = G.min(cols_r.end - c0);
+                        acc[..w].fill(1.0);
+                        prod_cols(x, inner, c0, 0, r, &mut acc[..w]);
+                        for (o, &a) in y[c0 - cols_r.start..][..w].iter_mut().zip(&acc[..w]) {
+                            *o = a as f32;
+                        }
+                    }
+                },
+            )
+        };
+        if parallel {
+            par_for((y, 0..inner), r, run);
+        } else {
+            run((y, 0..inner));
+        }
+        return;
+    }
+    // narrow: m rows packed into one of width w = m * inner >= 16
+    let m = 16usize.div_ceil(inner);
+    let w = m * inner;
+    let packed = r / m;
+    let piece = |j0: usize, j1: usize| -> Vec<f64> {
+        let mut acc = vec![1.0f64; w];
+        simd::dispatch(
+            #[inline(always)]
+            || prod_cols(x, w, 0, j0, j1, &mut acc),
+        );
+        acc
+    };
+    let work = packed * w;
+    let pieces = if parallel && work >= 2 * par::MIN_PAR_WORK {
+        (work / (par::MIN_PAR_WORK / 2)).clamp(1, 4 * par::num_threads()).min(packed)
+    } else {
+        1
+    };
+    let bounds = |p: usize| p * packed / pieces;
+    let parts: Vec<Vec<f64>> = if pieces > 1 {
+        (0..pieces).into_par_iter().map(|p| piece(bounds(p), bounds(p + 1))).collect()
+    } else {
+        vec![piece(0, packed)]
+    };
+    let mut acc = vec![1.0f64; inner];
+    for part in &parts {
+        for (q, &v) in part.iter().enumerate() {
+            acc[q % inner] *= v;
+        }
+    }
+    for (k, &v) in x[packed * w..r * inner].iter().enumerate() {
+        acc[k % inner] *= v as f64;
+    }
+    for (o, &a) in y.iter_mut().zip(&acc) {
+        *o = a as f32;
+    }
+}
+
+/// y[o, i] = prod over j of x[o, j, i] for x viewed as (outer, r, inner),
+/// accumulated in f64 (a float32 product of n factors carries about sqrt(n)
+/// roundings whatever the order; this one is rounded once).
+pub fn prod_reduce(x: &[f32], y: &mut [f32], outer: usize, r: usize, inner: usize) -> Result {
+    let n_out = outer.checked_mul(inner).ok_or(Error::Invalid)?;
+    let n_in = n_out.checked_mul(r).ok_or(Error::Invalid)?;
+    if x.len() < n_in || y.len() < n_out {
+        return Err(Error::Invalid);
+    }
+    if n_out == 0 {
+        return Ok(());
+    }
+    let (x, y) = (&x[..n_in], &mut y[..n_out]);
+    let per = r * inner;
+    if outer >= 4 * par::num_threads() || per < par::MIN_PAR_WORK {
+        par_for((Rows(y, inner), Rows(x, per)), per.max(1), |(Rows(y, _), Rows(x, _))| {
+            for (k, yo) in y.chunks_exact_mut(inner).enumerate() {
+                prod_one(&x[(k * per).min(x.len())..], r, inner, yo, false);
+            }
+        });
+    } else {
+        par::install(outer * per, |parallel| {
+            for (yo, xo) in y.chunks_exact_mut(inner).zip(x.chunks_exact(per)) {
+                prod_one(xo, r, inner, yo, parallel);
+            }
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // product reduction gradient
 
 /// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i]: the
@@ -516,6 +626,28 @@ mod tests {
         assert!(v[0].is_nan() && ix == [0, 0]);
         assert_eq!(arg_reduce(ARG_MAX, &x, &mut v, &mut ix, 2, 0, 1), Err(Error::Invalid));
         assert_eq!(arg_reduce(2, &x, &mut v, &mut ix, 2, 20, 1), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn prod_reduce_is_accurate() {
+        for &(outer, r, inner) in &[(1, 1, 1), (3, 5, 1), (2, 0, 3), (1, 1_000_000, 1), (4, 1000, 3), (2, 300, 70), (70, 30, 1), (1, 50_000, 20)] {
+            let mut s = 7u64;
+            let x: Vec<f32> = (0..outer * r * inner)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    1.0 + ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2e-3
+                })
+                .collect();
+            let mut y = vec![0.0f32; outer * inner];
+            prod_reduce(&x, &mut y, outer, r, inner).unwrap();
+            for o in 0..outer {
+                for i in 0..inner {
+                    let want: f64 = (0..r).map(|j| x[(o * r + j) * inner + i] as f64).product();
+                    let got = y[o * inner + i] as f64;
+                    assert!((got - want).abs() <= 1e-7 * want.abs(), "{outer}x{r}x{inner}: {got} vs {want}");
+                }
+            }
+        }
     }
 
     #[test]
