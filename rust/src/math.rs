@@ -20,61 +20,117 @@ use rayon::prelude::*;
 pub const ARG_MAX: u32 = 0;
 pub const ARG_MIN: u32 = 1;
 
-/// Whether `v` beats `best`: strictly larger (smaller), or `best` is NaN and
-/// `v` is not.  NaN values are skipped unless every value is NaN.
+/// Index of a candidate that no element beat (see [`extremes`]).
+const NONE: u64 = u64::MAX;
+
+/// Columns processed together.
+const G: usize = 256;
+
+/// The value extremes start from: -inf for max, +inf for min.
 #[inline(always)]
-fn beats<const MAX: bool>(v: f32, best: f32) -> bool {
-    (if MAX { v > best } else { v < best }) || (best.is_nan() && !v.is_nan())
+fn start<const MAX: bool>() -> f32 {
+    if MAX {
+        f32::NEG_INFINITY
+    } else {
+        f32::INFINITY
+    }
 }
 
-/// Whether candidate (vb, ib) replaces (va, ia): it beats it, or ties (NaN
-/// with NaN included) at a smaller index, so that the first extreme wins.
+/// Strictly better (NaN never is).
 #[inline(always)]
-fn replaces<const MAX: bool>(va: f32, ia: u64, vb: f32, ib: u64) -> bool {
-    beats::<MAX>(vb, va) || (ib < ia && (vb == va || (va.is_nan() && vb.is_nan())))
+fn better<const MAX: bool>(v: f32, best: f32) -> bool {
+    if MAX {
+        v > best
+    } else {
+        v < best
+    }
 }
 
-/// Columns processed together (kept in registers while rows stream by).
-const G: usize = 64;
-
-/// Extremes over rows [j0, j1) (j0 < j1) of the columns c0 .. c0 + best.len()
-/// of a row-major matrix with `stride` columns: value and row index.
+/// The hot loop: rows [j0, j1) (fewer than 2^32) of the columns c0 ..
+/// c0 + best.len() of a row-major matrix with `stride` columns.  `best` and
+/// `idx` start at (start, u32::MAX); a strictly better value replaces them
+/// with its row index relative to j0, so ties keep the first and NaN is
+/// never taken.
 #[inline(always)]
-fn cols<const MAX: bool>(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usize, best: &mut [f32], idx: &mut [u64]) {
+fn cols<const MAX: bool>(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usize, best: &mut [f32], idx: &mut [u32]) {
     let w = best.len();
-    best.copy_from_slice(&x[j0 * stride + c0..][..w]);
-    idx.fill(j0 as u64);
-    for j in j0 + 1..j1 {
+    let idx = &mut idx[..w];
+    for j in j0..j1 {
         let row = &x[j * stride + c0..][..w];
+        let jj = (j - j0) as u32;
         for c in 0..w {
             let v = row[c];
-            let take = beats::<MAX>(v, best[c]);
+            let take = better::<MAX>(v, best[c]);
             best[c] = if take { v } else { best[c] };
-            idx[c] = if take { j as u64 } else { idx[c] };
+            idx[c] = if take { jj } else { idx[c] };
         }
     }
 }
 
-/// Extremes of a (r, inner) block with inner >= 16: chunks of columns, in
+/// Extremes of the columns c0 .. c0 + best.len() (at most G) over rows
+/// [j0, j1): value and absolute row index, NONE where no element beat the
+/// start value (every element NaN or equal to it).
+#[inline(always)]
+fn extremes<const MAX: bool>(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usize, best: &mut [f32], idx: &mut [u64]) {
+    const SEG: usize = 1 << 31;
+    let w = best.len();
+    best.fill(start::<MAX>());
+    idx.fill(NONE);
+    let mut sb = [0.0f32; G];
+    let mut si = [0u32; G];
+    let mut s0 = j0;
+    while s0 < j1 {
+        let s1 = j1.min(s0 + SEG);
+        sb[..w].fill(start::<MAX>());
+        si[..w].fill(u32::MAX);
+        cols::<MAX>(x, stride, c0, s0, s1, &mut sb[..w], &mut si[..w]);
+        // later segments win only when strictly better
+        for c in 0..w {
+            if si[c] != u32::MAX && better::<MAX>(sb[c], best[c]) {
+                best[c] = sb[c];
+                idx[c] = (s0 + si[c] as usize) as u64;
+            }
+        }
+        s0 = s1;
+    }
+}
+
+/// Whether candidate (vb, ib) replaces (va, ia): better, or equal at a
+/// smaller index (NONE counts as the largest index).
+#[inline(always)]
+fn replaces<const MAX: bool>(va: f32, ia: u64, vb: f32, ib: u64) -> bool {
+    better::<MAX>(vb, va) || (vb == va && ib < ia)
+}
+
+/// Final values and indices of one (r, inner) block from its candidates:
+/// a NONE column (nothing beat the start value) takes its first non-NaN
+/// element, or index 0 (NaN) when all are NaN.
+fn finish(x: &[f32], r: usize, inner: usize, cand: &[(f32, u64)], vals: &mut [f32], idx: &mut [i64]) {
+    for (c, &(_, j)) in cand.iter().enumerate() {
+        let j = if j != NONE { j as usize } else { (0..r).find(|&j| !x[j * inner + c].is_nan()).unwrap_or(0) };
+        vals[c] = x[j * inner + c];
+        idx[c] = j as i64;
+    }
+}
+
+/// Extremes of a (r, inner) block with inner >= 64: chunks of G columns, in
 /// parallel over chunks when `parallel`.
 fn extreme_wide<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut [f32], idx: &mut [i64], parallel: bool) {
     let run = |(vals, idx, cols_r): (&mut [f32], &mut [i64], std::ops::Range<usize>)| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                let mut best = [0.0f32; G];
-                let mut bi = [0u64; G];
-                for c0 in cols_r.clone().step_by(G) {
-                    let w = G.min(cols_r.end - c0);
-                    cols::<MAX>(x, inner, c0, 0, r, &mut best[..w], &mut bi[..w]);
-                    let o = c0 - cols_r.start;
-                    vals[o..o + w].copy_from_slice(&best[..w]);
-                    for (d, &s) in idx[o..o + w].iter_mut().zip(&bi[..w]) {
-                        *d = s as i64;
-                    }
-                }
-            },
-        )
+        let mut best = [0.0f32; G];
+        let mut bi = [0u64; G];
+        let mut cand = Vec::with_capacity(G);
+        for c0 in cols_r.clone().step_by(G) {
+            let w = G.min(cols_r.end - c0);
+            simd::dispatch(
+                #[inline(always)]
+                || extremes::<MAX>(x, inner, c0, 0, r, &mut best[..w], &mut bi[..w]),
+            );
+            cand.clear();
+            cand.extend(best[..w].iter().copied().zip(bi[..w].iter().copied()));
+            let o = c0 - cols_r.start;
+            finish(&x[c0..], r, inner, &cand, &mut vals[o..o + w], &mut idx[o..o + w]);
+        }
     };
     if parallel {
         par_for((vals, idx, 0..inner), r, run);
@@ -83,32 +139,31 @@ fn extreme_wide<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut [
     }
 }
 
-/// Extremes of a (r, inner) block with inner < 16: `m` consecutive rows are
-/// packed into one of width m * inner >= 16, the packed rows are reduced (in
+/// Extremes of a (r, inner) block with inner < 64: `m` consecutive rows are
+/// packed into one of width m * inner >= 64, the packed rows are reduced (in
 /// pieces over the pool when `parallel`), and the candidates are folded with
 /// the rows left over.
 fn extreme_narrow<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut [f32], idx: &mut [i64], parallel: bool) {
-    let m = 16usize.div_ceil(inner);
+    let m = 64usize.div_ceil(inner);
     let w = m * inner;
     let packed = r / m;
-    // (value, index in x's rows) per column of `inner`
-    let mut best: Vec<(f32, u64)> = vec![(f32::NAN, u64::MAX); inner];
-    let fold = |best: &mut [(f32, u64)], v: f32, j: u64, c: usize| {
-        let (bv, bj) = best[c];
-        if bj == u64::MAX || replaces::<MAX>(bv, bj, v, j) {
-            best[c] = (v, j);
+    let mut cand: Vec<(f32, u64)> = vec![(start::<MAX>(), NONE); inner];
+    let mut fold = |v: f32, j: u64, c: usize| {
+        let (bv, bj) = cand[c];
+        if replaces::<MAX>(bv, bj, v, j) {
+            cand[c] = (v, j);
         }
     };
     if packed > 0 {
-        // candidates of one piece of packed rows: per packed column, (value, packed row)
-        let piece = |j0: usize, j1: usize| -> (Vec<f32>, Vec<u64>) {
-            let mut bv = vec![0.0f32; w];
-            let mut bj = vec![0u64; w];
+        // one piece of packed rows: per packed column, (value, packed row)
+        let piece = |j0: usize, j1: usize| -> Vec<(f32, u64)> {
+            let mut bv = [0.0f32; G];
+            let mut bj = [0u64; G];
             simd::dispatch(
                 #[inline(always)]
-                || cols::<MAX>(x, w, 0, j0, j1, &mut bv, &mut bj),
+                || extremes::<MAX>(x, w, 0, j0, j1, &mut bv[..w], &mut bj[..w]),
             );
-            (bv, bj)
+            bv[..w].iter().copied().zip(bj[..w].iter().copied()).collect()
         };
         let work = packed * w;
         let pieces = if parallel && work >= 2 * par::MIN_PAR_WORK {
@@ -117,33 +172,34 @@ fn extreme_narrow<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut
             1
         };
         let bounds = |p: usize| p * packed / pieces;
-        let results: Vec<(Vec<f32>, Vec<u64>)> = if pieces > 1 {
+        let parts: Vec<Vec<(f32, u64)>> = if pieces > 1 {
             (0..pieces).into_par_iter().map(|p| piece(bounds(p), bounds(p + 1))).collect()
         } else {
             vec![piece(0, packed)]
         };
-        for (bv, bj) in &results {
-            for q in 0..w {
-                let j = bj[q] * m as u64 + (q / inner) as u64;
-                fold(&mut best[..], bv[q], j, q % inner);
+        for part in &parts {
+            for (q, &(v, jp)) in part.iter().enumerate() {
+                if jp != NONE {
+                    fold(v, jp * m as u64 + (q / inner) as u64, q % inner);
+                }
             }
         }
     }
     for j in packed * m..r {
         for c in 0..inner {
-            fold(&mut best[..], x[j * inner + c], j as u64, c);
+            let v = x[j * inner + c];
+            if better::<MAX>(v, start::<MAX>()) {
+                fold(v, j as u64, c);
+            }
         }
     }
-    for (c, &(v, j)) in best.iter().enumerate() {
-        vals[c] = v;
-        idx[c] = j as i64;
-    }
+    finish(x, r, inner, &cand, vals, idx);
 }
 
 fn arg_reduce_impl<const MAX: bool>(x: &[f32], vals: &mut [f32], idx: &mut [i64], outer: usize, r: usize, inner: usize) {
     let per = r * inner;
     let one = |x: &[f32], v: &mut [f32], i: &mut [i64], parallel: bool| {
-        if inner >= 16 {
+        if inner >= 64 {
             extreme_wide::<MAX>(x, r, inner, v, i, parallel)
         } else {
             extreme_narrow::<MAX>(x, r, inner, v, i, parallel)
@@ -458,16 +514,24 @@ pub fn where_(cond: &[f32], xt: &[f32], xf: &[f32], y: &mut [f32], outer: usize,
     if n == 0 {
         return Ok(());
     }
-    let inner = inner.max(1);
+    if inner == 1 {
+        // an elementwise select
+        par_for((&mut y[..n], &xt[..n], &xf[..n], &cond[..n]), 1, |(y, t, f, c)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (((y, &t), &f), &c) in y.iter_mut().zip(t).zip(f).zip(c) {
+                        *y = if c != 0.0 { t } else { f };
+                    }
+                },
+            )
+        });
+        return Ok(());
+    }
     par_for((Rows(&mut y[..n], inner), Rows(&xt[..n], inner), Rows(&xf[..n], inner), &cond[..outer]), inner, |(Rows(y, _), Rows(t, _), Rows(f, _), c)| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                for (((y, t), f), &c) in y.chunks_exact_mut(inner).zip(t.chunks_exact(inner)).zip(f.chunks_exact(inner)).zip(c) {
-                    y.copy_from_slice(if c != 0.0 { t } else { f });
-                }
-            },
-        )
+        for (((y, t), f), &c) in y.chunks_exact_mut(inner).zip(t.chunks_exact(inner)).zip(f.chunks_exact(inner)).zip(c) {
+            y.copy_from_slice(if c != 0.0 { t } else { f });
+        }
     });
     Ok(())
 }
@@ -618,6 +682,12 @@ mod tests {
                 assert_eq!(ix, wi, "{op} {outer}x{r}x{inner}");
                 assert!(v.iter().zip(&wv).all(|(a, b)| a.to_bits() == b.to_bits()));
             }
+        }
+        // only -inf and NaN: the first -inf; -0 and 0 tie
+        for (x, want) in [([f32::NAN, f32::NEG_INFINITY, f32::NEG_INFINITY], 1i64), ([-0.0f32, 0.0, -1.0], 0)] {
+            let (mut v, mut ix) = ([0.0f32; 1], [5i64; 1]);
+            arg_reduce(ARG_MAX, &x, &mut v, &mut ix, 1, 3, 1).unwrap();
+            assert_eq!((ix[0], v[0].to_bits()), (want, x[want as usize].to_bits()));
         }
         // all NaN: NaN at index 0
         let x = [f32::NAN; 40];
