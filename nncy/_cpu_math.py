@@ -200,8 +200,8 @@ class _Nary(Impl):
     op = 'sum'
 
     def setup(self, inputs):
-        if not inputs:
-            raise self.error('x', 'needs at least one input variable', TypeError)
+        if len(inputs) < 2:
+            raise self.error('x', 'needs at least 2 input variables, got %d' % len(inputs))
         shape = inputs[0].shape
         for k, v in enumerate(inputs):
             if v.shape != shape:
