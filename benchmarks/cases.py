@@ -224,6 +224,113 @@ def _patch_correlation(size):
                                    for sx in range(2 * shift + 1)], axis=1)
                          for sy in range(2 * shift + 1)], axis=1)
     return [x1, x2], args, np_fn, None
+def _axis1(np_fn, torch_fn, positive=False):
+    """A reduction over axis 1 of a (rows, 256) matrix."""
+    def make(size):
+        x = _mat(SIZES[size])
+        if positive:   # products stay finite
+            x = (1.0 + 1e-3 * x).astype(np.float32)
+        return [x], {'axis': 1}, lambda x, axis=1: np_fn(x, axis=axis), torch_fn
+    return make
+
+
+def _reduce_all(np_fn, torch_name):
+    def make(size):
+        return [_vec(SIZES[size])], {}, np_fn, lambda t, x: getattr(t, torch_name)(x)
+    return make
+
+
+def _nary(np_fn, torch_fn):
+    def make(size):
+        n = SIZES[size]
+        xs = [_vec(n), _vec(n, 0.5, 1.5), _vec(n)[::-1].copy()]
+        return xs, {}, np_fn, torch_fn
+    return make
+
+
+def _grid(n):
+    """Values from a small set, with zeros and ties."""
+    return _rng().choice(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), size=n)
+
+
+def _logical(np_fn, torch_name):
+    def make(size):
+        n = SIZES[size]
+        return ([_grid(n), _grid(n)[::-1].copy()], {}, np_fn,
+                lambda t, a, b: getattr(t, torch_name)(a, b))
+    return make
+
+
+def _scalar_cmp(np_op, torch_op, val=0.5):
+    return unary(lambda x: np_op(x, val), None, args={'val': val},
+                 torch_fn=lambda t, x: torch_op(x, val))
+
+
+def _logical_scalar(np_fn, torch_fn):
+    def make(size):
+        return ([_grid(SIZES[size])], {'val': True}, lambda x: np_fn(x != 0, True),
+                lambda t, x: torch_fn(t, x))
+    return make
+
+
+def _specials(n, nan=True, inf=True):
+    x = _vec(n)
+    extra = np.array(([np.nan] if nan else []) + ([np.inf, -np.inf] if inf else []), np.float32)
+    r = _rng()
+    mask = r.rand(n) < 0.1
+    x[mask] = r.choice(extra, size=int(mask.sum()))
+    return x
+
+
+def _special_unary(np_fn, torch_fn, nan=True, inf=True):
+    def make(size):
+        return [_specials(SIZES[size], nan, inf)], {}, np_fn, torch_fn
+    return make
+
+
+def _where(size):
+    n = SIZES[size]
+    return ([_grid(n), _vec(n), _vec(n)[::-1].copy()], {},
+            lambda c, a, b: np.where(c != 0, a, b), lambda t, c, a, b: t.where(c != 0, a, b))
+
+
+def _constant(size):
+    n = SIZES[size]
+    return ([], {'val': 1.5, 'shape': (n,)}, lambda shape: np.full(shape, 1.5, np.float32),
+            None)
+
+
+def _arange(size):
+    n = SIZES[size]
+    return ([], {'start': 0.0, 'stop': float(n), 'step': 1.0},
+            lambda start, stop, step: np.arange(start, stop, step, dtype=np.float32), None)
+
+
+def _np_matrix_diag(x):
+    k = x.shape[-1]
+    y = np.zeros(x.shape + (k,), x.dtype)
+    i = np.arange(k)
+    y[..., i, i] = x
+    return y
+
+
+def _matrix_diag(size):
+    x = _rng().randn(SIZES[size] // 8, 8).astype(np.float32)
+    return [x], {}, _np_matrix_diag, lambda t, x: t.diag_embed(x)
+
+
+def _matrix_diag_part(size):
+    x = _rng().randn(max(SIZES[size] // 1024, 1), 32, 32).astype(np.float32)
+    return ([x], {}, lambda x: np.diagonal(x, axis1=-2, axis2=-1).copy(),
+            lambda t, x: t.diagonal(x, dim1=-2, dim2=-1).clone())
+
+
+def _batch_matmul(size):
+    b, m = (4, 16) if size == 'small' else (64, 128)
+    r = _rng()
+    a = r.randn(b, m, m).astype(np.float32)
+    w = r.randn(b, m, m).astype(np.float32)
+    return [a, w], {}, np.matmul, lambda t, a, w: t.matmul(a, w)
 
 
 CASES = {
@@ -266,4 +373,68 @@ CASES = {
     'reshape': _reshape,
     'slice': _slice,
     'sink': _sink,
+    # reduction
+    'max': _axis1(np.max, lambda t, x: t.amax(x, dim=1)),
+    'min': _axis1(np.min, lambda t, x: t.amin(x, dim=1)),
+    'prod': _axis1(np.prod, lambda t, x: t.prod(x, dim=1), positive=True),
+    'reduce_sum': _reduce_all(np.sum, 'sum'),
+    'reduce_mean': _reduce_all(np.mean, 'mean'),
+    # arithmetic
+    'add_n': _nary(lambda a, b, c: a + b + c, lambda t, a, b, c: a + b + c),
+    'mul_n': _nary(lambda a, b, c: a * b * c, lambda t, a, b, c: a * b * c),
+    # logical
+    'equal': _logical(np.equal, 'eq'),
+    'not_equal': _logical(np.not_equal, 'ne'),
+    'greater': _logical(np.greater, 'gt'),
+    'greater_equal': _logical(np.greater_equal, 'ge'),
+    'less': _logical(np.less, 'lt'),
+    'less_equal': _logical(np.less_equal, 'le'),
+    'logical_and': _logical(lambda a, b: np.logical_and(a != 0, b != 0), 'logical_and'),
+    'logical_or': _logical(lambda a, b: np.logical_or(a != 0, b != 0), 'logical_or'),
+    'logical_xor': _logical(lambda a, b: np.logical_xor(a != 0, b != 0), 'logical_xor'),
+    'equal_scalar': _scalar_cmp(np.equal, lambda x, v: x == v),
+    'not_equal_scalar': _scalar_cmp(np.not_equal, lambda x, v: x != v),
+    'greater_scalar': _scalar_cmp(np.greater, lambda x, v: x > v),
+    'greater_equal_scalar': _scalar_cmp(np.greater_equal, lambda x, v: x >= v),
+    'less_scalar': _scalar_cmp(np.less, lambda x, v: x < v),
+    'less_equal_scalar': _scalar_cmp(np.less_equal, lambda x, v: x <= v),
+    'logical_and_scalar': _logical_scalar(np.logical_and, lambda t, x: t.logical_and(x, t.tensor(True))),
+    'logical_or_scalar': _logical_scalar(np.logical_or, lambda t, x: t.logical_or(x, t.tensor(True))),
+    'logical_xor_scalar': _logical_scalar(np.logical_xor, lambda t, x: t.logical_xor(x, t.tensor(True))),
+    'logical_not': unary(np.logical_not, 'logical_not'),
+    'sign': unary(np.sign, 'sign'),
+    'minimum2': binary(np.minimum, 'minimum'),
+    'maximum2': binary(np.maximum, 'maximum'),
+    'minimum_scalar': unary(lambda x: np.minimum(x, 0.5), None, args={'val': 0.5},
+                            torch_fn=lambda t, x: t.clamp(x, max=0.5)),
+    'maximum_scalar': unary(lambda x: np.maximum(x, 0.5), None, args={'val': 0.5},
+                            torch_fn=lambda t, x: t.clamp(x, min=0.5)),
+    'isnan': _special_unary(np.isnan, lambda t, x: t.isnan(x)),
+    'isinf': _special_unary(np.isinf, lambda t, x: t.isinf(x)),
+    'reset_nan': _special_unary(lambda x: np.where(np.isnan(x), np.float32(0), x),
+                                lambda t, x: t.where(t.isnan(x), 0.0, x), inf=False),
+    'reset_inf': _special_unary(lambda x: np.where(np.isinf(x), np.float32(0), x),
+                                lambda t, x: t.where(t.isinf(x), 0.0, x), nan=False),
+    'where': _where,
+    # math
+    'constant': _constant,
+    'arange': _arange,
+    'round': unary(np.round, 'round'),
+    'ceil': unary(np.ceil, 'ceil'),
+    'floor': unary(np.floor, 'floor'),
+    'matrix_diag': _matrix_diag,
+    'matrix_diag_part': _matrix_diag_part,
+    'batch_matmul': _batch_matmul,
+    'sin': unary(np.sin, 'sin'),
+    'cos': unary(np.cos, 'cos'),
+    'tan': unary(np.tan, 'tan', -1.2, 1.2),
+    'sinh': unary(np.sinh, 'sinh'),
+    'cosh': unary(np.cosh, 'cosh'),
+    'asin': unary(np.arcsin, 'asin', -0.9, 0.9),
+    'acos': unary(np.arccos, 'acos', -0.9, 0.9),
+    'atan': unary(np.arctan, 'atan'),
+    'atan2': binary(np.arctan2, 'atan2'),
+    'asinh': unary(np.arcsinh, 'asinh'),
+    'acosh': unary(np.arccosh, 'acosh', 1.2, 3.0),
+    'atanh': unary(np.arctanh, 'atanh', -0.8, 0.8),
 }

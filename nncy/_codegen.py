@@ -64,7 +64,8 @@ def _table():
 
 
 def _numeric_args(spec):
-    return [a[0] for a in spec.args if a[1] in ('int', 'float')]
+    """The arguments passed to the kernels as f32 parameters (``Spec.params``)."""
+    return list(spec.params)
 
 
 def canonical_text(table=None):
@@ -442,11 +443,16 @@ def _test_params(op):
     """Parameter values for the generated reference tests: float arguments at
     their default + 0.5 (so that e.g. pow's exponent is not 1), ints as given."""
     vals = []
-    for name, typ, default in op.spec.args:
+    types = {a[0]: a[1:] for a in op.spec.args}
+    for name in op.params:
+        typ, default = types[name]
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
         if typ == 'float':
-            vals.append(float(default if default is not None else 0.0) + 0.5)
+            vals.append(float(default if number else 0.0) + 0.5)
         elif typ == 'int':
-            vals.append(float(default if default is not None else 1))
+            vals.append(float(default if number else 1))
+        else:   # bool
+            vals.append(1.0)
     return vals
 
 
@@ -627,6 +633,9 @@ def _rust_reference(unary, binary):
     def params(ops):
         return '\n'.join('        &[%s],' % ', '.join('%rf64' % v for v in _test_params(op)) for op in ops)
 
+    def ste(ops):
+        return ', '.join(str(bool(op.spec.straight_through)).lower() for op in ops)
+
     return '''
 /// f64 references of the expressions above (tests only).
 #[cfg(test)]
@@ -642,6 +651,10 @@ pub mod reference {
     pub static BINARY_PARAMS: [&[f64]; %d] = [
 %s
     ];
+    /// Per unary op: the gradient is a straight-through estimate, not the derivative.
+    pub static UNARY_STRAIGHT_THROUGH: [bool; %d] = [%s];
+    /// Per binary op: the gradient is a straight-through estimate, not the derivative.
+    pub static BINARY_STRAIGHT_THROUGH: [bool; %d] = [%s];
 
     pub fn unary(op: u32, x: f64, p: &[f64]) -> f64 {
         match op {
@@ -664,6 +677,7 @@ pub mod reference {
     }
 }
 ''' % (len(unary), params(unary), len(binary), params(binary),
+       len(unary), ste(unary), len(binary), ste(binary),
        arms(unary, False), arms(unary, True), arms(binary, False), arms(binary, True))
 
 

@@ -284,6 +284,12 @@ cdef class NdArray:
     def __pow__(self, other, mod): return _ops().pow_(self, other)
     def __rpow__(self, other, mod): return _ops().rpow(self, other)
     def __matmul__(self, other): return _ops().matmul(self, other)
+    def __lt__(self, other): return _ops().lt(self, other)
+    def __le__(self, other): return _ops().le(self, other)
+    def __gt__(self, other): return _ops().gt(self, other)
+    def __ge__(self, other): return _ops().ge(self, other)
+    # == and != stay identity comparisons; hashing by identity too
+    def __hash__(self): return object.__hash__(self)
 
 
 cdef object _ops_module = None
@@ -529,8 +535,12 @@ cdef class Variable:
     def __pow__(self, other, mod): return _ops().pow_(self, other)
     def __rpow__(self, other, mod): return _ops().rpow(self, other)
     def __matmul__(self, other): return _ops().matmul(self, other)
+    def __lt__(self, other): return _ops().lt(self, other)
+    def __le__(self, other): return _ops().le(self, other)
+    def __gt__(self, other): return _ops().gt(self, other)
+    def __ge__(self, other): return _ops().ge(self, other)
     def __getitem__(self, key): return _ops().getitem(self, key)
-    __hash__ = object.__hash__
+    def __hash__(self): return object.__hash__(self)
 
 
 # ---------------------------------------------------------------------------
@@ -1160,7 +1170,7 @@ cdef class Pointwise(Impl):
         self.code = spec.code
         self.nin = len(spec.inputs)
         self.cname = spec.name.encode()
-        nums = [args[n] for n, t, _ in spec.args if t in ('int', 'float')]
+        nums = [args[n] for n in spec.params]
         self.params = np.array(nums, np.float32) if nums else _NO_PARAMS
         self.inplace = args.get('inplace', False) and spec.inplace_ok
         self.uses_x = spec.grad_uses_inputs

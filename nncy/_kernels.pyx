@@ -653,3 +653,4 @@ def patch_correlation_grad(name, uint32_t which, cnp.ndarray x1, cnp.ndarray x2,
     with nogil:
         st = nncy_patch_correlation_grad_f32(which, _t0, _t1, _t2, _t3, d, p, accum)
     check(st, name)
+include "_kernels_math.pxi"

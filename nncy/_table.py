@@ -13,7 +13,8 @@ name        the ``F.*`` name (``relu``)
 inputs      comma separated input names; suffixes: ``?`` optional, ``*`` variadic,
             ``@`` parameter (``"x, weight@, bias?@"``)
 args        list of ``(name, type, default)``; types: int, float, bool, str,
-            ints (tuple of int), floats, shape, axis (None/int/tuple), any
+            ints (tuple of int), floats, shape, axis (None/int/tuple), any;
+            default ``REQUIRED`` for an argument without a default
 outputs     comma separated output names
 kind        ``pointwise`` (one expression forward, one per input backward),
             ``composite`` (built from other functions) or ``structured``
@@ -28,6 +29,12 @@ signature   optional: the ``F.*`` parameter names in NNabla's order, for the few
             functions whose Python signature mixes inputs and arguments
             (``multi_head_attention(query, key, value, num_heads, ...)``);
             an argument whose default is ``REQUIRED`` then has no default
+straight_through  pointwise only: the gradient is a straight-through estimate
+            (``round``, ``sign``), not the derivative of the forward
+
+``Spec.params`` lists the arguments a pointwise kernel receives as f32
+parameters, in row order: the int and float arguments, and the bool ones
+that the expressions use (``val`` of ``logical_and_scalar``).
 """
 import re
 
@@ -61,10 +68,11 @@ class Spec:
     """One row of the table."""
     __slots__ = ('type_name', 'name', 'inputs', 'args', 'outputs', 'kind',
                  'fwd', 'grads', 'doc', 'arg_names', 'defaults', 'code',
-                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok', 'signature')
+                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok', 'signature',
+                 'straight_through', 'params')
 
     def __init__(self, type_name, name, inputs, args, outputs, kind, doc,
-                 fwd=None, grads=None, signature=None):
+                 fwd=None, grads=None, signature=None, straight_through=False):
         self.type_name = type_name
         self.name = name
         self.inputs = [In(t) for t in inputs.split(',')] if inputs else []
@@ -85,6 +93,10 @@ class Spec:
         self.grad_uses_inputs = any(i.name in names for i in self.inputs)
         self.grad_uses_output = 'y' in names
         self.inplace_ok = bool(self.inputs) and self.inputs[0].name not in names
+        self.straight_through = straight_through
+        used = set(re.findall(r'[A-Za-z_]\w*', ' '.join([fwd or ''] + [g for g in self.grads or () if g])))
+        self.params = tuple(a[0] for a in self.args
+                            if a[1] in (_INT, _FLOAT) or (a[1] == _BOOL and a[0] in used))
 
     @property
     def n_inputs(self):
@@ -94,9 +106,10 @@ class Spec:
         return 'Spec(%s)' % self.type_name
 
 
-def P(type_name, name, inputs, fwd, grads, doc, args=(), outputs='y'):
+def P(type_name, name, inputs, fwd, grads, doc, args=(), outputs='y', straight_through=False):
     """A pointwise row."""
-    return Spec(type_name, name, inputs, args, outputs, 'pointwise', doc, fwd, grads)
+    return Spec(type_name, name, inputs, args, outputs, 'pointwise', doc, fwd, grads,
+                straight_through=straight_through)
 
 
 def S(type_name, name, inputs, args, doc, outputs='y', kind='structured', signature=None):
@@ -160,6 +173,15 @@ FUNCTIONS = [
     # ---- reductions ----------------------------------------------------------
     S('Sum', 'sum', 'x', [_axis, _keep], 'Sum over the given axes (all by default).'),
     S('Mean', 'mean', 'x', [_axis, _keep], 'Mean over the given axes (all by default).'),
+    S('Max', 'max', 'x', [_axis, _keep, ('with_index', _BOOL, False), ('only_index', _BOOL, False)],
+      'Maximum over the given axes (all by default), optionally with the flat index '
+      'of the first maximum within the reduced axes.', outputs='y, indices'),
+    S('Min', 'min', 'x', [_axis, _keep, ('with_index', _BOOL, False), ('only_index', _BOOL, False)],
+      'Minimum over the given axes (all by default), optionally with the flat index '
+      'of the first minimum within the reduced axes.', outputs='y, indices'),
+    S('Prod', 'prod', 'x', [_axis, _keep], 'Product over the given axes (all by default).'),
+    S('ReduceSum', 'reduce_sum', 'x', [], 'Sum of all elements (deprecated form of sum).'),
+    S('ReduceMean', 'reduce_mean', 'x', [], 'Mean of all elements (deprecated form of mean).'),
 
     # ---- arithmetic ----------------------------------------------------------
     P('Add2', 'add2', 'x0, x1', 'x0 + x1', ['gy', 'gy'],
@@ -189,6 +211,102 @@ FUNCTIONS = [
     P('Exp', 'exp', 'x', 'exp(x)', ['gy * y'], 'Natural exponential.'),
     P('Log', 'log', 'x', 'log(x)', ['gy / x'], 'Natural logarithm.'),
     P('Identity', 'identity', 'x', 'x', ['gy'], 'Returns its input unchanged (a copy).'),
+    S('AddN', 'add_n', 'x*', [], 'Elementwise sum of any number of arrays of one shape.'),
+    S('MulN', 'mul_n', 'x*', [], 'Elementwise product of any number of arrays of one shape.'),
+
+    # ---- logical -----------------------------------------------------------------
+    # Comparisons and logical operations give 1.0 / 0.0; their gradient is zero.
+    P('Equal', 'equal', 'x0, x1', 'x0 == x1', ['0', '0'], '1 where x0 == x1, else 0.'),
+    P('NotEqual', 'not_equal', 'x0, x1', 'x0 != x1', ['0', '0'], '1 where x0 != x1, else 0.'),
+    P('Greater', 'greater', 'x0, x1', 'x0 > x1', ['0', '0'], '1 where x0 > x1, else 0.'),
+    P('GreaterEqual', 'greater_equal', 'x0, x1', 'x0 >= x1', ['0', '0'],
+      '1 where x0 >= x1, else 0.'),
+    P('Less', 'less', 'x0, x1', 'x0 < x1', ['0', '0'], '1 where x0 < x1, else 0.'),
+    P('LessEqual', 'less_equal', 'x0, x1', 'x0 <= x1', ['0', '0'], '1 where x0 <= x1, else 0.'),
+    P('LogicalAnd', 'logical_and', 'x0, x1', 'x0 != 0 and x1 != 0', ['0', '0'],
+      '1 where both inputs are non-zero, else 0.'),
+    P('LogicalOr', 'logical_or', 'x0, x1', 'x0 != 0 or x1 != 0', ['0', '0'],
+      '1 where either input is non-zero, else 0.'),
+    P('LogicalXor', 'logical_xor', 'x0, x1', '(x0 != 0) != (x1 != 0)', ['0', '0'],
+      '1 where exactly one input is non-zero, else 0.'),
+    P('EqualScalar', 'equal_scalar', 'x0', 'x0 == val', ['0'], '1 where x0 == val, else 0.',
+      args=[_val1]),
+    P('NotEqualScalar', 'not_equal_scalar', 'x0', 'x0 != val', ['0'],
+      '1 where x0 != val, else 0.', args=[_val1]),
+    P('GreaterScalar', 'greater_scalar', 'x0', 'x0 > val', ['0'], '1 where x0 > val, else 0.',
+      args=[_val1]),
+    P('GreaterEqualScalar', 'greater_equal_scalar', 'x0', 'x0 >= val', ['0'],
+      '1 where x0 >= val, else 0.', args=[_val1]),
+    P('LessScalar', 'less_scalar', 'x0', 'x0 < val', ['0'], '1 where x0 < val, else 0.',
+      args=[_val1]),
+    P('LessEqualScalar', 'less_equal_scalar', 'x0', 'x0 <= val', ['0'],
+      '1 where x0 <= val, else 0.', args=[_val1]),
+    P('LogicalAndScalar', 'logical_and_scalar', 'x0', 'x0 != 0 and val', ['0'],
+      '1 where x0 is non-zero and val is true, else 0.', args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalOrScalar', 'logical_or_scalar', 'x0', 'x0 != 0 or val', ['0'],
+      '1 where x0 is non-zero or val is true, else 0.', args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalXorScalar', 'logical_xor_scalar', 'x0', '(x0 != 0) != (val != 0)', ['0'],
+      '1 where exactly one of x0 (non-zero) and val is true, else 0.',
+      args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalNot', 'logical_not', 'x0', 'x0 == 0', ['0'], '1 where x0 is zero, else 0.'),
+    P('Sign', 'sign', 'x', '1 if x > 0 else (-1 if x < 0 else alpha)', ['gy'],
+      'Sign of x (alpha where x is zero); the gradient passes straight through.',
+      args=[('alpha', _FLOAT, 1.0)], straight_through=True),
+    P('Minimum2', 'minimum2', 'x0, x1', 'x0 if x0 < x1 else x1',
+      ['gy if x0 < x1 else 0', '0 if x0 < x1 else gy'],
+      'Elementwise minimum of two arrays, with broadcasting.'),
+    P('Maximum2', 'maximum2', 'x0, x1', 'x0 if x0 > x1 else x1',
+      ['gy if x0 > x1 else 0', '0 if x0 > x1 else gy'],
+      'Elementwise maximum of two arrays, with broadcasting.'),
+    P('MinimumScalar', 'minimum_scalar', 'x', 'x if x < val else val', ['gy if x < val else 0'],
+      'Elementwise minimum of x and a scalar.', args=[_val1]),
+    P('MaximumScalar', 'maximum_scalar', 'x', 'x if x > val else val', ['gy if x > val else 0'],
+      'Elementwise maximum of x and a scalar.', args=[_val1]),
+    P('IsNaN', 'isnan', 'x0', 'isnan(x0)', ['0'], '1 where x0 is NaN, else 0.'),
+    P('IsInf', 'isinf', 'x0', 'isinf(x0)', ['0'], '1 where x0 is +inf or -inf, else 0.'),
+    P('ResetNaN', 'reset_nan', 'x0', 'val if isnan(x0) else x0', ['0 if isnan(x0) else gy'],
+      'Replaces NaN by val.', args=[('val', _FLOAT, 0.0)]),
+    P('ResetInf', 'reset_inf', 'x0', 'val if isinf(x0) else x0', ['0 if isinf(x0) else gy'],
+      'Replaces +inf and -inf by val.', args=[('val', _FLOAT, 0.0)]),
+    S('Where', 'where', 'condition, x_true, x_false', [],
+      'x_true where condition is non-zero, else x_false; condition spans the leading '
+      'dimensions of x_true.'),
+
+    # ---- math --------------------------------------------------------------------
+    S('Constant', 'constant', '', [('val', _FLOAT, 0.0), ('shape', 'shape', [])],
+      'An array of the given shape filled with val.'),
+    S('Arange', 'arange', '', [('start', _FLOAT, REQUIRED), ('stop', _FLOAT, REQUIRED),
+                               ('step', _FLOAT, 1.0)],
+      'start, start + step, ... below stop (above it for a negative step), accumulated '
+      'in float32.'),
+    P('Round', 'round', 'x', 'round(x)', ['gy'],
+      'Rounds to the nearest integer, halves away from zero; straight-through gradient.',
+      straight_through=True),
+    P('Ceil', 'ceil', 'x', 'ceil(x)', ['gy'],
+      'Smallest integer not below x; straight-through gradient.', straight_through=True),
+    P('Floor', 'floor', 'x', 'floor(x)', ['gy'],
+      'Largest integer not above x; straight-through gradient.', straight_through=True),
+    S('MatrixDiag', 'matrix_diag', 'x', [],
+      'Square matrices over the last axis with x on the diagonal: (..., N) -> (..., N, N).'),
+    S('MatrixDiagPart', 'matrix_diag_part', 'x', [],
+      'Diagonal of the square matrices over the last two axes: (..., N, N) -> (..., N).'),
+    S('BatchMatmul', 'batch_matmul', 'a, b', [('transpose_a', _BOOL, False),
+                                               ('transpose_b', _BOOL, False)],
+      'Matrix products over the last two axes, the leading (batch) axes broadcast.'),
+    P('Sin', 'sin', 'x', 'sin(x)', ['gy * cos(x)'], 'Sine.'),
+    P('Cos', 'cos', 'x', 'cos(x)', ['-gy * sin(x)'], 'Cosine.'),
+    P('Tan', 'tan', 'x', 'tan(x)', ['gy * (1 + y * y)'], 'Tangent.'),
+    P('Sinh', 'sinh', 'x', 'sinh(x)', ['gy * cosh(x)'], 'Hyperbolic sine.'),
+    P('Cosh', 'cosh', 'x', 'cosh(x)', ['gy * sinh(x)'], 'Hyperbolic cosine.'),
+    P('ASin', 'asin', 'x', 'asin(x)', ['gy / sqrt(1 - x * x)'], 'Arcsine.'),
+    P('ACos', 'acos', 'x', 'acos(x)', ['-gy / sqrt(1 - x * x)'], 'Arccosine.'),
+    P('ATan', 'atan', 'x', 'atan(x)', ['gy / (1 + x * x)'], 'Arctangent.'),
+    P('ATan2', 'atan2', 'x0, x1', 'atan2(x0, x1)',
+      ['gy * x1 / (x0 * x0 + x1 * x1)', '-gy * x0 / (x0 * x0 + x1 * x1)'],
+      'Arctangent of x0 / x1 in the quadrant of (x1, x0), with broadcasting.'),
+    P('ASinh', 'asinh', 'x', 'asinh(x)', ['gy / sqrt(x * x + 1)'], 'Hyperbolic arcsine.'),
+    P('ACosh', 'acosh', 'x', 'acosh(x)', ['gy / sqrt(x * x - 1)'], 'Hyperbolic arccosine.'),
+    P('ATanh', 'atanh', 'x', 'atanh(x)', ['gy / (1 - x * x)'], 'Hyperbolic arctangent.'),
 
     # ---- losses ----------------------------------------------------------------
     S('SoftmaxCrossEntropy', 'softmax_cross_entropy', 'x, target', [_axis],

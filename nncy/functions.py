@@ -5,6 +5,7 @@ the row's real signature and a docstring built from the row.
     y = F.relu(F.affine(x, w, b))
 """
 from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
+from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions)
 from nncy._table import FUNCTIONS, REQUIRED
 
 __all__ = []

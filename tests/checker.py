@@ -326,6 +326,11 @@ def check_function(fn, inputs, ref, args=None, *, grad_inputs=None,
         c_in = [F.identity(v) if d else v for v, d in zip(c_leaves, diff)]
         c_mid = _call(fn, c_in, args)
         c_outs = tuple(F.identity(o) for o in c_mid)
+        if len(c_outs) > 1:
+            # several outputs run under one F.sink, which would free them as
+            # intermediates: keep them to compare
+            for o in c_outs:
+                o.persistent = True
         for rep in range(2):
             _forward(c_outs, clear_no_need_grad=True)
             for k, (o, yk) in enumerate(zip(c_outs, y)):

@@ -112,6 +112,48 @@ int32_t nncy_patch_correlation_f32(const float *x1, const float *x2, float *y, c
 // (which = 1): gx = (accum ? gx : 0) + d(sum(y * gy)) / dx.
 int32_t nncy_patch_correlation_grad_f32(uint32_t which, const float *x1, const float *x2, const float *gy, float *gx, const size_t *dims, const int64_t *params, int32_t accum);
 
+// vals[o, i] = max (op 0) or min (op 1) of x[o, :, i] for x viewed as
+// (outer, r, inner), idx[o, i] the first index of it along r (NaN skipped
+// unless all are NaN).  r must be positive; vals and idx must not overlap.
+int32_t nncy_arg_reduce_f32(uint32_t op, const float *x, float *vals, int64_t *idx, size_t outer, size_t r, size_t inner);
+
+// gx (outer, r, inner) = (accum ? gx : 0) + gy[o, i] at [o, idx[o, i], i];
+// status 2 (nothing written) if an index is outside [0, r).
+int32_t nncy_arg_scatter_f32(const float *gy, const int64_t *idx, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
+
+// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+// accumulated in f64.
+int32_t nncy_prod_f32(const float *x, float *y, size_t outer, size_t r, size_t inner);
+
+// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
+int32_t nncy_prod_grad_f32(const float *x, const float *gy, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
+
+// y (+)= sum (op 0) or product (op 1) of the n_in arrays at xs[k] (n floats
+// each) for k != skip; a product is also multiplied by gy unless gy is NULL.
+int32_t nncy_nary_f32(uint32_t op, const float *const *xs, size_t n_in, size_t skip, const float *gy, float *y, size_t n, int32_t accum);
+
+// y[o, i] = cond[o] != 0 ? xt[o, i] : xf[o, i] ((outer, inner) arrays).
+int32_t nncy_where_f32(const float *cond, const float *xt, const float *xf, float *y, size_t outer, size_t inner);
+
+// g (+)= gy where (cond[o] != 0) == on_true, else 0 (the gradient of where
+// for x_true when on_true, for x_false otherwise).
+int32_t nncy_where_grad_f32(const float *cond, const float *gy, float *g, size_t outer, size_t inner, int32_t on_true, int32_t accum);
+
+// y (batch, n, n) = diagonal matrices of x (batch, n); with accum, x is
+// added to the diagonals and the rest of y is kept.
+int32_t nncy_matrix_diag_f32(const float *x, float *y, size_t batch, size_t n, int32_t accum);
+
+// *count = number of values of arange(start, stop, step) accumulated in f32;
+// status 1 for a zero or non-finite step, 2 beyond `cap` values or for a
+// range that never reaches stop.
+int32_t nncy_arange_count_f32(float start, float stop, float step, size_t cap, size_t *count);
+
+// y[i] = start accumulated with i steps in f32, for i < n.
+int32_t nncy_arange_f32(float start, float step, float *y, size_t n);
+
+// y[i] = v for i < n.
+int32_t nncy_fill_f32(float *y, size_t n, float v);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -960,6 +960,172 @@ pub extern "C" fn nncy_patch_correlation_grad_f32(
     })
 }
 
+// Reduction, arithmetic, logical and math kernels (`math`).
+
+/// vals[o, i] = max (op 0) or min (op 1) of x[o, :, i] for x viewed as
+/// (outer, r, inner), idx[o, i] the first index of it along r (NaN skipped
+/// unless all are NaN).  r must be positive; vals and idx must not overlap.
+#[no_mangle]
+pub extern "C" fn nncy_arg_reduce_f32(op: u32, x: *const f32, vals: *mut f32, idx: *mut i64, outer: usize, r: usize, inner: usize) -> i32 {
+    guard(|| {
+        let n_out = product(&[outer, inner])?;
+        let vr = Region::contiguous(vals as *const f32, n_out)?;
+        let ir = Region::contiguous(idx as *const i64, n_out)?;
+        if vr.overlaps(&ir) {
+            return Err(Error::Invalid);
+        }
+        let xr = Region::contiguous(x, product(&[outer, r, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes; x is copied if it
+        // overlaps an output.
+        let x = unsafe {
+            if xr.overlaps(&ir) {
+                Cow::Owned(xr.read().to_vec())
+            } else {
+                xr.read_apart(&[vr])
+            }
+        };
+        crate::math::arg_reduce(op, &x, unsafe { vr.write() }, unsafe { ir.write() }, outer, r, inner)
+    })
+}
+
+/// gx (outer, r, inner) = (accum ? gx : 0) + gy[o, i] at [o, idx[o, i], i];
+/// status 2 (nothing written) if an index is outside [0, r).
+#[no_mangle]
+pub extern "C" fn nncy_arg_scatter_f32(gy: *const f32, idx: *const i64, gx: *mut f32, outer: usize, r: usize, inner: usize, accum: i32) -> i32 {
+    guard(|| {
+        let n_out = product(&[outer, inner])?;
+        let out = Region::contiguous(gx as *const f32, product(&[outer, r, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let gy = unsafe { Region::contiguous(gy, n_out)?.read_apart(&[out]) };
+        let idx = unsafe { Region::contiguous(idx, n_out)?.read_apart(&[out]) };
+        crate::math::arg_scatter(&gy, &idx, unsafe { out.write() }, outer, r, inner, accum != 0)
+    })
+}
+
+/// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+/// accumulated in f64.
+#[no_mangle]
+pub extern "C" fn nncy_prod_f32(x: *const f32, y: *mut f32, outer: usize, r: usize, inner: usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, product(&[outer, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, product(&[outer, r, inner])?)?.read_apart(&[out]) };
+        crate::math::prod_reduce(&x, unsafe { out.write() }, outer, r, inner)
+    })
+}
+
+/// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
+#[no_mangle]
+pub extern "C" fn nncy_prod_grad_f32(x: *const f32, gy: *const f32, gx: *mut f32, outer: usize, r: usize, inner: usize, accum: i32) -> i32 {
+    guard(|| {
+        let n_in = product(&[outer, r, inner])?;
+        let out = Region::contiguous(gx as *const f32, n_in)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, n_in)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, product(&[outer, inner])?)?.read_apart(&[out]) };
+        crate::math::prod_grad(&x, &gy, unsafe { out.write() }, outer, r, inner, accum != 0)
+    })
+}
+
+/// y (+)= sum (op 0) or product (op 1) of the n_in arrays at xs[k] (n floats
+/// each) for k != skip; a product is also multiplied by gy unless gy is NULL.
+#[no_mangle]
+pub extern "C" fn nncy_nary_f32(op: u32, xs: *const *const f32, n_in: usize, skip: usize, gy: *const f32, y: *mut f32, n: usize, accum: i32) -> i32 {
+    guard(|| {
+        if n_in > 1 << 20 {
+            return Err(Error::Invalid);
+        }
+        let mut ptrs = vec![std::ptr::null::<f32>(); n_in];
+        read_into(&mut ptrs, xs)?;
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: every pointer holds n readable floats (copied on overlap with y).
+        let mut ins = Vec::with_capacity(n_in);
+        for &p in &ptrs {
+            ins.push(unsafe { Region::contiguous(p, n)?.read_apart(&[out]) });
+        }
+        let gy = if gy.is_null() { None } else { Some(unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) }) };
+        let slices: Vec<&[f32]> = ins.iter().map(|c| &c[..]).collect();
+        crate::math::nary(op, &slices, skip, gy.as_deref(), unsafe { out.write() }, accum != 0)
+    })
+}
+
+/// y[o, i] = cond[o] != 0 ? xt[o, i] : xf[o, i] ((outer, inner) arrays).
+#[no_mangle]
+pub extern "C" fn nncy_where_f32(cond: *const f32, xt: *const f32, xf: *const f32, y: *mut f32, outer: usize, inner: usize) -> i32 {
+    guard(|| {
+        let n = product(&[outer, inner])?;
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let c = unsafe { Region::contiguous(cond, outer)?.read_apart(&[out]) };
+        let t = unsafe { Region::contiguous(xt, n)?.read_apart(&[out]) };
+        let f = unsafe { Region::contiguous(xf, n)?.read_apart(&[out]) };
+        crate::math::where_(&c, &t, &f, unsafe { out.write() }, outer, inner)
+    })
+}
+
+/// g (+)= gy where (cond[o] != 0) == on_true, else 0 (the gradient of where
+/// for x_true when on_true, for x_false otherwise).
+#[no_mangle]
+pub extern "C" fn nncy_where_grad_f32(cond: *const f32, gy: *const f32, g: *mut f32, outer: usize, inner: usize, on_true: i32, accum: i32) -> i32 {
+    guard(|| {
+        let n = product(&[outer, inner])?;
+        let out = Region::contiguous(g as *const f32, n)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let c = unsafe { Region::contiguous(cond, outer)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) };
+        crate::math::where_grad(&c, &gy, unsafe { out.write() }, outer, inner, on_true != 0, accum != 0)
+    })
+}
+
+/// y (batch, n, n) = diagonal matrices of x (batch, n); with accum, x is
+/// added to the diagonals and the rest of y is kept.
+#[no_mangle]
+pub extern "C" fn nncy_matrix_diag_f32(x: *const f32, y: *mut f32, batch: usize, n: usize, accum: i32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, product(&[batch, n, n])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, product(&[batch, n])?)?.read_apart(&[out]) };
+        crate::math::matrix_diag(&x, unsafe { out.write() }, batch, n, accum != 0)
+    })
+}
+
+/// *count = number of values of arange(start, stop, step) accumulated in f32;
+/// status 1 for a zero or non-finite step, 2 beyond `cap` values or for a
+/// range that never reaches stop.
+#[no_mangle]
+pub extern "C" fn nncy_arange_count_f32(start: f32, stop: f32, step: f32, cap: usize, count: *mut usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(count as *const usize, 1)?;
+        let n = crate::math::arange_count(start, stop, step, cap)?;
+        // SAFETY: the caller passes one writable usize.
+        let out: &mut [usize] = unsafe { out.write() };
+        out[0] = n;
+        Ok(())
+    })
+}
+
+/// y[i] = start accumulated with i steps in f32, for i < n.
+#[no_mangle]
+pub extern "C" fn nncy_arange_f32(start: f32, step: f32, y: *mut f32, n: usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes n writable floats.
+        crate::math::arange(start, step, unsafe { out.write() });
+        Ok(())
+    })
+}
+
+/// y[i] = v for i < n.
+#[no_mangle]
+pub extern "C" fn nncy_fill_f32(y: *mut f32, n: usize, v: f32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes n writable floats.
+        crate::math::fill(unsafe { out.write() }, v);
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod layer_tests {
     use super::*;
@@ -982,5 +1148,67 @@ mod layer_tests {
         let dims = [1usize, 2, 2, 1];
         let bad = [0i64; 12];
         assert_eq!(nncy_patch_correlation_f32(w.as_ptr(), w.as_ptr(), y.as_mut_ptr(), dims.as_ptr(), bad.as_ptr()), 1);
+    }
+}
+
+#[cfg(test)]
+mod math_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn math_entry_points() {
+        let x = [3.0f32, 1.0, 2.0, 5.0, 0.0, 4.0];
+        let (mut v, mut i) = ([0.0f32; 2], [0i64; 2]);
+        assert_eq!(nncy_arg_reduce_f32(0, x.as_ptr(), v.as_mut_ptr(), i.as_mut_ptr(), 2, 3, 1), 0);
+        assert_eq!((v, i), ([3.0, 5.0], [0, 0]));
+        assert_eq!(nncy_arg_reduce_f32(1, x.as_ptr(), v.as_mut_ptr(), i.as_mut_ptr(), 1, 2, 3), 0);
+        assert_eq!((v, i), ([3.0, 0.0], [0, 1]));
+        assert_eq!(nncy_arg_reduce_f32(0, null(), v.as_mut_ptr(), i.as_mut_ptr(), 2, 3, 1), 1);
+        let vi = v.as_mut_ptr() as *mut i64; // outputs overlapping
+        assert_eq!(nncy_arg_reduce_f32(0, x.as_ptr(), v.as_mut_ptr(), vi, 1, 6, 1), 1);
+        let mut gx = [1.0f32; 6];
+        assert_eq!(nncy_arg_scatter_f32([1.0f32, 2.0].as_ptr(), [2i64, 0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert_eq!(gx, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
+        assert_eq!(nncy_arg_scatter_f32([1.0f32, 2.0].as_ptr(), [3i64, 0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 2);
+        assert_eq!(nncy_prod_grad_f32(x.as_ptr(), [1.0f32, 1.0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert_eq!(gx, [2.0, 6.0, 3.0, 0.0, 20.0, 0.0]);
+
+        let (a, b) = ([1.0f32, 2.0, 3.0], [4.0f32, 5.0, 6.0]);
+        let ptrs = [a.as_ptr(), b.as_ptr()];
+        let mut y = [0.0f32; 3];
+        assert_eq!(nncy_nary_f32(1, ptrs.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 0), 0);
+        assert_eq!(y, [4.0, 10.0, 18.0]);
+        assert_eq!(nncy_nary_f32(0, ptrs.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 1), 0);
+        assert_eq!(y, [9.0, 17.0, 27.0]);
+        assert_eq!(nncy_nary_f32(1, ptrs.as_ptr(), 2, 0, b.as_ptr(), y.as_mut_ptr(), 3, 0), 0);
+        assert_eq!(y, [16.0, 25.0, 36.0]);
+        let bad = [a.as_ptr(), null()];
+        assert_eq!(nncy_nary_f32(0, bad.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 0), 1);
+        // in place: y is also an input
+        let yp = y.as_mut_ptr();
+        let ptrs2 = [yp as *const f32, a.as_ptr()];
+        assert_eq!(nncy_nary_f32(0, ptrs2.as_ptr(), 2, 2, null(), yp, 3, 0), 0);
+        assert_eq!(y, [17.0, 27.0, 39.0]);
+
+        let mut w = [0.0f32; 3];
+        assert_eq!(nncy_where_f32([0.0f32, 1.0, 0.0].as_ptr(), a.as_ptr(), b.as_ptr(), w.as_mut_ptr(), 3, 1), 0);
+        assert_eq!(w, [4.0, 2.0, 6.0]);
+        assert_eq!(nncy_where_grad_f32([0.0f32, 1.0, 0.0].as_ptr(), a.as_ptr(), w.as_mut_ptr(), 3, 1, 1, 0), 0);
+        assert_eq!(w, [0.0, 2.0, 0.0]);
+        let mut m = [1.0f32; 4];
+        assert_eq!(nncy_matrix_diag_f32([2.0f32, 3.0].as_ptr(), m.as_mut_ptr(), 1, 2, 0), 0);
+        assert_eq!(m, [2.0, 0.0, 0.0, 3.0]);
+        let mut count = 0usize;
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.5, 100, &mut count), 0);
+        assert_eq!(count, 6);
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.0, 100, &mut count), 1);
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.5, 100, null_mut()), 1);
+        let mut r = [0.0f32; 6];
+        assert_eq!(nncy_arange_f32(0.0, 0.5, r.as_mut_ptr(), 6), 0);
+        assert_eq!(r, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        assert_eq!(nncy_fill_f32(r.as_mut_ptr(), 6, 7.0), 0);
+        assert_eq!(r, [7.0; 6]);
+        assert_eq!(nncy_fill_f32(null_mut(), 6, 7.0), 1);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod ffi;
 pub mod gemm;
+pub mod math;
 pub mod optim;
 #[rustfmt::skip]
 pub mod ops_gen;
