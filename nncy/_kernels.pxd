@@ -58,3 +58,12 @@ cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
 cdef int unary_grad(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
                     cnp.ndarray gy, cnp.ndarray gx, cnp.ndarray p, bint accum) except -1
 cdef int check(int32_t status, name) except -1
+
+# Solver family (rust/src/optim.rs: update, Rule) and the solvers' gradient helpers.
+cdef extern from "nncy_kernels.h" nogil:
+    int32_t nncy_solver_update_f32(uint32_t rule, float* w, const float* g, float* s0,
+                                   float* s1, float* s2, size_t n, const float* p,
+                                   size_t np)
+    int32_t nncy_solver_grad_f32(uint32_t op, float* g, const float* w, size_t n, float a)
+    int32_t nncy_sum_squares_f32(const float* x, size_t n, double* out)
+    int32_t nncy_nonfinite_f32(const float* x, size_t n, uint32_t* out)

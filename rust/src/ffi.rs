@@ -743,3 +743,143 @@ mod tests {
         assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// The solver family (optim::update) and the gradient helpers of the solvers.
+// ---------------------------------------------------------------------------
+
+/// Updates the parameter `w` (n floats) in place by solver rule `rule`
+/// (`optim::Rule`) from its gradient `g`, updating the rule's state buffers
+/// `s0`, `s1`, `s2` (n floats each; NULL for states the rule does not keep,
+/// which must be the last ones).  `p` holds the rule's `np` parameters.
+/// `w` and the states must not overlap; `g` is copied first if it overlaps them.
+#[no_mangle]
+pub extern "C" fn nncy_solver_update_f32(
+    rule: u32,
+    w: *mut f32,
+    g: *const f32,
+    s0: *mut f32,
+    s1: *mut f32,
+    s2: *mut f32,
+    n: usize,
+    p: *const f32,
+    np: usize,
+) -> i32 {
+    guard(|| {
+        let rule = optim::Rule::from_code(rule).ok_or(Error::Invalid)?;
+        let (_, _, needed) = rule.spec();
+        let p = params(p, np, needed)?;
+        let mut outs = vec![Region::contiguous(w as *const f32, n)?];
+        let mut present = [false; 3];
+        for (k, s) in [s0, s1, s2].into_iter().enumerate() {
+            if !s.is_null() {
+                let r = Region::contiguous(s as *const f32, n)?;
+                if outs.iter().any(|o| o.overlaps(&r)) {
+                    return Err(Error::Invalid);
+                }
+                outs.push(r);
+                present[k] = true;
+            }
+        }
+        // SAFETY: the caller passes n floats in each non-NULL buffer; the
+        // writable ones are pairwise disjoint and g is copied if it overlaps them.
+        let gd = unsafe { Region::contiguous(g, n)?.read_apart(&outs) };
+        let mut it = outs[1..].iter();
+        let mut state = || -> Option<&mut [f32]> { it.next().map(|r| unsafe { r.write() }) };
+        let s = [
+            if present[0] { state() } else { None },
+            if present[1] { state() } else { None },
+            if present[2] { state() } else { None },
+        ];
+        optim::update(rule, unsafe { outs[0].write() }, &gd, s, &p[..needed])
+    })
+}
+
+/// Gradient edits: op 0: g += a * w (weight decay); op 1: g *= a (w unused, may be NULL).
+#[no_mangle]
+pub extern "C" fn nncy_solver_grad_f32(op: u32, g: *mut f32, w: *const f32, n: usize, a: f32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(g as *const f32, n)?;
+        let wd: Cow<[f32]> = if op == 0 {
+            // SAFETY: the caller passes n readable floats at w (copied if they overlap g).
+            unsafe { Region::contiguous(w, n)?.read_apart(&[out]) }
+        } else {
+            Cow::Borrowed(&[])
+        };
+        // SAFETY: g holds n writable floats.
+        optim::grad_op(op, unsafe { out.write() }, &wd, a)
+    })
+}
+
+/// *out = Σ x[i]^2 over n floats (in double precision).
+#[no_mangle]
+pub extern "C" fn nncy_sum_squares_f32(x: *const f32, n: usize, out: *mut f64) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(out as *const f64, 1)?;
+        // SAFETY: the caller passes n readable floats and one writable double.
+        let s = optim::sum_squares(unsafe { Region::contiguous(x, n)?.read() });
+        unsafe { o.write()[0] = s };
+        Ok(())
+    })
+}
+
+/// *out = (1 if x holds an infinity) | (2 if x holds a NaN), over n floats.
+#[no_mangle]
+pub extern "C" fn nncy_nonfinite_f32(x: *const f32, n: usize, out: *mut u32) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(out as *const u32, 1)?;
+        // SAFETY: the caller passes n readable floats and one writable u32.
+        let s = optim::nonfinite(unsafe { Region::contiguous(x, n)?.read() });
+        unsafe { o.write()[0] = s };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod solver_family_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn solver_update_entry_point() {
+        let g = [1.0f32, -2.0, 0.5];
+        let (mut w, mut m, mut v) = ([1.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
+        let p = [0.1f32, 0.9, 0.999, 1e-8, 0.0, f32::NEG_INFINITY, f32::INFINITY];
+        let adam = optim::Rule::Adam as u32;
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), null_mut(), 3, p.as_ptr(), 7), 0);
+        let want = 1.0 - 0.1 * 0.1 / (0.001f32.sqrt() + 1e-8);
+        assert!((w[0] - want).abs() < 1e-5, "{w:?} {want}");
+        // too few parameters, unknown rule, a missing state, overlapping states, NULL gradient
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), null_mut(), 3, p.as_ptr(), 6), 1);
+        assert_eq!(nncy_solver_update_f32(99, w.as_mut_ptr(), g.as_ptr(), null_mut(), null_mut(), null_mut(), 3, p.as_ptr(), 7), 1);
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), null_mut(), null_mut(), 3, p.as_ptr(), 7), 1);
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), m.as_mut_ptr(), null_mut(), 3, p.as_ptr(), 7), 1);
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), null_mut(), 3, p.as_ptr(), 7), 1);
+        // a state after a missing one
+        assert_eq!(nncy_solver_update_f32(adam, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), null_mut(), v.as_mut_ptr(), 3, p.as_ptr(), 7), 1);
+        // g may alias w (it is copied first)
+        let mut x = [2.0f32; 3];
+        let xp = x.as_mut_ptr();
+        assert_eq!(nncy_solver_update_f32(optim::Rule::Sgd as u32, xp, xp, null_mut(), null_mut(), null_mut(), 3, [0.5f32].as_ptr(), 1), 0);
+        assert_eq!(x, [1.0; 3]);
+        // empty parameters are fine
+        assert_eq!(nncy_solver_update_f32(0, null_mut(), null(), null_mut(), null_mut(), null_mut(), 0, [0.5f32].as_ptr(), 1), 0);
+    }
+
+    #[test]
+    fn gradient_helpers() {
+        let mut g = [1.0f32, 2.0];
+        assert_eq!(nncy_solver_grad_f32(0, g.as_mut_ptr(), [2.0f32, 4.0].as_ptr(), 2, 0.5), 0);
+        assert_eq!(g, [2.0, 4.0]);
+        assert_eq!(nncy_solver_grad_f32(1, g.as_mut_ptr(), null(), 2, 0.25), 0);
+        assert_eq!(g, [0.5, 1.0]);
+        assert_eq!(nncy_solver_grad_f32(0, g.as_mut_ptr(), null(), 2, 0.25), 1);
+        let mut s = 0f64;
+        assert_eq!(nncy_sum_squares_f32(g.as_ptr(), 2, &mut s), 0);
+        assert_eq!(s, 1.25);
+        assert_eq!(nncy_sum_squares_f32(g.as_ptr(), 2, null_mut()), 1);
+        let mut f = 9u32;
+        assert_eq!(nncy_nonfinite_f32([1.0f32, f32::NAN].as_ptr(), 2, &mut f), 0);
+        assert_eq!(f, 2);
+    }
+}
