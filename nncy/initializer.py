@@ -150,9 +150,10 @@ class RangeInitializer(BaseInitializer):
 
     def __call__(self, shape):
         shape = _shape(shape, 'RangeInitializer')
-        n = shape[-1] if shape else 1
-        ramp = self.start + np.arange(n, dtype=np.float64) * self.step
-        return np.ascontiguousarray(np.broadcast_to(ramp.astype(np.float32), shape))
+        if not shape:
+            return np.array(self.start, dtype=np.float32)
+        ramp = self.start + np.arange(shape[-1], dtype=np.float64) * self.step
+        return np.array(np.broadcast_to(ramp.astype(np.float32), shape))
 
 
 class OrthogonalInitializer(_Random):

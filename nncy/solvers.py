@@ -61,14 +61,14 @@ def _f32_buffer(nd):
     arr = nd.data
     if arr.dtype == np.float32 and arr.flags.c_contiguous:
         return arr, None
-    return np.ascontiguousarray(arr, dtype=np.float32), arr
+    return np.array(arr, dtype=np.float32, order="C"), arr
 
 
 def _f32_read(nd):
     arr = nd.data
     if arr.dtype == np.float32 and arr.flags.c_contiguous:
         return arr
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.array(arr, dtype=np.float32, order="C")
 
 
 def _atomic_target(path):

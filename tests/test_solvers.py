@@ -524,6 +524,13 @@ def test_other_storage_dtypes_are_written_back():
     s.update()
     assert w.d.dtype == np.float64
     np.testing.assert_allclose(w.d, 1 - 0.25 * 2.5)
+    # a 0-d float16 parameter
+    h = nn.Variable.from_numpy_array(np.float16(1.0), need_grad=True)
+    h.g = np.float16(2.0)
+    s.set_parameters({'h': h})
+    s.update()
+    assert h.d.dtype == np.float16 and h.shape == ()
+    assert float(h.d) == 0.5
 
 
 # ---------------------------------------------------------------------------
