@@ -123,6 +123,10 @@ class Solver:
         return '%s(%s)' % (self.name, ', '.join('%s=%r' % kv for kv in self.info.items()))
 
     # ---- parameters -----------------------------------------------------
+    def setup(self, params):
+        """Removed in NNabla: use ``set_parameters``."""
+        raise RuntimeError('Deprecated. Call set_parameters(param_dict).')
+
     def set_parameters(self, param_dict, reset=True, retain_state=False):
         """Register parameters (name -> Variable).
 

@@ -646,3 +646,49 @@ def test_load_states_rejects_bad_files(tmp_path):
         s.save_states(str(tmp_path / 'x.txt'))
     with pytest.raises(ValueError, match='unsupported file type'):
         s.load_states(str(tmp_path / 'x.txt'))
+
+
+# ---------------------------------------------------------------------------
+# End to end: a small network trained through the graph
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name,kw', [('Sgd', dict(lr=0.1)), ('Momentum', dict(lr=0.05)),
+                                     ('Adam', dict(alpha=0.05)), ('Lamb', dict(eta=0.05)),
+                                     ('Lion', dict(lr=0.01))])
+def test_training_reduces_the_loss(tmp_path, name, kw):
+    import nncy.functions as F
+    import nncy.initializer as I
+    from nncy.parameter import get_parameter_or_create, get_parameters
+    nn.clear_parameters()
+    try:
+        rng = np.random.RandomState(0)
+        xd = rng.randn(64, 5).astype(np.float32)
+        yd = (xd @ rng.randn(5, 1) + 0.5).astype(np.float32)
+        x, y = nn.Variable.from_numpy_array(xd), nn.Variable.from_numpy_array(yd)
+        with nn.parameter_scope('fc'):
+            w = get_parameter_or_create('W', (5, 1), I.NormalInitializer(0.1, rng=rng))
+            b = get_parameter_or_create('b', (1,), I.ConstantInitializer(0))
+        d = F.sub2(F.affine(x, w, b), y)
+        loss = F.mean(F.mul2(d, d))
+        solver = getattr(S, name)(**kw)
+        solver.set_parameters(get_parameters())
+        losses = []
+        for i in range(60):
+            loss.forward()
+            solver.zero_grad()
+            loss.backward()
+            solver.weight_decay(1e-5)
+            solver.update()
+            losses.append(float(loss.d))
+        assert losses[-1] < 0.2 * losses[0], losses[::10]
+        # parameters and solver state survive a save/load round trip
+        nn.save_parameters(str(tmp_path / 'p.h5'))
+        solver.save_states(str(tmp_path / 's.h5'))
+        before = w.d.copy()
+        w.d = 0
+        nn.load_parameters(str(tmp_path / 'p.h5'))
+        np.testing.assert_array_equal(w.d, before)
+        solver.load_states(str(tmp_path / 's.h5'))
+        assert all(st.t == 60 for st in solver.get_states().values())
+    finally:
+        nn.clear_parameters()

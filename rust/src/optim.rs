@@ -199,9 +199,7 @@ enum Pass {
     Rule(Rule),
     /// Lars after its trust ratio: q = [lr_local, momentum, decay].
     LarsStep,
-    /// Lamb's moments: q = [beta1, beta2].
-    LambMoments,
-    /// Lamb's step: q = [eta * local_lr, c1, c2, eps, wd].
+    /// Lamb's step: q = [eta * local_lr, 1 / c1, 1 / c2, eps, wd].
     LambStep,
 }
 
@@ -372,25 +370,19 @@ fn pass(pass: Pass, w: &mut [f32], g: &[f32], s0: Option<&mut [f32]>, s1: Option
                 *w -= *v;
             })
         }
-        Pass::LambMoments => {
-            let (b1, b2) = (q[0], q[1]);
-            each2(w, g, s0, s1, |_, g, m, v| {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-            })
-        }
         Pass::LambStep => {
-            let (step, c1, c2, eps, wd) = (q[0], q[1], q[2], q[3], q[4]);
-            each2(w, g, s0, s1, |w, _, m, v| *w -= step * lamb_r(*w, *m, *v, c1, c2, eps, wd))
+            let (step, i1, i2, eps, wd) = (q[0], q[1], q[2], q[3], q[4]);
+            each2(w, g, s0, s1, |w, _, m, v| *w -= step * lamb_r(*w, *m, *v, i1, i2, eps, wd))
         }
         Pass::Rule(Rule::Lars | Rule::Lamb) => unreachable!("run in phases by update()"),
     }
 }
 
-/// Lamb's direction: the bias-corrected Adam ratio plus decoupled decay.
+/// Lamb's direction: the bias-corrected Adam ratio plus decoupled decay
+/// (`i1`, `i2`: the reciprocals of the bias corrections).
 #[inline(always)]
-fn lamb_r(w: f32, m: f32, v: f32, c1: f32, c2: f32, eps: f32, wd: f32) -> f32 {
-    (m / c1) / ((v / c2).sqrt() + eps) + wd * w
+fn lamb_r(w: f32, m: f32, v: f32, i1: f32, i2: f32, eps: f32, wd: f32) -> f32 {
+    (m * i1) / ((v * i2).sqrt() + eps) + wd * w
 }
 
 fn run(p: Pass, w: &mut [f32], g: &[f32], s: [Option<&mut [f32]>; 3], q: &[f32; 16]) {
@@ -425,32 +417,53 @@ fn chunked_sums<const K: usize>(n: usize, f: impl Fn(Range<usize>) -> [f64; K] +
     })
 }
 
-/// Σ h(i)^2 over a piece, in 8 f64 lanes.
+/// Σ x^2 over a piece, in 8 f64 lanes (vectorised).
 #[inline(always)]
-fn sum_sq_with(r: Range<usize>, h: impl Fn(usize) -> f32) -> f64 {
+fn sum_sq_f32(x: &[f32]) -> f64 {
     let mut lanes = [0f64; 8];
-    let mut i = r.start;
-    while i + 8 <= r.end {
-        for (k, lane) in lanes.iter_mut().enumerate() {
-            let x = h(i + k) as f64;
-            *lane += x * x;
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            let v = c[k] as f64;
+            lanes[k] += v * v;
         }
-        i += 8;
     }
-    let mut tail = 0f64;
-    for j in i..r.end {
-        let x = h(j) as f64;
-        tail += x * x;
+    let tail: f64 = it.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// Σ r^2 over a piece, r being Lamb's direction ([`lamb_r`]), in 8 f64 lanes.
+#[inline(always)]
+fn lamb_r_sum_sq(w: &[f32], m: &[f32], v: &[f32], i1: f32, i2: f32, eps: f32, wd: f32) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (mut iw, mut im, mut iv) = (w.chunks_exact(8), m.chunks_exact(8), v.chunks_exact(8));
+    for ((w, m), v) in (&mut iw).zip(&mut im).zip(&mut iv) {
+        for k in 0..8 {
+            let r = lamb_r(w[k], m[k], v[k], i1, i2, eps, wd) as f64;
+            lanes[k] += r * r;
+        }
     }
+    let tail: f64 = iw
+        .remainder()
+        .iter()
+        .zip(im.remainder())
+        .zip(iv.remainder())
+        .map(|((&w, &m), &v)| {
+            let r = lamb_r(w, m, v, i1, i2, eps, wd) as f64;
+            r * r
+        })
+        .sum();
     lanes.iter().sum::<f64>() + tail
 }
 
 /// Σ x^2 (in f64, deterministic for any number of threads).
 pub fn sum_squares(x: &[f32]) -> f64 {
-    chunked_sums(x.len(), |r| [simd::dispatch(
-        #[inline(always)]
-        || sum_sq_with(r, |i| x[i]),
-    )])[0]
+    chunked_sums(x.len(), |r| {
+        [simd::dispatch(
+            #[inline(always)]
+            || sum_sq_f32(&x[r]),
+        )]
+    })[0]
 }
 
 /// Whether `x` holds an infinity (bit 0) and/or a NaN (bit 1).
@@ -506,17 +519,12 @@ pub fn update(rule: Rule, w: &mut [f32], g: &[f32], s: [Option<&mut [f32]>; 3], 
     match rule {
         Rule::Lars => {
             let (lr, mom, coef, eps, decay) = (q[0], q[1], q[2], q[3], q[4]);
+            let wr = &*w;
             let [gg, ww] = chunked_sums(n, |r| {
-                [
-                    simd::dispatch(
-                        #[inline(always)]
-                        || sum_sq_with(r.clone(), |i| g[i]),
-                    ),
-                    simd::dispatch(
-                        #[inline(always)]
-                        || sum_sq_with(r.clone(), |i| w[i]),
-                    ),
-                ]
+                simd::dispatch(
+                    #[inline(always)]
+                    || [sum_sq_f32(&g[r.clone()]), sum_sq_f32(&wr[r])],
+                )
             });
             let (g_norm, w_norm) = (gg.sqrt() as f32, ww.sqrt() as f32);
             let mut x = g_norm + decay * w_norm;
@@ -530,25 +538,39 @@ pub fn update(rule: Rule, w: &mut [f32], g: &[f32], s: [Option<&mut [f32]>; 3], 
             run(Pass::LarsStep, w, g, s, &[local, mom, decay, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         }
         Rule::Lamb => {
-            let (eta, b1, b2, c1, c2, eps, wd, gl, gu) = (q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8]);
+            let (eta, b1, b2, eps, wd, gl, gu) = (q[0], q[1], q[2], q[5], q[6], q[7], q[8]);
+            let (i1, i2) = (1.0 / q[3], 1.0 / q[4]); // reciprocals: lamb_r multiplies
             let [s0, s1, _] = s;
             let (m, v) = (s0.ok_or(Error::Invalid)?, s1.ok_or(Error::Invalid)?);
-            let mut moments = [0f32; 16];
-            moments[..2].copy_from_slice(&[b1, b2]);
-            run(Pass::LambMoments, w, g, [Some(&mut *m), Some(&mut *v), None], &moments);
-            let (wr, mr, vr) = (&*w, &*m, &*v);
-            let [rr, ww] = chunked_sums(n, |r| {
-                [
-                    simd::dispatch(
-                        #[inline(always)]
-                        || sum_sq_with(r.clone(), |i| lamb_r(wr[i], mr[i], vr[i], c1, c2, eps, wd)),
-                    ),
-                    simd::dispatch(
-                        #[inline(always)]
-                        || sum_sq_with(r.clone(), |i| wr[i]),
-                    ),
-                ]
-            });
+            // moments, then the norms of r and w, piece by piece while the piece is in cache
+            let piece = |w: &[f32], g: &[f32], m: &mut [f32], v: &mut [f32]| -> [f64; 2] {
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for ((&g, m), v) in g.iter().zip(&mut *m).zip(&mut *v) {
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                        }
+                        [lamb_r_sum_sq(w, m, v, i1, i2, eps, wd), sum_sq_f32(w)]
+                    },
+                )
+            };
+            let parts: Vec<[f64; 2]> = {
+                use rayon::prelude::*;
+                let (wr, mr, vr) = (&*w, &mut *m, &mut *v);
+                par::install(n, |par| {
+                    if par {
+                        let it = wr.par_chunks(SUM_CHUNK).zip(g.par_chunks(SUM_CHUNK));
+                        let it = it.zip(mr.par_chunks_mut(SUM_CHUNK)).zip(vr.par_chunks_mut(SUM_CHUNK));
+                        it.map(|(((w, g), m), v)| piece(w, g, m, v)).collect()
+                    } else {
+                        let it = wr.chunks(SUM_CHUNK).zip(g.chunks(SUM_CHUNK));
+                        let it = it.zip(mr.chunks_mut(SUM_CHUNK)).zip(vr.chunks_mut(SUM_CHUNK));
+                        it.map(|(((w, g), m), v)| piece(w, g, m, v)).collect()
+                    }
+                })
+            };
+            let [rr, ww] = parts.iter().fold([0f64; 2], |a, p| [a[0] + p[0], a[1] + p[1]]);
             let (r_norm, w_norm) = (rr.sqrt() as f32, ww.sqrt() as f32);
             let mut w_norm = w_norm;
             if w_norm < gl {
@@ -559,7 +581,7 @@ pub fn update(rule: Rule, w: &mut [f32], g: &[f32], s: [Option<&mut [f32]>; 3], 
             }
             let local = if r_norm > eps { w_norm / r_norm } else { 1.0 };
             let mut step = [0f32; 16];
-            step[..5].copy_from_slice(&[eta * local, c1, c2, eps, wd]);
+            step[..5].copy_from_slice(&[eta * local, i1, i2, eps, wd]);
             run(Pass::LambStep, w, g, [Some(m), Some(v), None], &step);
         }
         _ => run(Pass::Rule(rule), w, g, s, &q),
