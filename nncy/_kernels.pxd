@@ -83,3 +83,13 @@ cdef extern from "nncy_kernels.h" nogil:
     int32_t nncy_patch_correlation_grad_f32(uint32_t which, const float* x1, const float* x2,
                                             const float* gy, float* gx, const size_t* dims,
                                             const int64_t* params, int32_t accum)
+
+
+# Solver family (rust/src/optim.rs: update, Rule) and the solvers' gradient helpers.
+cdef extern from "nncy_kernels.h" nogil:
+    int32_t nncy_solver_update_f32(uint32_t rule, float* w, const float* g, float* s0,
+                                   float* s1, float* s2, size_t n, const float* p,
+                                   size_t np)
+    int32_t nncy_solver_grad_f32(uint32_t op, float* g, const float* w, size_t n, float a)
+    int32_t nncy_sum_squares_f32(const float* x, size_t n, double* out)
+    int32_t nncy_nonfinite_f32(const float* x, size_t n, uint32_t* out)

@@ -654,3 +654,85 @@ def patch_correlation_grad(name, uint32_t which, cnp.ndarray x1, cnp.ndarray x2,
         st = nncy_patch_correlation_grad_f32(which, _t0, _t1, _t2, _t3, d, p, accum)
     check(st, name)
 include "_kernels_math.pxi"
+
+
+
+# ---- solver family --------------------------------------------------------
+
+cdef float* _opt_state(s, cnp.ndarray w, name) except? NULL:
+    """The buffer of an optional solver state (NULL when None), checked."""
+    if s is None:
+        return NULL
+    cdef cnp.ndarray a = s
+    need_f32(a, name)
+    if cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(w):
+        raise ValueError('%s: a state has %d elements, the parameter %d'
+                         % (name, cnp.PyArray_SIZE(a), cnp.PyArray_SIZE(w)))
+    return fptr(a)
+
+
+def solver_update(name, uint32_t rule, cnp.ndarray w, cnp.ndarray g, s0, s1, s2,
+                  cnp.ndarray p):
+    """One fused solver step over a parameter (see rust/src/optim.rs, Rule):
+    w, g and the states (None when the rule keeps fewer) are float32,
+    C-contiguous and of one size; p holds the rule's parameters (float32)."""
+    need_f32(w, name); need_f32(g, name); need_f32(p, name)
+    if cnp.PyArray_SIZE(g) != cnp.PyArray_SIZE(w):
+        raise ValueError('%s: gradient has %d elements, the parameter %d'
+                         % (name, cnp.PyArray_SIZE(g), cnp.PyArray_SIZE(w)))
+    cdef float* a0 = _opt_state(s0, w, name)
+    cdef float* a1 = _opt_state(s1, w, name)
+    cdef float* a2 = _opt_state(s2, w, name)
+    cdef float* wp = fptr(w)
+    cdef const float* gp = fptr(g)
+    cdef const float* pp = fptr(p)
+    cdef size_t n = cnp.PyArray_SIZE(w), npar = cnp.PyArray_SIZE(p)
+    cdef int32_t st
+    with nogil:
+        st = nncy_solver_update_f32(rule, wp, gp, a0, a1, a2, n, pp, npar)
+    check(st, name)
+
+
+def solver_grad(name, uint32_t op, cnp.ndarray g, w, float a):
+    """op 0: g += a * w (weight decay); op 1: g *= a.  Float32, C-contiguous."""
+    need_f32(g, name)
+    cdef cnp.ndarray wa
+    cdef const float* wp = NULL
+    if op == 0:
+        wa = w
+        need_f32(wa, name)
+        if cnp.PyArray_SIZE(wa) != cnp.PyArray_SIZE(g):
+            raise ValueError('%s: parameter and gradient sizes differ' % name)
+        wp = fptr(wa)
+    cdef float* gp = fptr(g)
+    cdef size_t n = cnp.PyArray_SIZE(g)
+    cdef int32_t st
+    with nogil:
+        st = nncy_solver_grad_f32(op, gp, wp, n, a)
+    check(st, name)
+
+
+def sum_squares(name, cnp.ndarray x):
+    """Σ x² of a float32, C-contiguous array, in double precision."""
+    need_f32(x, name)
+    cdef double out = 0
+    cdef const float* xp = fptr(x)
+    cdef size_t n = cnp.PyArray_SIZE(x)
+    cdef int32_t st
+    with nogil:
+        st = nncy_sum_squares_f32(xp, n, &out)
+    check(st, name)
+    return out
+
+
+def nonfinite(name, cnp.ndarray x):
+    """1 if the float32 array holds an infinity, | 2 if it holds a NaN."""
+    need_f32(x, name)
+    cdef uint32_t out = 0
+    cdef const float* xp = fptr(x)
+    cdef size_t n = cnp.PyArray_SIZE(x)
+    cdef int32_t st
+    with nogil:
+        st = nncy_nonfinite_f32(xp, n, &out)
+    check(st, name)
+    return out

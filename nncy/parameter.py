@@ -104,3 +104,7 @@ def get_parameter_or_create(name, shape=None, initializer=None, need_grad=True,
 def clear_parameters():
     """Remove every parameter of every scope."""
     _root.clear()
+
+
+# NNabla also offers these as nn.parameter.save_parameters / load_parameters.
+from nncy._param_io import save_parameters, load_parameters  # noqa: E402,F401

@@ -154,6 +154,22 @@ int32_t nncy_arange_f32(float start, float step, float *y, size_t n);
 // y[i] = v for i < n.
 int32_t nncy_fill_f32(float *y, size_t n, float v);
 
+// Updates the parameter `w` (n floats) in place by solver rule `rule`
+// (`optim::Rule`) from its gradient `g`, updating the rule's state buffers
+// `s0`, `s1`, `s2` (n floats each; NULL for states the rule does not keep,
+// which must be the last ones).  `p` holds the rule's `np` parameters.
+// `w` and the states must not overlap; `g` is copied first if it overlaps them.
+int32_t nncy_solver_update_f32(uint32_t rule, float *w, const float *g, float *s0, float *s1, float *s2, size_t n, const float *p, size_t np);
+
+// Gradient edits: op 0: g += a * w (weight decay); op 1: g *= a (w unused, may be NULL).
+int32_t nncy_solver_grad_f32(uint32_t op, float *g, const float *w, size_t n, float a);
+
+// *out = Σ x[i]^2 over n floats (in double precision).
+int32_t nncy_sum_squares_f32(const float *x, size_t n, double *out);
+
+// *out = (1 if x holds an infinity) | (2 if x holds a NaN), over n floats.
+int32_t nncy_nonfinite_f32(const float *x, size_t n, uint32_t *out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -53,7 +53,8 @@ impl Geometry {
         let step = [pos(p[4])?, pos(p[5])?];
         let shift_step = [pos(p[6])?, pos(p[7])?];
         let pad = [nonneg(p[8])?, nonneg(p[9])?, nonneg(p[10])?, nonneg(p[11])?];
-        let extent = |size: usize, a: usize, b: usize| size.checked_add(a).and_then(|v| v.checked_add(b)).ok_or(Error::Invalid);
+        let extent =
+            |size: usize, a: usize, b: usize| size.checked_add(a).and_then(|v| v.checked_add(b)).ok_or(Error::Invalid);
         let (eh, ew) = (extent(h, pad[0], pad[1])?, extent(w, pad[2], pad[3])?);
         if eh < patch[0] || ew < patch[1] || shift[0] > 1 << 30 || shift[1] > 1 << 30 {
             return Err(Error::Invalid);
@@ -72,7 +73,10 @@ impl Geometry {
     }
 
     pub fn out_len(&self) -> Result<usize> {
-        [self.n, self.out[0], self.out[1], self.shifts[0], self.shifts[1]].iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or(Error::Invalid)
+        [self.n, self.out[0], self.out[1], self.shifts[0], self.shifts[1]]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or(Error::Invalid)
     }
 
     /// Top-left corner (y, x) of patch (oy, ox), possibly in the padding.
@@ -84,7 +88,10 @@ impl Geometry {
     /// Shift (sy, sx) number (iy, ix).
     #[inline(always)]
     fn shift_of(&self, iy: usize, ix: usize) -> (isize, isize) {
-        ((iy * self.shift_step[0]) as isize - self.shift[0] as isize, (ix * self.shift_step[1]) as isize - self.shift[1] as isize)
+        (
+            (iy * self.shift_step[0]) as isize - self.shift[0] as isize,
+            (ix * self.shift_step[1]) as isize - self.shift[1] as isize,
+        )
     }
 }
 
@@ -234,7 +241,11 @@ pub fn backward(g: &Geometry, which: u32, x1: &[f32], x2: &[f32], gy: &[f32], gx
                             if y1 < 0 || y1 >= h as isize || other < 0 || other >= h as isize {
                                 continue;
                             }
-                            let src = if which == 0 { &p2[other as usize * w..][..w] } else { &p1[other as usize * w..][..w] };
+                            let src = if which == 0 {
+                                &p2[other as usize * w..][..w]
+                            } else {
+                                &p1[other as usize * w..][..w]
+                            };
                             let dst = &mut gp[yr as usize * w..][..w];
                             for oy in g.covering(y1) {
                                 for ix in 0..cx {
@@ -292,7 +303,15 @@ mod tests {
                             for ky in 0..g.patch[0] as isize {
                                 for kx in 0..g.patch[1] as isize {
                                     let (a, b) = ((y0 + ky, x0 + kx), (y0 + ky + sy, x0 + kx + sx));
-                                    if a.0 < 0 || a.0 >= h || a.1 < 0 || a.1 >= w || b.0 < 0 || b.0 >= h || b.1 < 0 || b.1 >= w {
+                                    if a.0 < 0
+                                        || a.0 >= h
+                                        || a.1 < 0
+                                        || a.1 >= w
+                                        || b.0 < 0
+                                        || b.0 >= h
+                                        || b.1 < 0
+                                        || b.1 >= w
+                                    {
                                         continue;
                                     }
                                     for ch in 0..c {
@@ -331,7 +350,8 @@ mod tests {
             naive(&g, &x1, &x2, &gy, &mut y, &mut g1, &mut g2);
             let mut out = vec![f32::NAN; no];
             forward(&g, &x1, &x2, &mut out).unwrap();
-            let close = |a: &[f32], b: &[f64]| a.iter().zip(b).all(|(x, y)| (*x as f64 - y).abs() < 1e-4 * (1.0 + y.abs()));
+            let close =
+                |a: &[f32], b: &[f64]| a.iter().zip(b).all(|(x, y)| (*x as f64 - y).abs() < 1e-4 * (1.0 + y.abs()));
             assert!(close(&out, &y), "{dims:?} {p:?}");
             let mut gx = vec![f32::NAN; ni];
             backward(&g, 0, &x1, &x2, &gy, &mut gx, false).unwrap();

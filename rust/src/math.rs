@@ -71,7 +71,15 @@ fn cols<const MAX: bool>(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usi
 /// [j0, j1): value and absolute row index, NONE where no element beat the
 /// start value (every element NaN or equal to it).
 #[inline(always)]
-fn extremes<const MAX: bool>(x: &[f32], stride: usize, c0: usize, j0: usize, j1: usize, best: &mut [f32], idx: &mut [u64]) {
+fn extremes<const MAX: bool>(
+    x: &[f32],
+    stride: usize,
+    c0: usize,
+    j0: usize,
+    j1: usize,
+    best: &mut [f32],
+    idx: &mut [u64],
+) {
     const SEG: usize = 1 << 31;
     let w = best.len();
     best.fill(start::<MAX>());
@@ -143,7 +151,14 @@ fn extreme_wide<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut [
 /// packed into one of width m * inner >= 64, the packed rows are reduced (in
 /// pieces over the pool when `parallel`), and the candidates are folded with
 /// the rows left over.
-fn extreme_narrow<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut [f32], idx: &mut [i64], parallel: bool) {
+fn extreme_narrow<const MAX: bool>(
+    x: &[f32],
+    r: usize,
+    inner: usize,
+    vals: &mut [f32],
+    idx: &mut [i64],
+    parallel: bool,
+) {
     let m = 64usize.div_ceil(inner);
     let w = m * inner;
     let packed = r / m;
@@ -196,7 +211,14 @@ fn extreme_narrow<const MAX: bool>(x: &[f32], r: usize, inner: usize, vals: &mut
     finish(x, r, inner, &cand, vals, idx);
 }
 
-fn arg_reduce_impl<const MAX: bool>(x: &[f32], vals: &mut [f32], idx: &mut [i64], outer: usize, r: usize, inner: usize) {
+fn arg_reduce_impl<const MAX: bool>(
+    x: &[f32],
+    vals: &mut [f32],
+    idx: &mut [i64],
+    outer: usize,
+    r: usize,
+    inner: usize,
+) {
     let per = r * inner;
     let one = |x: &[f32], v: &mut [f32], i: &mut [i64], parallel: bool| {
         if inner >= 64 {
@@ -223,7 +245,15 @@ fn arg_reduce_impl<const MAX: bool>(x: &[f32], vals: &mut [f32], idx: &mut [i64]
 /// For x viewed as (outer, r, inner): vals[o, i] = the largest (ARG_MAX) or
 /// smallest (ARG_MIN) of x[o, :, i] and idx[o, i] its first index along r.
 /// NaN is skipped unless the whole line is NaN (then NaN at index 0).
-pub fn arg_reduce(op: u32, x: &[f32], vals: &mut [f32], idx: &mut [i64], outer: usize, r: usize, inner: usize) -> Result {
+pub fn arg_reduce(
+    op: u32,
+    x: &[f32],
+    vals: &mut [f32],
+    idx: &mut [i64],
+    outer: usize,
+    r: usize,
+    inner: usize,
+) -> Result {
     let n_out = outer.checked_mul(inner).ok_or(Error::Invalid)?;
     let n_in = n_out.checked_mul(r).ok_or(Error::Invalid)?;
     if op > ARG_MIN || x.len() < n_in || vals.len() < n_out || idx.len() < n_out || (r == 0 && n_out > 0) {
@@ -244,7 +274,15 @@ pub fn arg_reduce(op: u32, x: &[f32], vals: &mut [f32], idx: &mut [i64], outer: 
 /// gx (outer, r, inner) = (accum ? gx : 0) + gy[o, i] at [o, idx[o, i], i]:
 /// the gradient of a max / min reduction.  Indices outside [0, r) are refused
 /// (OutOfRange) before anything is written.
-pub fn arg_scatter(gy: &[f32], idx: &[i64], gx: &mut [f32], outer: usize, r: usize, inner: usize, accum: bool) -> Result {
+pub fn arg_scatter(
+    gy: &[f32],
+    idx: &[i64],
+    gx: &mut [f32],
+    outer: usize,
+    r: usize,
+    inner: usize,
+    accum: bool,
+) -> Result {
     let n_out = outer.checked_mul(inner).ok_or(Error::Invalid)?;
     let n_in = n_out.checked_mul(r).ok_or(Error::Invalid)?;
     if gy.len() < n_out || idx.len() < n_out || gx.len() < n_in {
@@ -257,16 +295,20 @@ pub fn arg_scatter(gy: &[f32], idx: &[i64], gx: &mut [f32], outer: usize, r: usi
         return Ok(());
     }
     let per = r * inner;
-    par_for((Rows(&mut gx[..n_in], per), Rows(&gy[..n_out], inner), Rows(&idx[..n_out], inner)), per, |(Rows(gx, _), Rows(gy, _), Rows(idx, _))| {
-        for ((gx, gy), idx) in gx.chunks_exact_mut(per).zip(gy.chunks_exact(inner)).zip(idx.chunks_exact(inner)) {
-            if !accum {
-                gx.fill(0.0);
+    par_for(
+        (Rows(&mut gx[..n_in], per), Rows(&gy[..n_out], inner), Rows(&idx[..n_out], inner)),
+        per,
+        |(Rows(gx, _), Rows(gy, _), Rows(idx, _))| {
+            for ((gx, gy), idx) in gx.chunks_exact_mut(per).zip(gy.chunks_exact(inner)).zip(idx.chunks_exact(inner)) {
+                if !accum {
+                    gx.fill(0.0);
+                }
+                for (i, (&g, &j)) in gy.iter().zip(idx).enumerate() {
+                    gx[j as usize * inner + i] += g;
+                }
             }
-            for (i, (&g, &j)) in gy.iter().zip(idx).enumerate() {
-                gx[j as usize * inner + i] += g;
-            }
-        }
-    });
+        },
+    );
     Ok(())
 }
 
@@ -396,46 +438,50 @@ pub fn prod_grad(x: &[f32], gy: &[f32], gx: &mut [f32], outer: usize, r: usize, 
         return Ok(());
     }
     let per = r * inner;
-    par_for((Rows(&mut gx[..n_in], per), Rows(&x[..n_in], per), Rows(&gy[..n_out], inner)), 2 * per, |(Rows(gx, _), Rows(x, _), Rows(gy, _))| {
-        let mut acc = vec![0.0f32; inner];
-        let mut pre = if accum { vec![0.0f32; per] } else { Vec::new() };
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                for ((gx, x), gy) in gx.chunks_exact_mut(per).zip(x.chunks_exact(per)).zip(gy.chunks_exact(inner)) {
-                    // prefix products (of the rows before j): into gx itself, or
-                    // into `pre` when gx must be added to
-                    let dst: &mut [f32] = if accum { &mut pre[..] } else { &mut *gx };
-                    acc.fill(1.0);
-                    for j in 0..r {
-                        let (p, xr) = (&mut dst[j * inner..(j + 1) * inner], &x[j * inner..(j + 1) * inner]);
-                        for i in 0..inner {
-                            p[i] = acc[i];
-                            acc[i] *= xr[i];
-                        }
-                    }
-                    // times gy and the suffix products (of the rows after j)
-                    acc.copy_from_slice(gy);
-                    for j in (0..r).rev() {
-                        let xr = &x[j * inner..(j + 1) * inner];
-                        let g = &mut gx[j * inner..(j + 1) * inner];
-                        if accum {
-                            let p = &pre[j * inner..(j + 1) * inner];
+    par_for(
+        (Rows(&mut gx[..n_in], per), Rows(&x[..n_in], per), Rows(&gy[..n_out], inner)),
+        2 * per,
+        |(Rows(gx, _), Rows(x, _), Rows(gy, _))| {
+            let mut acc = vec![0.0f32; inner];
+            let mut pre = if accum { vec![0.0f32; per] } else { Vec::new() };
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for ((gx, x), gy) in gx.chunks_exact_mut(per).zip(x.chunks_exact(per)).zip(gy.chunks_exact(inner)) {
+                        // prefix products (of the rows before j): into gx itself, or
+                        // into `pre` when gx must be added to
+                        let dst: &mut [f32] = if accum { &mut pre[..] } else { &mut *gx };
+                        acc.fill(1.0);
+                        for j in 0..r {
+                            let (p, xr) = (&mut dst[j * inner..(j + 1) * inner], &x[j * inner..(j + 1) * inner]);
                             for i in 0..inner {
-                                g[i] += p[i] * acc[i];
-                                acc[i] *= xr[i];
-                            }
-                        } else {
-                            for i in 0..inner {
-                                g[i] *= acc[i];
+                                p[i] = acc[i];
                                 acc[i] *= xr[i];
                             }
                         }
+                        // times gy and the suffix products (of the rows after j)
+                        acc.copy_from_slice(gy);
+                        for j in (0..r).rev() {
+                            let xr = &x[j * inner..(j + 1) * inner];
+                            let g = &mut gx[j * inner..(j + 1) * inner];
+                            if accum {
+                                let p = &pre[j * inner..(j + 1) * inner];
+                                for i in 0..inner {
+                                    g[i] += p[i] * acc[i];
+                                    acc[i] *= xr[i];
+                                }
+                            } else {
+                                for i in 0..inner {
+                                    g[i] *= acc[i];
+                                    acc[i] *= xr[i];
+                                }
+                            }
+                        }
                     }
-                }
-            },
-        );
-    });
+                },
+            );
+        },
+    );
     Ok(())
 }
 
@@ -455,7 +501,11 @@ const NARY_BLOCK: usize = 1024;
 /// the gradient of mul_n for input i, exact where other inputs hold zeros.
 pub fn nary(op: u32, xs: &[&[f32]], skip: usize, gy: Option<&[f32]>, y: &mut [f32], accum: bool) -> Result {
     let n = y.len();
-    if op > NARY_PROD || xs.iter().any(|x| x.len() < n) || gy.is_some_and(|g| g.len() < n) || (op == NARY_SUM && gy.is_some()) {
+    if op > NARY_PROD
+        || xs.iter().any(|x| x.len() < n)
+        || gy.is_some_and(|g| g.len() < n)
+        || (op == NARY_SUM && gy.is_some())
+    {
         return Err(Error::Invalid);
     }
     let cost = xs.len().max(1);
@@ -528,17 +578,31 @@ pub fn where_(cond: &[f32], xt: &[f32], xf: &[f32], y: &mut [f32], outer: usize,
         });
         return Ok(());
     }
-    par_for((Rows(&mut y[..n], inner), Rows(&xt[..n], inner), Rows(&xf[..n], inner), &cond[..outer]), inner, |(Rows(y, _), Rows(t, _), Rows(f, _), c)| {
-        for (((y, t), f), &c) in y.chunks_exact_mut(inner).zip(t.chunks_exact(inner)).zip(f.chunks_exact(inner)).zip(c) {
-            y.copy_from_slice(if c != 0.0 { t } else { f });
-        }
-    });
+    par_for(
+        (Rows(&mut y[..n], inner), Rows(&xt[..n], inner), Rows(&xf[..n], inner), &cond[..outer]),
+        inner,
+        |(Rows(y, _), Rows(t, _), Rows(f, _), c)| {
+            for (((y, t), f), &c) in
+                y.chunks_exact_mut(inner).zip(t.chunks_exact(inner)).zip(f.chunks_exact(inner)).zip(c)
+            {
+                y.copy_from_slice(if c != 0.0 { t } else { f });
+            }
+        },
+    );
     Ok(())
 }
 
 /// g[o, i] (+)= gy[o, i] where (cond[o] != 0) == `on_true`, else 0: the
 /// gradient of `where` for x_true (on_true) or x_false.
-pub fn where_grad(cond: &[f32], gy: &[f32], g: &mut [f32], outer: usize, inner: usize, on_true: bool, accum: bool) -> Result {
+pub fn where_grad(
+    cond: &[f32],
+    gy: &[f32],
+    g: &mut [f32],
+    outer: usize,
+    inner: usize,
+    on_true: bool,
+    accum: bool,
+) -> Result {
     let n = outer.checked_mul(inner).ok_or(Error::Invalid)?;
     if cond.len() < outer || gy.len() < n || g.len() < n {
         return Err(Error::Invalid);
@@ -547,22 +611,26 @@ pub fn where_grad(cond: &[f32], gy: &[f32], g: &mut [f32], outer: usize, inner: 
         return Ok(());
     }
     let inner = inner.max(1);
-    par_for((Rows(&mut g[..n], inner), Rows(&gy[..n], inner), &cond[..outer]), inner, |(Rows(g, _), Rows(gy, _), c)| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                for ((g, gy), &c) in g.chunks_exact_mut(inner).zip(gy.chunks_exact(inner)).zip(c) {
-                    let pass = (c != 0.0) == on_true;
-                    match (pass, accum) {
-                        (true, true) => g.iter_mut().zip(gy).for_each(|(a, &b)| *a += b),
-                        (true, false) => g.copy_from_slice(gy),
-                        (false, true) => {}
-                        (false, false) => g.fill(0.0),
+    par_for(
+        (Rows(&mut g[..n], inner), Rows(&gy[..n], inner), &cond[..outer]),
+        inner,
+        |(Rows(g, _), Rows(gy, _), c)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for ((g, gy), &c) in g.chunks_exact_mut(inner).zip(gy.chunks_exact(inner)).zip(c) {
+                        let pass = (c != 0.0) == on_true;
+                        match (pass, accum) {
+                            (true, true) => g.iter_mut().zip(gy).for_each(|(a, &b)| *a += b),
+                            (true, false) => g.copy_from_slice(gy),
+                            (false, true) => {}
+                            (false, false) => g.fill(0.0),
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
     Ok(())
 }
 
@@ -666,7 +734,20 @@ mod tests {
 
     #[test]
     fn arg_reduce_matches_naive() {
-        let shapes = [(1, 1, 1), (3, 5, 1), (2, 17, 3), (1, 100_003, 1), (2, 70_000, 1), (5, 33, 7), (1, 3000, 5), (4, 9, 16), (3, 70, 300), (100, 40, 17), (1, 4, 2000), (1, 20_000, 20)];
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 1),
+            (2, 17, 3),
+            (1, 100_003, 1),
+            (2, 70_000, 1),
+            (5, 33, 7),
+            (1, 3000, 5),
+            (4, 9, 16),
+            (3, 70, 300),
+            (100, 40, 17),
+            (1, 4, 2000),
+            (1, 20_000, 20),
+        ];
         for &(outer, r, inner) in &shapes {
             let mut x = data(outer * r * inner, (outer * 31 + r * 7 + inner) as u64);
             if x.len() > 10 {
@@ -700,7 +781,16 @@ mod tests {
 
     #[test]
     fn prod_reduce_is_accurate() {
-        for &(outer, r, inner) in &[(1, 1, 1), (3, 5, 1), (2, 0, 3), (1, 1_000_000, 1), (4, 1000, 3), (2, 300, 70), (70, 30, 1), (1, 50_000, 20)] {
+        for &(outer, r, inner) in &[
+            (1, 1, 1),
+            (3, 5, 1),
+            (2, 0, 3),
+            (1, 1_000_000, 1),
+            (4, 1000, 3),
+            (2, 300, 70),
+            (70, 30, 1),
+            (1, 50_000, 20),
+        ] {
             let mut s = 7u64;
             let x: Vec<f32> = (0..outer * r * inner)
                 .map(|_| {

@@ -63,7 +63,12 @@ fn unary_ops_forward_and_grad() {
             assert!(close(gi - 1.0, want, 1e-5), "{} grad at {xi}: {} vs {want}", info.name, gi - 1.0);
             // a straight-through gradient is not the derivative: no finite-difference check
             if let Some(d) = derivative(|v| r::unary(op32, v, p64), xd).filter(|_| !r::UNARY_STRAIGHT_THROUGH[op]) {
-                assert!((d * GY - want).abs() <= 1e-5 * (1.0 + want.abs()), "{} grad vs finite difference at {xi}: {want} vs {}", info.name, d * GY);
+                assert!(
+                    (d * GY - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{} grad vs finite difference at {xi}: {want} vs {}",
+                    info.name,
+                    d * GY
+                );
             }
         }
     }
@@ -114,7 +119,11 @@ fn binary_ops_forward_and_grad() {
                     derivative(|t| r::binary(op32, u, t, p64), v)
                 };
                 if let Some(d) = d.filter(|_| !r::BINARY_STRAIGHT_THROUGH[op]) {
-                    assert!((d * GY - want).abs() <= 1e-5 * (1.0 + want.abs()), "{} grad{which} vs finite difference at ({u}, {v})", info.name);
+                    assert!(
+                        (d * GY - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{} grad{which} vs finite difference at ({u}, {v})",
+                        info.name
+                    );
                 }
             }
         }

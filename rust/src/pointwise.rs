@@ -470,18 +470,18 @@ mod tests {
     /// elements with a base offset (for negative strides).
     fn cases() -> Vec<(Vec<usize>, Vec<isize>, Vec<isize>, usize, usize)> {
         vec![
-            (vec![3, 4], vec![4, 1], vec![4, 1], 0, 0),           // same shape
-            (vec![300, 400], vec![400, 1], vec![0, 1], 0, 0),     // row broadcast
-            (vec![300, 400], vec![400, 1], vec![1, 0], 0, 0),     // column broadcast
-            (vec![300, 400], vec![0, 0], vec![400, 1], 0, 0),     // scalar
+            (vec![3, 4], vec![4, 1], vec![4, 1], 0, 0),            // same shape
+            (vec![300, 400], vec![400, 1], vec![0, 1], 0, 0),      // row broadcast
+            (vec![300, 400], vec![400, 1], vec![1, 0], 0, 0),      // column broadcast
+            (vec![300, 400], vec![0, 0], vec![400, 1], 0, 0),      // scalar
             (vec![2, 3, 4], vec![12, 4, 1], vec![-4, 0, 1], 0, 8), // negative stride
-            (vec![5, 7], vec![1, 5], vec![7, -1], 0, 6),          // transposed, reversed
+            (vec![5, 7], vec![1, 5], vec![7, -1], 0, 6),           // transposed, reversed
             (vec![2, 1, 3, 1], vec![3, 9, 1, 0], vec![0, 0, 1, 0], 0, 0),
-            (vec![512, 300], vec![300, 1], vec![1, 512], 0, 0),   // transpose, large
+            (vec![512, 300], vec![300, 1], vec![1, 512], 0, 0), // transpose, large
             (vec![3, 40, 50], vec![2000, 50, 1], vec![1, 3, 120], 0, 0), // planes transposed
             (vec![2, 70, 33], vec![0, 1, -70], vec![0, 33, 1], 2310, 0), // reversed columns
-            (vec![], vec![], vec![], 0, 0),                       // scalar
-            (vec![4, 0, 3], vec![0, 3, 1], vec![0, 3, 1], 0, 0),  // empty
+            (vec![], vec![], vec![], 0, 0),                     // scalar
+            (vec![4, 0, 3], vec![0, 3, 1], vec![0, 3, 1], 0, 0), // empty
         ]
     }
 
@@ -519,7 +519,8 @@ mod tests {
         for which in 0..2 {
             let mut y = random(120_000, 6);
             let orig = y.clone();
-            let (s0, s1): ([isize; 2], [isize; 2]) = if which == 0 { ([cs[0], cs[1]], [0, 1]) } else { ([0, 1], [cs[0], cs[1]]) };
+            let (s0, s1): ([isize; 2], [isize; 2]) =
+                if which == 0 { ([cs[0], cs[1]], [0, 1]) } else { ([0, 1], [cs[0], cs[1]]) };
             let lay = Layout::new(&shape, [&s0, &s1]).unwrap();
             let other = Operand::In(Input { data: &x1, base: 0 });
             let (a, b) = if which == 0 { (Operand::Out, other) } else { (other, Operand::Out) };

@@ -33,7 +33,15 @@ pub fn rnn_fwd(relu: bool, pre: &[f32], h: &mut [f32]) -> Result {
             #[inline(always)]
             || {
                 for (o, &p) in h.iter_mut().zip(pre) {
-                    *o = if relu { if p > 0.0 { p } else { 0.0 } } else { tanh(p) };
+                    *o = if relu {
+                        if p > 0.0 {
+                            p
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        tanh(p)
+                    };
                 }
             },
         )
@@ -53,7 +61,15 @@ pub fn rnn_bwd(relu: bool, h: &[f32], dy: &[f32], dh: &[f32], dpre: &mut [f32]) 
             || {
                 for (((o, &h), &a), &b) in dpre.iter_mut().zip(h).zip(dy).zip(dh) {
                     let g = a + b;
-                    *o = if relu { if h > 0.0 { g } else { 0.0 } } else { g * (1.0 - h * h) };
+                    *o = if relu {
+                        if h > 0.0 {
+                            g
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        g * (1.0 - h * h)
+                    };
                 }
             },
         )
@@ -69,28 +85,44 @@ pub fn lstm_fwd(h: usize, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], hout
     }
     let b = c.len() / h;
     batch(b, &[(gates.len(), 4 * h), (c_prev.len(), h), (c.len(), h), (hout.len(), h)])?;
-    par_for((Rows(gates, 4 * h), Rows(c_prev, h), Rows(c, h), Rows(hout, h)), 40 * h, |(Rows(g, _), Rows(cp, _), Rows(c, _), Rows(ho, _))| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                for (((g, cp), c), ho) in g.chunks_exact_mut(4 * h).zip(cp.chunks_exact(h)).zip(c.chunks_exact_mut(h)).zip(ho.chunks_exact_mut(h)) {
-                    let (gi, rest) = g.split_at_mut(h);
-                    let (gf, rest) = rest.split_at_mut(h);
-                    let (gg, go) = rest.split_at_mut(h);
-                    for (((((i, f), g), o), (&cp, c)), ho) in gi.iter_mut().zip(gf.iter_mut()).zip(gg.iter_mut()).zip(go.iter_mut()).zip(cp.iter().zip(c.iter_mut())).zip(ho.iter_mut()) {
-                        let (ai, af, ag, ao) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
-                        *i = ai;
-                        *f = af;
-                        *g = ag;
-                        *o = ao;
-                        let ct = af * cp + ai * ag;
-                        *c = ct;
-                        *ho = ao * tanh(ct);
+    par_for(
+        (Rows(gates, 4 * h), Rows(c_prev, h), Rows(c, h), Rows(hout, h)),
+        40 * h,
+        |(Rows(g, _), Rows(cp, _), Rows(c, _), Rows(ho, _))| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (((g, cp), c), ho) in g
+                        .chunks_exact_mut(4 * h)
+                        .zip(cp.chunks_exact(h))
+                        .zip(c.chunks_exact_mut(h))
+                        .zip(ho.chunks_exact_mut(h))
+                    {
+                        let (gi, rest) = g.split_at_mut(h);
+                        let (gf, rest) = rest.split_at_mut(h);
+                        let (gg, go) = rest.split_at_mut(h);
+                        for (((((i, f), g), o), (&cp, c)), ho) in gi
+                            .iter_mut()
+                            .zip(gf.iter_mut())
+                            .zip(gg.iter_mut())
+                            .zip(go.iter_mut())
+                            .zip(cp.iter().zip(c.iter_mut()))
+                            .zip(ho.iter_mut())
+                        {
+                            let (ai, af, ag, ao) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
+                            *i = ai;
+                            *f = af;
+                            *g = ag;
+                            *o = ao;
+                            let ct = af * cp + ai * ag;
+                            *c = ct;
+                            *ho = ao * tanh(ct);
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
     Ok(())
 }
 
@@ -99,39 +131,68 @@ pub fn lstm_fwd(h: usize, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], hout
 /// respect to c_prev on exit; `dgates` (b, 4h) receives the gradients of the
 /// four pre-activations.
 #[allow(clippy::too_many_arguments)]
-pub fn lstm_bwd(h: usize, gates: &[f32], c_prev: &[f32], c: &[f32], dy: &[f32], dh: &[f32], dc: &mut [f32], dgates: &mut [f32]) -> Result {
+pub fn lstm_bwd(
+    h: usize,
+    gates: &[f32],
+    c_prev: &[f32],
+    c: &[f32],
+    dy: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    dgates: &mut [f32],
+) -> Result {
     if h == 0 {
         return Ok(());
     }
     let b = c.len() / h;
-    batch(b, &[(gates.len(), 4 * h), (c_prev.len(), h), (c.len(), h), (dy.len(), h), (dh.len(), h), (dc.len(), h), (dgates.len(), 4 * h)])?;
-    let parts = (Rows(dgates, 4 * h), Rows(dc, h), Rows(gates, 4 * h), Rows(c_prev, h), (Rows(c, h), Rows(dy, h), Rows(dh, h)));
-    par_for(parts, 40 * h, |(Rows(dg, _), Rows(dc, _), Rows(g, _), Rows(cp, _), (Rows(c, _), Rows(dy, _), Rows(dh, _)))| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                let rows = dg.chunks_exact_mut(4 * h).zip(dc.chunks_exact_mut(h)).zip(g.chunks_exact(4 * h)).zip(cp.chunks_exact(h));
-                let more = c.chunks_exact(h).zip(dy.chunks_exact(h)).zip(dh.chunks_exact(h));
-                for ((((dg, dc), g), cp), ((c, dy), dh)) in rows.zip(more) {
-                    let (dgi, rest) = dg.split_at_mut(h);
-                    let (dgf, rest) = rest.split_at_mut(h);
-                    let (dgg, dgo) = rest.split_at_mut(h);
-                    let (gi, gf, gg, go) = (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]);
-                    for k in 0..h {
-                        let (i, f, gv, o) = (gi[k], gf[k], gg[k], go[k]);
-                        let tc = tanh(c[k]);
-                        let dht = dy[k] + dh[k];
-                        let dct = dc[k] + dht * o * (1.0 - tc * tc);
-                        dgi[k] = dct * gv * i * (1.0 - i);
-                        dgf[k] = dct * cp[k] * f * (1.0 - f);
-                        dgg[k] = dct * i * (1.0 - gv * gv);
-                        dgo[k] = dht * tc * o * (1.0 - o);
-                        dc[k] = dct * f;
+    batch(
+        b,
+        &[
+            (gates.len(), 4 * h),
+            (c_prev.len(), h),
+            (c.len(), h),
+            (dy.len(), h),
+            (dh.len(), h),
+            (dc.len(), h),
+            (dgates.len(), 4 * h),
+        ],
+    )?;
+    let parts =
+        (Rows(dgates, 4 * h), Rows(dc, h), Rows(gates, 4 * h), Rows(c_prev, h), (Rows(c, h), Rows(dy, h), Rows(dh, h)));
+    par_for(
+        parts,
+        40 * h,
+        |(Rows(dg, _), Rows(dc, _), Rows(g, _), Rows(cp, _), (Rows(c, _), Rows(dy, _), Rows(dh, _)))| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let rows = dg
+                        .chunks_exact_mut(4 * h)
+                        .zip(dc.chunks_exact_mut(h))
+                        .zip(g.chunks_exact(4 * h))
+                        .zip(cp.chunks_exact(h));
+                    let more = c.chunks_exact(h).zip(dy.chunks_exact(h)).zip(dh.chunks_exact(h));
+                    for ((((dg, dc), g), cp), ((c, dy), dh)) in rows.zip(more) {
+                        let (dgi, rest) = dg.split_at_mut(h);
+                        let (dgf, rest) = rest.split_at_mut(h);
+                        let (dgg, dgo) = rest.split_at_mut(h);
+                        let (gi, gf, gg, go) = (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]);
+                        for k in 0..h {
+                            let (i, f, gv, o) = (gi[k], gf[k], gg[k], go[k]);
+                            let tc = tanh(c[k]);
+                            let dht = dy[k] + dh[k];
+                            let dct = dc[k] + dht * o * (1.0 - tc * tc);
+                            dgi[k] = dct * gv * i * (1.0 - i);
+                            dgf[k] = dct * cp[k] * f * (1.0 - f);
+                            dgg[k] = dct * i * (1.0 - gv * gv);
+                            dgo[k] = dht * tc * o * (1.0 - o);
+                            dc[k] = dct * f;
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
     Ok(())
 }
 
@@ -141,7 +202,14 @@ pub fn lstm_bwd(h: usize, gates: &[f32], c_prev: &[f32], c: &[f32], dy: &[f32], 
 /// the hidden bias `bhn` added (kept for backward).
 /// r = sig(x_r + hw_r), z = sig(x_z + hw_z), n = tanh(x_n + r hn),
 /// hout = (1 - z) n + z h_prev.
-pub fn gru_fwd(h: usize, gates: &mut [f32], hw: &mut [f32], bhn: Option<&[f32]>, h_prev: &[f32], hout: &mut [f32]) -> Result {
+pub fn gru_fwd(
+    h: usize,
+    gates: &mut [f32],
+    hw: &mut [f32],
+    bhn: Option<&[f32]>,
+    h_prev: &[f32],
+    hout: &mut [f32],
+) -> Result {
     if h == 0 {
         return Ok(());
     }
@@ -150,30 +218,39 @@ pub fn gru_fwd(h: usize, gates: &mut [f32], hw: &mut [f32], bhn: Option<&[f32]>,
     if bhn.is_some_and(|v| v.len() != h) {
         return Err(Error::Invalid);
     }
-    par_for((Rows(gates, 3 * h), Rows(hw, 3 * h), Rows(h_prev, h), Rows(hout, h)), 40 * h, |(Rows(g, _), Rows(hw, _), Rows(hp, _), Rows(ho, _))| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                for (((g, hw), hp), ho) in g.chunks_exact_mut(3 * h).zip(hw.chunks_exact_mut(3 * h)).zip(hp.chunks_exact(h)).zip(ho.chunks_exact_mut(h)) {
-                    let (gr, rest) = g.split_at_mut(h);
-                    let (gz, gn) = rest.split_at_mut(h);
-                    let (hr, rest) = hw.split_at_mut(h);
-                    let (hz, hn) = rest.split_at_mut(h);
-                    for k in 0..h {
-                        let r = sigmoid(gr[k] + hr[k]);
-                        let z = sigmoid(gz[k] + hz[k]);
-                        let hnk = hn[k] + bhn.map_or(0.0, |v| v[k]);
-                        let n = tanh(gn[k] + r * hnk);
-                        hn[k] = hnk;
-                        gr[k] = r;
-                        gz[k] = z;
-                        gn[k] = n;
-                        ho[k] = (1.0 - z) * n + z * hp[k];
+    par_for(
+        (Rows(gates, 3 * h), Rows(hw, 3 * h), Rows(h_prev, h), Rows(hout, h)),
+        40 * h,
+        |(Rows(g, _), Rows(hw, _), Rows(hp, _), Rows(ho, _))| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (((g, hw), hp), ho) in g
+                        .chunks_exact_mut(3 * h)
+                        .zip(hw.chunks_exact_mut(3 * h))
+                        .zip(hp.chunks_exact(h))
+                        .zip(ho.chunks_exact_mut(h))
+                    {
+                        let (gr, rest) = g.split_at_mut(h);
+                        let (gz, gn) = rest.split_at_mut(h);
+                        let (hr, rest) = hw.split_at_mut(h);
+                        let (hz, hn) = rest.split_at_mut(h);
+                        for k in 0..h {
+                            let r = sigmoid(gr[k] + hr[k]);
+                            let z = sigmoid(gz[k] + hz[k]);
+                            let hnk = hn[k] + bhn.map_or(0.0, |v| v[k]);
+                            let n = tanh(gn[k] + r * hnk);
+                            hn[k] = hnk;
+                            gr[k] = r;
+                            gz[k] = z;
+                            gn[k] = n;
+                            ho[k] = (1.0 - z) * n + z * hp[k];
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
     Ok(())
 }
 
@@ -182,43 +259,86 @@ pub fn gru_fwd(h: usize, gates: &mut [f32], hw: &mut [f32], bhn: Option<&[f32]>,
 /// input-side pre-activations `dgx` (b, 3h), of the hidden projections `dgh`
 /// (b, 3h), and the direct part (dy + dh) z of the gradient of h_prev.
 #[allow(clippy::too_many_arguments)]
-pub fn gru_bwd(h: usize, gates: &[f32], hw: &[f32], h_prev: &[f32], dy: &[f32], dh: &[f32], dgx: &mut [f32], dgh: &mut [f32], dh_prev: &mut [f32]) -> Result {
+pub fn gru_bwd(
+    h: usize,
+    gates: &[f32],
+    hw: &[f32],
+    h_prev: &[f32],
+    dy: &[f32],
+    dh: &[f32],
+    dgx: &mut [f32],
+    dgh: &mut [f32],
+    dh_prev: &mut [f32],
+) -> Result {
     if h == 0 {
         return Ok(());
     }
     let b = h_prev.len() / h;
-    batch(b, &[(gates.len(), 3 * h), (hw.len(), 3 * h), (h_prev.len(), h), (dy.len(), h), (dh.len(), h), (dgx.len(), 3 * h), (dgh.len(), 3 * h), (dh_prev.len(), h)])?;
-    let parts = (Rows(dgx, 3 * h), Rows(dgh, 3 * h), Rows(dh_prev, h), (Rows(gates, 3 * h), Rows(hw, 3 * h)), (Rows(h_prev, h), Rows(dy, h), Rows(dh, h)));
-    par_for(parts, 40 * h, |(Rows(dgx, _), Rows(dgh, _), Rows(dhp, _), (Rows(g, _), Rows(hw, _)), (Rows(hp, _), Rows(dy, _), Rows(dh, _)))| {
-        simd::dispatch(
-            #[inline(always)]
-            || {
-                let outs = dgx.chunks_exact_mut(3 * h).zip(dgh.chunks_exact_mut(3 * h)).zip(dhp.chunks_exact_mut(h));
-                let ins = g.chunks_exact(3 * h).zip(hw.chunks_exact(3 * h)).zip(hp.chunks_exact(h)).zip(dy.chunks_exact(h).zip(dh.chunks_exact(h)));
-                for (((dgx, dgh), dhp), (((g, hw), hp), (dy, dh))) in outs.zip(ins) {
-                    let (xr, rest) = dgx.split_at_mut(h);
-                    let (xz, xn) = rest.split_at_mut(h);
-                    let (hr, rest) = dgh.split_at_mut(h);
-                    let (hz, hn_) = rest.split_at_mut(h);
-                    for k in 0..h {
-                        let (r, z, n) = (g[k], g[h + k], g[2 * h + k]);
-                        let hn = hw[2 * h + k];
-                        let dht = dy[k] + dh[k];
-                        let dpn = dht * (1.0 - z) * (1.0 - n * n);
-                        let dpr = dpn * hn * r * (1.0 - r);
-                        let dpz = dht * (hp[k] - n) * z * (1.0 - z);
-                        xr[k] = dpr;
-                        xz[k] = dpz;
-                        xn[k] = dpn;
-                        hr[k] = dpr;
-                        hz[k] = dpz;
-                        hn_[k] = dpn * r;
-                        dhp[k] = dht * z;
+    batch(
+        b,
+        &[
+            (gates.len(), 3 * h),
+            (hw.len(), 3 * h),
+            (h_prev.len(), h),
+            (dy.len(), h),
+            (dh.len(), h),
+            (dgx.len(), 3 * h),
+            (dgh.len(), 3 * h),
+            (dh_prev.len(), h),
+        ],
+    )?;
+    let parts = (
+        Rows(dgx, 3 * h),
+        Rows(dgh, 3 * h),
+        Rows(dh_prev, h),
+        (Rows(gates, 3 * h), Rows(hw, 3 * h)),
+        (Rows(h_prev, h), Rows(dy, h), Rows(dh, h)),
+    );
+    par_for(
+        parts,
+        40 * h,
+        |(
+            Rows(dgx, _),
+            Rows(dgh, _),
+            Rows(dhp, _),
+            (Rows(g, _), Rows(hw, _)),
+            (Rows(hp, _), Rows(dy, _), Rows(dh, _)),
+        )| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let outs =
+                        dgx.chunks_exact_mut(3 * h).zip(dgh.chunks_exact_mut(3 * h)).zip(dhp.chunks_exact_mut(h));
+                    let ins = g
+                        .chunks_exact(3 * h)
+                        .zip(hw.chunks_exact(3 * h))
+                        .zip(hp.chunks_exact(h))
+                        .zip(dy.chunks_exact(h).zip(dh.chunks_exact(h)));
+                    for (((dgx, dgh), dhp), (((g, hw), hp), (dy, dh))) in outs.zip(ins) {
+                        let (xr, rest) = dgx.split_at_mut(h);
+                        let (xz, xn) = rest.split_at_mut(h);
+                        let (hr, rest) = dgh.split_at_mut(h);
+                        let (hz, hn_) = rest.split_at_mut(h);
+                        for k in 0..h {
+                            let (r, z, n) = (g[k], g[h + k], g[2 * h + k]);
+                            let hn = hw[2 * h + k];
+                            let dht = dy[k] + dh[k];
+                            let dpn = dht * (1.0 - z) * (1.0 - n * n);
+                            let dpr = dpn * hn * r * (1.0 - r);
+                            let dpz = dht * (hp[k] - n) * z * (1.0 - z);
+                            xr[k] = dpr;
+                            xz[k] = dpz;
+                            xn[k] = dpn;
+                            hr[k] = dpr;
+                            hz[k] = dpz;
+                            hn_[k] = dpn * r;
+                            dhp[k] = dht * z;
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        },
+    );
     Ok(())
 }
 
@@ -267,12 +387,18 @@ mod tests {
         for relu in [false, true] {
             let mut h = vec![0.0; n];
             rnn_fwd(relu, &pre, &mut h).unwrap();
-            let want: Vec<f64> = pre.iter().map(|&p| if relu { (p as f64).max(0.0) } else { (p as f64).tanh() }).collect();
+            let want: Vec<f64> =
+                pre.iter().map(|&p| if relu { (p as f64).max(0.0) } else { (p as f64).tanh() }).collect();
             close(&h, &want, 1e-6);
             let (dy, dh) = (data(n, 2), data(n, 3));
             let mut dpre = vec![0.0; n];
             rnn_bwd(relu, &h, &dy, &dh, &mut dpre).unwrap();
-            let want: Vec<f64> = (0..n).map(|k| (dy[k] + dh[k]) as f64 * if relu { (pre[k] > 0.0) as i32 as f64 } else { 1.0 - (pre[k] as f64).tanh().powi(2) }).collect();
+            let want: Vec<f64> = (0..n)
+                .map(|k| {
+                    (dy[k] + dh[k]) as f64
+                        * if relu { (pre[k] > 0.0) as i32 as f64 } else { 1.0 - (pre[k] as f64).tanh().powi(2) }
+                })
+                .collect();
             close(&dpre, &want, 1e-5);
         }
         assert!(rnn_fwd(false, &pre, &mut [0.0; 3]).is_err());
@@ -302,11 +428,13 @@ mod tests {
         };
         let cpd: Vec<f64> = cp.iter().map(|&v| v as f64).collect();
         let pred: Vec<f64> = pre.iter().map(|&v| v as f64).collect();
-        let want_c: Vec<f64> = (0..b * h).map(|j| {
-            let (r, k) = (j / h, j % h);
-            let p = |gate: usize| pred[r * 4 * h + gate * h + k];
-            sig(p(1)) * cpd[j] + sig(p(0)) * p(2).tanh()
-        }).collect();
+        let want_c: Vec<f64> = (0..b * h)
+            .map(|j| {
+                let (r, k) = (j / h, j % h);
+                let p = |gate: usize| pred[r * 4 * h + gate * h + k];
+                sig(p(1)) * cpd[j] + sig(p(0)) * p(2).tanh()
+            })
+            .collect();
         close(&c, &want_c, 1e-5);
         let mut dc = dc_in.clone();
         let mut dg = vec![0.0; b * 4 * h];

@@ -248,7 +248,16 @@ pub const PROD: u32 = 3;
 /// y (outer, inner) = (accum ? y : 0) + scale * R_j x[o, j, i] for x viewed
 /// as (outer, r, inner).
 #[allow(clippy::too_many_arguments)]
-pub fn reduce(op: u32, x: &[f32], y: &mut [f32], outer: usize, r: usize, inner: usize, scale: f32, accum: bool) -> crate::Result {
+pub fn reduce(
+    op: u32,
+    x: &[f32],
+    y: &mut [f32],
+    outer: usize,
+    r: usize,
+    inner: usize,
+    scale: f32,
+    accum: bool,
+) -> crate::Result {
     let n_in = outer.checked_mul(r).and_then(|v| v.checked_mul(inner)).ok_or(Error::Invalid)?;
     if x.len() < n_in || y.len() < outer * inner {
         return Err(Error::Invalid);
@@ -327,7 +336,10 @@ mod tests {
                 let tol = if op == PROD { 1e-4 } else { 1e-5 };
                 for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
                     let w = 1.0 + 0.5 * w;
-                    assert!((g as f64 - w).abs() <= tol * w.abs().max(1.0) || (g as f64) == w, "op {op} {outer}x{r}x{inner} at {i}: {g} vs {w}");
+                    assert!(
+                        (g as f64 - w).abs() <= tol * w.abs().max(1.0) || (g as f64) == w,
+                        "op {op} {outer}x{r}x{inner} at {i}: {g} vs {w}"
+                    );
                 }
                 reduce(op, &x, &mut y, outer, r, inner, 1.0, false).unwrap();
                 for (&g, &w) in y.iter().zip(&want) {
