@@ -130,10 +130,36 @@ cdef NdArray _ndarray_from(object arr):
     return a
 
 
+cdef class Operand:
+    """Python operators shared by NdArray and Variable, mapped onto functions
+    by nncy._operators (NdArray operands compute at once).  ``==`` and ``!=``
+    stay identity comparisons, as in NNabla, so both stay hashable."""
+
+    def __neg__(self): return _ops().neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs_(self)
+    def __add__(self, other): return _ops().add(self, other)
+    def __radd__(self, other): return _ops().add(self, other)
+    def __sub__(self, other): return _ops().sub(self, other)
+    def __rsub__(self, other): return _ops().rsub(self, other)
+    def __mul__(self, other): return _ops().mul(self, other)
+    def __rmul__(self, other): return _ops().mul(self, other)
+    def __truediv__(self, other): return _ops().div(self, other)
+    def __rtruediv__(self, other): return _ops().rdiv(self, other)
+    def __pow__(self, other, mod): return _ops().pow_(self, other)
+    def __rpow__(self, other, mod): return _ops().rpow(self, other)
+    def __matmul__(self, other): return _ops().matmul(self, other)
+    def __lt__(self, other): return _ops().lt(self, other)
+    def __le__(self, other): return _ops().le(self, other)
+    def __gt__(self, other): return _ops().gt(self, other)
+    def __ge__(self, other): return _ops().ge(self, other)
+    def __hash__(self): return object.__hash__(self)
+
+
 cdef dict _BUFFER_FORMATS = {}
 
 
-cdef class NdArray:
+cdef class NdArray(Operand):
     """An n-dimensional buffer.  ``.data`` is the NumPy array itself; storage is
     allocated on first use."""
 
@@ -269,27 +295,6 @@ cdef class NdArray:
     def __repr__(self):
         return '<NdArray((%s)) at %s>' % (', '.join(map(str, self._shape)), hex(id(self)))
 
-    # Arithmetic on NdArrays runs the functions imperatively.
-    def __neg__(self): return _ops().neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs_(self)
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(self, other)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().rsub(self, other)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(self, other)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().rdiv(self, other)
-    def __pow__(self, other, mod): return _ops().pow_(self, other)
-    def __rpow__(self, other, mod): return _ops().rpow(self, other)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __lt__(self, other): return _ops().lt(self, other)
-    def __le__(self, other): return _ops().le(self, other)
-    def __gt__(self, other): return _ops().gt(self, other)
-    def __ge__(self, other): return _ops().ge(self, other)
-    # == and != stay identity comparisons; hashing by identity too
-    def __hash__(self): return object.__hash__(self)
 
 
 cdef object _ops_module = None
@@ -317,7 +322,7 @@ cdef Variable _new_variable(NdArray data, bint need_grad):
     return v
 
 
-cdef class Variable:
+cdef class Variable(Operand):
     """A node of the computation graph: data and gradient arrays, a parent
     function and a ``need_grad`` flag."""
 
@@ -520,27 +525,7 @@ cdef class Variable:
         keeps the current one).  Leaf gradients accumulate across calls."""
         _backward_graph(self, grad, clear_buffer, function_pre_hook, function_post_hook)
 
-    # ---- operators -------------------------------------------------------
-    def __neg__(self): return _ops().neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs_(self)
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(self, other)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().rsub(self, other)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(self, other)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().rdiv(self, other)
-    def __pow__(self, other, mod): return _ops().pow_(self, other)
-    def __rpow__(self, other, mod): return _ops().rpow(self, other)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __lt__(self, other): return _ops().lt(self, other)
-    def __le__(self, other): return _ops().le(self, other)
-    def __gt__(self, other): return _ops().gt(self, other)
-    def __ge__(self, other): return _ops().ge(self, other)
     def __getitem__(self, key): return _ops().getitem(self, key)
-    def __hash__(self): return object.__hash__(self)
 
 
 # ---------------------------------------------------------------------------
