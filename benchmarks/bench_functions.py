@@ -14,7 +14,7 @@ except ImportError:  # run as a plain module
 
 import nncy as nn
 import nncy.functions as F
-from nncy._table import FUNCTIONS
+from nncy._table import FUNCTIONS, BY_NAME
 
 try:
     import torch
@@ -35,7 +35,11 @@ def _build(name, size, need_grad):
     inputs, args, _, _ = _case(name, size)
     vs = [nn.Variable.from_numpy_array(a, need_grad=need_grad and a.dtype.kind == 'f')
           for a in inputs]
-    y = getattr(F, name)(*vs, **args)
+    spec = BY_NAME[name]
+    if spec.signature:   # NNabla's order mixes inputs and arguments: name the inputs
+        y = getattr(F, name)(**dict(zip([i.name for i in spec.inputs], vs)), **args)
+    else:
+        y = getattr(F, name)(*vs, **args)
     if isinstance(y, (tuple, list)):
         y = F.sink(*y)
     return vs, y

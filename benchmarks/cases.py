@@ -111,6 +111,230 @@ def _sink(size):
     return [_vec(SIZES[size])], {}, None, None
 
 
+# ---- neural-network layers (issue 3b) ---------------------------------------
+
+def _embed(size):
+    rows, width, n = (1000, 64, (16, 64)) if size == 'small' else (30000, 256, (64, 256))
+    r = _rng()
+    x = r.randint(0, rows, size=n).astype(np.int32)
+    w = r.randn(rows, width).astype(np.float32)
+    return ([x, w], {}, lambda x, w: w[x],
+            lambda t, x, w: t.nn.functional.embedding(x.long(), w))
+
+
+def _recurrent_np(cell, x, h, c, w0, w, b, num_layers=1, nonlinearity='tanh',
+                  bidirectional=False):
+    """The recurrent layers step by step in NumPy (NNabla's weight layouts)."""
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    T, B, _ = x.shape
+    L, D, _, H = h.shape
+    inp = x
+    for l in range(num_layers):
+        W = w0 if l == 0 else w[l - 1]
+        n_in = inp.shape[2]
+        out = np.empty((T, B, D * H), np.float32)
+        for d in range(D):
+            hc = h[l, d]
+            cc = c[l, d] if c is not None else None
+            Wd = W[d].reshape(-1, n_in + H)
+            bd = b[l, d].reshape(-1)
+            for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                if cell == 'gru':
+                    g = inp[t] @ Wd[:, :n_in].T + bd[:3 * H]
+                    u = hc @ Wd[:, n_in:].T
+                    r = sig(g[:, :H] + u[:, :H])
+                    z = sig(g[:, H:2 * H] + u[:, H:2 * H])
+                    n = np.tanh(g[:, 2 * H:] + r * (u[:, 2 * H:] + bd[3 * H:]))
+                    hc = (1 - z) * n + z * hc
+                else:
+                    g = np.concatenate([inp[t], hc], axis=1) @ Wd.T + bd
+                    if cell == 'rnn':
+                        hc = np.tanh(g) if nonlinearity == 'tanh' else np.maximum(g, 0)
+                    else:
+                        i, f, o = sig(g[:, :H]), sig(g[:, H:2 * H]), sig(g[:, 3 * H:])
+                        cc = f * cc + i * np.tanh(g[:, 2 * H:3 * H])
+                        hc = o * np.tanh(cc)
+                out[t, :, d * H:(d + 1) * H] = hc
+        inp = out
+    return inp
+
+
+def _recurrent(cell):
+    def make(size):
+        T, B, I, H, L, D = (8, 4, 32, 32, 1, 1) if size == 'small' else (32, 16, 128, 128, 2, 2)
+        r = _rng()
+        G = {'rnn': (), 'lstm': (4,), 'gru': (3,)}[cell]
+        GB = {'rnn': (), 'lstm': (4,), 'gru': (4,)}[cell]
+        x = r.randn(T, B, I).astype(np.float32)
+        h = r.randn(L, D, B, H).astype(np.float32)
+        c = r.randn(L, D, B, H).astype(np.float32)
+        s = 1.0 / np.sqrt(I + H)
+        w0 = (r.randn(*((D,) + G + (H, I + H))) * s).astype(np.float32)
+        w = (r.randn(*((max(L - 1, 1), D) + G + (H, D * H + H))) * s).astype(np.float32)
+        b = r.randn(*((L, D) + GB + (H,))).astype(np.float32)
+        args = {'num_layers': L, 'bidirectional': D == 2}
+        if cell == 'lstm':
+            return ([x, h, c, w0, w, b], args,
+                    lambda x, h, c, w0, w, b, **a: _recurrent_np('lstm', x, h, c, w0, w, b, **a),
+                    None)
+        return ([x, h, w0, w, b], args,
+                lambda x, h, w0, w, b, **a: _recurrent_np(cell, x, h, None, w0, w, b, **a), None)
+    return make
+
+
+def _mha_any(xp, softmax, q, k, v, qw, kw, vw, ow, qb, kb, vb, ob, num_heads):
+    """Multi-head attention with NumPy or PyTorch (``xp``)."""
+    Lt, B, _ = q.shape
+    Ls = k.shape[0]
+    E, Ev = qw.shape[1], vw.shape[1]
+    hd, hv = E // num_heads, Ev // num_heads
+    qp = ((q @ qw + qb) * hd ** -0.5).reshape(Lt, B, num_heads, hd)
+    kp = (k @ kw + kb).reshape(Ls, B, num_heads, hd)
+    vp = (v @ vw + vb).reshape(Ls, B, num_heads, hv)
+    p = softmax(xp.einsum('tbhd,sbhd->bhts', qp, kp))
+    o = xp.einsum('bhts,sbhd->tbhd', p, vp).reshape(Lt, B, Ev)
+    return o @ ow + ob
+
+
+def _np_softmax_last(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _mha(size):
+    Lt, Ls, B, E, H = (16, 16, 4, 64, 4) if size == 'small' else (128, 128, 16, 256, 8)
+    r = _rng()
+    q, k, v = (r.randn(n, B, E).astype(np.float32) for n in (Lt, Ls, Ls))
+    ws = [(r.randn(E, E) / np.sqrt(E)).astype(np.float32) for _ in range(4)]
+    bs = [r.randn(E).astype(np.float32) for _ in range(4)]
+    return ([q, k, v] + ws + bs, {'num_heads': H},
+            lambda *a, num_heads: _mha_any(np, _np_softmax_last, *a, num_heads),
+            lambda t, *a: _mha_any(t, lambda s: t.softmax(s, dim=-1), *a, H))
+
+
+def _patch_correlation(size):
+    N, C, Hh, W, shift = (1, 8, 16, 16, 2) if size == 'small' else (2, 64, 48, 64, 4)
+    r = _rng()
+    x1, x2 = (r.randn(N, C, Hh, W).astype(np.float32) for _ in range(2))
+    args = {'shift': shift}
+
+    def np_fn(x1, x2, shift):
+        p2 = np.pad(x2, ((0, 0), (0, 0), (shift, shift), (shift, shift)))
+        return np.stack([np.stack([np.sum(x1 * p2[:, :, sy:sy + Hh, sx:sx + W], axis=1)
+                                   for sx in range(2 * shift + 1)], axis=1)
+                         for sy in range(2 * shift + 1)], axis=1)
+    return [x1, x2], args, np_fn, None
+def _axis1(np_fn, torch_fn, positive=False):
+    """A reduction over axis 1 of a (rows, 256) matrix."""
+    def make(size):
+        x = _mat(SIZES[size])
+        if positive:   # products stay finite
+            x = (1.0 + 1e-3 * x).astype(np.float32)
+        return [x], {'axis': 1}, lambda x, axis=1: np_fn(x, axis=axis), torch_fn
+    return make
+
+
+def _reduce_all(np_fn, torch_name):
+    def make(size):
+        return [_vec(SIZES[size])], {}, np_fn, lambda t, x: getattr(t, torch_name)(x)
+    return make
+
+
+def _nary(np_fn, torch_fn):
+    def make(size):
+        n = SIZES[size]
+        xs = [_vec(n), _vec(n, 0.5, 1.5), _vec(n)[::-1].copy()]
+        return xs, {}, np_fn, torch_fn
+    return make
+
+
+def _grid(n):
+    """Values from a small set, with zeros and ties."""
+    return _rng().choice(np.array([-1.0, 0.0, 0.5, 1.0], np.float32), size=n)
+
+
+def _logical(np_fn, torch_name):
+    def make(size):
+        n = SIZES[size]
+        return ([_grid(n), _grid(n)[::-1].copy()], {}, np_fn,
+                lambda t, a, b: getattr(t, torch_name)(a, b))
+    return make
+
+
+def _scalar_cmp(np_op, torch_op, val=0.5):
+    return unary(lambda x: np_op(x, val), None, args={'val': val},
+                 torch_fn=lambda t, x: torch_op(x, val))
+
+
+def _logical_scalar(np_fn, torch_fn):
+    def make(size):
+        return ([_grid(SIZES[size])], {'val': True}, lambda x: np_fn(x != 0, True),
+                lambda t, x: torch_fn(t, x))
+    return make
+
+
+def _specials(n, nan=True, inf=True):
+    x = _vec(n)
+    extra = np.array(([np.nan] if nan else []) + ([np.inf, -np.inf] if inf else []), np.float32)
+    r = _rng()
+    mask = r.rand(n) < 0.1
+    x[mask] = r.choice(extra, size=int(mask.sum()))
+    return x
+
+
+def _special_unary(np_fn, torch_fn, nan=True, inf=True):
+    def make(size):
+        return [_specials(SIZES[size], nan, inf)], {}, np_fn, torch_fn
+    return make
+
+
+def _where(size):
+    n = SIZES[size]
+    return ([_grid(n), _vec(n), _vec(n)[::-1].copy()], {},
+            lambda c, a, b: np.where(c != 0, a, b), lambda t, c, a, b: t.where(c != 0, a, b))
+
+
+def _constant(size):
+    n = SIZES[size]
+    return ([], {'val': 1.5, 'shape': (n,)}, lambda shape: np.full(shape, 1.5, np.float32),
+            None)
+
+
+def _arange(size):
+    n = SIZES[size]
+    return ([], {'start': 0.0, 'stop': float(n), 'step': 1.0},
+            lambda start, stop, step: np.arange(start, stop, step, dtype=np.float32), None)
+
+
+def _np_matrix_diag(x):
+    k = x.shape[-1]
+    y = np.zeros(x.shape + (k,), x.dtype)
+    i = np.arange(k)
+    y[..., i, i] = x
+    return y
+
+
+def _matrix_diag(size):
+    x = _rng().randn(SIZES[size] // 8, 8).astype(np.float32)
+    return [x], {}, _np_matrix_diag, lambda t, x: t.diag_embed(x)
+
+
+def _matrix_diag_part(size):
+    x = _rng().randn(max(SIZES[size] // 1024, 1), 32, 32).astype(np.float32)
+    return ([x], {}, lambda x: np.diagonal(x, axis1=-2, axis2=-1).copy(),
+            lambda t, x: t.diagonal(x, dim1=-2, dim2=-1).clone())
+
+
+def _batch_matmul(size):
+    b, m = (4, 16) if size == 'small' else (64, 128)
+    r = _rng()
+    a = r.randn(b, m, m).astype(np.float32)
+    w = r.randn(b, m, m).astype(np.float32)
+    return [a, w], {}, np.matmul, lambda t, a, w: t.matmul(a, w)
+
+
+# ---- activations and normalization (issue 4) ----------------------------
+
 def _nchw(size, c=16):
     """An (N, c, H, W) float32 array of about SIZES[size] elements."""
     n = SIZES[size]
@@ -247,6 +471,12 @@ def _np_softplus(x):
 
 CASES = {
     'affine': _affine,
+    'embed': _embed,
+    'rnn': _recurrent('rnn'),
+    'lstm': _recurrent('lstm'),
+    'gru': _recurrent('gru'),
+    'multi_head_attention': _mha,
+    'patch_correlation': _patch_correlation,
     'relu': unary(lambda x: np.maximum(x, 0), 'relu'),
     'sigmoid': unary(lambda x: 1 / (1 + np.exp(-x)), 'sigmoid'),
     'tanh': unary(np.tanh, 'tanh'),
@@ -279,6 +509,70 @@ CASES = {
     'reshape': _reshape,
     'slice': _slice,
     'sink': _sink,
+    # reduction
+    'max': _axis1(np.max, lambda t, x: t.amax(x, dim=1)),
+    'min': _axis1(np.min, lambda t, x: t.amin(x, dim=1)),
+    'prod': _axis1(np.prod, lambda t, x: t.prod(x, dim=1), positive=True),
+    'reduce_sum': _reduce_all(np.sum, 'sum'),
+    'reduce_mean': _reduce_all(np.mean, 'mean'),
+    # arithmetic
+    'add_n': _nary(lambda a, b, c: a + b + c, lambda t, a, b, c: a + b + c),
+    'mul_n': _nary(lambda a, b, c: a * b * c, lambda t, a, b, c: a * b * c),
+    # logical
+    'equal': _logical(np.equal, 'eq'),
+    'not_equal': _logical(np.not_equal, 'ne'),
+    'greater': _logical(np.greater, 'gt'),
+    'greater_equal': _logical(np.greater_equal, 'ge'),
+    'less': _logical(np.less, 'lt'),
+    'less_equal': _logical(np.less_equal, 'le'),
+    'logical_and': _logical(lambda a, b: np.logical_and(a != 0, b != 0), 'logical_and'),
+    'logical_or': _logical(lambda a, b: np.logical_or(a != 0, b != 0), 'logical_or'),
+    'logical_xor': _logical(lambda a, b: np.logical_xor(a != 0, b != 0), 'logical_xor'),
+    'equal_scalar': _scalar_cmp(np.equal, lambda x, v: x == v),
+    'not_equal_scalar': _scalar_cmp(np.not_equal, lambda x, v: x != v),
+    'greater_scalar': _scalar_cmp(np.greater, lambda x, v: x > v),
+    'greater_equal_scalar': _scalar_cmp(np.greater_equal, lambda x, v: x >= v),
+    'less_scalar': _scalar_cmp(np.less, lambda x, v: x < v),
+    'less_equal_scalar': _scalar_cmp(np.less_equal, lambda x, v: x <= v),
+    'logical_and_scalar': _logical_scalar(np.logical_and, lambda t, x: t.logical_and(x, t.tensor(True))),
+    'logical_or_scalar': _logical_scalar(np.logical_or, lambda t, x: t.logical_or(x, t.tensor(True))),
+    'logical_xor_scalar': _logical_scalar(np.logical_xor, lambda t, x: t.logical_xor(x, t.tensor(True))),
+    'logical_not': unary(np.logical_not, 'logical_not'),
+    'sign': unary(np.sign, 'sign'),
+    'minimum2': binary(np.minimum, 'minimum'),
+    'maximum2': binary(np.maximum, 'maximum'),
+    'minimum_scalar': unary(lambda x: np.minimum(x, 0.5), None, args={'val': 0.5},
+                            torch_fn=lambda t, x: t.clamp(x, max=0.5)),
+    'maximum_scalar': unary(lambda x: np.maximum(x, 0.5), None, args={'val': 0.5},
+                            torch_fn=lambda t, x: t.clamp(x, min=0.5)),
+    'isnan': _special_unary(np.isnan, lambda t, x: t.isnan(x)),
+    'isinf': _special_unary(np.isinf, lambda t, x: t.isinf(x)),
+    'reset_nan': _special_unary(lambda x: np.where(np.isnan(x), np.float32(0), x),
+                                lambda t, x: t.where(t.isnan(x), 0.0, x), inf=False),
+    'reset_inf': _special_unary(lambda x: np.where(np.isinf(x), np.float32(0), x),
+                                lambda t, x: t.where(t.isinf(x), 0.0, x), nan=False),
+    'where': _where,
+    # math
+    'constant': _constant,
+    'arange': _arange,
+    'round': unary(np.round, 'round'),
+    'ceil': unary(np.ceil, 'ceil'),
+    'floor': unary(np.floor, 'floor'),
+    'matrix_diag': _matrix_diag,
+    'matrix_diag_part': _matrix_diag_part,
+    'batch_matmul': _batch_matmul,
+    'sin': unary(np.sin, 'sin'),
+    'cos': unary(np.cos, 'cos'),
+    'tan': unary(np.tan, 'tan', -1.2, 1.2),
+    'sinh': unary(np.sinh, 'sinh'),
+    'cosh': unary(np.cosh, 'cosh'),
+    'asin': unary(np.arcsin, 'asin', -0.9, 0.9),
+    'acos': unary(np.arccos, 'acos', -0.9, 0.9),
+    'atan': unary(np.arctan, 'atan'),
+    'atan2': binary(np.arctan2, 'atan2'),
+    'asinh': unary(np.arcsinh, 'asinh'),
+    'acosh': unary(np.arccosh, 'acosh', 1.2, 3.0),
+    'atanh': unary(np.arctanh, 'atanh', -0.8, 0.8),
     # activations
     'swish': unary(lambda x: x / (1 + np.exp(-x)), None,
                    torch_fn=lambda t, x: t.nn.functional.silu(x)),

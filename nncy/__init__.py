@@ -5,7 +5,7 @@
 """
 from contextlib import contextmanager
 
-from nncy._core import (Context, NdArray, Variable, get_current_context,
+from nncy._core import (Context, NdArray, Variable, get_current_context, forward_all,
                         set_default_context, set_auto_forward, get_auto_forward,
                         set_global_recompute, get_global_recompute)
 from nncy._core import Function  # noqa: F401  (the node class behind y.parent)
@@ -56,3 +56,4 @@ def seed(s):
 
 
 from nncy import functions, random  # noqa: E402,F401
+from nncy._param_io import save_parameters, load_parameters  # noqa: E402,F401

@@ -47,15 +47,16 @@ CUDA_OUT = os.path.join(_HERE, 'cuda', 'kernels', 'pointwise_gen.cu')
 
 
 def _table():
-    try:
-        from nncy import _table
-    except ImportError:
-        # Run as a script (python nncy/_codegen.py): load the table by path.
-        import importlib.util
-        spec = importlib.util.spec_from_file_location('_nncy_table', os.path.join(_HERE, '_table.py'))
-        _table = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_table)
-    return _table
+    if __package__:  # imported as nncy._codegen
+        from . import _table
+        return _table
+    # Run as a script (python nncy/_codegen.py): load the table by path,
+    # without importing the nncy package (which needs the compiled library).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_nncy_table', os.path.join(_HERE, '_table.py'))
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -63,7 +64,8 @@ def _table():
 
 
 def _numeric_args(spec):
-    return [a[0] for a in spec.args if a[1] in ('int', 'float')]
+    """The arguments passed to the kernels as f32 parameters (``Spec.params``)."""
+    return list(spec.params)
 
 
 def canonical_text(table=None):
@@ -101,34 +103,42 @@ def signature():
 # ---------------------------------------------------------------------------
 # Calls and constants of the expression language.  To support a new function,
 # add a row: (number of arguments, Rust f32 function, CUDA function, Rust f64
-# function for the reference tests, returns a boolean).  Hot functions should
-# map to vectorisable code (rust/src/vmath.rs); std's scalar methods are fine
-# for rarely used ones.
+# function for the reference tests, cost, returns a boolean).  Hot functions
+# should map to vectorisable code (rust/src/vmath.rs); std's scalar methods are
+# fine for rarely used ones.  The cost (0 for a few vector instructions, 2 for
+# a vectorised polynomial, 8 for a scalar libm call) sets, summed over an
+# expression, from what size the kernels use threads.
+
+# Relative cost per element of an expression: 1 + the costs of its calls,
+# at most MAX_COST (the kernels' scale, rust/src/par.rs).
+MAX_COST = 8
+
 
 class Call:
-    __slots__ = ('nargs', 'rust', 'cuda', 'ref', 'boolean')
+    __slots__ = ('nargs', 'rust', 'cuda', 'ref', 'cost', 'boolean')
 
-    def __init__(self, nargs, rust, cuda, ref, boolean=False):
-        self.nargs, self.rust, self.cuda, self.ref, self.boolean = nargs, rust, cuda, ref, boolean
+    def __init__(self, nargs, rust, cuda, ref, cost, boolean=False):
+        self.nargs, self.rust, self.cuda, self.ref = nargs, rust, cuda, ref
+        self.cost, self.boolean = cost, boolean
 
 
-def _std(name, cuda, nargs=1, rust=None):
+def _std(name, cuda, nargs=1, rust=None, cost=8):
     rust = rust or name
-    return Call(nargs, 'f32::' + rust, cuda, 'f64::' + rust)
+    return Call(nargs, 'f32::' + rust, cuda, 'f64::' + rust, cost)
 
 
 CALLS = {
-    'exp': Call(1, 'vmath::exp', 'expf', 'f64::exp'),
-    'log': Call(1, 'vmath::ln', 'logf', 'f64::ln'),
-    'tanh': Call(1, 'vmath::tanh', 'tanhf', 'f64::tanh'),
-    'sigmoid': Call(1, 'vmath::sigmoid', 'nncy_sigmoidf', 'vref::sigmoid'),
-    'sign': Call(1, 'vmath::sign', 'nncy_signf', 'vref::sign'),
-    'erf': Call(1, 'vmath::erf', 'erff', 'vref::erf'),
-    'abs': _std('abs', 'fabsf'),
-    'sqrt': _std('sqrt', 'sqrtf'),
+    'exp': Call(1, 'vmath::exp', 'expf', 'f64::exp', 2),
+    'log': Call(1, 'vmath::ln', 'logf', 'f64::ln', 2),
+    'tanh': Call(1, 'vmath::tanh', 'tanhf', 'f64::tanh', 2),
+    'sigmoid': Call(1, 'vmath::sigmoid', 'nncy_sigmoidf', 'vref::sigmoid', 2),
+    'sign': Call(1, 'vmath::sign', 'nncy_signf', 'vref::sign', 0),
+    'erf': Call(1, 'vmath::erf', 'erff', 'vref::erf', 8),
+    'abs': _std('abs', 'fabsf', cost=0),
+    'sqrt': _std('sqrt', 'sqrtf', cost=1),
     'pow': _std('pow', 'powf', 2, rust='powf'),
-    'max': _std('max', 'fmaxf', 2),
-    'min': _std('min', 'fminf', 2),
+    'max': _std('max', 'fmaxf', 2, cost=0),
+    'min': _std('min', 'fminf', 2, cost=0),
     'sin': _std('sin', 'sinf'),
     'cos': _std('cos', 'cosf'),
     'tan': _std('tan', 'tanf'),
@@ -141,13 +151,13 @@ CALLS = {
     'asinh': _std('asinh', 'asinhf'),
     'acosh': _std('acosh', 'acoshf'),
     'atanh': _std('atanh', 'atanhf'),
-    'floor': _std('floor', 'floorf'),
-    'ceil': _std('ceil', 'ceilf'),
-    'round': _std('round', 'roundf'),   # half away from zero
-    'log1p': Call(1, 'vmath::log1p', 'log1pf', 'f64::ln_1p'),
-    'expm1': Call(1, 'vmath::expm1', 'expm1f', 'f64::exp_m1'),
-    'isnan': Call(1, 'f32::is_nan', 'isnan', 'f64::is_nan', boolean=True),
-    'isinf': Call(1, 'f32::is_infinite', 'isinf', 'f64::is_infinite', boolean=True),
+    'floor': _std('floor', 'floorf', cost=0),
+    'ceil': _std('ceil', 'ceilf', cost=0),
+    'round': _std('round', 'roundf', cost=2),   # half away from zero
+    'log1p': Call(1, 'vmath::log1p', 'log1pf', 'f64::ln_1p', 3),
+    'expm1': Call(1, 'vmath::expm1', 'expm1f', 'f64::exp_m1', 3),
+    'isnan': Call(1, 'f32::is_nan', 'isnan', 'f64::is_nan', 0, boolean=True),
+    'isinf': Call(1, 'f32::is_infinite', 'isinf', 'f64::is_infinite', 0, boolean=True),
 }
 
 CONSTANTS = {'pi': math.pi}
@@ -216,6 +226,7 @@ class _Translator:
         self.names = names      # expression name -> target identifier
         self.where = where
         self.used = set()
+        self.cost = 1
         if _Translator._BIN is None:
             _Translator._BIN = {ast.Add: ('+', _P_ADD), ast.Sub: ('-', _P_ADD),
                                 ast.Mult: ('*', _P_MUL), ast.Div: ('/', _P_MUL)}
@@ -315,6 +326,8 @@ class _Translator:
                 (ta, pa), (tb, pb) = self.num(node.body), self.num(node.orelse)
             if self.lang is CUDA:  # nested ?: read better in parentheses
                 ta, tb = self.wrap(ta, pa, _P_OR), self.wrap(tb, pb, _P_OR)
+            elif tb.startswith('if '):  # else if
+                return 'if %s { %s } else %s' % (c, ta, tb), _P_COND, ty
             return self.lang.cond.format(c=c, a=ta, b=tb), _P_COND, ty
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
@@ -330,13 +343,14 @@ class _Translator:
             self.fail(node, 'unknown function %r (supported: %s)' % (name, ', '.join(sorted(CALLS))))
         if len(args) != fn.nargs or any(isinstance(a, self.ast.Starred) for a in args):
             self.fail(node, '%s takes %d argument(s)' % (name, fn.nargs))
+        self.cost += fn.cost
         text = '%s(%s)' % (getattr(fn, self.lang.call_attr), ', '.join(self.num(a)[0] for a in args))
         return text, _P_ATOM, 'b' if fn.boolean else 'f'
 
 
 def translate(expr, lang, names, where):
     """Translates `expr` (a Python-syntax string) to a `lang` expression of
-    type float; returns (text, set of names used)."""
+    type float; returns (text, set of names used, cost)."""
     import ast
     try:
         tree = ast.parse(expr.strip(), mode='eval')
@@ -344,7 +358,7 @@ def translate(expr, lang, names, where):
         raise CodegenError('%s: syntax error in %r: %s' % (where, expr, e.msg)) from None
     tr = _Translator(lang, names, '%s %r' % (where, expr))
     text, _ = tr.num(tree.body)
-    return text, tr.used
+    return text, tr.used, min(tr.cost, MAX_COST)
 
 
 # ---------------------------------------------------------------------------
@@ -387,15 +401,18 @@ class Op:
         # Translate to each language (this also validates the expressions).
         self.fwd, self.grads = {}, {}
         self.uses = [None] * len(grads)   # per input: (reads inputs [2], reads y)
+        self.grad_costs = [None] * len(grads)
         for lang in (RUST, RUST64, CUDA):
-            self.fwd[lang.name], _ = translate(spec.fwd, lang, self.fwd_names, where + ' forward')
+            self.fwd[lang.name], _, self.fwd_cost = translate(spec.fwd, lang, self.fwd_names,
+                                                              where + ' forward')
             self.grads[lang.name] = []
             for i, g in enumerate(grads):
-                text, used = (None, None) if g is None else translate(
+                text, used, cost = (None, None, None) if g is None else translate(
                     g, lang, self.grad_names, '%s gradient %d' % (where, i))
                 self.grads[lang.name].append(text)
                 if g is not None and lang is RUST:
                     self.uses[i] = ([n in used for n in self.inputs] + [False])[:2], 'y' in used
+                    self.grad_costs[i] = cost
 
     @property
     def unary(self):
@@ -426,11 +443,16 @@ def _test_params(op):
     """Parameter values for the generated reference tests: float arguments at
     their default + 0.5 (so that e.g. pow's exponent is not 1), ints as given."""
     vals = []
-    for name, typ, default in op.spec.args:
+    types = {a[0]: a[1:] for a in op.spec.args}
+    for name in op.params:
+        typ, default = types[name]
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
         if typ == 'float':
-            vals.append(float(default if default is not None else 0.0) + 0.5)
+            vals.append(float(default if number else 0.0) + 0.5)
         elif typ == 'int':
-            vals.append(float(default if default is not None else 1))
+            vals.append(float(default if number else 1))
+        else:   # bool
+            vals.append(1.0)
     return vals
 
 
@@ -508,7 +530,8 @@ def rust_source(unary, binary, sig):
     arms = []
     for op in unary:
         call = '%s_fwd(%s)' % (op.name, ', '.join(ins(op) + ps(op)))
-        arms.append(arm(op.code, op, 'pointwise::unary(x, y, %s)' % _closure(ins(op), call)))
+        arms.append(arm(op.code, op, 'pointwise::unary(x, y, %d, %s)'
+                        % (op.fwd_cost, _closure(ins(op), call))))
     out.append('''
 /// y = op(x) elementwise (in place when `x` is `None`).
 pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
@@ -525,8 +548,8 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
             continue
         args = op.grad_args()
         call = '%s_grad0(%s)' % (op.name, ', '.join(args))
-        arms.append(arm(op.code, op, 'pointwise::unary_grad(x, y, gy, gx, accum, %s)'
-                        % _closure(ins(op) + ['y', 'gy'], call)))
+        arms.append(arm(op.code, op, 'pointwise::unary_grad(x, y, gy, gx, accum, %d, %s)'
+                        % (op.grad_costs[0], _closure(ins(op) + ['y', 'gy'], call))))
     out.append('''
 /// gx = (accum ? gx : 0) + grad_op(x, y, gy) elementwise.
 pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: &[f32], accum: bool) -> Result {
@@ -540,7 +563,8 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
     arms = []
     for op in binary:
         call = '%s_fwd(%s)' % (op.name, ', '.join(ins(op) + ps(op)))
-        arms.append(arm(op.code, op, 'pointwise::binary(lay, x0, x1, y, %s)' % _closure(ins(op), call)))
+        arms.append(arm(op.code, op, 'pointwise::binary(lay, x0, x1, y, %d, %s)'
+                        % (op.fwd_cost, _closure(ins(op), call))))
     out.append('''
 /// y = op(x0, x1) elementwise over `lay`.
 pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32], p: &[f32]) -> Result {
@@ -558,8 +582,8 @@ pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32],
                 continue
             call = '%s_grad%d(%s)' % (op.name, i, ', '.join(op.grad_args()))
             arms.append(arm('(%d, %d)' % (op.code, i), op,
-                            'pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, %s)'
-                            % _closure(ins(op) + ['y', 'gy'], call)))
+                            'pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, %d, %s)'
+                            % (op.grad_costs[i], _closure(ins(op) + ['y', 'gy'], call))))
     out.append('''
 /// g = (accum ? g : 0) + grad_op_which(x0, x1, y, gy) elementwise over `lay`.
 #[allow(clippy::too_many_arguments)]
@@ -609,6 +633,9 @@ def _rust_reference(unary, binary):
     def params(ops):
         return '\n'.join('        &[%s],' % ', '.join('%rf64' % v for v in _test_params(op)) for op in ops)
 
+    def ste(ops):
+        return ', '.join(str(bool(op.spec.straight_through)).lower() for op in ops)
+
     return '''
 /// f64 references of the expressions above (tests only).
 #[cfg(test)]
@@ -624,6 +651,10 @@ pub mod reference {
     pub static BINARY_PARAMS: [&[f64]; %d] = [
 %s
     ];
+    /// Per unary op: the gradient is a straight-through estimate, not the derivative.
+    pub static UNARY_STRAIGHT_THROUGH: [bool; %d] = [%s];
+    /// Per binary op: the gradient is a straight-through estimate, not the derivative.
+    pub static BINARY_STRAIGHT_THROUGH: [bool; %d] = [%s];
 
     pub fn unary(op: u32, x: f64, p: &[f64]) -> f64 {
         match op {
@@ -646,6 +677,7 @@ pub mod reference {
     }
 }
 ''' % (len(unary), params(unary), len(binary), params(binary),
+       len(unary), ste(unary), len(binary), ste(binary),
        arms(unary, False), arms(unary, True), arms(binary, False), arms(binary, True))
 
 
@@ -662,7 +694,8 @@ _CUDA_HEADER = '''\
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
 // codes as in the Rust kernels.
-#pragma once
+#ifndef NNCY_POINTWISE_GEN_CU
+#define NNCY_POINTWISE_GEN_CU
 
 #define NNCY_OPS_SIGNATURE 0x%016xULL
 
@@ -689,6 +722,7 @@ def cuda_source(unary, binary, sig):
             sig_args = ', '.join('float %s' % a for a in op.grad_args())
             out.append('__device__ __forceinline__ float nncy_grad%d_%s(%s) { return %s; }\n'
                        % (i, op.name, sig_args, g))
+    out.append('\n#endif  // NNCY_POINTWISE_GEN_CU\n')
     return ''.join(out)
 
 

@@ -58,7 +58,7 @@ class Composite(Impl):
         build = _BUILDERS[self.spec.type_name]
         self.leaves = [Variable(x.shape, need_grad=True) for x in inputs]
         given = iter(self.leaves)
-        args_in = [None if i.name in self.absent else next(given) for i in self.spec.inputs]
+        args_in = [None if i.name in self.omitted else next(given) for i in self.spec.inputs]
         prev = _core.get_auto_forward()
         _core.set_auto_forward(False)     # build only; run in forward()
         try:

@@ -8,7 +8,11 @@ cdef class Context:
     cdef object _dtype
 
 
-cdef class NdArray:
+cdef class Operand:
+    pass
+
+
+cdef class NdArray(Operand):
     cdef object _arr
     cdef tuple _shape
     cdef object _dtype
@@ -17,7 +21,7 @@ cdef class NdArray:
     cdef object get_empty(self)
 
 
-cdef class Variable:
+cdef class Variable(Operand):
     cdef NdArray _data
     cdef NdArray _grad
     cdef Function _parent
@@ -46,4 +50,3 @@ cdef class Impl:
     cdef public object spec
     cdef public dict args
     cdef public Context ctx
-    cdef public tuple absent

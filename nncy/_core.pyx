@@ -130,10 +130,36 @@ cdef NdArray _ndarray_from(object arr):
     return a
 
 
+cdef class Operand:
+    """Python operators shared by NdArray and Variable, mapped onto functions
+    by nncy._operators (NdArray operands compute at once).  ``==`` and ``!=``
+    stay identity comparisons, as in NNabla, so both stay hashable."""
+
+    def __neg__(self): return _ops().neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs_(self)
+    def __add__(self, other): return _ops().add(self, other)
+    def __radd__(self, other): return _ops().add(self, other)
+    def __sub__(self, other): return _ops().sub(self, other)
+    def __rsub__(self, other): return _ops().rsub(self, other)
+    def __mul__(self, other): return _ops().mul(self, other)
+    def __rmul__(self, other): return _ops().mul(self, other)
+    def __truediv__(self, other): return _ops().div(self, other)
+    def __rtruediv__(self, other): return _ops().rdiv(self, other)
+    def __pow__(self, other, mod): return _ops().pow_(self, other)
+    def __rpow__(self, other, mod): return _ops().rpow(self, other)
+    def __matmul__(self, other): return _ops().matmul(self, other)
+    def __lt__(self, other): return _ops().lt(self, other)
+    def __le__(self, other): return _ops().le(self, other)
+    def __gt__(self, other): return _ops().gt(self, other)
+    def __ge__(self, other): return _ops().ge(self, other)
+    def __hash__(self): return object.__hash__(self)
+
+
 cdef dict _BUFFER_FORMATS = {}
 
 
-cdef class NdArray:
+cdef class NdArray(Operand):
     """An n-dimensional buffer.  ``.data`` is the NumPy array itself; storage is
     allocated on first use."""
 
@@ -269,21 +295,6 @@ cdef class NdArray:
     def __repr__(self):
         return '<NdArray((%s)) at %s>' % (', '.join(map(str, self._shape)), hex(id(self)))
 
-    # Arithmetic on NdArrays runs the functions imperatively.
-    def __neg__(self): return _ops().neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs_(self)
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(self, other)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().rsub(self, other)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(self, other)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().rdiv(self, other)
-    def __pow__(self, other, mod): return _ops().pow_(self, other)
-    def __rpow__(self, other, mod): return _ops().rpow(self, other)
-    def __matmul__(self, other): return _ops().matmul(self, other)
 
 
 cdef object _ops_module = None
@@ -311,7 +322,7 @@ cdef Variable _new_variable(NdArray data, bint need_grad):
     return v
 
 
-cdef class Variable:
+cdef class Variable(Operand):
     """A node of the computation graph: data and gradient arrays, a parent
     function and a ``need_grad`` flag."""
 
@@ -474,6 +485,9 @@ cdef class Variable:
     def rewire_on(self, Variable var):
         """Take ``var``'s buffers and parent function, so that the graph feeding
         ``var`` now feeds this variable's consumers.  ``var`` loses its parent."""
+        if var._data._shape != self._data._shape:
+            raise ValueError('Variable.rewire_on: argument var has shape %s, expected %s '
+                             '(the shape of this variable)' % (var._data._shape, self._data._shape))
         self._data = var._data
         self._grad = var._grad
         self._parent = var._parent
@@ -511,23 +525,7 @@ cdef class Variable:
         keeps the current one).  Leaf gradients accumulate across calls."""
         _backward_graph(self, grad, clear_buffer, function_pre_hook, function_post_hook)
 
-    # ---- operators -------------------------------------------------------
-    def __neg__(self): return _ops().neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs_(self)
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(self, other)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().rsub(self, other)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(self, other)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().rdiv(self, other)
-    def __pow__(self, other, mod): return _ops().pow_(self, other)
-    def __rpow__(self, other, mod): return _ops().rpow(self, other)
-    def __matmul__(self, other): return _ops().matmul(self, other)
     def __getitem__(self, key): return _ops().getitem(self, key)
-    __hash__ = object.__hash__
 
 
 # ---------------------------------------------------------------------------
@@ -633,14 +631,16 @@ cdef class Impl:
     ``setup(inputs) -> list of output shapes``, ``forward(inputs, outputs)`` and
     ``backward(inputs, outputs, propagate_down, accum)``; inputs and outputs are
     lists of Variables.  ``accum[i]`` says whether input i's gradient is added
-    to (True) or overwritten (False).  ``absent`` names the optional inputs
-    that the call left out (None); they are not in the input lists."""
+    to (True) or overwritten (False)."""
+
+    # Names of the optional inputs the call left out (given as None); the
+    # inputs list an implementation receives holds only those given.
+    omitted = ()
 
     def __init__(self, spec, args, ctx):
         self.spec = spec
         self.args = args
         self.ctx = ctx
-        self.absent = ()
 
     def error(self, arg, msg, exc=ValueError):
         """An exception naming the function and the argument."""
@@ -767,6 +767,8 @@ cdef object _ints(spec, name, value, bint allow_none):
         return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (int(value),)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in 'iu':
+        return tuple(int(v) for v in value)
     if not isinstance(value, (tuple, list)):
         raise _bad_arg(spec, name, 'a tuple of int', value)
     out = []
@@ -822,10 +824,6 @@ cdef Variable _wrap_ndarray(NdArray a):
     return _new_variable(a, False)
 
 
-cdef bint _effective_need_grad(Variable v):
-    return v._need_grad
-
-
 def call(spec, tuple inputs, tuple args, outputs=None):
     """Create a function node for ``spec`` on ``inputs`` with argument values
     ``args`` (in table order); run it at once in auto-forward or imperative
@@ -835,7 +833,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cdef int n_nd = 0, n_var = 0, i = 0
     cdef bint need_grad = False
     cdef Variable v
-    cdef list absent = None
+    cdef tuple omitted = ()
     specs_in = spec.inputs
     for x in inputs:
         if isinstance(x, Variable):
@@ -849,9 +847,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
             n_nd += 1
             ins.append(_wrap_ndarray(<NdArray>x))
         elif x is None and i < len(specs_in) and specs_in[i].optional:
-            if absent is None:
-                absent = []
-            absent.append(specs_in[i].name)
+            omitted += (specs_in[i].name,)
         else:
             iname = specs_in[min(i, len(specs_in) - 1)].name if specs_in else 'x'
             raise TypeError('%s: input %r must be a Variable or NdArray, got %s'
@@ -860,8 +856,8 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     cls = _lookup(spec, ctx)
     cdef dict a = _make_args(spec, args)
     impl = cls(spec, a, ctx)
-    if absent is not None:
-        (<Impl>impl).absent = tuple(absent)
+    if omitted:
+        impl.omitted = omitted   # optional inputs given as None (absent from ins)
     if ctx._dtype is not _F32:
         impl = HalfStorage(impl)
     shapes = impl.setup(ins)
@@ -913,16 +909,21 @@ def call(spec, tuple inputs, tuple args, outputs=None):
 # ---------------------------------------------------------------------------
 
 cdef list _sorted_functions(Variable root):
-    """Functions of the graph ending at ``root`` in a topological order
+    return _sorted_functions_of([root])
+
+
+cdef list _sorted_functions_of(list roots):
+    """Functions of the graphs ending at ``roots`` in a topological order
     (inputs before consumers), by an iterative depth-first search."""
     cdef list order = []
     cdef set seen = set()
-    cdef list stack
+    cdef list stack = []
     cdef Function f
-    if root._parent is None:
-        return order
-    stack = [(root._parent, 0)]
-    seen.add(id(root._parent))
+    for root in reversed(roots):
+        p = (<Variable>root)._parent
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            stack.append((p, 0))
     while stack:
         f, i = stack[-1]
         if i < len(f._inputs):
@@ -945,8 +946,23 @@ cdef _run_forward(Function f, list outs, pre, post):
         post(f)
 
 
-cdef _forward_graph(Variable root, bint clear_buffer, bint clear_no_need_grad, pre, post):
-    cdef list funcs = _sorted_functions(root)
+def forward_all(variables, bint clear_buffer=False, bint clear_no_need_grad=False,
+                function_pre_hook=None, function_post_hook=None):
+    """Run the graphs ending at all ``variables`` together, each function once."""
+    cdef list roots = list(variables)
+    for v in roots:
+        if not isinstance(v, Variable):
+            raise TypeError('forward_all: argument variables must hold Variables, got %s'
+                            % type(v).__name__)
+    _forward_graph(roots, clear_buffer, clear_no_need_grad, function_pre_hook,
+                   function_post_hook)
+
+
+cdef _forward_graph(object roots, bint clear_buffer, bint clear_no_need_grad, pre, post):
+    if isinstance(roots, Variable):
+        roots = [roots]
+    cdef list funcs = _sorted_functions_of(roots)
+    cdef set root_ids = {id(r) for r in roots}
     cdef Function f, g
     cdef Variable v
     cdef dict remaining = {}
@@ -980,7 +996,7 @@ cdef _forward_graph(Variable root, bint clear_buffer, bint clear_no_need_grad, p
             k = id(v)
             remaining[k] -= 1
             if (remaining[k] == 0 and v._parent is not None and not v.persistent
-                    and v is not root and k not in keep):
+                    and k not in root_ids and k not in keep):
                 v._data._arr = None
 
 
@@ -1146,7 +1162,7 @@ cdef class Pointwise(Impl):
         self.code = spec.code
         self.nin = len(spec.inputs)
         self.cname = spec.name.encode()
-        nums = [args[n] for n, t, _ in spec.args if t in ('int', 'float')]
+        nums = [args[n] for n in spec.params]
         self.params = np.array(nums, np.float32) if nums else _NO_PARAMS
         self.inplace = args.get('inplace', False) and spec.inplace_ok
         self.uses_x = spec.grad_uses_inputs

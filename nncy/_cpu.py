@@ -314,4 +314,6 @@ class Slice(Impl):
     def grad_depends_input_data(self, i, j):
         return False
 
+
+from nncy import _cpu_seq  # noqa: E402,F401  (embed, rnn, lstm, gru, multi_head_attention, patch_correlation)
 from nncy import _cpu_norm  # noqa: E402,F401  (normalization, clipping and PReLU)

@@ -162,7 +162,7 @@ class _Normalization(Impl):
     def setup(self, inputs):
         self.ix = {}
         for i in self.spec.inputs:
-            if i.name not in self.absent:
+            if i.name not in self.omitted:
                 self.ix[i.name] = len(self.ix)
         x = inputs[0]
         self.batch_stat = True

@@ -83,3 +83,38 @@ cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
 cdef int unary_grad(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
                     cnp.ndarray gy, cnp.ndarray gx, cnp.ndarray p, bint accum) except -1
 cdef int check(int32_t status, name) except -1
+
+# Neural-network layers (issue 3b): recurrent cells, embedding, patch correlation.
+cdef extern from "nncy_kernels.h" nogil:
+    int32_t nncy_rnn_cell_f32(int32_t relu, size_t n, const float* pre, float* h)
+    int32_t nncy_rnn_cell_grad_f32(int32_t relu, size_t n, const float* h, const float* dy,
+                                   const float* dh, float* dpre)
+    int32_t nncy_lstm_cell_f32(size_t b, size_t h, float* gates, const float* c_prev,
+                               float* c, float* hout)
+    int32_t nncy_lstm_cell_grad_f32(size_t b, size_t h, const float* gates,
+                                    const float* c_prev, const float* c, const float* dy,
+                                    const float* dh, float* dc, float* dgates)
+    int32_t nncy_gru_cell_f32(size_t b, size_t h, float* gates, float* hw, const float* bhn,
+                              const float* h_prev, float* hout)
+    int32_t nncy_gru_cell_grad_f32(size_t b, size_t h, const float* gates, const float* hw,
+                                   const float* h_prev, const float* dy, const float* dh,
+                                   float* dgx, float* dgh, float* dh_prev)
+    int32_t nncy_embed_f32(const int64_t* idx, size_t n, const float* w, size_t rows,
+                           size_t width, float* y)
+    int32_t nncy_embed_grad_f32(const int64_t* idx, size_t n, const float* gy, size_t rows,
+                                size_t width, float* gw)
+    int32_t nncy_patch_correlation_f32(const float* x1, const float* x2, float* y,
+                                       const size_t* dims, const int64_t* params)
+    int32_t nncy_patch_correlation_grad_f32(uint32_t which, const float* x1, const float* x2,
+                                            const float* gy, float* gx, const size_t* dims,
+                                            const int64_t* params, int32_t accum)
+
+
+# Solver family (rust/src/optim.rs: update, Rule) and the solvers' gradient helpers.
+cdef extern from "nncy_kernels.h" nogil:
+    int32_t nncy_solver_update_f32(uint32_t rule, float* w, const float* g, float* s0,
+                                   float* s1, float* s2, size_t n, const float* p,
+                                   size_t np)
+    int32_t nncy_solver_grad_f32(uint32_t op, float* g, const float* w, size_t n, float a)
+    int32_t nncy_sum_squares_f32(const float* x, size_t n, double* out)
+    int32_t nncy_nonfinite_f32(const float* x, size_t n, uint32_t* out)

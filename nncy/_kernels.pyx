@@ -379,6 +379,366 @@ def adam_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v,
 
 
 # ---------------------------------------------------------------------------
+# Neural-network layers (issue 3b): batched matrix products, recurrent cells,
+# embedding, patch correlation.
+# ---------------------------------------------------------------------------
+
+cdef int _sized(cnp.ndarray a, Py_ssize_t n, name) except -1:
+    """`a` is a C-contiguous float32 array of `n` elements."""
+    need_f32(a, name)
+    if cnp.PyArray_SIZE(a) != n:
+        raise ValueError('%s: buffer of %d elements, expected %d'
+                         % (name, cnp.PyArray_SIZE(a), n))
+    return 0
+
+
+cdef ssize_t _estride(cnp.ndarray a, int i, name) except? -1:
+    cdef ssize_t s = a.strides[i]
+    if s % 4:
+        raise ValueError('%s: float32 array with a stride of %d bytes' % (name, s))
+    return s // 4
+
+
+def batch_gemm(name, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, float alpha=0.0,
+               float beta=1.0):
+    """out[i] = alpha * out[i] + beta * a[i] @ b[i] for 3-D float32 arrays of any
+    strides; a batch stride of 0 repeats an operand (np.broadcast_to)."""
+    if a.ndim != 3 or b.ndim != 3 or out.ndim != 3:
+        raise ValueError('%s: batch_gemm needs 3-D arrays' % name)
+    for arr in (a, b, out):
+        if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
+            raise TypeError('%s: batch_gemm needs float32 arrays' % name)
+    cdef size_t nb = out.shape[0], m = out.shape[1], n = out.shape[2], k = a.shape[2]
+    if (a.shape[0] != <cnp.npy_intp>nb or b.shape[0] != <cnp.npy_intp>nb
+            or a.shape[1] != <cnp.npy_intp>m or b.shape[1] != <cnp.npy_intp>k
+            or b.shape[2] != <cnp.npy_intp>n):
+        raise ValueError('%s: batched matrix shapes %s @ %s -> %s do not agree'
+                         % (name, (<object>a).shape, (<object>b).shape, (<object>out).shape))
+    cdef ssize_t abs_ = _estride(a, 0, name), ars = _estride(a, 1, name), acs = _estride(a, 2, name)
+    cdef ssize_t bbs = _estride(b, 0, name), brs = _estride(b, 1, name), bcs = _estride(b, 2, name)
+    cdef ssize_t obs = _estride(out, 0, name), ors = _estride(out, 1, name)
+    cdef ssize_t ocs = _estride(out, 2, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(out)
+    cdef float* _t1 = fptr(a)
+    cdef float* _t2 = fptr(b)
+    with nogil:
+        st = nncy_batch_gemm_f32(nb, m, n, k, _t0, obs, ors, ocs, _t1, abs_, ars, acs,
+                                 _t2, bbs, brs, bcs, alpha, beta)
+    check(st, name)
+
+
+def rnn_cell(name, bint relu, cnp.ndarray pre, cnp.ndarray h):
+    """h = tanh(pre), or max(pre, 0) when relu."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(h)
+    _sized(pre, n, name); _sized(h, n, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(pre)
+    cdef float* _t1 = fptr(h)
+    with nogil:
+        st = nncy_rnn_cell_f32(relu, n, _t0, _t1)
+    check(st, name)
+
+
+def rnn_cell_grad(name, bint relu, cnp.ndarray h, cnp.ndarray dy, cnp.ndarray dh,
+                  cnp.ndarray dpre):
+    """dpre = (dy + dh) * act'(pre), from the cell output h."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(h)
+    for arr in (h, dy, dh, dpre):
+        _sized(arr, n, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(h)
+    cdef float* _t1 = fptr(dy)
+    cdef float* _t2 = fptr(dh)
+    cdef float* _t3 = fptr(dpre)
+    with nogil:
+        st = nncy_rnn_cell_grad_f32(relu, n, _t0, _t1, _t2, _t3)
+    check(st, name)
+
+
+def lstm_cell(name, cnp.ndarray gates, cnp.ndarray c_prev, cnp.ndarray c, cnp.ndarray h):
+    """One LSTM step over (b, hid) states; gates (b, 4 hid) in place."""
+    if h.ndim != 2:
+        raise ValueError('%s: lstm_cell needs (batch, hidden) states' % name)
+    cdef size_t b = h.shape[0], hid = h.shape[1]
+    _sized(gates, b * 4 * hid, name)
+    for arr in (c_prev, c, h):
+        _sized(arr, b * hid, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(gates)
+    cdef float* _t1 = fptr(c_prev)
+    cdef float* _t2 = fptr(c)
+    cdef float* _t3 = fptr(h)
+    with nogil:
+        st = nncy_lstm_cell_f32(b, hid, _t0, _t1, _t2, _t3)
+    check(st, name)
+
+
+def lstm_cell_grad(name, cnp.ndarray gates, cnp.ndarray c_prev, cnp.ndarray c,
+                   cnp.ndarray dy, cnp.ndarray dh, cnp.ndarray dc, cnp.ndarray dgates):
+    """One LSTM step backward; dc in: dL/dc, out: dL/dc_prev."""
+    if c.ndim != 2:
+        raise ValueError('%s: lstm_cell_grad needs (batch, hidden) states' % name)
+    cdef size_t b = c.shape[0], hid = c.shape[1]
+    _sized(gates, b * 4 * hid, name)
+    _sized(dgates, b * 4 * hid, name)
+    for arr in (c_prev, c, dy, dh, dc):
+        _sized(arr, b * hid, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(gates)
+    cdef float* _t1 = fptr(c_prev)
+    cdef float* _t2 = fptr(c)
+    cdef float* _t3 = fptr(dy)
+    cdef float* _t4 = fptr(dh)
+    cdef float* _t5 = fptr(dc)
+    cdef float* _t6 = fptr(dgates)
+    with nogil:
+        st = nncy_lstm_cell_grad_f32(b, hid, _t0, _t1, _t2, _t3, _t4, _t5, _t6)
+    check(st, name)
+
+
+def gru_cell(name, cnp.ndarray gates, cnp.ndarray hw, bhn, cnp.ndarray h_prev,
+             cnp.ndarray h):
+    """One GRU step; gates and hw (b, 3 hid) in place; bhn (hid,) or None."""
+    if h.ndim != 2:
+        raise ValueError('%s: gru_cell needs (batch, hidden) states' % name)
+    cdef size_t b = h.shape[0], hid = h.shape[1]
+    _sized(gates, b * 3 * hid, name)
+    _sized(hw, b * 3 * hid, name)
+    _sized(h_prev, b * hid, name)
+    _sized(h, b * hid, name)
+    cdef const float* bp = NULL
+    if bhn is not None:
+        _sized(bhn, hid, name)
+        bp = fptr(bhn)
+    cdef int32_t st
+    cdef float* _t0 = fptr(gates)
+    cdef float* _t1 = fptr(hw)
+    cdef float* _t2 = fptr(h_prev)
+    cdef float* _t3 = fptr(h)
+    with nogil:
+        st = nncy_gru_cell_f32(b, hid, _t0, _t1, bp, _t2, _t3)
+    check(st, name)
+
+
+def gru_cell_grad(name, cnp.ndarray gates, cnp.ndarray hw, cnp.ndarray h_prev,
+                  cnp.ndarray dy, cnp.ndarray dh, cnp.ndarray dgx, cnp.ndarray dgh,
+                  cnp.ndarray dh_prev):
+    """One GRU step backward; dh_prev gets only the direct part (dy + dh) z."""
+    if h_prev.ndim != 2:
+        raise ValueError('%s: gru_cell_grad needs (batch, hidden) states' % name)
+    cdef size_t b = h_prev.shape[0], hid = h_prev.shape[1]
+    for arr in (gates, hw, dgx, dgh):
+        _sized(arr, b * 3 * hid, name)
+    for arr in (h_prev, dy, dh, dh_prev):
+        _sized(arr, b * hid, name)
+    cdef int32_t st
+    cdef float* _t0 = fptr(gates)
+    cdef float* _t1 = fptr(hw)
+    cdef float* _t2 = fptr(h_prev)
+    cdef float* _t3 = fptr(dy)
+    cdef float* _t4 = fptr(dh)
+    cdef float* _t5 = fptr(dgx)
+    cdef float* _t6 = fptr(dgh)
+    cdef float* _t7 = fptr(dh_prev)
+    with nogil:
+        st = nncy_gru_cell_grad_f32(b, hid, _t0, _t1, _t2, _t3, _t4, _t5, _t6, _t7)
+    check(st, name)
+
+
+cdef int _indices(name, cnp.ndarray idx) except -1:
+    if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
+        raise TypeError('%s: indices must be a C-contiguous int64 array' % name)
+    return 0
+
+
+def _bad_index(name, idx, rows):
+    bad = idx[(idx < 0) | (idx >= rows)]
+    raise ValueError("%s: argument 'x0' holds index %d; indices must lie in [0, %d)"
+                     % (name, bad[0], rows))
+
+
+def embed(name, cnp.ndarray idx, cnp.ndarray w, cnp.ndarray y):
+    """y[k] = w[idx[k]]; w is (rows, width), y (len(idx), width)."""
+    _indices(name, idx)
+    if w.ndim != 2:
+        raise ValueError('%s: embed needs a 2-D table' % name)
+    cdef size_t n = cnp.PyArray_SIZE(idx), rows = w.shape[0], width = w.shape[1]
+    _sized(w, rows * width, name)
+    _sized(y, n * width, name)
+    cdef int32_t st
+    cdef int64_t* _t0 = iptr(idx)
+    cdef float* _t1 = fptr(w)
+    cdef float* _t2 = fptr(y)
+    with nogil:
+        st = nncy_embed_f32(_t0, n, _t1, rows, width, _t2)
+    if st == 2:
+        _bad_index(name, idx, rows)
+    check(st, name)
+
+
+def embed_grad(name, cnp.ndarray idx, cnp.ndarray gy, cnp.ndarray gw):
+    """gw[idx[k]] += gy[k]; gw is (rows, width)."""
+    _indices(name, idx)
+    if gw.ndim != 2:
+        raise ValueError('%s: embed_grad needs a 2-D table' % name)
+    cdef size_t n = cnp.PyArray_SIZE(idx), rows = gw.shape[0], width = gw.shape[1]
+    _sized(gw, rows * width, name)
+    _sized(gy, n * width, name)
+    cdef int32_t st
+    cdef int64_t* _t0 = iptr(idx)
+    cdef float* _t1 = fptr(gy)
+    cdef float* _t2 = fptr(gw)
+    with nogil:
+        st = nncy_embed_grad_f32(_t0, n, _t1, rows, width, _t2)
+    if st == 2:
+        _bad_index(name, idx, rows)
+    check(st, name)
+
+
+def _correlation_sizes(name, tuple dims, tuple params):
+    """(input size, output size) of a patch correlation; ValueError when the
+    geometry is invalid (the kernel would refuse it too)."""
+    if len(dims) != 4 or len(params) != 12:
+        raise ValueError('%s: patch correlation geometry needs 4 dims and 12 parameters' % name)
+    n, h, w, c = dims
+    ph, pw, sh, sw, ah, aw, bh, bw, pt, pb, pl, pr = params
+    if (min(dims) < 0 or min(ph, pw, ah, aw, bh, bw) <= 0 or min(sh, sw, pt, pb, pl, pr) < 0
+            or h + pt + pb < ph or w + pl + pr < pw):
+        raise ValueError('%s: invalid patch correlation geometry %s %s' % (name, dims, params))
+    oh, ow = (h + pt + pb - ph) // ah + 1, (w + pl + pr - pw) // aw + 1
+    return n * h * w * c, n * oh * ow * (2 * sh // bh + 1) * (2 * sw // bw + 1)
+
+
+cdef int _geometry(name, tuple dims, tuple params, size_t* d, int64_t* p, list arrays,
+                   list sizes) except -1:
+    ni, no = _correlation_sizes(name, dims, params)
+    for arr, which in zip(arrays, sizes):
+        _sized(arr, ni if which == 0 else no, name)
+    for i in range(4):
+        d[i] = dims[i]
+    for i in range(12):
+        p[i] = params[i]
+    return 0
+
+
+def patch_correlation(name, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray y, tuple dims,
+                      tuple params):
+    """y (n, cy, cx, oh, ow) = correlation of NCHW x1 and x2 (dims n, h, w, c);
+    params: patch, shift, patch_step, shift_step (h, w each), padding t, b, l, r."""
+    cdef size_t d[4]
+    cdef int64_t p[12]
+    _geometry(name, dims, params, d, p, [x1, x2, y], [0, 0, 1])
+    cdef int32_t st
+    cdef float* _t0 = fptr(x1)
+    cdef float* _t1 = fptr(x2)
+    cdef float* _t2 = fptr(y)
+    with nogil:
+        st = nncy_patch_correlation_f32(_t0, _t1, _t2, d, p)
+    check(st, name)
+
+
+def patch_correlation_grad(name, uint32_t which, cnp.ndarray x1, cnp.ndarray x2,
+                           cnp.ndarray gy, cnp.ndarray gx, tuple dims, tuple params,
+                           bint accum):
+    """gx (+)= gradient of the correlation with respect to x1 (which 0) or x2 (1)."""
+    cdef size_t d[4]
+    cdef int64_t p[12]
+    _geometry(name, dims, params, d, p, [x1, x2, gy, gx], [0, 0, 1, 0])
+    cdef int32_t st
+    cdef float* _t0 = fptr(x1)
+    cdef float* _t1 = fptr(x2)
+    cdef float* _t2 = fptr(gy)
+    cdef float* _t3 = fptr(gx)
+    with nogil:
+        st = nncy_patch_correlation_grad_f32(which, _t0, _t1, _t2, _t3, d, p, accum)
+    check(st, name)
+include "_kernels_math.pxi"
+
+
+
+# ---- solver family --------------------------------------------------------
+
+cdef float* _opt_state(s, cnp.ndarray w, name) except? NULL:
+    """The buffer of an optional solver state (NULL when None), checked."""
+    if s is None:
+        return NULL
+    cdef cnp.ndarray a = s
+    need_f32(a, name)
+    if cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(w):
+        raise ValueError('%s: a state has %d elements, the parameter %d'
+                         % (name, cnp.PyArray_SIZE(a), cnp.PyArray_SIZE(w)))
+    return fptr(a)
+
+
+def solver_update(name, uint32_t rule, cnp.ndarray w, cnp.ndarray g, s0, s1, s2,
+                  cnp.ndarray p):
+    """One fused solver step over a parameter (see rust/src/optim.rs, Rule):
+    w, g and the states (None when the rule keeps fewer) are float32,
+    C-contiguous and of one size; p holds the rule's parameters (float32)."""
+    need_f32(w, name); need_f32(g, name); need_f32(p, name)
+    if cnp.PyArray_SIZE(g) != cnp.PyArray_SIZE(w):
+        raise ValueError('%s: gradient has %d elements, the parameter %d'
+                         % (name, cnp.PyArray_SIZE(g), cnp.PyArray_SIZE(w)))
+    cdef float* a0 = _opt_state(s0, w, name)
+    cdef float* a1 = _opt_state(s1, w, name)
+    cdef float* a2 = _opt_state(s2, w, name)
+    cdef float* wp = fptr(w)
+    cdef const float* gp = fptr(g)
+    cdef const float* pp = fptr(p)
+    cdef size_t n = cnp.PyArray_SIZE(w), npar = cnp.PyArray_SIZE(p)
+    cdef int32_t st
+    with nogil:
+        st = nncy_solver_update_f32(rule, wp, gp, a0, a1, a2, n, pp, npar)
+    check(st, name)
+
+
+def solver_grad(name, uint32_t op, cnp.ndarray g, w, float a):
+    """op 0: g += a * w (weight decay); op 1: g *= a.  Float32, C-contiguous."""
+    need_f32(g, name)
+    cdef cnp.ndarray wa
+    cdef const float* wp = NULL
+    if op == 0:
+        wa = w
+        need_f32(wa, name)
+        if cnp.PyArray_SIZE(wa) != cnp.PyArray_SIZE(g):
+            raise ValueError('%s: parameter and gradient sizes differ' % name)
+        wp = fptr(wa)
+    cdef float* gp = fptr(g)
+    cdef size_t n = cnp.PyArray_SIZE(g)
+    cdef int32_t st
+    with nogil:
+        st = nncy_solver_grad_f32(op, gp, wp, n, a)
+    check(st, name)
+
+
+def sum_squares(name, cnp.ndarray x):
+    """Σ x² of a float32, C-contiguous array, in double precision."""
+    need_f32(x, name)
+    cdef double out = 0
+    cdef const float* xp = fptr(x)
+    cdef size_t n = cnp.PyArray_SIZE(x)
+    cdef int32_t st
+    with nogil:
+        st = nncy_sum_squares_f32(xp, n, &out)
+    check(st, name)
+    return out
+
+
+def nonfinite(name, cnp.ndarray x):
+    """1 if the float32 array holds an infinity, | 2 if it holds a NaN."""
+    need_f32(x, name)
+    cdef uint32_t out = 0
+    cdef const float* xp = fptr(x)
+    cdef size_t n = cnp.PyArray_SIZE(x)
+    cdef int32_t st
+    with nogil:
+        st = nncy_nonfinite_f32(xp, n, &out)
+    check(st, name)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Normalization, PReLU and clipping (rust/src/norm.rs).  An array is seen as
 # `pat` = (p, a, c, b); group g = (p, c) holds x[p, :, c, :]; per-group
 # arrays hold p * c values.  Sizes are checked here, before any pointer is

@@ -54,13 +54,22 @@ def abs_(x):
     return F.abs(x)
 
 
+# Comparisons: less / less_scalar etc.  (== and != stay identity comparisons,
+# as for NNabla's Variable.)  A reflected comparison (2 < x) reaches x.__gt__.
+lt = _binary('lt', F.less, F.less_scalar)
+le = _binary('le', F.less_equal, F.less_equal_scalar)
+gt = _binary('gt', F.greater, F.greater_scalar)
+ge = _binary('ge', F.greater_equal, F.greater_equal_scalar)
+
+
 def matmul(x, y):
+    """x @ y: batch_matmul of operands with at least 2 dimensions."""
     if not _arraylike(y):
         return NotImplemented
-    if len(x.shape) != 2 or len(y.shape) != 2:
-        raise ValueError('@: only 2-D operands are supported, got shapes %s and %s'
+    if len(x.shape) < 2 or len(y.shape) < 2:
+        raise ValueError('@: operands need at least 2 dimensions, got shapes %s and %s'
                          % (x.shape, y.shape))
-    return F.affine(x, y)
+    return F.batch_matmul(x, y)
 
 
 def getitem(x, key):

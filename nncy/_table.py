@@ -14,7 +14,8 @@ inputs      comma separated input names; suffixes: ``?`` optional, ``*`` variadi
             ``@`` parameter, ``#`` a number is accepted too (made a constant array)
             (``"x, weight@, bias?@"``)
 args        list of ``(name, type, default)``; types: int, float, bool, str,
-            ints (tuple of int), floats, shape, axis (None/int/tuple), any
+            ints (tuple of int), floats, shape, axis (None/int/tuple), any;
+            default ``REQUIRED`` for an argument without a default
 outputs     comma separated output names
 kind        ``pointwise`` (one expression forward, one per input backward),
             ``composite`` (built from other functions by a builder registered
@@ -26,10 +27,29 @@ grads       pointwise only: one expression per input for its gradient, over the
             inputs, ``y`` (the output), ``gy`` (the output gradient) and args;
             ``None`` marks an input without gradient
 doc         one-line summary in our own words
+signature   optional: the ``F.*`` parameter names in NNabla's order, for the few
+            functions whose Python signature mixes inputs and arguments
+            (``multi_head_attention(query, key, value, num_heads, ...)``);
+            an argument whose default is ``REQUIRED`` then has no default
+straight_through  pointwise only: the gradient is a straight-through estimate
+            (``round``, ``sign``), not the derivative of the forward
+
+``Spec.params`` lists the arguments a pointwise kernel receives as f32
+parameters, in row order: the int and float arguments, and the bool ones
+that the expressions use (``val`` of ``logical_and_scalar``).
 """
 import re
 
 _INT, _FLOAT, _BOOL = 'int', 'float', 'bool'
+
+
+class _Required:
+    """Default of an argument that must be given (only in a row with a signature)."""
+    def __repr__(self):
+        return 'REQUIRED'
+
+
+REQUIRED = _Required()
 
 
 class In:
@@ -51,10 +71,11 @@ class Spec:
     """One row of the table."""
     __slots__ = ('type_name', 'name', 'inputs', 'args', 'outputs', 'kind',
                  'fwd', 'grads', 'doc', 'arg_names', 'defaults', 'code',
-                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok')
+                 'grad_uses_inputs', 'grad_uses_output', 'inplace_ok', 'signature',
+                 'straight_through', 'params')
 
     def __init__(self, type_name, name, inputs, args, outputs, kind, doc,
-                 fwd=None, grads=None):
+                 fwd=None, grads=None, signature=None, straight_through=False):
         self.type_name = type_name
         self.name = name
         self.inputs = [In(t) for t in inputs.split(',')] if inputs else []
@@ -67,6 +88,7 @@ class Spec:
         self.fwd = fwd
         self.grads = tuple(grads) if grads is not None else None
         self.code = -1   # pointwise op code, set below
+        self.signature = [n.strip() for n in signature.split(',')] if signature else None
         # What a pointwise gradient reads: the input data, the output data.
         # An input may be overwritten by the output (``inplace``) only when no
         # gradient reads it.
@@ -74,6 +96,10 @@ class Spec:
         self.grad_uses_inputs = any(i.name in names for i in self.inputs)
         self.grad_uses_output = 'y' in names
         self.inplace_ok = bool(self.inputs) and self.inputs[0].name not in names
+        self.straight_through = straight_through
+        used = set(re.findall(r'[A-Za-z_]\w*', ' '.join([fwd or ''] + [g for g in self.grads or () if g])))
+        self.params = tuple(a[0] for a in self.args
+                            if a[1] in (_INT, _FLOAT) or (a[1] == _BOOL and a[0] in used))
 
     @property
     def n_inputs(self):
@@ -83,14 +109,15 @@ class Spec:
         return 'Spec(%s)' % self.type_name
 
 
-def P(type_name, name, inputs, fwd, grads, doc, args=(), outputs='y'):
+def P(type_name, name, inputs, fwd, grads, doc, args=(), outputs='y', straight_through=False):
     """A pointwise row."""
-    return Spec(type_name, name, inputs, args, outputs, 'pointwise', doc, fwd, grads)
+    return Spec(type_name, name, inputs, args, outputs, 'pointwise', doc, fwd, grads,
+                straight_through=straight_through)
 
 
-def S(type_name, name, inputs, args, doc, outputs='y', kind='structured'):
+def S(type_name, name, inputs, args, doc, outputs='y', kind='structured', signature=None):
     """A structured (or composite) row."""
-    return Spec(type_name, name, inputs, args, outputs, kind, doc)
+    return Spec(type_name, name, inputs, args, outputs, kind, doc, signature=signature)
 
 
 _inplace = ('inplace', _BOOL, False)
@@ -107,6 +134,37 @@ FUNCTIONS = [
     # ---- neural network layers ------------------------------------------
     S('Affine', 'affine', 'x, weight@, bias?@', [('base_axis', _INT, 1)],
       'Fully connected layer: y = x W + b over the dimensions from base_axis on.'),
+    S('Embed', 'embed', 'x0, w@', [],
+      'Looks up slices of w by integer indices: y[i, ...] = w[x0[i], ...].'),
+    S('RNN', 'rnn', 'x, h, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('nonlinearity', 'str', 'tanh'), ('dropout', _FLOAT, None),
+       ('bidirectional', _BOOL, False), ('training', _BOOL, True)],
+      'Elman recurrent network (tanh or relu) over a (T, B, I) sequence, stacked and '
+      'optionally bidirectional.', outputs='y, h_n'),
+    S('LSTM', 'lstm', 'x, h, c, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('dropout', _FLOAT, None), ('bidirectional', _BOOL, False),
+       ('training', _BOOL, True)],
+      'Long short-term memory network (gates i, f, g, o) over a (T, B, I) sequence.',
+      outputs='y, h_n, c_n'),
+    S('GRU', 'gru', 'x, h, weight_l0@, weight?@, bias?@',
+      [('num_layers', _INT, 1), ('dropout', _FLOAT, None), ('bidirectional', _BOOL, False),
+       ('training', _BOOL, True)],
+      'Gated recurrent unit network (gates r, z, n) over a (T, B, I) sequence.',
+      outputs='y, h_n'),
+    S('MultiHeadAttention', 'multi_head_attention',
+      'query, key, value, q_weight@, k_weight@, v_weight@, out_weight@, q_bias?@, k_bias?@, '
+      'v_bias?@, out_bias?@, attn_bias_k?@, attn_bias_v?@, additive_mask?, key_padding_mask?',
+      [('num_heads', _INT, REQUIRED), ('dropout', _FLOAT, 0.0)],
+      'Scaled dot-product attention over several heads, with input and output projections.',
+      outputs='y, attn_weights',
+      signature='query, key, value, num_heads, q_weight, k_weight, v_weight, out_weight, '
+                'q_bias, k_bias, v_bias, out_bias, attn_bias_k, attn_bias_v, dropout, '
+                'additive_mask, key_padding_mask'),
+    S('PatchCorrelation', 'patch_correlation', 'x1, x2',
+      [('patch', 'ints', (1, 1)), ('shift', 'ints', (0, 0)), ('patch_step', 'ints', (1, 1)),
+       ('shift_step', 'ints', (1, 1)), ('padding', 'ints', (0, 0, 0, 0)),
+       ('channel_last', _BOOL, False)],
+      'Sums of products of patches of x1 with shifted patches of x2 (FlowNet correlation).'),
 
     # ---- activations -------------------------------------------------------
     P('ReLU', 'relu', 'x', 'x if x > 0 else 0', ['gy if y > 0 else 0'],
@@ -236,16 +294,25 @@ FUNCTIONS = [
     # ---- reductions ----------------------------------------------------------
     S('Sum', 'sum', 'x', [_axis, _keep], 'Sum over the given axes (all by default).'),
     S('Mean', 'mean', 'x', [_axis, _keep], 'Mean over the given axes (all by default).'),
+    S('Max', 'max', 'x', [_axis, _keep, ('with_index', _BOOL, False), ('only_index', _BOOL, False)],
+      'Maximum over the given axes (all by default), optionally with the flat index '
+      'of the first maximum within the reduced axes.', outputs='y, indices'),
+    S('Min', 'min', 'x', [_axis, _keep, ('with_index', _BOOL, False), ('only_index', _BOOL, False)],
+      'Minimum over the given axes (all by default), optionally with the flat index '
+      'of the first minimum within the reduced axes.', outputs='y, indices'),
+    S('Prod', 'prod', 'x', [_axis, _keep], 'Product over the given axes (all by default).'),
+    S('ReduceSum', 'reduce_sum', 'x', [], 'Sum of all elements (deprecated form of sum).'),
+    S('ReduceMean', 'reduce_mean', 'x', [], 'Mean of all elements (deprecated form of mean).'),
 
     # ---- arithmetic ----------------------------------------------------------
     P('Add2', 'add2', 'x0, x1', 'x0 + x1', ['gy', 'gy'],
       'Elementwise sum of two arrays, with broadcasting.', args=[_inplace]),
     P('Sub2', 'sub2', 'x0, x1', 'x0 - x1', ['gy', '-gy'],
-      'Elementwise difference of two arrays, with broadcasting.', args=[_inplace]),
+      'Elementwise difference of two arrays, with broadcasting.'),
     P('Mul2', 'mul2', 'x0, x1', 'x0 * x1', ['gy * x1', 'gy * x0'],
-      'Elementwise product of two arrays, with broadcasting.', args=[_inplace]),
+      'Elementwise product of two arrays, with broadcasting.'),
     P('Div2', 'div2', 'x0, x1', 'x0 / x1', ['gy / x1', '-gy * x0 / (x1 * x1)'],
-      'Elementwise quotient of two arrays, with broadcasting.', args=[_inplace]),
+      'Elementwise quotient of two arrays, with broadcasting.'),
     P('AddScalar', 'add_scalar', 'x', 'x + val', ['gy'],
       'Adds a scalar to every element.', args=[_val1]),
     P('MulScalar', 'mul_scalar', 'x', 'x * val', ['gy * val'],
@@ -260,11 +327,107 @@ FUNCTIONS = [
       'Raises a scalar to the power of every element.', args=[_val1]),
     P('Pow2', 'pow2', 'x0, x1', 'pow(x0, x1)',
       ['gy * x1 * pow(x0, x1 - 1)', 'gy * y * log(x0)'],
-      'Elementwise power of two arrays, with broadcasting.', args=[_inplace]),
+      'Elementwise power of two arrays, with broadcasting.'),
     P('Abs', 'abs', 'x', 'abs(x)', ['gy * sign(x)'], 'Absolute value.'),
     P('Exp', 'exp', 'x', 'exp(x)', ['gy * y'], 'Natural exponential.'),
     P('Log', 'log', 'x', 'log(x)', ['gy / x'], 'Natural logarithm.'),
     P('Identity', 'identity', 'x', 'x', ['gy'], 'Returns its input unchanged (a copy).'),
+    S('AddN', 'add_n', 'x*', [], 'Elementwise sum of any number of arrays of one shape.'),
+    S('MulN', 'mul_n', 'x*', [], 'Elementwise product of any number of arrays of one shape.'),
+
+    # ---- logical -----------------------------------------------------------------
+    # Comparisons and logical operations give 1.0 / 0.0; their gradient is zero.
+    P('Equal', 'equal', 'x0, x1', 'x0 == x1', ['0', '0'], '1 where x0 == x1, else 0.'),
+    P('NotEqual', 'not_equal', 'x0, x1', 'x0 != x1', ['0', '0'], '1 where x0 != x1, else 0.'),
+    P('Greater', 'greater', 'x0, x1', 'x0 > x1', ['0', '0'], '1 where x0 > x1, else 0.'),
+    P('GreaterEqual', 'greater_equal', 'x0, x1', 'x0 >= x1', ['0', '0'],
+      '1 where x0 >= x1, else 0.'),
+    P('Less', 'less', 'x0, x1', 'x0 < x1', ['0', '0'], '1 where x0 < x1, else 0.'),
+    P('LessEqual', 'less_equal', 'x0, x1', 'x0 <= x1', ['0', '0'], '1 where x0 <= x1, else 0.'),
+    P('LogicalAnd', 'logical_and', 'x0, x1', 'x0 != 0 and x1 != 0', ['0', '0'],
+      '1 where both inputs are non-zero, else 0.'),
+    P('LogicalOr', 'logical_or', 'x0, x1', 'x0 != 0 or x1 != 0', ['0', '0'],
+      '1 where either input is non-zero, else 0.'),
+    P('LogicalXor', 'logical_xor', 'x0, x1', '(x0 != 0) != (x1 != 0)', ['0', '0'],
+      '1 where exactly one input is non-zero, else 0.'),
+    P('EqualScalar', 'equal_scalar', 'x0', 'x0 == val', ['0'], '1 where x0 == val, else 0.',
+      args=[_val1]),
+    P('NotEqualScalar', 'not_equal_scalar', 'x0', 'x0 != val', ['0'],
+      '1 where x0 != val, else 0.', args=[_val1]),
+    P('GreaterScalar', 'greater_scalar', 'x0', 'x0 > val', ['0'], '1 where x0 > val, else 0.',
+      args=[_val1]),
+    P('GreaterEqualScalar', 'greater_equal_scalar', 'x0', 'x0 >= val', ['0'],
+      '1 where x0 >= val, else 0.', args=[_val1]),
+    P('LessScalar', 'less_scalar', 'x0', 'x0 < val', ['0'], '1 where x0 < val, else 0.',
+      args=[_val1]),
+    P('LessEqualScalar', 'less_equal_scalar', 'x0', 'x0 <= val', ['0'],
+      '1 where x0 <= val, else 0.', args=[_val1]),
+    P('LogicalAndScalar', 'logical_and_scalar', 'x0', 'x0 != 0 and val', ['0'],
+      '1 where x0 is non-zero and val is true, else 0.', args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalOrScalar', 'logical_or_scalar', 'x0', 'x0 != 0 or val', ['0'],
+      '1 where x0 is non-zero or val is true, else 0.', args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalXorScalar', 'logical_xor_scalar', 'x0', '(x0 != 0) != (val != 0)', ['0'],
+      '1 where exactly one of x0 (non-zero) and val is true, else 0.',
+      args=[('val', _BOOL, REQUIRED)]),
+    P('LogicalNot', 'logical_not', 'x0', 'x0 == 0', ['0'], '1 where x0 is zero, else 0.'),
+    P('Sign', 'sign', 'x', '1 if x > 0 else (-1 if x < 0 else alpha)', ['gy'],
+      'Sign of x (alpha where x is zero); the gradient passes straight through.',
+      args=[('alpha', _FLOAT, 1.0)], straight_through=True),
+    P('Minimum2', 'minimum2', 'x0, x1', 'x0 if x0 < x1 else x1',
+      ['gy if x0 < x1 else 0', '0 if x0 < x1 else gy'],
+      'Elementwise minimum of two arrays, with broadcasting.'),
+    P('Maximum2', 'maximum2', 'x0, x1', 'x0 if x0 > x1 else x1',
+      ['gy if x0 > x1 else 0', '0 if x0 > x1 else gy'],
+      'Elementwise maximum of two arrays, with broadcasting.'),
+    P('MinimumScalar', 'minimum_scalar', 'x', 'x if x < val else val', ['gy if x < val else 0'],
+      'Elementwise minimum of x and a scalar.', args=[_val1]),
+    P('MaximumScalar', 'maximum_scalar', 'x', 'x if x > val else val', ['gy if x > val else 0'],
+      'Elementwise maximum of x and a scalar.', args=[_val1]),
+    P('IsNaN', 'isnan', 'x0', 'isnan(x0)', ['0'], '1 where x0 is NaN, else 0.'),
+    P('IsInf', 'isinf', 'x0', 'isinf(x0)', ['0'], '1 where x0 is +inf or -inf, else 0.'),
+    P('ResetNaN', 'reset_nan', 'x0', 'val if isnan(x0) else x0', ['0 if isnan(x0) else gy'],
+      'Replaces NaN by val.', args=[('val', _FLOAT, 0.0)]),
+    P('ResetInf', 'reset_inf', 'x0', 'val if isinf(x0) else x0', ['0 if isinf(x0) else gy'],
+      'Replaces +inf and -inf by val.', args=[('val', _FLOAT, 0.0)]),
+    S('Where', 'where', 'condition, x_true, x_false', [],
+      'x_true where condition is non-zero, else x_false; condition spans the leading '
+      'dimensions of x_true.'),
+
+    # ---- math --------------------------------------------------------------------
+    S('Constant', 'constant', '', [('val', _FLOAT, 0.0), ('shape', 'shape', [])],
+      'An array of the given shape filled with val.'),
+    S('Arange', 'arange', '', [('start', _FLOAT, REQUIRED), ('stop', _FLOAT, REQUIRED),
+                               ('step', _FLOAT, 1.0)],
+      'start, start + step, ... below stop (above it for a negative step), accumulated '
+      'in float32.'),
+    P('Round', 'round', 'x', 'round(x)', ['gy'],
+      'Rounds to the nearest integer, halves away from zero; straight-through gradient.',
+      straight_through=True),
+    P('Ceil', 'ceil', 'x', 'ceil(x)', ['gy'],
+      'Smallest integer not below x; straight-through gradient.', straight_through=True),
+    P('Floor', 'floor', 'x', 'floor(x)', ['gy'],
+      'Largest integer not above x; straight-through gradient.', straight_through=True),
+    S('MatrixDiag', 'matrix_diag', 'x', [],
+      'Square matrices over the last axis with x on the diagonal: (..., N) -> (..., N, N).'),
+    S('MatrixDiagPart', 'matrix_diag_part', 'x', [],
+      'Diagonal of the square matrices over the last two axes: (..., N, N) -> (..., N).'),
+    S('BatchMatmul', 'batch_matmul', 'a, b', [('transpose_a', _BOOL, False),
+                                               ('transpose_b', _BOOL, False)],
+      'Matrix products over the last two axes, the leading (batch) axes broadcast.'),
+    P('Sin', 'sin', 'x', 'sin(x)', ['gy * cos(x)'], 'Sine.'),
+    P('Cos', 'cos', 'x', 'cos(x)', ['-gy * sin(x)'], 'Cosine.'),
+    P('Tan', 'tan', 'x', 'tan(x)', ['gy * (1 + y * y)'], 'Tangent.'),
+    P('Sinh', 'sinh', 'x', 'sinh(x)', ['gy * cosh(x)'], 'Hyperbolic sine.'),
+    P('Cosh', 'cosh', 'x', 'cosh(x)', ['gy * sinh(x)'], 'Hyperbolic cosine.'),
+    P('ASin', 'asin', 'x', 'asin(x)', ['gy / sqrt(1 - x * x)'], 'Arcsine.'),
+    P('ACos', 'acos', 'x', 'acos(x)', ['-gy / sqrt(1 - x * x)'], 'Arccosine.'),
+    P('ATan', 'atan', 'x', 'atan(x)', ['gy / (1 + x * x)'], 'Arctangent.'),
+    P('ATan2', 'atan2', 'x0, x1', 'atan2(x0, x1)',
+      ['gy * x1 / (x0 * x0 + x1 * x1)', '-gy * x0 / (x0 * x0 + x1 * x1)'],
+      'Arctangent of x0 / x1 in the quadrant of (x1, x0), with broadcasting.'),
+    P('ASinh', 'asinh', 'x', 'asinh(x)', ['gy / sqrt(x * x + 1)'], 'Hyperbolic arcsine.'),
+    P('ACosh', 'acosh', 'x', 'acosh(x)', ['gy / sqrt(x * x - 1)'], 'Hyperbolic arccosine.'),
+    P('ATanh', 'atanh', 'x', 'atanh(x)', ['gy / (1 - x * x)'], 'Hyperbolic arctangent.'),
 
     # ---- losses ----------------------------------------------------------------
     S('SoftmaxCrossEntropy', 'softmax_cross_entropy', 'x, target', [_axis],

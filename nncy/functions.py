@@ -6,8 +6,10 @@ the row's real signature and a docstring built from the row.
 """
 import numpy as np
 
-from nncy import _core, _cpu, _composite  # noqa: F401  (they register the implementations)
-from nncy._table import FUNCTIONS
+from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
+from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions)
+from nncy import _composite  # noqa: F401  (composite rows: builders from F.* calls)
+from nncy._table import FUNCTIONS, REQUIRED
 
 __all__ = []
 
@@ -40,26 +42,29 @@ def _docstring(spec):
     if spec.args:
         lines.append('Arguments:')
         for name, typ, default in spec.args:
-            lines.append('    %s (%s) [default=%r]' % (name, typ, default))
+            lines.append('    %s (%s) [%s]' % (name, typ, 'required' if default is REQUIRED
+                                               else 'default=%r' % (default,)))
     lines += ['Outputs: %s' % ', '.join(spec.outputs),
               '', 'NNabla function %s.' % spec.type_name]
     return '\n'.join(lines)
 
 
-def _make(spec):
-    params, inputs, prelude = [], [], []
-    variadic = False
+def _param(spec, name):
+    """One parameter of the wrapper's signature."""
     for i in spec.inputs:
-        if i.scalar:
-            prelude.append('    %s = _number(%s, %s)\n' % (i.name, i.name, spec.inputs[0].name))
-        if i.variadic:
-            params.append('*' + i.name)
-            variadic = True
-        else:
-            params.append(i.name + ('=None' if i.optional else ''))
-            inputs.append(i.name)
-    for name, _, default in spec.args:
-        params.append('%s=%r' % (name, default))
+        if i.name == name:
+            return ('*' if i.variadic else '') + name + ('=None' if i.optional else '')
+    default = spec.defaults[name]
+    return name if default is REQUIRED else '%s=%r' % (name, default)
+
+
+def _make(spec):
+    inputs = [i.name for i in spec.inputs if not i.variadic]
+    variadic = any(i.variadic for i in spec.inputs)
+    order = spec.signature or [i.name for i in spec.inputs] + list(spec.arg_names)
+    params = [_param(spec, n) for n in order]
+    prelude = ['    %s = _number(%s, %s)\n' % (i.name, i.name, spec.inputs[0].name)
+               for i in spec.inputs if i.scalar]
     params += ['n_outputs=-1', 'outputs=None']
     if variadic:
         input_expr = spec.inputs[0].name

@@ -49,33 +49,32 @@ def get_parameters(params=None, path='', grad_only=True):
                        if not grad_only or v.need_grad)
 
 
-def get_parameter(key):
+def _parent_scope(key, create):
+    """The scope dict holding ``key`` (a '/'-separated name) and the last part
+    of the name; None for the scope when it is absent and not ``create``d."""
     node = _current
     parts = key.split('/')
     for p in parts[:-1]:
-        node = node.get(p)
+        node = node.setdefault(p, OrderedDict()) if create else node.get(p)
         if not isinstance(node, dict):
-            return None
-    v = node.get(parts[-1])
+            return None, parts[-1]
+    return node, parts[-1]
+
+
+def get_parameter(key):
+    node, name = _parent_scope(key, False)
+    v = node.get(name) if node is not None else None
     return v if isinstance(v, Variable) else None
 
 
 def set_parameter(key, param):
-    node = _current
-    parts = key.split('/')
-    for p in parts[:-1]:
-        node = node.setdefault(p, OrderedDict())
-    node[parts[-1]] = param
+    node, name = _parent_scope(key, True)
+    node[name] = param
 
 
 def pop_parameter(key):
-    node = _current
-    parts = key.split('/')
-    for p in parts[:-1]:
-        node = node.get(p)
-        if not isinstance(node, dict):
-            return None
-    return node.pop(parts[-1], None)
+    node, name = _parent_scope(key, False)
+    return node.pop(name, None) if node is not None else None
 
 
 def get_parameter_or_create(name, shape=None, initializer=None, need_grad=True,
@@ -104,3 +103,7 @@ def get_parameter_or_create(name, shape=None, initializer=None, need_grad=True,
 def clear_parameters():
     """Remove every parameter of every scope."""
     _root.clear()
+
+
+# NNabla also offers these as nn.parameter.save_parameters / load_parameters.
+from nncy._param_io import save_parameters, load_parameters  # noqa: E402,F401

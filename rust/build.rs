@@ -8,11 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
-    let header = match cbindgen::Builder::new()
-        .with_crate(&dir)
-        .with_config(config)
-        .generate()
-    {
+    let header = match cbindgen::Builder::new().with_crate(&dir).with_config(config).generate() {
         Ok(bindings) => {
             let mut text = Vec::new();
             bindings.write(&mut text);

@@ -136,7 +136,8 @@ def _forward(outputs, **kw):
     if len(outputs) == 1:
         outputs[0].forward(**kw)
     else:
-        F.sink(*outputs).forward(**kw)
+        # all outputs are roots: clear_buffer / clear_no_need_grad keep them
+        nn.forward_all(list(outputs), **kw)
 
 
 def _zero_grads(leaves, diff):
@@ -326,7 +327,8 @@ def check_function(fn, inputs, ref, args=None, *, grad_inputs=None,
         c_mid = _call(fn, c_in, args)
         c_outs = tuple(F.identity(o) for o in c_mid)
         if len(c_outs) > 1:
-            # read after F.sink(*c_outs).forward(...), which may clear its inputs
+            # several outputs run under one F.sink, which would free them as
+            # intermediates: keep them to compare
             for o in c_outs:
                 o.persistent = True
         for rep in range(2):

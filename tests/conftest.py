@@ -9,6 +9,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+try:
+    import nncy  # noqa: F401  (an installed nncy wins)
+except ImportError:
+    # not installed: use the in-place build of this checkout
+    sys.path.insert(0, os.path.dirname(HERE))
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +31,14 @@ def _isolate_state():
 @pytest.fixture
 def rng():
     return np.random.RandomState(1234)
+
+
+@pytest.fixture
+def py_env():
+    """Environment for a child ``python`` that must import the same nncy as this
+    process (also when nncy is built in place rather than installed)."""
+    import nncy
+    root = os.path.dirname(os.path.dirname(os.path.abspath(nncy.__file__)))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return env

@@ -16,8 +16,8 @@ def test_digits_mlp_reaches_90_percent():
     assert time.perf_counter() - start < 60
 
 
-def test_digits_runs_as_module():
+def test_digits_runs_as_module(py_env):
     r = subprocess.run([sys.executable, '-m', 'nncy.examples.digits', '--epochs', '2'],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=py_env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'epoch  1' in r.stdout and 'test accuracy:' in r.stdout

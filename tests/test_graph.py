@@ -435,7 +435,7 @@ def test_variable_equality_and_hash():
     assert len({x, y, y.parent.inputs[0]}) == 2
 
 
-def test_deep_chain_does_not_overflow_the_stack():
+def test_deep_chain_does_not_overflow_the_stack(py_env):
     """Forward and backward over a long chain: no recursion limit, no crash."""
     code = textwrap.dedent('''
         import numpy as np, nncy as nn, nncy.functions as F
@@ -451,7 +451,7 @@ def test_deep_chain_does_not_overflow_the_stack():
         print('ok')
     ''')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=py_env)
     assert r.returncode == 0 and 'ok' in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
 
 
@@ -697,11 +697,11 @@ def test_cuda_without_cupy_gives_clear_error():
     assert 'cupy' in msg and 'cuda' in msg, msg
 
 
-def test_import_does_not_import_cupy():
+def test_import_does_not_import_cupy(py_env):
     code = ('import sys, nncy, nncy.functions, nncy.ext_utils, nncy.function; '
             'print("cupy" in sys.modules, "nncy.cuda" in sys.modules)')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=py_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ['False', 'False'], r.stdout
 
@@ -760,3 +760,26 @@ def test_ndarray_dlpack():
     if hasattr(nn.NdArray, 'from_dlpack'):
         back = nn.NdArray.from_dlpack(np.arange(4, dtype=np.float32))
         np.testing.assert_array_equal(back.data, np.arange(4))
+
+
+def test_forward_all_runs_shared_graph_once():
+    calls = []
+    x = nn.Variable.from_numpy_array(np.array([1.0, -2.0, 3.0], np.float32))
+    a = F.relu(x)
+    b = F.mul_scalar(a, 2.0)
+    c = F.add_scalar(a, 1.0)
+    nn.forward_all([b, c], function_pre_hook=lambda f: calls.append(f.info.type_name))
+    np.testing.assert_array_equal(b.d, [2.0, 0.0, 6.0])
+    np.testing.assert_array_equal(c.d, [2.0, 1.0, 4.0])
+    assert calls.count('ReLU') == 1 and len(calls) == 3
+
+
+def test_rewire_on_rejects_other_shape():
+    a = nn.Variable((2, 3))
+    with pytest.raises(ValueError, match='rewire_on'):
+        a.rewire_on(nn.Variable((4,)))
+
+
+def test_reshape_accepts_numpy_shape():
+    x = nn.Variable((6,))
+    assert F.reshape(x, np.array([3, 2])).shape == (3, 2)

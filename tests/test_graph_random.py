@@ -24,7 +24,7 @@ OPS = {
     'rowmean': (1, lambda a, ip: F.add2(a, F.mean(a, axis=1, keepdims=True)), False),
     'colmean': (1, lambda a, ip: F.mul2(a, F.tanh(F.mean(a, axis=0))), False),
     'add2': (2, lambda a, b, ip: F.add2(a, b, inplace=ip), True),
-    'sub2': (2, lambda a, b, ip: F.sub2(a, b, inplace=ip), True),
+    'sub2': (2, lambda a, b, ip: F.sub2(a, b), False),
     'mul2': (2, lambda a, b, ip: F.mul2(a, F.tanh(b)), False),
 }
 NAMES = sorted(OPS)

@@ -49,10 +49,39 @@ def positive(lo=0.5, hi=2.0):
     return gen
 
 
+def uniform(lo, hi):
+    return positive(lo, hi)
+
+
+def grid(values=(-1.0, -0.5, 0.0, 0.5, 1.0)):
+    """Values from a small set: ties, zeros and exact matches are common."""
+    def gen(rng, shape):
+        return np.asarray(rng.choice(values, size=shape), dtype=np.float32).reshape(shape)
+    return gen
+
+
+def specials(nan=True, inf=True):
+    """Normal values with NaN and/or +-inf mixed in."""
+    extra = ([np.nan] if nan else []) + ([np.inf, -np.inf] if inf else [])
+
+    def gen(rng, shape):
+        x = np.asarray(rng.randn(*shape)).reshape(shape)
+        mask = np.asarray(rng.rand(*shape)).reshape(shape) < 0.3
+        picks = rng.choice(extra, size=shape)
+        return np.asarray(np.where(mask, picks, x), dtype=np.float32).reshape(shape)
+    return gen
+
+
 # Tolerances.  EXACT: one correctly rounded float32 operation per element.
 # TRANSC: transcendental functions (a few ulp of float32).
 EXACT = dict(atol=1e-7, rtol=1e-6, grad_atol=2e-6, grad_rtol=1e-5)
 TRANSC = dict(atol=1e-6, rtol=4e-6, grad_atol=2e-6, grad_rtol=2e-5)
+
+
+# Comparisons and logical functions: a zero gradient by definition, which
+# finite differences contradict at ties (so they are not checked by them);
+# straight-through gradients (round, sign) are not the derivative either.
+NO_FD = dict(EXACT, check_fd=False)
 
 
 class PW:
@@ -60,14 +89,16 @@ class PW:
 
     ref(*xs, **args) -> y, in float64; grad(xs, y, dy, **args) -> one full-shape
     (broadcast) gradient per input; cases: list of (args, domains) where
-    domains holds one generator per input.
+    domains holds one generator per input.  nan: whether a NaN input gives a
+    NaN output.
     """
 
-    def __init__(self, ref, grad, cases, tol=EXACT):
+    def __init__(self, ref, grad, cases, tol=EXACT, nan=True):
         self.ref = ref
         self.grad = grad
         self.cases = cases
         self.tol = tol
+        self.nan = nan
 
 
 def _sig(x):
@@ -219,6 +250,124 @@ REFS = {
     'sinc': PW(_sinc, lambda xs, y, dy: [dy * _sinc_grad(xs[0])],
                [({}, [normal(3.0)]), ({}, [normal(0.3)])], TRANSC),
 }
+
+
+def _f(b):
+    return np.asarray(b, dtype=np.float64)
+
+
+def _zero2(xs, y, dy, **a):
+    return [0 * dy, 0 * dy]
+
+
+def _zero1(xs, y, dy, **a):
+    return [0 * dy]
+
+
+def _compare2(op):
+    return PW(lambda a, b: _f(op(a, b)), _zero2, [({}, [grid(), grid()]), ({}, [N, N])],
+              NO_FD, nan=False)
+
+
+def _compare1(op):
+    return PW(lambda x, val=1.0: _f(op(x, val)), _zero1,
+              [({}, [grid()]), ({'val': -0.5}, [grid()]), ({'val': 0.3}, [N])],
+              NO_FD, nan=False)
+
+
+def _logical1(op):
+    return PW(lambda x, val: _f(op(x != 0, bool(val))), _zero1,
+              [({'val': True}, [grid()]), ({'val': False}, [grid()])], NO_FD, nan=False)
+
+
+def _round_half_away(x):
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _ste(fn):
+    return PW(fn, lambda xs, y, dy: [dy], [({}, [normal(3.0)])], NO_FD)
+
+
+REFS.update({
+    # logical
+    'equal': _compare2(np.equal),
+    'not_equal': _compare2(np.not_equal),
+    'greater': _compare2(np.greater),
+    'greater_equal': _compare2(np.greater_equal),
+    'less': _compare2(np.less),
+    'less_equal': _compare2(np.less_equal),
+    'logical_and': PW(lambda a, b: _f((a != 0) & (b != 0)), _zero2,
+                      [({}, [grid(), grid()])], NO_FD, nan=False),
+    'logical_or': PW(lambda a, b: _f((a != 0) | (b != 0)), _zero2,
+                     [({}, [grid(), grid()])], NO_FD, nan=False),
+    'logical_xor': PW(lambda a, b: _f((a != 0) ^ (b != 0)), _zero2,
+                      [({}, [grid(), grid()])], NO_FD, nan=False),
+    'equal_scalar': _compare1(np.equal),
+    'not_equal_scalar': _compare1(np.not_equal),
+    'greater_scalar': _compare1(np.greater),
+    'greater_equal_scalar': _compare1(np.greater_equal),
+    'less_scalar': _compare1(np.less),
+    'less_equal_scalar': _compare1(np.less_equal),
+    'logical_and_scalar': _logical1(np.logical_and),
+    'logical_or_scalar': _logical1(np.logical_or),
+    'logical_xor_scalar': _logical1(np.logical_xor),
+    'logical_not': PW(lambda x: _f(x == 0), _zero1, [({}, [grid()])], NO_FD, nan=False),
+    'sign': PW(lambda x, alpha=1.0: np.where(x > 0, 1.0, np.where(x < 0, -1.0, alpha)),
+               lambda xs, y, dy, **a: [dy],
+               [({}, [grid()]), ({'alpha': 0.0}, [grid()]), ({'alpha': -0.25}, [N])],
+               NO_FD, nan=False),
+    'minimum2': PW(lambda a, b: np.where(a < b, a, b),
+                   lambda xs, y, dy: [dy * (xs[0] < xs[1]), dy * (xs[0] >= xs[1])],
+                   [({}, [N, N])]),
+    'maximum2': PW(lambda a, b: np.where(a > b, a, b),
+                   lambda xs, y, dy: [dy * (xs[0] > xs[1]), dy * (xs[0] <= xs[1])],
+                   [({}, [N, N])]),
+    'minimum_scalar': PW(lambda x, val=1.0: np.where(x < val, x, val),
+                         lambda xs, y, dy, val=1.0: [dy * (xs[0] < val)],
+                         [({}, [N]), ({'val': -0.3}, [N])], nan=False),
+    'maximum_scalar': PW(lambda x, val=1.0: np.where(x > val, x, val),
+                         lambda xs, y, dy, val=1.0: [dy * (xs[0] > val)],
+                         [({}, [N]), ({'val': -0.3}, [N])], nan=False),
+    # (finite differences are undefined at NaN and inf inputs)
+    'isnan': PW(lambda x: _f(np.isnan(x)), _zero1, [({}, [specials()])], NO_FD, nan=False),
+    'isinf': PW(lambda x: _f(np.isinf(x)), _zero1, [({}, [specials()])], NO_FD, nan=False),
+    'reset_nan': PW(lambda x, val=0.0: np.where(np.isnan(x), val, x),
+                    lambda xs, y, dy, **a: [np.where(np.isnan(xs[0]), 0.0, dy)],
+                    [({}, [specials(inf=False)]), ({'val': -2.5}, [specials(inf=False)])],
+                    NO_FD, nan=False),
+    'reset_inf': PW(lambda x, val=0.0: np.where(np.isinf(x), val, x),
+                    lambda xs, y, dy, **a: [np.where(np.isinf(xs[0]), 0.0, dy)],
+                    [({}, [specials(nan=False)]), ({'val': 7.0}, [specials(nan=False)])],
+                    NO_FD),
+    # math
+    'round': _ste(_round_half_away),
+    'ceil': _ste(np.ceil),
+    'floor': _ste(np.floor),
+    'sin': PW(np.sin, lambda xs, y, dy: [dy * np.cos(xs[0])], [({}, [normal(2.0)])], TRANSC),
+    'cos': PW(np.cos, lambda xs, y, dy: [-dy * np.sin(xs[0])], [({}, [normal(2.0)])], TRANSC),
+    'tan': PW(np.tan, lambda xs, y, dy: [dy / np.cos(xs[0]) ** 2],
+              [({}, [uniform(-1.2, 1.2)])], TRANSC),
+    'sinh': PW(np.sinh, lambda xs, y, dy: [dy * np.cosh(xs[0])], [({}, [normal(1.5)])],
+               TRANSC),
+    'cosh': PW(np.cosh, lambda xs, y, dy: [dy * np.sinh(xs[0])], [({}, [normal(1.5)])],
+               TRANSC),
+    'asin': PW(np.arcsin, lambda xs, y, dy: [dy / np.sqrt(1 - xs[0] ** 2)],
+               [({}, [uniform(-0.9, 0.9)])], TRANSC),
+    'acos': PW(np.arccos, lambda xs, y, dy: [-dy / np.sqrt(1 - xs[0] ** 2)],
+               [({}, [uniform(-0.9, 0.9)])], TRANSC),
+    'atan': PW(np.arctan, lambda xs, y, dy: [dy / (1 + xs[0] ** 2)], [({}, [normal(2.0)])],
+               TRANSC),
+    'atan2': PW(np.arctan2,
+                lambda xs, y, dy: [dy * xs[1] / (xs[0] ** 2 + xs[1] ** 2),
+                                   -dy * xs[0] / (xs[0] ** 2 + xs[1] ** 2)],
+                [({}, [away_from_zero(), away_from_zero()])], TRANSC),
+    'asinh': PW(np.arcsinh, lambda xs, y, dy: [dy / np.sqrt(xs[0] ** 2 + 1)],
+                [({}, [normal(2.0)])], TRANSC),
+    'acosh': PW(np.arccosh, lambda xs, y, dy: [dy / np.sqrt(xs[0] ** 2 - 1)],
+                [({}, [uniform(1.2, 3.0)])], TRANSC),
+    'atanh': PW(np.arctanh, lambda xs, y, dy: [dy / (1 - xs[0] ** 2)],
+                [({}, [uniform(-0.8, 0.8)])], TRANSC),
+})
 
 
 def _fn(spec):
@@ -569,8 +718,8 @@ def test_softplus_family_tails():
 def test_nan_propagates():
     x = np.array([np.nan, 1.0], np.float32)
     for spec in UNARY:
-        if spec.name in ('relu',):
-            continue   # max(nan, 0) is implementation-defined
+        if spec.name in ('relu',) or not _entry(spec).nan:
+            continue   # max(nan, 0) is implementation-defined; NaN tests give numbers
         v = nn.Variable.from_numpy_array(x)
         y = _fn(spec)(v, **_entry(spec).cases[0][0])
         y.forward()
@@ -579,3 +728,25 @@ def test_nan_propagates():
         if spec.name == 'pow_scalar' and _entry(spec).cases[0][0].get('val', 1.0) == 0.0:
             continue
         assert np.isnan(y.d[0]), spec.name
+
+
+# --------------------------------------------------------------------------
+# float16 storage (type_config='half')
+# --------------------------------------------------------------------------
+
+HALF_TOL = dict(atol=2e-2, rtol=2e-2, fd_eps=3e-2, fd_atol=0.15, fd_rtol=0.1,
+                grad_atol=3e-2, grad_rtol=3e-2)
+
+
+@pytest.mark.parametrize('spec', POINTWISE, ids=lambda s: s.name)
+def test_half_context(spec):
+    """The whole checker under a float16-storage context, with half tolerances."""
+    from nncy.ext_utils import get_extension_context
+    entry = _entry(spec)
+    args, domains = entry.cases[0]
+    rng = np.random.RandomState(_seed(spec.name, 'half'))
+    xs = [d(rng, (2, 3)) for d in domains]
+    with nn.context_scope(get_extension_context('cpu', type_config='half')):
+        tol = dict(HALF_TOL, check_fd=entry.tol.get('check_fd', True))
+        check_function(_fn(spec), xs, _ref64(entry), args,
+                       ref_grad=_ref_grad64(entry, spec.n_inputs), **tol)

@@ -31,7 +31,7 @@ int32_t nncy_unary_grad_f32(uint32_t op, const float *x, const float *y, const f
 int32_t nncy_binary_f32(uint32_t op, const float *x0, const ptrdiff_t *s0, const float *x1, const ptrdiff_t *s1, float *y, const size_t *shape, size_t ndim, const float *p, size_t np);
 
 // g (contiguous, `shape`) = (accum ? g : 0) + grad_op_which(x0, x1, y, gy; p).
-// Inputs the gradient does not read may be NULL.
+// Inputs the gradient does not read (and their strides) may be NULL.
 int32_t nncy_binary_grad_f32(uint32_t op, uint32_t which, const float *x0, const ptrdiff_t *s0, const float *x1, const ptrdiff_t *s1, const float *y, const float *gy, float *g, const size_t *shape, size_t ndim, const float *p, size_t np, int32_t accum);
 
 // y (contiguous, `shape`) = (accum ? y : 0) + x[idx . xs].
@@ -103,6 +103,104 @@ int32_t nncy_clip_f32(const float *x, const float *lo, float lo_v, const float *
 // g = (accum ? g : 0) + d min(max(x, lo), hi) / d operand * gy, operand
 // `which`: 0 x, 1 lo, 2 hi.
 int32_t nncy_clip_grad_f32(const float *x, const float *lo, float lo_v, const float *hi, float hi_v, const float *gy, uint32_t which, float *g, size_t n, int32_t accum);
+
+// Elman cell: h = tanh(pre), or max(pre, 0) when relu != 0 (n values).
+int32_t nncy_rnn_cell_f32(int32_t relu, size_t n, const float *pre, float *h);
+
+// Elman cell backward: dpre = (dy + dh) * act'(pre), from the output h.
+int32_t nncy_rnn_cell_grad_f32(int32_t relu, size_t n, const float *h, const float *dy, const float *dh, float *dpre);
+
+// LSTM cell over b rows of h units: gates (b, 4h) pre-activations of
+// i, f, g, o in, activations out; c = f c_prev + i g; hout = o tanh(c).
+int32_t nncy_lstm_cell_f32(size_t b, size_t h, float *gates, const float *c_prev, float *c, float *hout);
+
+// LSTM cell backward: dgates (b, 4h) = gradients of the pre-activations; dc
+// holds dL/dc on entry and dL/dc_prev on exit; dy + dh is dL/dhout.
+int32_t nncy_lstm_cell_grad_f32(size_t b, size_t h, const float *gates, const float *c_prev, const float *c, const float *dy, const float *dh, float *dc, float *dgates);
+
+// GRU cell: gates (b, 3h) input-side pre-activations of r, z, n in, r, z, n
+// out; hw (b, 3h) hidden projections in, its n block plus bhn (h values, may
+// be null) out; hout = (1 - z) n + z h_prev.
+int32_t nncy_gru_cell_f32(size_t b, size_t h, float *gates, float *hw, const float *bhn, const float *h_prev, float *hout);
+
+// GRU cell backward: dgx, dgh (b, 3h) gradients of the input-side
+// pre-activations and of the hidden projections; dh_prev = (dy + dh) z.
+int32_t nncy_gru_cell_grad_f32(size_t b, size_t h, const float *gates, const float *hw, const float *h_prev, const float *dy, const float *dh, float *dgx, float *dgh, float *dh_prev);
+
+// y[k] = w[idx[k]] for rows of `width` floats; status 2 if an index is
+// outside [0, rows).
+int32_t nncy_embed_f32(const int64_t *idx, size_t n, const float *w, size_t rows, size_t width, float *y);
+
+// gw[idx[k]] += gy[k] (rows of `width` floats); status 2 if an index is
+// outside [0, rows).
+int32_t nncy_embed_grad_f32(const int64_t *idx, size_t n, const float *gy, size_t rows, size_t width, float *gw);
+
+// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+// padding top, bottom, left, right.
+int32_t nncy_patch_correlation_f32(const float *x1, const float *x2, float *y, const size_t *dims, const int64_t *params);
+
+// Gradient of the patch correlation with respect to x1 (which = 0) or x2
+// (which = 1): gx = (accum ? gx : 0) + d(sum(y * gy)) / dx.
+int32_t nncy_patch_correlation_grad_f32(uint32_t which, const float *x1, const float *x2, const float *gy, float *gx, const size_t *dims, const int64_t *params, int32_t accum);
+
+// vals[o, i] = max (op 0) or min (op 1) of x[o, :, i] for x viewed as
+// (outer, r, inner), idx[o, i] the first index of it along r (NaN skipped
+// unless all are NaN).  r must be positive; vals and idx must not overlap.
+int32_t nncy_arg_reduce_f32(uint32_t op, const float *x, float *vals, int64_t *idx, size_t outer, size_t r, size_t inner);
+
+// gx (outer, r, inner) = (accum ? gx : 0) + gy[o, i] at [o, idx[o, i], i];
+// status 2 (nothing written) if an index is outside [0, r).
+int32_t nncy_arg_scatter_f32(const float *gy, const int64_t *idx, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
+
+// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+// accumulated in f64.
+int32_t nncy_prod_f32(const float *x, float *y, size_t outer, size_t r, size_t inner);
+
+// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
+int32_t nncy_prod_grad_f32(const float *x, const float *gy, float *gx, size_t outer, size_t r, size_t inner, int32_t accum);
+
+// y (+)= sum (op 0) or product (op 1) of the n_in arrays at xs[k] (n floats
+// each) for k != skip; a product is also multiplied by gy unless gy is NULL.
+int32_t nncy_nary_f32(uint32_t op, const float *const *xs, size_t n_in, size_t skip, const float *gy, float *y, size_t n, int32_t accum);
+
+// y[o, i] = cond[o] != 0 ? xt[o, i] : xf[o, i] ((outer, inner) arrays).
+int32_t nncy_where_f32(const float *cond, const float *xt, const float *xf, float *y, size_t outer, size_t inner);
+
+// g (+)= gy where (cond[o] != 0) == on_true, else 0 (the gradient of where
+// for x_true when on_true, for x_false otherwise).
+int32_t nncy_where_grad_f32(const float *cond, const float *gy, float *g, size_t outer, size_t inner, int32_t on_true, int32_t accum);
+
+// y (batch, n, n) = diagonal matrices of x (batch, n); with accum, x is
+// added to the diagonals and the rest of y is kept.
+int32_t nncy_matrix_diag_f32(const float *x, float *y, size_t batch, size_t n, int32_t accum);
+
+// *count = number of values of arange(start, stop, step) accumulated in f32;
+// status 1 for a zero or non-finite step, 2 beyond `cap` values or for a
+// range that never reaches stop.
+int32_t nncy_arange_count_f32(float start, float stop, float step, size_t cap, size_t *count);
+
+// y[i] = start accumulated with i steps in f32, for i < n.
+int32_t nncy_arange_f32(float start, float step, float *y, size_t n);
+
+// y[i] = v for i < n.
+int32_t nncy_fill_f32(float *y, size_t n, float v);
+
+// Updates the parameter `w` (n floats) in place by solver rule `rule`
+// (`optim::Rule`) from its gradient `g`, updating the rule's state buffers
+// `s0`, `s1`, `s2` (n floats each; NULL for states the rule does not keep,
+// which must be the last ones).  `p` holds the rule's `np` parameters.
+// `w` and the states must not overlap; `g` is copied first if it overlaps them.
+int32_t nncy_solver_update_f32(uint32_t rule, float *w, const float *g, float *s0, float *s1, float *s2, size_t n, const float *p, size_t np);
+
+// Gradient edits: op 0: g += a * w (weight decay); op 1: g *= a (w unused, may be NULL).
+int32_t nncy_solver_grad_f32(uint32_t op, float *g, const float *w, size_t n, float a);
+
+// *out = Σ x[i]^2 over n floats (in double precision).
+int32_t nncy_sum_squares_f32(const float *x, size_t n, double *out);
+
+// *out = (1 if x holds an infinity) | (2 if x holds a NaN), over n floats.
+int32_t nncy_nonfinite_f32(const float *x, size_t n, uint32_t *out);
 
 #ifdef __cplusplus
 }  // extern "C"

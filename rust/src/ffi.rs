@@ -59,12 +59,12 @@ impl<T: Clone> Region<T> {
         }
         let (lo, hi) = extent(shape, strides).ok_or(Error::Invalid)?;
         let size = std::mem::size_of::<T>() as isize;
-        let addr = p as isize;
+        let byte_addr = |off: isize| off.checked_mul(size).and_then(|b| (p as usize).checked_add_signed(b));
         let fits = !p.is_null()
-            && addr % std::mem::align_of::<T>() as isize == 0
-            && lo.checked_mul(size).and_then(|b| (p as usize).checked_add_signed(b)).is_some()
-            && (hi - lo).checked_add(1).and_then(|n| n.checked_mul(size)).is_some()
-            && (p as usize).checked_add_signed(hi * size).is_some();
+            && (p as usize).is_multiple_of(std::mem::align_of::<T>())
+            && byte_addr(lo).is_some()
+            && byte_addr(hi).and_then(|end| end.checked_add(size as usize)).is_some()
+            && hi.checked_sub(lo).and_then(|d| d.checked_add(1)).and_then(|n| n.checked_mul(size)).is_some();
         if !fits {
             return Err(Error::Invalid);
         }
@@ -130,6 +130,7 @@ fn op_info(table: &'static [crate::pointwise::OpInfo], op: u32) -> Result<&'stat
 }
 
 static ZERO: [f32; 1] = [0.0];
+static ZERO_STRIDES: [isize; MAX_NDIM] = [0; MAX_NDIM];
 
 /// The hash of the pointwise op table the library was generated from
 /// (`nncy._codegen.signature()`).
@@ -192,7 +193,8 @@ pub extern "C" fn nncy_unary_grad_f32(
         // SAFETY (all reads): the caller passes n readable floats for each
         // used pointer; overlaps with gx are copied.
         let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) };
-        let x = if uses.inputs[0] { unsafe { Region::contiguous(x, n)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
+        let x =
+            if uses.inputs[0] { unsafe { Region::contiguous(x, n)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
         let y = if uses.y { unsafe { Region::contiguous(y, n)?.read_apart(&[out]) } } else { Cow::Borrowed(&*gy) };
         // SAFETY: gx holds n writable floats.
         ops_gen::unary_grad(op, &x, &y, &gy, unsafe { out.write() }, p, accum != 0)
@@ -266,14 +268,15 @@ pub extern "C" fn nncy_binary_f32(
             }
         }
         let lay = Layout::new(shape, [&st[0][..ndim], &st[1][..ndim]])?;
-        let operand = |k: usize| if own[k] { Operand::Out } else { Operand::In(Input { data: &data[k], base: base[k] }) };
+        let operand =
+            |k: usize| if own[k] { Operand::Out } else { Operand::In(Input { data: &data[k], base: base[k] }) };
         // SAFETY: y holds `size` writable floats.
         ops_gen::binary(op, &lay, operand(0), operand(1), unsafe { out.write() }, p)
     })
 }
 
 /// g (contiguous, `shape`) = (accum ? g : 0) + grad_op_which(x0, x1, y, gy; p).
-/// Inputs the gradient does not read may be NULL.
+/// Inputs the gradient does not read (and their strides) may be NULL.
 #[no_mangle]
 pub extern "C" fn nncy_binary_grad_f32(
     op: u32,
@@ -296,14 +299,17 @@ pub extern "C" fn nncy_binary_grad_f32(
         let uses = info.grads.get(which as usize).copied().flatten().ok_or(Error::Invalid)?;
         let p = params(p, np, info.n_params)?;
         let p = &p[..info.n_params];
+        // An input the gradient does not read may come without strides.
+        let unused = |k: usize, s: *const isize| if uses.inputs[k] { s } else { ZERO_STRIDES.as_ptr() };
         let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 2]);
-        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [s0, s1])?;
+        let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [unused(0, s0), unused(1, s1)])?;
         let shape = &sh[..ndim];
         let out = Region::contiguous(g as *const f32, size)?;
         if size == 0 {
             return Ok(());
         }
         let ptrs = [x0, x1];
+        // unused inputs: a broadcast 0
         let mut data: [Cow<[f32]>; 2] = [Cow::Borrowed(&ZERO), Cow::Borrowed(&ZERO)];
         let mut base = [0usize; 2];
         for k in 0..2 {
@@ -312,8 +318,6 @@ pub extern "C" fn nncy_binary_grad_f32(
                 // SAFETY: the caller passes readable inputs over their extent.
                 data[k] = unsafe { r.read_apart(&[out]) };
                 base[k] = r.base;
-            } else {
-                st[k] = [0; MAX_NDIM]; // unused: read as a broadcast 0
             }
         }
         // SAFETY: y and gy hold `size` readable floats.
@@ -328,7 +332,14 @@ pub extern "C" fn nncy_binary_grad_f32(
 
 /// y (contiguous, `shape`) = (accum ? y : 0) + x[idx . xs].
 #[no_mangle]
-pub extern "C" fn nncy_strided_copy_f32(x: *const f32, xs: *const isize, y: *mut f32, shape: *const usize, ndim: usize, accum: i32) -> i32 {
+pub extern "C" fn nncy_strided_copy_f32(
+    x: *const f32,
+    xs: *const isize,
+    y: *mut f32,
+    shape: *const usize,
+    ndim: usize,
+    accum: i32,
+) -> i32 {
     guard(|| {
         let (mut sh, mut st) = ([0usize; MAX_NDIM], [[0isize; MAX_NDIM]; 1]);
         let size = shape_and_strides(&mut sh, &mut st, shape, ndim, [xs])?;
@@ -353,7 +364,16 @@ fn product(dims: &[usize]) -> Result<usize> {
 /// y (outer, inner) = (accum ? y : 0) + scale * R_j x[o, j, i]; op: 0 sum,
 /// 1 max, 2 min, 3 prod.
 #[no_mangle]
-pub extern "C" fn nncy_reduce_f32(op: u32, x: *const f32, y: *mut f32, outer: usize, r: usize, inner: usize, scale: f32, accum: i32) -> i32 {
+pub extern "C" fn nncy_reduce_f32(
+    op: u32,
+    x: *const f32,
+    y: *mut f32,
+    outer: usize,
+    r: usize,
+    inner: usize,
+    scale: f32,
+    accum: i32,
+) -> i32 {
     guard(|| {
         if op > reduce::PROD {
             return Err(Error::Invalid);
@@ -404,7 +424,14 @@ pub extern "C" fn nncy_softmax_grad_f32(
 
 /// y[o, i] = -log_softmax(x)[o, t[o, i], i]; status 2 if a label is outside [0, c).
 #[no_mangle]
-pub extern "C" fn nncy_softmax_ce_f32(x: *const f32, t: *const i64, y: *mut f32, outer: usize, c: usize, inner: usize) -> i32 {
+pub extern "C" fn nncy_softmax_ce_f32(
+    x: *const f32,
+    t: *const i64,
+    y: *mut f32,
+    outer: usize,
+    c: usize,
+    inner: usize,
+) -> i32 {
     guard(|| {
         let n = product(&[outer, c, inner])?;
         let nt = product(&[outer, inner])?;
@@ -530,7 +557,14 @@ pub extern "C" fn nncy_sgd_update_f32(w: *mut f32, g: *const f32, n: usize, lr: 
 
 /// v = momentum * v + lr * g; w -= v
 #[no_mangle]
-pub extern "C" fn nncy_momentum_update_f32(w: *mut f32, g: *const f32, v: *mut f32, n: usize, lr: f32, momentum: f32) -> i32 {
+pub extern "C" fn nncy_momentum_update_f32(
+    w: *mut f32,
+    g: *const f32,
+    v: *mut f32,
+    n: usize,
+    lr: f32,
+    momentum: f32,
+) -> i32 {
     guard(|| {
         let [w, v] = states([w, v], n)?;
         // SAFETY: the caller passes n floats in each buffer.
@@ -872,32 +906,151 @@ mod tests {
         let (sa, sb) = ([3isize, 1], [0isize, -1]);
         let mut y = [0.0f32; 6];
         let bl = unsafe { b.as_ptr().add(2) };
-        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), sa.as_ptr(), bl, sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 0);
+        assert_eq!(
+            nncy_binary_f32(
+                sub,
+                a.as_ptr(),
+                sa.as_ptr(),
+                bl,
+                sb.as_ptr(),
+                y.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0
+            ),
+            0
+        );
         assert_eq!(y, [-29.0, -18.0, -7.0, -26.0, -15.0, -4.0]);
         // in place: y = y * b
         let yp = y.as_mut_ptr();
-        assert_eq!(nncy_binary_f32(mul, yp, sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), yp, shape.as_ptr(), 2, null(), 0), 0);
+        assert_eq!(
+            nncy_binary_f32(mul, yp, sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), yp, shape.as_ptr(), 2, null(), 0),
+            0
+        );
         assert_eq!(y, [-290.0, -360.0, -210.0, -260.0, -300.0, -120.0]);
         // checks
         let big = [1usize; 17];
         let s17 = [0isize; 17];
-        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), s17.as_ptr(), a.as_ptr(), s17.as_ptr(), y.as_mut_ptr(), big.as_ptr(), 17, null(), 0), 1);
-        assert_eq!(nncy_binary_f32(sub, a.as_ptr(), sa.as_ptr(), null(), sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 1);
-        assert_eq!(nncy_binary_f32(77, a.as_ptr(), sa.as_ptr(), a.as_ptr(), sa.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2, null(), 0), 1);
+        assert_eq!(
+            nncy_binary_f32(
+                sub,
+                a.as_ptr(),
+                s17.as_ptr(),
+                a.as_ptr(),
+                s17.as_ptr(),
+                y.as_mut_ptr(),
+                big.as_ptr(),
+                17,
+                null(),
+                0
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_binary_f32(
+                sub,
+                a.as_ptr(),
+                sa.as_ptr(),
+                null(),
+                sb.as_ptr(),
+                y.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_binary_f32(
+                77,
+                a.as_ptr(),
+                sa.as_ptr(),
+                a.as_ptr(),
+                sa.as_ptr(),
+                y.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0
+            ),
+            1
+        );
         let zero = [2usize, 0];
-        assert_eq!(nncy_binary_f32(sub, null(), sa.as_ptr(), null(), sb.as_ptr(), null_mut(), zero.as_ptr(), 2, null(), 0), 0);
+        assert_eq!(
+            nncy_binary_f32(sub, null(), sa.as_ptr(), null(), sb.as_ptr(), null_mut(), zero.as_ptr(), 2, null(), 0),
+            0
+        );
         // scalar (ndim 0)
         let mut one = [0.0f32];
-        assert_eq!(nncy_binary_f32(mul, a.as_ptr(), null(), b.as_ptr(), null(), one.as_mut_ptr(), null(), 0, null(), 0), 0);
+        assert_eq!(
+            nncy_binary_f32(mul, a.as_ptr(), null(), b.as_ptr(), null(), one.as_mut_ptr(), null(), 0, null(), 0),
+            0
+        );
         assert_eq!(one, [10.0]);
 
         // gradient of mul2 w.r.t. x0 = gy * x1 (x0 and y unused: NULL)
         let gy = [1.0f32; 6];
         let mut g = [0.5f32; 6];
-        assert_eq!(nncy_binary_grad_f32(mul, 0, null(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 0);
+        assert_eq!(
+            nncy_binary_grad_f32(
+                mul,
+                0,
+                null(),
+                null(),
+                b.as_ptr(),
+                [0isize, 1].as_ptr(),
+                null(),
+                gy.as_ptr(),
+                g.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0,
+                1
+            ),
+            0
+        );
         assert_eq!(g, [10.5, 20.5, 30.5, 10.5, 20.5, 30.5]);
-        assert_eq!(nncy_binary_grad_f32(mul, 2, a.as_ptr(), sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);
-        assert_eq!(nncy_binary_grad_f32(mul, 0, a.as_ptr(), sa.as_ptr(), null(), [0isize, 1].as_ptr(), null(), gy.as_ptr(), g.as_mut_ptr(), shape.as_ptr(), 2, null(), 0, 1), 1);
+        assert_eq!(
+            nncy_binary_grad_f32(
+                mul,
+                2,
+                a.as_ptr(),
+                sa.as_ptr(),
+                b.as_ptr(),
+                [0isize, 1].as_ptr(),
+                null(),
+                gy.as_ptr(),
+                g.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0,
+                1
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_binary_grad_f32(
+                mul,
+                0,
+                a.as_ptr(),
+                sa.as_ptr(),
+                null(),
+                [0isize, 1].as_ptr(),
+                null(),
+                gy.as_ptr(),
+                g.as_mut_ptr(),
+                shape.as_ptr(),
+                2,
+                null(),
+                0,
+                1
+            ),
+            1
+        );
     }
 
     #[test]
@@ -960,7 +1113,29 @@ mod tests {
         let mut bd = [0.0f32; 8];
         let lhs = [1.0f32, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 2.0];
         let rhs = [1.0f32, 2.0, 3.0, 4.0];
-        assert_eq!(nncy_batch_gemm_f32(2, 2, 2, 2, bd.as_mut_ptr(), 4, 2, 1, lhs.as_ptr(), 4, 2, 1, rhs.as_ptr(), 0, 2, 1, 0.0, 1.0), 0);
+        assert_eq!(
+            nncy_batch_gemm_f32(
+                2,
+                2,
+                2,
+                2,
+                bd.as_mut_ptr(),
+                4,
+                2,
+                1,
+                lhs.as_ptr(),
+                4,
+                2,
+                1,
+                rhs.as_ptr(),
+                0,
+                2,
+                1,
+                0.0,
+                1.0
+            ),
+            0
+        );
         assert_eq!(bd, [1.0, 2.0, 3.0, 4.0, 2.0, 4.0, 6.0, 8.0]);
     }
 
@@ -976,7 +1151,826 @@ mod tests {
         let wp = w.as_mut_ptr();
         assert_eq!(nncy_momentum_update_f32(wp, g.as_ptr(), wp, 3, 1.0, 0.9), 1);
         let mut m = [0.0f32; 3];
-        assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 0);
-        assert_eq!(nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8), 1);
+        assert_eq!(
+            nncy_adam_update_f32(w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8),
+            0
+        );
+        assert_eq!(
+            nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8),
+            1
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Neural-network layers (issue 3b): recurrent cells, embedding, patch
+// correlation.
+// ---------------------------------------------------------------------------
+
+use crate::{correlation, embed, recurrent};
+
+/// Output buffers of `n` floats each that must not overlap one another.
+fn outputs<const N: usize>(bufs: [(*mut f32, usize); N]) -> Result<[Region<f32>; N]> {
+    let mut out = [Region { start: std::ptr::null(), len: 0, base: 0 }; N];
+    for k in 0..N {
+        out[k] = Region::contiguous(bufs[k].0 as *const f32, bufs[k].1)?;
+        if (0..k).any(|j| out[j].overlaps(&out[k])) {
+            return Err(Error::Invalid);
+        }
+    }
+    Ok(out)
+}
+
+/// Elman cell: h = tanh(pre), or max(pre, 0) when relu != 0 (n values).
+#[no_mangle]
+pub extern "C" fn nncy_rnn_cell_f32(relu: i32, n: usize, pre: *const f32, h: *mut f32) -> i32 {
+    guard(|| {
+        let [out] = outputs([(h, n)])?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let pre = unsafe { Region::contiguous(pre, n)?.read_apart(&[out]) };
+        recurrent::rnn_fwd(relu != 0, &pre, unsafe { out.write() })
+    })
+}
+
+/// Elman cell backward: dpre = (dy + dh) * act'(pre), from the output h.
+#[no_mangle]
+pub extern "C" fn nncy_rnn_cell_grad_f32(
+    relu: i32,
+    n: usize,
+    h: *const f32,
+    dy: *const f32,
+    dh: *const f32,
+    dpre: *mut f32,
+) -> i32 {
+    guard(|| {
+        let [out] = outputs([(dpre, n)])?;
+        // SAFETY: the caller passes n floats in each buffer.
+        let (h, dy, dh) = unsafe {
+            (
+                Region::contiguous(h, n)?.read_apart(&[out]),
+                Region::contiguous(dy, n)?.read_apart(&[out]),
+                Region::contiguous(dh, n)?.read_apart(&[out]),
+            )
+        };
+        recurrent::rnn_bwd(relu != 0, &h, &dy, &dh, unsafe { out.write() })
+    })
+}
+
+/// LSTM cell over b rows of h units: gates (b, 4h) pre-activations of
+/// i, f, g, o in, activations out; c = f c_prev + i g; hout = o tanh(c).
+#[no_mangle]
+pub extern "C" fn nncy_lstm_cell_f32(
+    b: usize,
+    h: usize,
+    gates: *mut f32,
+    c_prev: *const f32,
+    c: *mut f32,
+    hout: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b4h) = (product(&[b, h])?, product(&[b, 4, h])?);
+        let outs = outputs([(gates, b4h), (c, bh), (hout, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let cp = unsafe { Region::contiguous(c_prev, bh)?.read_apart(&outs) };
+        let [g, c, ho] = outs;
+        recurrent::lstm_fwd(h, unsafe { g.write() }, &cp, unsafe { c.write() }, unsafe { ho.write() })
+    })
+}
+
+/// LSTM cell backward: dgates (b, 4h) = gradients of the pre-activations; dc
+/// holds dL/dc on entry and dL/dc_prev on exit; dy + dh is dL/dhout.
+#[no_mangle]
+pub extern "C" fn nncy_lstm_cell_grad_f32(
+    b: usize,
+    h: usize,
+    gates: *const f32,
+    c_prev: *const f32,
+    c: *const f32,
+    dy: *const f32,
+    dh: *const f32,
+    dc: *mut f32,
+    dgates: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b4h) = (product(&[b, h])?, product(&[b, 4, h])?);
+        let outs = outputs([(dc, bh), (dgates, b4h)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let (g, cp, cc, dy, dh) = unsafe {
+            (
+                Region::contiguous(gates, b4h)?.read_apart(&outs),
+                Region::contiguous(c_prev, bh)?.read_apart(&outs),
+                Region::contiguous(c, bh)?.read_apart(&outs),
+                Region::contiguous(dy, bh)?.read_apart(&outs),
+                Region::contiguous(dh, bh)?.read_apart(&outs),
+            )
+        };
+        let [dc, dg] = outs;
+        recurrent::lstm_bwd(h, &g, &cp, &cc, &dy, &dh, unsafe { dc.write() }, unsafe { dg.write() })
+    })
+}
+
+/// GRU cell: gates (b, 3h) input-side pre-activations of r, z, n in, r, z, n
+/// out; hw (b, 3h) hidden projections in, its n block plus bhn (h values, may
+/// be null) out; hout = (1 - z) n + z h_prev.
+#[no_mangle]
+pub extern "C" fn nncy_gru_cell_f32(
+    b: usize,
+    h: usize,
+    gates: *mut f32,
+    hw: *mut f32,
+    bhn: *const f32,
+    h_prev: *const f32,
+    hout: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b3h) = (product(&[b, h])?, product(&[b, 3, h])?);
+        let outs = outputs([(gates, b3h), (hw, b3h), (hout, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes (bhn: h or null).
+        let hp = unsafe { Region::contiguous(h_prev, bh)?.read_apart(&outs) };
+        let bias = if bhn.is_null() { None } else { Some(unsafe { Region::contiguous(bhn, h)?.read_apart(&outs) }) };
+        let [g, hw, ho] = outs;
+        recurrent::gru_fwd(h, unsafe { g.write() }, unsafe { hw.write() }, bias.as_deref(), &hp, unsafe { ho.write() })
+    })
+}
+
+/// GRU cell backward: dgx, dgh (b, 3h) gradients of the input-side
+/// pre-activations and of the hidden projections; dh_prev = (dy + dh) z.
+#[no_mangle]
+pub extern "C" fn nncy_gru_cell_grad_f32(
+    b: usize,
+    h: usize,
+    gates: *const f32,
+    hw: *const f32,
+    h_prev: *const f32,
+    dy: *const f32,
+    dh: *const f32,
+    dgx: *mut f32,
+    dgh: *mut f32,
+    dh_prev: *mut f32,
+) -> i32 {
+    guard(|| {
+        let (bh, b3h) = (product(&[b, h])?, product(&[b, 3, h])?);
+        let outs = outputs([(dgx, b3h), (dgh, b3h), (dh_prev, bh)])?;
+        // SAFETY: the caller passes buffers of these sizes.
+        let (g, hw, hp, dy, dh) = unsafe {
+            (
+                Region::contiguous(gates, b3h)?.read_apart(&outs),
+                Region::contiguous(hw, b3h)?.read_apart(&outs),
+                Region::contiguous(h_prev, bh)?.read_apart(&outs),
+                Region::contiguous(dy, bh)?.read_apart(&outs),
+                Region::contiguous(dh, bh)?.read_apart(&outs),
+            )
+        };
+        let [dgx, dgh, dhp] = outs;
+        recurrent::gru_bwd(h, &g, &hw, &hp, &dy, &dh, unsafe { dgx.write() }, unsafe { dgh.write() }, unsafe {
+            dhp.write()
+        })
+    })
+}
+
+/// y[k] = w[idx[k]] for rows of `width` floats; status 2 if an index is
+/// outside [0, rows).
+#[no_mangle]
+pub extern "C" fn nncy_embed_f32(
+    idx: *const i64,
+    n: usize,
+    w: *const f32,
+    rows: usize,
+    width: usize,
+    y: *mut f32,
+) -> i32 {
+    guard(|| {
+        let [out] = outputs([(y, product(&[n, width])?)])?;
+        // SAFETY: the caller passes n indices, rows * width and n * width floats.
+        let idx = unsafe { Region::contiguous(idx, n)?.read_apart(&[out]) };
+        let w = unsafe { Region::contiguous(w, product(&[rows, width])?)?.read_apart(&[out]) };
+        embed::embed(&idx, &w, rows, width, unsafe { out.write() })
+    })
+}
+
+/// gw[idx[k]] += gy[k] (rows of `width` floats); status 2 if an index is
+/// outside [0, rows).
+#[no_mangle]
+pub extern "C" fn nncy_embed_grad_f32(
+    idx: *const i64,
+    n: usize,
+    gy: *const f32,
+    rows: usize,
+    width: usize,
+    gw: *mut f32,
+) -> i32 {
+    guard(|| {
+        let [out] = outputs([(gw, product(&[rows, width])?)])?;
+        // SAFETY: the caller passes n indices, n * width and rows * width floats.
+        let idx = unsafe { Region::contiguous(idx, n)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, product(&[n, width])?)?.read_apart(&[out]) };
+        embed::embed_grad(&idx, &gy, rows, width, unsafe { out.write() })
+    })
+}
+
+fn geometry(dims: *const usize, params: *const i64) -> Result<correlation::Geometry> {
+    let mut d = [0usize; 4];
+    let mut p = [0i64; 12];
+    read_into(&mut d, dims)?;
+    read_into(&mut p, params)?;
+    correlation::Geometry::new(d, p)
+}
+
+/// Patch correlation of NCHW x1, x2 (dims n, h, w, c) into y (n, cy, cx, oh,
+/// ow); params: patch h, w, shift h, w, patch_step h, w, shift_step h, w,
+/// padding top, bottom, left, right.
+#[no_mangle]
+pub extern "C" fn nncy_patch_correlation_f32(
+    x1: *const f32,
+    x2: *const f32,
+    y: *mut f32,
+    dims: *const usize,
+    params: *const i64,
+) -> i32 {
+    guard(|| {
+        let g = geometry(dims, params)?;
+        let [out] = outputs([(y, g.out_len()?)])?;
+        let ni = g.in_len()?;
+        // SAFETY: the caller passes arrays of the sizes the geometry gives.
+        let (a, b) =
+            unsafe { (Region::contiguous(x1, ni)?.read_apart(&[out]), Region::contiguous(x2, ni)?.read_apart(&[out])) };
+        correlation::forward(&g, &a, &b, unsafe { out.write() })
+    })
+}
+
+/// Gradient of the patch correlation with respect to x1 (which = 0) or x2
+/// (which = 1): gx = (accum ? gx : 0) + d(sum(y * gy)) / dx.
+#[no_mangle]
+pub extern "C" fn nncy_patch_correlation_grad_f32(
+    which: u32,
+    x1: *const f32,
+    x2: *const f32,
+    gy: *const f32,
+    gx: *mut f32,
+    dims: *const usize,
+    params: *const i64,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let g = geometry(dims, params)?;
+        let ni = g.in_len()?;
+        let [out] = outputs([(gx, ni)])?;
+        // SAFETY: the caller passes arrays of the sizes the geometry gives.
+        let (a, b, gy) = unsafe {
+            (
+                Region::contiguous(x1, ni)?.read_apart(&[out]),
+                Region::contiguous(x2, ni)?.read_apart(&[out]),
+                Region::contiguous(gy, g.out_len()?)?.read_apart(&[out]),
+            )
+        };
+        correlation::backward(&g, which, &a, &b, &gy, unsafe { out.write() }, accum != 0)
+    })
+}
+
+// Reduction, arithmetic, logical and math kernels (`math`).
+
+/// vals[o, i] = max (op 0) or min (op 1) of x[o, :, i] for x viewed as
+/// (outer, r, inner), idx[o, i] the first index of it along r (NaN skipped
+/// unless all are NaN).  r must be positive; vals and idx must not overlap.
+#[no_mangle]
+pub extern "C" fn nncy_arg_reduce_f32(
+    op: u32,
+    x: *const f32,
+    vals: *mut f32,
+    idx: *mut i64,
+    outer: usize,
+    r: usize,
+    inner: usize,
+) -> i32 {
+    guard(|| {
+        let n_out = product(&[outer, inner])?;
+        let vr = Region::contiguous(vals as *const f32, n_out)?;
+        let ir = Region::contiguous(idx as *const i64, n_out)?;
+        if vr.overlaps(&ir) {
+            return Err(Error::Invalid);
+        }
+        let xr = Region::contiguous(x, product(&[outer, r, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes; x is copied if it
+        // overlaps an output.
+        let x = unsafe {
+            if xr.overlaps(&ir) {
+                Cow::Owned(xr.read().to_vec())
+            } else {
+                xr.read_apart(&[vr])
+            }
+        };
+        crate::math::arg_reduce(op, &x, unsafe { vr.write() }, unsafe { ir.write() }, outer, r, inner)
+    })
+}
+
+/// gx (outer, r, inner) = (accum ? gx : 0) + gy[o, i] at [o, idx[o, i], i];
+/// status 2 (nothing written) if an index is outside [0, r).
+#[no_mangle]
+pub extern "C" fn nncy_arg_scatter_f32(
+    gy: *const f32,
+    idx: *const i64,
+    gx: *mut f32,
+    outer: usize,
+    r: usize,
+    inner: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let n_out = product(&[outer, inner])?;
+        let out = Region::contiguous(gx as *const f32, product(&[outer, r, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let gy = unsafe { Region::contiguous(gy, n_out)?.read_apart(&[out]) };
+        let idx = unsafe { Region::contiguous(idx, n_out)?.read_apart(&[out]) };
+        crate::math::arg_scatter(&gy, &idx, unsafe { out.write() }, outer, r, inner, accum != 0)
+    })
+}
+
+/// y[o, i] = product over j of x[o, j, i] (x viewed as (outer, r, inner)),
+/// accumulated in f64.
+#[no_mangle]
+pub extern "C" fn nncy_prod_f32(x: *const f32, y: *mut f32, outer: usize, r: usize, inner: usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, product(&[outer, inner])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, product(&[outer, r, inner])?)?.read_apart(&[out]) };
+        crate::math::prod_reduce(&x, unsafe { out.write() }, outer, r, inner)
+    })
+}
+
+/// gx[o, j, i] = (accum ? gx : 0) + gy[o, i] * prod_{k != j} x[o, k, i].
+#[no_mangle]
+pub extern "C" fn nncy_prod_grad_f32(
+    x: *const f32,
+    gy: *const f32,
+    gx: *mut f32,
+    outer: usize,
+    r: usize,
+    inner: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let n_in = product(&[outer, r, inner])?;
+        let out = Region::contiguous(gx as *const f32, n_in)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, n_in)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, product(&[outer, inner])?)?.read_apart(&[out]) };
+        crate::math::prod_grad(&x, &gy, unsafe { out.write() }, outer, r, inner, accum != 0)
+    })
+}
+
+/// y (+)= sum (op 0) or product (op 1) of the n_in arrays at xs[k] (n floats
+/// each) for k != skip; a product is also multiplied by gy unless gy is NULL.
+#[no_mangle]
+pub extern "C" fn nncy_nary_f32(
+    op: u32,
+    xs: *const *const f32,
+    n_in: usize,
+    skip: usize,
+    gy: *const f32,
+    y: *mut f32,
+    n: usize,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        if n_in > 1 << 20 {
+            return Err(Error::Invalid);
+        }
+        let mut ptrs = vec![std::ptr::null::<f32>(); n_in];
+        read_into(&mut ptrs, xs)?;
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: every pointer holds n readable floats (copied on overlap with y).
+        let mut ins = Vec::with_capacity(n_in);
+        for &p in &ptrs {
+            ins.push(unsafe { Region::contiguous(p, n)?.read_apart(&[out]) });
+        }
+        let gy = if gy.is_null() { None } else { Some(unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) }) };
+        let slices: Vec<&[f32]> = ins.iter().map(|c| &c[..]).collect();
+        crate::math::nary(op, &slices, skip, gy.as_deref(), unsafe { out.write() }, accum != 0)
+    })
+}
+
+/// y[o, i] = cond[o] != 0 ? xt[o, i] : xf[o, i] ((outer, inner) arrays).
+#[no_mangle]
+pub extern "C" fn nncy_where_f32(
+    cond: *const f32,
+    xt: *const f32,
+    xf: *const f32,
+    y: *mut f32,
+    outer: usize,
+    inner: usize,
+) -> i32 {
+    guard(|| {
+        let n = product(&[outer, inner])?;
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let c = unsafe { Region::contiguous(cond, outer)?.read_apart(&[out]) };
+        let t = unsafe { Region::contiguous(xt, n)?.read_apart(&[out]) };
+        let f = unsafe { Region::contiguous(xf, n)?.read_apart(&[out]) };
+        crate::math::where_(&c, &t, &f, unsafe { out.write() }, outer, inner)
+    })
+}
+
+/// g (+)= gy where (cond[o] != 0) == on_true, else 0 (the gradient of where
+/// for x_true when on_true, for x_false otherwise).
+#[no_mangle]
+pub extern "C" fn nncy_where_grad_f32(
+    cond: *const f32,
+    gy: *const f32,
+    g: *mut f32,
+    outer: usize,
+    inner: usize,
+    on_true: i32,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let n = product(&[outer, inner])?;
+        let out = Region::contiguous(g as *const f32, n)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let c = unsafe { Region::contiguous(cond, outer)?.read_apart(&[out]) };
+        let gy = unsafe { Region::contiguous(gy, n)?.read_apart(&[out]) };
+        crate::math::where_grad(&c, &gy, unsafe { out.write() }, outer, inner, on_true != 0, accum != 0)
+    })
+}
+
+/// y (batch, n, n) = diagonal matrices of x (batch, n); with accum, x is
+/// added to the diagonals and the rest of y is kept.
+#[no_mangle]
+pub extern "C" fn nncy_matrix_diag_f32(x: *const f32, y: *mut f32, batch: usize, n: usize, accum: i32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, product(&[batch, n, n])?)?;
+        // SAFETY: the caller passes buffers of these sizes (copied on overlap).
+        let x = unsafe { Region::contiguous(x, product(&[batch, n])?)?.read_apart(&[out]) };
+        crate::math::matrix_diag(&x, unsafe { out.write() }, batch, n, accum != 0)
+    })
+}
+
+/// *count = number of values of arange(start, stop, step) accumulated in f32;
+/// status 1 for a zero or non-finite step, 2 beyond `cap` values or for a
+/// range that never reaches stop.
+#[no_mangle]
+pub extern "C" fn nncy_arange_count_f32(start: f32, stop: f32, step: f32, cap: usize, count: *mut usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(count as *const usize, 1)?;
+        let n = crate::math::arange_count(start, stop, step, cap)?;
+        // SAFETY: the caller passes one writable usize.
+        let out: &mut [usize] = unsafe { out.write() };
+        out[0] = n;
+        Ok(())
+    })
+}
+
+/// y[i] = start accumulated with i steps in f32, for i < n.
+#[no_mangle]
+pub extern "C" fn nncy_arange_f32(start: f32, step: f32, y: *mut f32, n: usize) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes n writable floats.
+        crate::math::arange(start, step, unsafe { out.write() });
+        Ok(())
+    })
+}
+
+/// y[i] = v for i < n.
+#[no_mangle]
+pub extern "C" fn nncy_fill_f32(y: *mut f32, n: usize, v: f32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(y as *const f32, n)?;
+        // SAFETY: the caller passes n writable floats.
+        crate::math::fill(unsafe { out.write() }, v);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn layer_entry_points_validate() {
+        let mut y = [0.0f32; 6];
+        let w = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(nncy_embed_f32([1i64, 0, 1].as_ptr(), 3, w.as_ptr(), 2, 2, y.as_mut_ptr()), 0);
+        assert_eq!(y, [3.0, 4.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(nncy_embed_f32([2i64].as_ptr(), 1, w.as_ptr(), 2, 2, y.as_mut_ptr()), 2);
+        assert_eq!(nncy_embed_f32(null(), 1, w.as_ptr(), 2, 2, y.as_mut_ptr()), 1);
+        let mut g = [0.0f32; 8];
+        let mut c = [0.0f32; 2];
+        // outputs may not overlap
+        let gp = g.as_mut_ptr();
+        assert_eq!(nncy_lstm_cell_f32(1, 2, gp, c.as_ptr(), gp, c.as_mut_ptr()), 1);
+        assert_eq!(nncy_rnn_cell_f32(0, 2, null(), null_mut()), 1);
+        let dims = [1usize, 2, 2, 1];
+        let bad = [0i64; 12];
+        assert_eq!(nncy_patch_correlation_f32(w.as_ptr(), w.as_ptr(), y.as_mut_ptr(), dims.as_ptr(), bad.as_ptr()), 1);
+    }
+}
+
+#[cfg(test)]
+mod math_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn math_entry_points() {
+        let x = [3.0f32, 1.0, 2.0, 5.0, 0.0, 4.0];
+        let (mut v, mut i) = ([0.0f32; 2], [0i64; 2]);
+        assert_eq!(nncy_arg_reduce_f32(0, x.as_ptr(), v.as_mut_ptr(), i.as_mut_ptr(), 2, 3, 1), 0);
+        assert_eq!((v, i), ([3.0, 5.0], [0, 0]));
+        assert_eq!(nncy_arg_reduce_f32(1, x.as_ptr(), v.as_mut_ptr(), i.as_mut_ptr(), 1, 2, 3), 0);
+        assert_eq!((v, i), ([3.0, 0.0], [0, 1]));
+        assert_eq!(nncy_arg_reduce_f32(0, null(), v.as_mut_ptr(), i.as_mut_ptr(), 2, 3, 1), 1);
+        let vi = v.as_mut_ptr() as *mut i64; // outputs overlapping
+        assert_eq!(nncy_arg_reduce_f32(0, x.as_ptr(), v.as_mut_ptr(), vi, 1, 6, 1), 1);
+        let mut gx = [1.0f32; 6];
+        assert_eq!(nncy_arg_scatter_f32([1.0f32, 2.0].as_ptr(), [2i64, 0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert_eq!(gx, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
+        assert_eq!(nncy_arg_scatter_f32([1.0f32, 2.0].as_ptr(), [3i64, 0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 2);
+        assert_eq!(nncy_prod_grad_f32(x.as_ptr(), [1.0f32, 1.0].as_ptr(), gx.as_mut_ptr(), 2, 3, 1, 0), 0);
+        assert_eq!(gx, [2.0, 6.0, 3.0, 0.0, 20.0, 0.0]);
+
+        let (a, b) = ([1.0f32, 2.0, 3.0], [4.0f32, 5.0, 6.0]);
+        let ptrs = [a.as_ptr(), b.as_ptr()];
+        let mut y = [0.0f32; 3];
+        assert_eq!(nncy_nary_f32(1, ptrs.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 0), 0);
+        assert_eq!(y, [4.0, 10.0, 18.0]);
+        assert_eq!(nncy_nary_f32(0, ptrs.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 1), 0);
+        assert_eq!(y, [9.0, 17.0, 27.0]);
+        assert_eq!(nncy_nary_f32(1, ptrs.as_ptr(), 2, 0, b.as_ptr(), y.as_mut_ptr(), 3, 0), 0);
+        assert_eq!(y, [16.0, 25.0, 36.0]);
+        let bad = [a.as_ptr(), null()];
+        assert_eq!(nncy_nary_f32(0, bad.as_ptr(), 2, 2, null(), y.as_mut_ptr(), 3, 0), 1);
+        // in place: y is also an input
+        let yp = y.as_mut_ptr();
+        let ptrs2 = [yp as *const f32, a.as_ptr()];
+        assert_eq!(nncy_nary_f32(0, ptrs2.as_ptr(), 2, 2, null(), yp, 3, 0), 0);
+        assert_eq!(y, [17.0, 27.0, 39.0]);
+
+        let mut w = [0.0f32; 3];
+        assert_eq!(nncy_where_f32([0.0f32, 1.0, 0.0].as_ptr(), a.as_ptr(), b.as_ptr(), w.as_mut_ptr(), 3, 1), 0);
+        assert_eq!(w, [4.0, 2.0, 6.0]);
+        assert_eq!(nncy_where_grad_f32([0.0f32, 1.0, 0.0].as_ptr(), a.as_ptr(), w.as_mut_ptr(), 3, 1, 1, 0), 0);
+        assert_eq!(w, [0.0, 2.0, 0.0]);
+        let mut m = [1.0f32; 4];
+        assert_eq!(nncy_matrix_diag_f32([2.0f32, 3.0].as_ptr(), m.as_mut_ptr(), 1, 2, 0), 0);
+        assert_eq!(m, [2.0, 0.0, 0.0, 3.0]);
+        let mut count = 0usize;
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.5, 100, &mut count), 0);
+        assert_eq!(count, 6);
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.0, 100, &mut count), 1);
+        assert_eq!(nncy_arange_count_f32(0.0, 3.0, 0.5, 100, null_mut()), 1);
+        let mut r = [0.0f32; 6];
+        assert_eq!(nncy_arange_f32(0.0, 0.5, r.as_mut_ptr(), 6), 0);
+        assert_eq!(r, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]);
+        assert_eq!(nncy_fill_f32(r.as_mut_ptr(), 6, 7.0), 0);
+        assert_eq!(r, [7.0; 6]);
+        assert_eq!(nncy_fill_f32(null_mut(), 6, 7.0), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The solver family (optim::update) and the gradient helpers of the solvers.
+// ---------------------------------------------------------------------------
+
+/// Updates the parameter `w` (n floats) in place by solver rule `rule`
+/// (`optim::Rule`) from its gradient `g`, updating the rule's state buffers
+/// `s0`, `s1`, `s2` (n floats each; NULL for states the rule does not keep,
+/// which must be the last ones).  `p` holds the rule's `np` parameters.
+/// `w` and the states must not overlap; `g` is copied first if it overlaps them.
+#[no_mangle]
+pub extern "C" fn nncy_solver_update_f32(
+    rule: u32,
+    w: *mut f32,
+    g: *const f32,
+    s0: *mut f32,
+    s1: *mut f32,
+    s2: *mut f32,
+    n: usize,
+    p: *const f32,
+    np: usize,
+) -> i32 {
+    guard(|| {
+        let rule = optim::Rule::from_code(rule).ok_or(Error::Invalid)?;
+        let (_, _, needed) = rule.spec();
+        let p = params(p, np, needed)?;
+        let mut outs = vec![Region::contiguous(w as *const f32, n)?];
+        let mut present = [false; 3];
+        for (k, s) in [s0, s1, s2].into_iter().enumerate() {
+            if !s.is_null() {
+                let r = Region::contiguous(s as *const f32, n)?;
+                if outs.iter().any(|o| o.overlaps(&r)) {
+                    return Err(Error::Invalid);
+                }
+                outs.push(r);
+                present[k] = true;
+            }
+        }
+        // SAFETY: the caller passes n floats in each non-NULL buffer; the
+        // writable ones are pairwise disjoint and g is copied if it overlaps them.
+        let gd = unsafe { Region::contiguous(g, n)?.read_apart(&outs) };
+        let mut it = outs[1..].iter();
+        let mut state = || -> Option<&mut [f32]> { it.next().map(|r| unsafe { r.write() }) };
+        let s = [
+            if present[0] { state() } else { None },
+            if present[1] { state() } else { None },
+            if present[2] { state() } else { None },
+        ];
+        optim::update(rule, unsafe { outs[0].write() }, &gd, s, &p[..needed])
+    })
+}
+
+/// Gradient edits: op 0: g += a * w (weight decay); op 1: g *= a (w unused, may be NULL).
+#[no_mangle]
+pub extern "C" fn nncy_solver_grad_f32(op: u32, g: *mut f32, w: *const f32, n: usize, a: f32) -> i32 {
+    guard(|| {
+        let out = Region::contiguous(g as *const f32, n)?;
+        let wd: Cow<[f32]> = if op == 0 {
+            // SAFETY: the caller passes n readable floats at w (copied if they overlap g).
+            unsafe { Region::contiguous(w, n)?.read_apart(&[out]) }
+        } else {
+            Cow::Borrowed(&[])
+        };
+        // SAFETY: g holds n writable floats.
+        optim::grad_op(op, unsafe { out.write() }, &wd, a)
+    })
+}
+
+/// *out = Σ x[i]^2 over n floats (in double precision).
+#[no_mangle]
+pub extern "C" fn nncy_sum_squares_f32(x: *const f32, n: usize, out: *mut f64) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(out as *const f64, 1)?;
+        // SAFETY: the caller passes n readable floats and one writable double.
+        let s = optim::sum_squares(unsafe { Region::contiguous(x, n)?.read() });
+        unsafe { o.write()[0] = s };
+        Ok(())
+    })
+}
+
+/// *out = (1 if x holds an infinity) | (2 if x holds a NaN), over n floats.
+#[no_mangle]
+pub extern "C" fn nncy_nonfinite_f32(x: *const f32, n: usize, out: *mut u32) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(out as *const u32, 1)?;
+        // SAFETY: the caller passes n readable floats and one writable u32.
+        let s = optim::nonfinite(unsafe { Region::contiguous(x, n)?.read() });
+        unsafe { o.write()[0] = s };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod solver_family_tests {
+    use super::*;
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn solver_update_entry_point() {
+        let g = [1.0f32, -2.0, 0.5];
+        let (mut w, mut m, mut v) = ([1.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
+        let p = [0.1f32, 0.9, 0.999, 1e-8, 0.0, f32::NEG_INFINITY, f32::INFINITY];
+        let adam = optim::Rule::Adam as u32;
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                v.as_mut_ptr(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            0
+        );
+        let want = 1.0 - 0.1 * 0.1 / (0.001f32.sqrt() + 1e-8);
+        assert!((w[0] - want).abs() < 1e-5, "{w:?} {want}");
+        // too few parameters, unknown rule, a missing state, overlapping states, NULL gradient
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                v.as_mut_ptr(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                6
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_solver_update_f32(
+                99,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                null_mut(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                m.as_mut_ptr(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            1
+        );
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                null(),
+                m.as_mut_ptr(),
+                v.as_mut_ptr(),
+                null_mut(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            1
+        );
+        // a state after a missing one
+        assert_eq!(
+            nncy_solver_update_f32(
+                adam,
+                w.as_mut_ptr(),
+                g.as_ptr(),
+                m.as_mut_ptr(),
+                null_mut(),
+                v.as_mut_ptr(),
+                3,
+                p.as_ptr(),
+                7
+            ),
+            1
+        );
+        // g may alias w (it is copied first)
+        let mut x = [2.0f32; 3];
+        let xp = x.as_mut_ptr();
+        assert_eq!(
+            nncy_solver_update_f32(
+                optim::Rule::Sgd as u32,
+                xp,
+                xp,
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                3,
+                [0.5f32].as_ptr(),
+                1
+            ),
+            0
+        );
+        assert_eq!(x, [1.0; 3]);
+        // empty parameters are fine
+        assert_eq!(
+            nncy_solver_update_f32(0, null_mut(), null(), null_mut(), null_mut(), null_mut(), 0, [0.5f32].as_ptr(), 1),
+            0
+        );
+    }
+
+    #[test]
+    fn gradient_helpers() {
+        let mut g = [1.0f32, 2.0];
+        assert_eq!(nncy_solver_grad_f32(0, g.as_mut_ptr(), [2.0f32, 4.0].as_ptr(), 2, 0.5), 0);
+        assert_eq!(g, [2.0, 4.0]);
+        assert_eq!(nncy_solver_grad_f32(1, g.as_mut_ptr(), null(), 2, 0.25), 0);
+        assert_eq!(g, [0.5, 1.0]);
+        assert_eq!(nncy_solver_grad_f32(0, g.as_mut_ptr(), null(), 2, 0.25), 1);
+        let mut s = 0f64;
+        assert_eq!(nncy_sum_squares_f32(g.as_ptr(), 2, &mut s), 0);
+        assert_eq!(s, 1.25);
+        assert_eq!(nncy_sum_squares_f32(g.as_ptr(), 2, null_mut()), 1);
+        let mut f = 9u32;
+        assert_eq!(nncy_nonfinite_f32([1.0f32, f32::NAN].as_ptr(), 2, &mut f), 0);
+        assert_eq!(f, 2);
     }
 }

@@ -49,8 +49,9 @@ pub fn no_self_overlap(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
     (b.0 <= 1 || (a.1 >= 1 && b.1 >= a.1.saturating_mul(a.0))) && (a.0 <= 1 || a.1 >= 1)
 }
 
-/// Below this many multiply-adds a product runs on one thread.
-const PAR_FLOPS: usize = 48 * 48 * 48;
+/// Below this many multiply-adds a product runs on one thread (waking the
+/// pool costs as much as a 128^3 product).
+const PAR_FLOPS: usize = 4 << 20;
 
 /// dst (m x n) = alpha * dst + beta * lhs (m x k) @ rhs (k x n); when alpha
 /// is 0, dst is not read.
@@ -161,7 +162,8 @@ pub fn batch_gemm(
     let (lo, hi) = extent(&[m, n], &[dst.rs, dst.cs]).ok_or(Error::Invalid)?;
     let span = (hi - lo + 1) as usize;
     let disjoint = dst_bs.unsigned_abs() >= span;
-    if disjoint && batch >= 2 && flops < 4 * PAR_FLOPS * par::num_threads() && flops.saturating_mul(batch) >= PAR_FLOPS {
+    if disjoint && batch >= 2 && flops < 4 * PAR_FLOPS * par::num_threads() && flops.saturating_mul(batch) >= PAR_FLOPS
+    {
         // Many small products: one per task, each single-threaded.  Cut dst
         // into per-batch chunks (they are disjoint), in memory order.
         let bs = dst_bs.unsigned_abs();
@@ -204,8 +206,22 @@ mod tests {
             .collect()
     }
 
-    fn naive(m: usize, n: usize, k: usize, d: &mut [f32], dv: (usize, isize, isize), l: &[f32], lv: (usize, isize, isize), r: &[f32], rv: (usize, isize, isize), alpha: f32, beta: f32) {
-        let at = |v: (usize, isize, isize), i: usize, j: usize| (v.0 as isize + i as isize * v.1 + j as isize * v.2) as usize;
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        d: &mut [f32],
+        dv: (usize, isize, isize),
+        l: &[f32],
+        lv: (usize, isize, isize),
+        r: &[f32],
+        rv: (usize, isize, isize),
+        alpha: f32,
+        beta: f32,
+    ) {
+        let at = |v: (usize, isize, isize), i: usize, j: usize| {
+            (v.0 as isize + i as isize * v.1 + j as isize * v.2) as usize
+        };
         for i in 0..m {
             for j in 0..n {
                 let s: f64 = (0..k).map(|p| l[at(lv, i, p)] as f64 * r[at(rv, p, j)] as f64).sum();
@@ -226,7 +242,11 @@ mod tests {
             let dv = (0, 1, m as isize);
             for (alpha, beta) in [(0.0, 1.0), (1.0, 0.5), (0.25, -2.0)] {
                 let mut d = data(m * n, 3);
-                d.iter_mut().for_each(|v| if alpha == 0.0 { *v = f32::NAN });
+                d.iter_mut().for_each(|v| {
+                    if alpha == 0.0 {
+                        *v = f32::NAN
+                    }
+                });
                 let mut want = d.clone();
                 naive(m, n, k, &mut want, dv, &l, lv, &r, rv, alpha, beta);
                 gemm(
@@ -253,26 +273,55 @@ mod tests {
         let mut want = d.clone();
         let lv = ((m - 1) * k, -(k as isize), 1);
         naive(m, n, k, &mut want, (0, n as isize, 1), &l, lv, &r, (0, n as isize, 1), 0.0, 1.0);
-        gemm(m, n, k, MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, MatRef { data: &l, base: lv.0, rs: lv.1, cs: 1 }, MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, 0.0, 1.0).unwrap();
+        gemm(
+            m,
+            n,
+            k,
+            MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 },
+            MatRef { data: &l, base: lv.0, rs: lv.1, cs: 1 },
+            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 },
+            0.0,
+            1.0,
+        )
+        .unwrap();
         assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-5));
     }
 
     #[test]
     fn batch_gemm_matches_naive() {
-        for &(batch, m, n, k) in &[(1, 3, 4, 5), (7, 8, 9, 10), (64, 32, 32, 32), (3, 200, 150, 100)] {
+        for &(batch, m, n, k) in &[(1, 3, 4, 5), (7, 8, 9, 10), (256, 32, 32, 32), (3, 200, 150, 100)] {
             let l = data(batch * m * k, 6);
             let r = data(k * n, 7); // rhs shared: batch stride 0
             let mut d = vec![0.0; batch * m * n];
             let mut want = d.clone();
             for b in 0..batch {
-                naive(m, n, k, &mut want, (b * m * n, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (0, n as isize, 1), 0.0, 1.0);
+                naive(
+                    m,
+                    n,
+                    k,
+                    &mut want,
+                    (b * m * n, n as isize, 1),
+                    &l,
+                    (b * m * k, k as isize, 1),
+                    &r,
+                    (0, n as isize, 1),
+                    0.0,
+                    1.0,
+                );
             }
             batch_gemm(
-                batch, m, n, k,
-                MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, (m * n) as isize,
-                MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
-                MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, 0,
-                0.0, 1.0,
+                batch,
+                m,
+                n,
+                k,
+                MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 },
+                (m * n) as isize,
+                MatRef { data: &l, base: 0, rs: k as isize, cs: 1 },
+                (m * k) as isize,
+                MatRef { data: &r, base: 0, rs: n as isize, cs: 1 },
+                0,
+                0.0,
+                1.0,
             )
             .unwrap();
             assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())), "{batch}x{m}x{n}x{k}");
@@ -285,24 +334,68 @@ mod tests {
         let mut want = d.clone();
         for b in 0..batch {
             let db = (batch - 1 - b) * m * n;
-            naive(m, n, k, &mut want, (db, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (b * k * n, n as isize, 1), 1.0, 1.0);
+            naive(
+                m,
+                n,
+                k,
+                &mut want,
+                (db, n as isize, 1),
+                &l,
+                (b * m * k, k as isize, 1),
+                &r,
+                (b * k * n, n as isize, 1),
+                1.0,
+                1.0,
+            );
         }
-        batch_gemm(batch, m, n, k,
-            MatMut { data: &mut d, base: (batch - 1) * m * n, rs: n as isize, cs: 1 }, -((m * n) as isize),
-            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
-            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, (k * n) as isize,
-            1.0, 1.0).unwrap();
+        batch_gemm(
+            batch,
+            m,
+            n,
+            k,
+            MatMut { data: &mut d, base: (batch - 1) * m * n, rs: n as isize, cs: 1 },
+            -((m * n) as isize),
+            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 },
+            (m * k) as isize,
+            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 },
+            (k * n) as isize,
+            1.0,
+            1.0,
+        )
+        .unwrap();
         assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())));
         let mut d = vec![0.0; m * n];
         let mut want = d.clone();
         for b in 0..batch {
-            naive(m, n, k, &mut want, (0, n as isize, 1), &l, (b * m * k, k as isize, 1), &r, (b * k * n, n as isize, 1), 1.0, 1.0);
+            naive(
+                m,
+                n,
+                k,
+                &mut want,
+                (0, n as isize, 1),
+                &l,
+                (b * m * k, k as isize, 1),
+                &r,
+                (b * k * n, n as isize, 1),
+                1.0,
+                1.0,
+            );
         }
-        batch_gemm(batch, m, n, k,
-            MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 }, 0,
-            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 }, (m * k) as isize,
-            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 }, (k * n) as isize,
-            1.0, 1.0).unwrap();
+        batch_gemm(
+            batch,
+            m,
+            n,
+            k,
+            MatMut { data: &mut d, base: 0, rs: n as isize, cs: 1 },
+            0,
+            MatRef { data: &l, base: 0, rs: k as isize, cs: 1 },
+            (m * k) as isize,
+            MatRef { data: &r, base: 0, rs: n as isize, cs: 1 },
+            (k * n) as isize,
+            1.0,
+            1.0,
+        )
+        .unwrap();
         assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())));
     }
 

@@ -13,6 +13,7 @@
 
 pub mod ffi;
 pub mod gemm;
+pub mod math;
 pub mod norm;
 pub mod optim;
 #[rustfmt::skip]
@@ -48,3 +49,8 @@ impl Error {
 }
 
 pub type Result<T = ()> = std::result::Result<T, Error>;
+
+// Neural-network layers (issue 3b): recurrent cells, embedding, patch correlation.
+pub mod correlation;
+pub mod embed;
+pub mod recurrent;

@@ -12,10 +12,10 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0xd4d0f83725f0b461;
+pub const SIGNATURE: u64 = 0x05b07bc4e5449ec8;
 
 /// Unary ops, by op code.
-pub static UNARY: [OpInfo; 26] = [
+pub static UNARY: [OpInfo; 57] = [
     OpInfo { name: "relu", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "tanh", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
@@ -42,15 +42,58 @@ pub static UNARY: [OpInfo; 26] = [
     OpInfo { name: "exp", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "log", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "identity", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "equal_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "not_equal_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "greater_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "greater_equal_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "less_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "less_equal_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_and_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_or_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_xor_scalar", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_not", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "sign", n_params: 1, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "minimum_scalar", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "maximum_scalar", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "isnan", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "isinf", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "reset_nan", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "reset_inf", n_params: 1, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "round", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "ceil", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "floor", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "sin", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "cos", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "tan", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
+    OpInfo { name: "sinh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "cosh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "asin", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "acos", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "atan", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "asinh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "acosh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "atanh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
 ];
 
 /// Binary ops, by op code.
-pub static BINARY: [OpInfo; 5] = [
+pub static BINARY: [OpInfo; 17] = [
     OpInfo { name: "add2", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "sub2", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "mul2", n_params: 0, grads: &[Some(Uses { inputs: [false, true], y: false }), Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "div2", n_params: 0, grads: &[Some(Uses { inputs: [false, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
     OpInfo { name: "pow2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, false], y: true })] },
+    OpInfo { name: "equal", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "not_equal", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "greater", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "greater_equal", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "less", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "less_equal", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_and", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_or", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "logical_xor", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
+    OpInfo { name: "minimum2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "maximum2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "atan2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
 ];
 
 // ReLU (unary op 0): x if x > 0 else 0
@@ -136,7 +179,7 @@ fn leaky_relu_grad0(x: f32, y: f32, gy: f32, alpha: f32) -> f32 {
 // ReLU6 (unary op 8): 0 if x < 0 else (6 if x > 6 else x)
 #[inline(always)]
 fn relu6_fwd(x: f32) -> f32 {
-    if x < 0.0f32 { 0.0f32 } else { if x > 6.0f32 { 6.0f32 } else { x } }
+    if x < 0.0f32 { 0.0f32 } else if x > 6.0f32 { 6.0f32 } else { x }
 }
 #[inline(always)]
 fn relu6_grad0(x: f32, y: f32, gy: f32) -> f32 {
@@ -146,7 +189,7 @@ fn relu6_grad0(x: f32, y: f32, gy: f32) -> f32 {
 // HardSigmoid (unary op 9): 0 if x < -2.5 else (1 if x > 2.5 else 0.2 * x + 0.5)
 #[inline(always)]
 fn hard_sigmoid_fwd(x: f32) -> f32 {
-    if x < -2.5f32 { 0.0f32 } else { if x > 2.5f32 { 1.0f32 } else { 0.2f32 * x + 0.5f32 } }
+    if x < -2.5f32 { 0.0f32 } else if x > 2.5f32 { 1.0f32 } else { 0.2f32 * x + 0.5f32 }
 }
 #[inline(always)]
 fn hard_sigmoid_grad0(x: f32, y: f32, gy: f32) -> f32 {
@@ -156,7 +199,7 @@ fn hard_sigmoid_grad0(x: f32, y: f32, gy: f32) -> f32 {
 // HardTanh (unary op 10): -1 if x < -1 else (1 if x > 1 else x)
 #[inline(always)]
 fn hard_tanh_fwd(x: f32) -> f32 {
-    if x < -1.0f32 { -1.0f32 } else { if x > 1.0f32 { 1.0f32 } else { x } }
+    if x < -1.0f32 { -1.0f32 } else if x > 1.0f32 { 1.0f32 } else { x }
 }
 #[inline(always)]
 fn hard_tanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
@@ -313,6 +356,316 @@ fn identity_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy
 }
 
+// EqualScalar (unary op 26): x0 == val
+#[inline(always)]
+fn equal_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 == val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn equal_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// NotEqualScalar (unary op 27): x0 != val
+#[inline(always)]
+fn not_equal_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 != val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn not_equal_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// GreaterScalar (unary op 28): x0 > val
+#[inline(always)]
+fn greater_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 > val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn greater_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// GreaterEqualScalar (unary op 29): x0 >= val
+#[inline(always)]
+fn greater_equal_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 >= val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn greater_equal_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LessScalar (unary op 30): x0 < val
+#[inline(always)]
+fn less_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 < val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn less_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LessEqualScalar (unary op 31): x0 <= val
+#[inline(always)]
+fn less_equal_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 <= val { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn less_equal_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalAndScalar (unary op 32): x0 != 0 and val
+#[inline(always)]
+fn logical_and_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 != 0.0f32 && val != 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_and_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalOrScalar (unary op 33): x0 != 0 or val
+#[inline(always)]
+fn logical_or_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if x0 != 0.0f32 || val != 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_or_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalXorScalar (unary op 34): (x0 != 0) != (val != 0)
+#[inline(always)]
+fn logical_xor_scalar_fwd(x0: f32, val: f32) -> f32 {
+    if (if x0 != 0.0f32 { 1.0f32 } else { 0.0f32 }) != (if val != 0.0f32 { 1.0f32 } else { 0.0f32 }) { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_xor_scalar_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalNot (unary op 35): x0 == 0
+#[inline(always)]
+fn logical_not_fwd(x0: f32) -> f32 {
+    if x0 == 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_not_grad0(x0: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// Sign (unary op 36): 1 if x > 0 else (-1 if x < 0 else alpha)
+#[inline(always)]
+fn sign_fwd(x: f32, alpha: f32) -> f32 {
+    if x > 0.0f32 { 1.0f32 } else if x < 0.0f32 { -1.0f32 } else { alpha }
+}
+#[inline(always)]
+fn sign_grad0(x: f32, y: f32, gy: f32, alpha: f32) -> f32 {
+    gy
+}
+
+// MinimumScalar (unary op 37): x if x < val else val
+#[inline(always)]
+fn minimum_scalar_fwd(x: f32, val: f32) -> f32 {
+    if x < val { x } else { val }
+}
+#[inline(always)]
+fn minimum_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
+    if x < val { gy } else { 0.0f32 }
+}
+
+// MaximumScalar (unary op 38): x if x > val else val
+#[inline(always)]
+fn maximum_scalar_fwd(x: f32, val: f32) -> f32 {
+    if x > val { x } else { val }
+}
+#[inline(always)]
+fn maximum_scalar_grad0(x: f32, y: f32, gy: f32, val: f32) -> f32 {
+    if x > val { gy } else { 0.0f32 }
+}
+
+// IsNaN (unary op 39): isnan(x0)
+#[inline(always)]
+fn isnan_fwd(x0: f32) -> f32 {
+    if f32::is_nan(x0) { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn isnan_grad0(x0: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// IsInf (unary op 40): isinf(x0)
+#[inline(always)]
+fn isinf_fwd(x0: f32) -> f32 {
+    if f32::is_infinite(x0) { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn isinf_grad0(x0: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// ResetNaN (unary op 41): val if isnan(x0) else x0
+#[inline(always)]
+fn reset_nan_fwd(x0: f32, val: f32) -> f32 {
+    if f32::is_nan(x0) { val } else { x0 }
+}
+#[inline(always)]
+fn reset_nan_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    if f32::is_nan(x0) { 0.0f32 } else { gy }
+}
+
+// ResetInf (unary op 42): val if isinf(x0) else x0
+#[inline(always)]
+fn reset_inf_fwd(x0: f32, val: f32) -> f32 {
+    if f32::is_infinite(x0) { val } else { x0 }
+}
+#[inline(always)]
+fn reset_inf_grad0(x0: f32, y: f32, gy: f32, val: f32) -> f32 {
+    if f32::is_infinite(x0) { 0.0f32 } else { gy }
+}
+
+// Round (unary op 43): round(x)
+#[inline(always)]
+fn round_fwd(x: f32) -> f32 {
+    f32::round(x)
+}
+#[inline(always)]
+fn round_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy
+}
+
+// Ceil (unary op 44): ceil(x)
+#[inline(always)]
+fn ceil_fwd(x: f32) -> f32 {
+    f32::ceil(x)
+}
+#[inline(always)]
+fn ceil_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy
+}
+
+// Floor (unary op 45): floor(x)
+#[inline(always)]
+fn floor_fwd(x: f32) -> f32 {
+    f32::floor(x)
+}
+#[inline(always)]
+fn floor_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy
+}
+
+// Sin (unary op 46): sin(x)
+#[inline(always)]
+fn sin_fwd(x: f32) -> f32 {
+    f32::sin(x)
+}
+#[inline(always)]
+fn sin_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * f32::cos(x)
+}
+
+// Cos (unary op 47): cos(x)
+#[inline(always)]
+fn cos_fwd(x: f32) -> f32 {
+    f32::cos(x)
+}
+#[inline(always)]
+fn cos_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    -gy * f32::sin(x)
+}
+
+// Tan (unary op 48): tan(x)
+#[inline(always)]
+fn tan_fwd(x: f32) -> f32 {
+    f32::tan(x)
+}
+#[inline(always)]
+fn tan_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * (1.0f32 + y * y)
+}
+
+// Sinh (unary op 49): sinh(x)
+#[inline(always)]
+fn sinh_fwd(x: f32) -> f32 {
+    f32::sinh(x)
+}
+#[inline(always)]
+fn sinh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * f32::cosh(x)
+}
+
+// Cosh (unary op 50): cosh(x)
+#[inline(always)]
+fn cosh_fwd(x: f32) -> f32 {
+    f32::cosh(x)
+}
+#[inline(always)]
+fn cosh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy * f32::sinh(x)
+}
+
+// ASin (unary op 51): asin(x)
+#[inline(always)]
+fn asin_fwd(x: f32) -> f32 {
+    f32::asin(x)
+}
+#[inline(always)]
+fn asin_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / f32::sqrt(1.0f32 - x * x)
+}
+
+// ACos (unary op 52): acos(x)
+#[inline(always)]
+fn acos_fwd(x: f32) -> f32 {
+    f32::acos(x)
+}
+#[inline(always)]
+fn acos_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    -gy / f32::sqrt(1.0f32 - x * x)
+}
+
+// ATan (unary op 53): atan(x)
+#[inline(always)]
+fn atan_fwd(x: f32) -> f32 {
+    f32::atan(x)
+}
+#[inline(always)]
+fn atan_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / (1.0f32 + x * x)
+}
+
+// ASinh (unary op 54): asinh(x)
+#[inline(always)]
+fn asinh_fwd(x: f32) -> f32 {
+    f32::asinh(x)
+}
+#[inline(always)]
+fn asinh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / f32::sqrt(x * x + 1.0f32)
+}
+
+// ACosh (unary op 55): acosh(x)
+#[inline(always)]
+fn acosh_fwd(x: f32) -> f32 {
+    f32::acosh(x)
+}
+#[inline(always)]
+fn acosh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / f32::sqrt(x * x - 1.0f32)
+}
+
+// ATanh (unary op 56): atanh(x)
+#[inline(always)]
+fn atanh_fwd(x: f32) -> f32 {
+    f32::atanh(x)
+}
+#[inline(always)]
+fn atanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    gy / (1.0f32 - x * x)
+}
+
 // Add2 (binary op 0): x0 + x1
 #[inline(always)]
 fn add2_fwd(x0: f32, x1: f32) -> f32 {
@@ -383,66 +736,307 @@ fn pow2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
     gy * y * vmath::ln(x0)
 }
 
+// Equal (binary op 5): x0 == x1
+#[inline(always)]
+fn equal_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 == x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn equal_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn equal_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// NotEqual (binary op 6): x0 != x1
+#[inline(always)]
+fn not_equal_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 != x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn not_equal_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn not_equal_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// Greater (binary op 7): x0 > x1
+#[inline(always)]
+fn greater_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 > x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn greater_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn greater_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// GreaterEqual (binary op 8): x0 >= x1
+#[inline(always)]
+fn greater_equal_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 >= x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn greater_equal_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn greater_equal_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// Less (binary op 9): x0 < x1
+#[inline(always)]
+fn less_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 < x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn less_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn less_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// LessEqual (binary op 10): x0 <= x1
+#[inline(always)]
+fn less_equal_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 <= x1 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn less_equal_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn less_equal_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalAnd (binary op 11): x0 != 0 and x1 != 0
+#[inline(always)]
+fn logical_and_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 != 0.0f32 && x1 != 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_and_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn logical_and_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalOr (binary op 12): x0 != 0 or x1 != 0
+#[inline(always)]
+fn logical_or_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 != 0.0f32 || x1 != 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_or_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn logical_or_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// LogicalXor (binary op 13): (x0 != 0) != (x1 != 0)
+#[inline(always)]
+fn logical_xor_fwd(x0: f32, x1: f32) -> f32 {
+    if (if x0 != 0.0f32 { 1.0f32 } else { 0.0f32 }) != (if x1 != 0.0f32 { 1.0f32 } else { 0.0f32 }) { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn logical_xor_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn logical_xor_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
+// Minimum2 (binary op 14): x0 if x0 < x1 else x1
+#[inline(always)]
+fn minimum2_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 < x1 { x0 } else { x1 }
+}
+#[inline(always)]
+fn minimum2_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 < x1 { gy } else { 0.0f32 }
+}
+#[inline(always)]
+fn minimum2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 < x1 { 0.0f32 } else { gy }
+}
+
+// Maximum2 (binary op 15): x0 if x0 > x1 else x1
+#[inline(always)]
+fn maximum2_fwd(x0: f32, x1: f32) -> f32 {
+    if x0 > x1 { x0 } else { x1 }
+}
+#[inline(always)]
+fn maximum2_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 > x1 { gy } else { 0.0f32 }
+}
+#[inline(always)]
+fn maximum2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 > x1 { 0.0f32 } else { gy }
+}
+
+// ATan2 (binary op 16): atan2(x0, x1)
+#[inline(always)]
+fn atan2_fwd(x0: f32, x1: f32) -> f32 {
+    f32::atan2(x0, x1)
+}
+#[inline(always)]
+fn atan2_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    gy * x1 / (x0 * x0 + x1 * x1)
+}
+#[inline(always)]
+fn atan2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    -gy * x0 / (x0 * x0 + x1 * x1)
+}
+
 /// y = op(x) elementwise (in place when `x` is `None`).
 pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
     match op {
-        0 => pointwise::unary(x, y, #[inline(always)] move |x| relu_fwd(x)),
-        1 => pointwise::unary(x, y, #[inline(always)] move |x| sigmoid_fwd(x)),
-        2 => pointwise::unary(x, y, #[inline(always)] move |x| tanh_fwd(x)),
-        3 => pointwise::unary(x, y, #[inline(always)] move |x| swish_fwd(x)),
+        0 => pointwise::unary(x, y, 1, #[inline(always)] move |x| relu_fwd(x)),
+        1 => pointwise::unary(x, y, 3, #[inline(always)] move |x| sigmoid_fwd(x)),
+        2 => pointwise::unary(x, y, 3, #[inline(always)] move |x| tanh_fwd(x)),
+        3 => pointwise::unary(x, y, 3, #[inline(always)] move |x| swish_fwd(x)),
         4 => {
             let alpha = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| elu_fwd(x, alpha))
+            pointwise::unary(x, y, 7, #[inline(always)] move |x| elu_fwd(x, alpha))
         }
         5 => {
             let scale = param(p, 0)?;
             let alpha = param(p, 1)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| selu_fwd(x, scale, alpha))
+            pointwise::unary(x, y, 7, #[inline(always)] move |x| selu_fwd(x, scale, alpha))
         }
-        6 => pointwise::unary(x, y, #[inline(always)] move |x| gelu_fwd(x)),
+        6 => pointwise::unary(x, y, 3, #[inline(always)] move |x| gelu_fwd(x)),
         7 => {
             let alpha = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| leaky_relu_fwd(x, alpha))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| leaky_relu_fwd(x, alpha))
         }
-        8 => pointwise::unary(x, y, #[inline(always)] move |x| relu6_fwd(x)),
-        9 => pointwise::unary(x, y, #[inline(always)] move |x| hard_sigmoid_fwd(x)),
-        10 => pointwise::unary(x, y, #[inline(always)] move |x| hard_tanh_fwd(x)),
-        11 => pointwise::unary(x, y, #[inline(always)] move |x| log_sigmoid_fwd(x)),
+        8 => pointwise::unary(x, y, 1, #[inline(always)] move |x| relu6_fwd(x)),
+        9 => pointwise::unary(x, y, 1, #[inline(always)] move |x| hard_sigmoid_fwd(x)),
+        10 => pointwise::unary(x, y, 1, #[inline(always)] move |x| hard_tanh_fwd(x)),
+        11 => pointwise::unary(x, y, 6, #[inline(always)] move |x| log_sigmoid_fwd(x)),
         12 => {
             let beta = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| softplus_fwd(x, beta))
+            pointwise::unary(x, y, 6, #[inline(always)] move |x| softplus_fwd(x, beta))
         }
-        13 => pointwise::unary(x, y, #[inline(always)] move |x| softsign_fwd(x)),
-        14 => pointwise::unary(x, y, #[inline(always)] move |x| tanh_shrink_fwd(x)),
-        15 => pointwise::unary(x, y, #[inline(always)] move |x| sinc_fwd(x)),
+        13 => pointwise::unary(x, y, 1, #[inline(always)] move |x| softsign_fwd(x)),
+        14 => pointwise::unary(x, y, 5, #[inline(always)] move |x| tanh_shrink_fwd(x)),
+        15 => pointwise::unary(x, y, 8, #[inline(always)] move |x| sinc_fwd(x)),
         16 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| add_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| add_scalar_fwd(x, val))
         }
         17 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| mul_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| mul_scalar_fwd(x, val))
         }
         18 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| pow_scalar_fwd(x, val))
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| pow_scalar_fwd(x, val))
         }
         19 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_sub_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| r_sub_scalar_fwd(x, val))
         }
         20 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_div_scalar_fwd(x, val))
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| r_div_scalar_fwd(x, val))
         }
         21 => {
             let val = param(p, 0)?;
-            pointwise::unary(x, y, #[inline(always)] move |x| r_pow_scalar_fwd(x, val))
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| r_pow_scalar_fwd(x, val))
         }
-        22 => pointwise::unary(x, y, #[inline(always)] move |x| abs_fwd(x)),
-        23 => pointwise::unary(x, y, #[inline(always)] move |x| exp_fwd(x)),
-        24 => pointwise::unary(x, y, #[inline(always)] move |x| log_fwd(x)),
-        25 => pointwise::unary(x, y, #[inline(always)] move |x| identity_fwd(x)),
+        22 => pointwise::unary(x, y, 1, #[inline(always)] move |x| abs_fwd(x)),
+        23 => pointwise::unary(x, y, 3, #[inline(always)] move |x| exp_fwd(x)),
+        24 => pointwise::unary(x, y, 3, #[inline(always)] move |x| log_fwd(x)),
+        25 => pointwise::unary(x, y, 1, #[inline(always)] move |x| identity_fwd(x)),
+        26 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| equal_scalar_fwd(x0, val))
+        }
+        27 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| not_equal_scalar_fwd(x0, val))
+        }
+        28 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| greater_scalar_fwd(x0, val))
+        }
+        29 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| greater_equal_scalar_fwd(x0, val))
+        }
+        30 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| less_scalar_fwd(x0, val))
+        }
+        31 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| less_equal_scalar_fwd(x0, val))
+        }
+        32 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| logical_and_scalar_fwd(x0, val))
+        }
+        33 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| logical_or_scalar_fwd(x0, val))
+        }
+        34 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| logical_xor_scalar_fwd(x0, val))
+        }
+        35 => pointwise::unary(x, y, 1, #[inline(always)] move |x0| logical_not_fwd(x0)),
+        36 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| sign_fwd(x, alpha))
+        }
+        37 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| minimum_scalar_fwd(x, val))
+        }
+        38 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x| maximum_scalar_fwd(x, val))
+        }
+        39 => pointwise::unary(x, y, 1, #[inline(always)] move |x0| isnan_fwd(x0)),
+        40 => pointwise::unary(x, y, 1, #[inline(always)] move |x0| isinf_fwd(x0)),
+        41 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| reset_nan_fwd(x0, val))
+        }
+        42 => {
+            let val = param(p, 0)?;
+            pointwise::unary(x, y, 1, #[inline(always)] move |x0| reset_inf_fwd(x0, val))
+        }
+        43 => pointwise::unary(x, y, 3, #[inline(always)] move |x| round_fwd(x)),
+        44 => pointwise::unary(x, y, 1, #[inline(always)] move |x| ceil_fwd(x)),
+        45 => pointwise::unary(x, y, 1, #[inline(always)] move |x| floor_fwd(x)),
+        46 => pointwise::unary(x, y, 8, #[inline(always)] move |x| sin_fwd(x)),
+        47 => pointwise::unary(x, y, 8, #[inline(always)] move |x| cos_fwd(x)),
+        48 => pointwise::unary(x, y, 8, #[inline(always)] move |x| tan_fwd(x)),
+        49 => pointwise::unary(x, y, 8, #[inline(always)] move |x| sinh_fwd(x)),
+        50 => pointwise::unary(x, y, 8, #[inline(always)] move |x| cosh_fwd(x)),
+        51 => pointwise::unary(x, y, 8, #[inline(always)] move |x| asin_fwd(x)),
+        52 => pointwise::unary(x, y, 8, #[inline(always)] move |x| acos_fwd(x)),
+        53 => pointwise::unary(x, y, 8, #[inline(always)] move |x| atan_fwd(x)),
+        54 => pointwise::unary(x, y, 8, #[inline(always)] move |x| asinh_fwd(x)),
+        55 => pointwise::unary(x, y, 8, #[inline(always)] move |x| acosh_fwd(x)),
+        56 => pointwise::unary(x, y, 8, #[inline(always)] move |x| atanh_fwd(x)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -451,63 +1045,136 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
 /// gx = (accum ? gx : 0) + grad_op(x, y, gy) elementwise.
 pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: &[f32], accum: bool) -> Result {
     match op {
-        0 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| relu_grad0(x, y, gy)),
-        1 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| sigmoid_grad0(x, y, gy)),
-        2 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| tanh_grad0(x, y, gy)),
-        3 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| swish_grad0(x, y, gy)),
+        0 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| relu_grad0(x, y, gy)),
+        1 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| sigmoid_grad0(x, y, gy)),
+        2 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| tanh_grad0(x, y, gy)),
+        3 => pointwise::unary_grad(x, y, gy, gx, accum, 5, #[inline(always)] move |x, y, gy| swish_grad0(x, y, gy)),
         4 => {
             let alpha = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| elu_grad0(x, y, gy, alpha))
+            pointwise::unary_grad(x, y, gy, gx, accum, 5, #[inline(always)] move |x, y, gy| elu_grad0(x, y, gy, alpha))
         }
         5 => {
             let scale = param(p, 0)?;
             let alpha = param(p, 1)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| selu_grad0(x, y, gy, scale, alpha))
+            pointwise::unary_grad(x, y, gy, gx, accum, 5, #[inline(always)] move |x, y, gy| selu_grad0(x, y, gy, scale, alpha))
         }
-        6 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| gelu_grad0(x, y, gy)),
+        6 => pointwise::unary_grad(x, y, gy, gx, accum, 5, #[inline(always)] move |x, y, gy| gelu_grad0(x, y, gy)),
         7 => {
             let alpha = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| leaky_relu_grad0(x, y, gy, alpha))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| leaky_relu_grad0(x, y, gy, alpha))
         }
-        8 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| relu6_grad0(x, y, gy)),
-        9 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| hard_sigmoid_grad0(x, y, gy)),
-        10 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| hard_tanh_grad0(x, y, gy)),
-        11 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_sigmoid_grad0(x, y, gy)),
+        8 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| relu6_grad0(x, y, gy)),
+        9 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| hard_sigmoid_grad0(x, y, gy)),
+        10 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| hard_tanh_grad0(x, y, gy)),
+        11 => pointwise::unary_grad(x, y, gy, gx, accum, 3, #[inline(always)] move |x, y, gy| log_sigmoid_grad0(x, y, gy)),
         12 => {
             let beta = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| softplus_grad0(x, y, gy, beta))
+            pointwise::unary_grad(x, y, gy, gx, accum, 3, #[inline(always)] move |x, y, gy| softplus_grad0(x, y, gy, beta))
         }
-        13 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| softsign_grad0(x, y, gy)),
-        14 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| tanh_shrink_grad0(x, y, gy)),
-        15 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| sinc_grad0(x, y, gy)),
+        13 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| softsign_grad0(x, y, gy)),
+        14 => pointwise::unary_grad(x, y, gy, gx, accum, 5, #[inline(always)] move |x, y, gy| tanh_shrink_grad0(x, y, gy)),
+        15 => pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| sinc_grad0(x, y, gy)),
         16 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| add_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| add_scalar_grad0(x, y, gy, val))
         }
         17 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| mul_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| mul_scalar_grad0(x, y, gy, val))
         }
         18 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| pow_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| pow_scalar_grad0(x, y, gy, val))
         }
         19 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_sub_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| r_sub_scalar_grad0(x, y, gy, val))
         }
         20 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_div_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| r_div_scalar_grad0(x, y, gy, val))
         }
         21 => {
             let val = param(p, 0)?;
-            pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| r_pow_scalar_grad0(x, y, gy, val))
+            pointwise::unary_grad(x, y, gy, gx, accum, 3, #[inline(always)] move |x, y, gy| r_pow_scalar_grad0(x, y, gy, val))
         }
-        22 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
-        23 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
-        24 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
-        25 => pointwise::unary_grad(x, y, gy, gx, accum, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
+        22 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| abs_grad0(x, y, gy)),
+        23 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| exp_grad0(x, y, gy)),
+        24 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| log_grad0(x, y, gy)),
+        25 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| identity_grad0(x, y, gy)),
+        26 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| equal_scalar_grad0(x0, y, gy, val))
+        }
+        27 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| not_equal_scalar_grad0(x0, y, gy, val))
+        }
+        28 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| greater_scalar_grad0(x0, y, gy, val))
+        }
+        29 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| greater_equal_scalar_grad0(x0, y, gy, val))
+        }
+        30 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| less_scalar_grad0(x0, y, gy, val))
+        }
+        31 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| less_equal_scalar_grad0(x0, y, gy, val))
+        }
+        32 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| logical_and_scalar_grad0(x0, y, gy, val))
+        }
+        33 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| logical_or_scalar_grad0(x0, y, gy, val))
+        }
+        34 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| logical_xor_scalar_grad0(x0, y, gy, val))
+        }
+        35 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| logical_not_grad0(x0, y, gy)),
+        36 => {
+            let alpha = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| sign_grad0(x, y, gy, alpha))
+        }
+        37 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| minimum_scalar_grad0(x, y, gy, val))
+        }
+        38 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| maximum_scalar_grad0(x, y, gy, val))
+        }
+        39 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| isnan_grad0(x0, y, gy)),
+        40 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| isinf_grad0(x0, y, gy)),
+        41 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| reset_nan_grad0(x0, y, gy, val))
+        }
+        42 => {
+            let val = param(p, 0)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x0, y, gy| reset_inf_grad0(x0, y, gy, val))
+        }
+        43 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| round_grad0(x, y, gy)),
+        44 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| ceil_grad0(x, y, gy)),
+        45 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| floor_grad0(x, y, gy)),
+        46 => pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| sin_grad0(x, y, gy)),
+        47 => pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| cos_grad0(x, y, gy)),
+        48 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| tan_grad0(x, y, gy)),
+        49 => pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| sinh_grad0(x, y, gy)),
+        50 => pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| cosh_grad0(x, y, gy)),
+        51 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| asin_grad0(x, y, gy)),
+        52 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| acos_grad0(x, y, gy)),
+        53 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| atan_grad0(x, y, gy)),
+        54 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| asinh_grad0(x, y, gy)),
+        55 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| acosh_grad0(x, y, gy)),
+        56 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| atanh_grad0(x, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -516,11 +1183,23 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
 /// y = op(x0, x1) elementwise over `lay`.
 pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32], p: &[f32]) -> Result {
     match op {
-        0 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| add2_fwd(x0, x1)),
-        1 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| sub2_fwd(x0, x1)),
-        2 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| mul2_fwd(x0, x1)),
-        3 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| div2_fwd(x0, x1)),
-        4 => pointwise::binary(lay, x0, x1, y, #[inline(always)] move |x0, x1| pow2_fwd(x0, x1)),
+        0 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| add2_fwd(x0, x1)),
+        1 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| sub2_fwd(x0, x1)),
+        2 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| mul2_fwd(x0, x1)),
+        3 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| div2_fwd(x0, x1)),
+        4 => pointwise::binary(lay, x0, x1, y, 8, #[inline(always)] move |x0, x1| pow2_fwd(x0, x1)),
+        5 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| equal_fwd(x0, x1)),
+        6 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| not_equal_fwd(x0, x1)),
+        7 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| greater_fwd(x0, x1)),
+        8 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| greater_equal_fwd(x0, x1)),
+        9 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| less_fwd(x0, x1)),
+        10 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| less_equal_fwd(x0, x1)),
+        11 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| logical_and_fwd(x0, x1)),
+        12 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| logical_or_fwd(x0, x1)),
+        13 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| logical_xor_fwd(x0, x1)),
+        14 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| minimum2_fwd(x0, x1)),
+        15 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| maximum2_fwd(x0, x1)),
+        16 => pointwise::binary(lay, x0, x1, y, 8, #[inline(always)] move |x0, x1| atan2_fwd(x0, x1)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -541,16 +1220,40 @@ pub fn binary_grad(
     accum: bool,
 ) -> Result {
     match (op, which) {
-        (0, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| add2_grad0(x0, x1, y, gy)),
-        (0, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| add2_grad1(x0, x1, y, gy)),
-        (1, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| sub2_grad0(x0, x1, y, gy)),
-        (1, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| sub2_grad1(x0, x1, y, gy)),
-        (2, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| mul2_grad0(x0, x1, y, gy)),
-        (2, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| mul2_grad1(x0, x1, y, gy)),
-        (3, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| div2_grad0(x0, x1, y, gy)),
-        (3, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| div2_grad1(x0, x1, y, gy)),
-        (4, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| pow2_grad0(x0, x1, y, gy)),
-        (4, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, #[inline(always)] move |x0, x1, y, gy| pow2_grad1(x0, x1, y, gy)),
+        (0, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| add2_grad0(x0, x1, y, gy)),
+        (0, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| add2_grad1(x0, x1, y, gy)),
+        (1, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| sub2_grad0(x0, x1, y, gy)),
+        (1, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| sub2_grad1(x0, x1, y, gy)),
+        (2, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| mul2_grad0(x0, x1, y, gy)),
+        (2, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| mul2_grad1(x0, x1, y, gy)),
+        (3, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| div2_grad0(x0, x1, y, gy)),
+        (3, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| div2_grad1(x0, x1, y, gy)),
+        (4, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 8, #[inline(always)] move |x0, x1, y, gy| pow2_grad0(x0, x1, y, gy)),
+        (4, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 3, #[inline(always)] move |x0, x1, y, gy| pow2_grad1(x0, x1, y, gy)),
+        (5, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| equal_grad0(x0, x1, y, gy)),
+        (5, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| equal_grad1(x0, x1, y, gy)),
+        (6, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| not_equal_grad0(x0, x1, y, gy)),
+        (6, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| not_equal_grad1(x0, x1, y, gy)),
+        (7, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| greater_grad0(x0, x1, y, gy)),
+        (7, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| greater_grad1(x0, x1, y, gy)),
+        (8, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| greater_equal_grad0(x0, x1, y, gy)),
+        (8, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| greater_equal_grad1(x0, x1, y, gy)),
+        (9, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| less_grad0(x0, x1, y, gy)),
+        (9, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| less_grad1(x0, x1, y, gy)),
+        (10, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| less_equal_grad0(x0, x1, y, gy)),
+        (10, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| less_equal_grad1(x0, x1, y, gy)),
+        (11, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_and_grad0(x0, x1, y, gy)),
+        (11, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_and_grad1(x0, x1, y, gy)),
+        (12, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_or_grad0(x0, x1, y, gy)),
+        (12, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_or_grad1(x0, x1, y, gy)),
+        (13, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_xor_grad0(x0, x1, y, gy)),
+        (13, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| logical_xor_grad1(x0, x1, y, gy)),
+        (14, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| minimum2_grad0(x0, x1, y, gy)),
+        (14, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| minimum2_grad1(x0, x1, y, gy)),
+        (15, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| maximum2_grad0(x0, x1, y, gy)),
+        (15, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| maximum2_grad1(x0, x1, y, gy)),
+        (16, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| atan2_grad0(x0, x1, y, gy)),
+        (16, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| atan2_grad1(x0, x1, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -563,7 +1266,7 @@ pub mod reference {
     use crate::vmath::reference as vref;
 
     /// Parameter values for the tests, per unary op.
-    pub static UNARY_PARAMS: [&[f64]; 26] = [
+    pub static UNARY_PARAMS: [&[f64]; 57] = [
         &[],
         &[],
         &[],
@@ -590,15 +1293,62 @@ pub mod reference {
         &[],
         &[],
         &[],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.0f64],
+        &[1.0f64],
+        &[1.0f64],
+        &[],
+        &[1.5f64],
+        &[1.5f64],
+        &[1.5f64],
+        &[],
+        &[],
+        &[0.5f64],
+        &[0.5f64],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
     ];
     /// Parameter values for the tests, per binary op.
-    pub static BINARY_PARAMS: [&[f64]; 5] = [
+    pub static BINARY_PARAMS: [&[f64]; 17] = [
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
         &[],
         &[],
         &[],
         &[],
         &[],
     ];
+    /// Per unary op: the gradient is a straight-through estimate, not the derivative.
+    pub static UNARY_STRAIGHT_THROUGH: [bool; 57] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false];
+    /// Per binary op: the gradient is a straight-through estimate, not the derivative.
+    pub static BINARY_STRAIGHT_THROUGH: [bool; 17] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false];
 
     pub fn unary(op: u32, x: f64, p: &[f64]) -> f64 {
         match op {
@@ -610,9 +1360,9 @@ pub mod reference {
             5 => { let scale = p[0]; let alpha = p[1]; scale * (if x > 0.0f64 { x } else { alpha * f64::exp_m1(x) }) }
             6 => { x * vref::sigmoid(1.5957691216057308f64 * (x + 0.044715f64 * x * x * x)) }
             7 => { let alpha = p[0]; if x > 0.0f64 { x } else { alpha * x } }
-            8 => { if x < 0.0f64 { 0.0f64 } else { if x > 6.0f64 { 6.0f64 } else { x } } }
-            9 => { if x < -2.5f64 { 0.0f64 } else { if x > 2.5f64 { 1.0f64 } else { 0.2f64 * x + 0.5f64 } } }
-            10 => { if x < -1.0f64 { -1.0f64 } else { if x > 1.0f64 { 1.0f64 } else { x } } }
+            8 => { if x < 0.0f64 { 0.0f64 } else if x > 6.0f64 { 6.0f64 } else { x } }
+            9 => { if x < -2.5f64 { 0.0f64 } else if x > 2.5f64 { 1.0f64 } else { 0.2f64 * x + 0.5f64 } }
+            10 => { if x < -1.0f64 { -1.0f64 } else if x > 1.0f64 { 1.0f64 } else { x } }
             11 => { f64::min(x, 0.0f64) - f64::ln_1p(f64::exp(-f64::abs(x))) }
             12 => { let beta = p[0]; (f64::max(beta * x, 0.0f64) + f64::ln_1p(f64::exp(-f64::abs(beta * x)))) / beta }
             13 => { x / (1.0f64 + f64::abs(x)) }
@@ -628,6 +1378,37 @@ pub mod reference {
             23 => { f64::exp(x) }
             24 => { f64::ln(x) }
             25 => { x }
+            26 => { let x0 = x; let val = p[0]; if x0 == val { 1.0f64 } else { 0.0f64 } }
+            27 => { let x0 = x; let val = p[0]; if x0 != val { 1.0f64 } else { 0.0f64 } }
+            28 => { let x0 = x; let val = p[0]; if x0 > val { 1.0f64 } else { 0.0f64 } }
+            29 => { let x0 = x; let val = p[0]; if x0 >= val { 1.0f64 } else { 0.0f64 } }
+            30 => { let x0 = x; let val = p[0]; if x0 < val { 1.0f64 } else { 0.0f64 } }
+            31 => { let x0 = x; let val = p[0]; if x0 <= val { 1.0f64 } else { 0.0f64 } }
+            32 => { let x0 = x; let val = p[0]; if x0 != 0.0f64 && val != 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            33 => { let x0 = x; let val = p[0]; if x0 != 0.0f64 || val != 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            34 => { let x0 = x; let val = p[0]; if (if x0 != 0.0f64 { 1.0f64 } else { 0.0f64 }) != (if val != 0.0f64 { 1.0f64 } else { 0.0f64 }) { 1.0f64 } else { 0.0f64 } }
+            35 => { let x0 = x; if x0 == 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            36 => { let alpha = p[0]; if x > 0.0f64 { 1.0f64 } else if x < 0.0f64 { -1.0f64 } else { alpha } }
+            37 => { let val = p[0]; if x < val { x } else { val } }
+            38 => { let val = p[0]; if x > val { x } else { val } }
+            39 => { let x0 = x; if f64::is_nan(x0) { 1.0f64 } else { 0.0f64 } }
+            40 => { let x0 = x; if f64::is_infinite(x0) { 1.0f64 } else { 0.0f64 } }
+            41 => { let x0 = x; let val = p[0]; if f64::is_nan(x0) { val } else { x0 } }
+            42 => { let x0 = x; let val = p[0]; if f64::is_infinite(x0) { val } else { x0 } }
+            43 => { f64::round(x) }
+            44 => { f64::ceil(x) }
+            45 => { f64::floor(x) }
+            46 => { f64::sin(x) }
+            47 => { f64::cos(x) }
+            48 => { f64::tan(x) }
+            49 => { f64::sinh(x) }
+            50 => { f64::cosh(x) }
+            51 => { f64::asin(x) }
+            52 => { f64::acos(x) }
+            53 => { f64::atan(x) }
+            54 => { f64::asinh(x) }
+            55 => { f64::acosh(x) }
+            56 => { f64::atanh(x) }
             _ => f64::NAN,
         }
     }
@@ -660,6 +1441,37 @@ pub mod reference {
             23 => { gy * y }
             24 => { gy / x }
             25 => { gy }
+            26 => { let x0 = x; let val = p[0]; 0.0f64 }
+            27 => { let x0 = x; let val = p[0]; 0.0f64 }
+            28 => { let x0 = x; let val = p[0]; 0.0f64 }
+            29 => { let x0 = x; let val = p[0]; 0.0f64 }
+            30 => { let x0 = x; let val = p[0]; 0.0f64 }
+            31 => { let x0 = x; let val = p[0]; 0.0f64 }
+            32 => { let x0 = x; let val = p[0]; 0.0f64 }
+            33 => { let x0 = x; let val = p[0]; 0.0f64 }
+            34 => { let x0 = x; let val = p[0]; 0.0f64 }
+            35 => { let x0 = x; 0.0f64 }
+            36 => { let alpha = p[0]; gy }
+            37 => { let val = p[0]; if x < val { gy } else { 0.0f64 } }
+            38 => { let val = p[0]; if x > val { gy } else { 0.0f64 } }
+            39 => { let x0 = x; 0.0f64 }
+            40 => { let x0 = x; 0.0f64 }
+            41 => { let x0 = x; let val = p[0]; if f64::is_nan(x0) { 0.0f64 } else { gy } }
+            42 => { let x0 = x; let val = p[0]; if f64::is_infinite(x0) { 0.0f64 } else { gy } }
+            43 => { gy }
+            44 => { gy }
+            45 => { gy }
+            46 => { gy * f64::cos(x) }
+            47 => { -gy * f64::sin(x) }
+            48 => { gy * (1.0f64 + y * y) }
+            49 => { gy * f64::cosh(x) }
+            50 => { gy * f64::sinh(x) }
+            51 => { gy / f64::sqrt(1.0f64 - x * x) }
+            52 => { -gy / f64::sqrt(1.0f64 - x * x) }
+            53 => { gy / (1.0f64 + x * x) }
+            54 => { gy / f64::sqrt(x * x + 1.0f64) }
+            55 => { gy / f64::sqrt(x * x - 1.0f64) }
+            56 => { gy / (1.0f64 - x * x) }
             _ => f64::NAN,
         }
     }
@@ -671,6 +1483,18 @@ pub mod reference {
             2 => { x0 * x1 }
             3 => { x0 / x1 }
             4 => { f64::powf(x0, x1) }
+            5 => { if x0 == x1 { 1.0f64 } else { 0.0f64 } }
+            6 => { if x0 != x1 { 1.0f64 } else { 0.0f64 } }
+            7 => { if x0 > x1 { 1.0f64 } else { 0.0f64 } }
+            8 => { if x0 >= x1 { 1.0f64 } else { 0.0f64 } }
+            9 => { if x0 < x1 { 1.0f64 } else { 0.0f64 } }
+            10 => { if x0 <= x1 { 1.0f64 } else { 0.0f64 } }
+            11 => { if x0 != 0.0f64 && x1 != 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            12 => { if x0 != 0.0f64 || x1 != 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            13 => { if (if x0 != 0.0f64 { 1.0f64 } else { 0.0f64 }) != (if x1 != 0.0f64 { 1.0f64 } else { 0.0f64 }) { 1.0f64 } else { 0.0f64 } }
+            14 => { if x0 < x1 { x0 } else { x1 } }
+            15 => { if x0 > x1 { x0 } else { x1 } }
+            16 => { f64::atan2(x0, x1) }
             _ => f64::NAN,
         }
     }
@@ -687,6 +1511,30 @@ pub mod reference {
             (3, 1) => { -gy * x0 / (x1 * x1) }
             (4, 0) => { gy * x1 * f64::powf(x0, x1 - 1.0f64) }
             (4, 1) => { gy * y * f64::ln(x0) }
+            (5, 0) => { 0.0f64 }
+            (5, 1) => { 0.0f64 }
+            (6, 0) => { 0.0f64 }
+            (6, 1) => { 0.0f64 }
+            (7, 0) => { 0.0f64 }
+            (7, 1) => { 0.0f64 }
+            (8, 0) => { 0.0f64 }
+            (8, 1) => { 0.0f64 }
+            (9, 0) => { 0.0f64 }
+            (9, 1) => { 0.0f64 }
+            (10, 0) => { 0.0f64 }
+            (10, 1) => { 0.0f64 }
+            (11, 0) => { 0.0f64 }
+            (11, 1) => { 0.0f64 }
+            (12, 0) => { 0.0f64 }
+            (12, 1) => { 0.0f64 }
+            (13, 0) => { 0.0f64 }
+            (13, 1) => { 0.0f64 }
+            (14, 0) => { if x0 < x1 { gy } else { 0.0f64 } }
+            (14, 1) => { if x0 < x1 { 0.0f64 } else { gy } }
+            (15, 0) => { if x0 > x1 { gy } else { 0.0f64 } }
+            (15, 1) => { if x0 > x1 { 0.0f64 } else { gy } }
+            (16, 0) => { gy * x1 / (x0 * x0 + x1 * x1) }
+            (16, 1) => { -gy * x0 / (x0 * x0 + x1 * x1) }
             _ => f64::NAN,
         }
     }

@@ -1,15 +1,23 @@
 //! Threads: one dedicated rayon pool, sized by `NNCY_NUM_THREADS` (default:
 //! the number of cores), built on first use.  Work below [`MIN_PAR_WORK`]
 //! elements runs on the calling thread without touching the pool.
+//!
+//! A process forked after the pool was built (Python multiprocessing) has no
+//! worker threads: there the kernels run single-threaded instead of waiting
+//! forever for the pool.
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::ops::Range;
 use std::sync::OnceLock;
 
-/// Below this many elements of work a kernel runs single-threaded.
-pub const MIN_PAR_WORK: usize = 32 * 1024;
+/// Below this much work (elements, weighted by a relative cost of 1 for a
+/// cheap elementwise op, up to 8) a kernel runs single-threaded: waking the
+/// pool costs several microseconds, as much as ~256K cheap elements.  With
+/// costs of at most 8, nothing below 32K elements is ever threaded.
+pub const MIN_PAR_WORK: usize = 256 * 1024;
 
-static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
+/// The pool and the id of the process that built it.
+static POOL: OnceLock<(u32, Option<ThreadPool>)> = OnceLock::new();
 
 fn requested_threads() -> usize {
     std::env::var("NNCY_NUM_THREADS")
@@ -22,18 +30,19 @@ fn requested_threads() -> usize {
 /// The pool, or `None` when running single-threaded (one thread requested, or
 /// threads could not be started).
 pub fn pool() -> Option<&'static ThreadPool> {
-    POOL.get_or_init(|| {
+    let (pid, pool) = POOL.get_or_init(|| {
         let n = requested_threads();
-        if n <= 1 {
-            return None;
-        }
-        ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("nncy-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
+        let pool = if n <= 1 {
+            None
+        } else {
+            ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("nncy-{i}")).build().ok()
+        };
+        (std::process::id(), pool)
+    });
+    match pool {
+        Some(p) if *pid == std::process::id() => Some(p),
+        _ => None,
+    }
 }
 
 /// Number of threads the kernels use.
@@ -45,9 +54,9 @@ pub fn num_threads() -> usize {
 /// `rayon::join` and parallel iterators in `f` use it; returns whether it did.
 /// `f` receives that flag: when false it must not use rayon.
 pub fn install<R: Send>(work: usize, f: impl FnOnce(bool) -> R + Send) -> R {
-    match pool() {
-        Some(p) if work >= MIN_PAR_WORK => p.install(|| f(true)),
-        _ => f(false),
+    match if work >= MIN_PAR_WORK { pool() } else { None } {
+        Some(p) => p.install(|| f(true)),
+        None => f(false),
     }
 }
 
@@ -126,17 +135,19 @@ split_tuple!(A a, B b, C c, D d);
 split_tuple!(A a, B b, C c, D d, E e);
 
 /// Runs `f` on pieces of `data` in parallel when `data.len() * cost` (the
-/// elements of work) is large, else on the calling thread in one piece.
+/// work) reaches [`MIN_PAR_WORK`], else on the calling thread in one piece.
 /// Pieces are cut at multiples of 16 units (whole cache lines of f32).
 pub fn par_for<S: Split, F: Fn(S) + Sync>(data: S, cost: usize, f: F) {
     let n = data.len();
     let work = n.saturating_mul(cost.max(1));
-    let pool = match pool() {
-        Some(p) if work >= MIN_PAR_WORK && n > 1 => p,
-        _ => return f(data),
+    if work < MIN_PAR_WORK || n < 2 {
+        return f(data);
+    }
+    let Some(pool) = pool() else {
+        return f(data);
     };
     let threads = pool.current_num_threads();
-    let pieces = (work / (MIN_PAR_WORK / 2)).clamp(1, 4 * threads);
+    let pieces = (work / (MIN_PAR_WORK / 8)).clamp(1, 4 * threads);
     let grain = n.div_ceil(pieces).next_multiple_of(16).min(n);
     pool.install(|| split_rec(data, grain, &f));
 }

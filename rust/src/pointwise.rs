@@ -48,10 +48,11 @@ fn acc(accum: bool, old: f32, v: f32) -> f32 {
     }
 }
 
-/// y = f(x) elementwise; in place (`y = f(y)`) when `x` is `None`.
-pub fn unary<F: Fn(f32) -> f32 + Sync>(x: Option<&[f32]>, y: &mut [f32], f: F) {
+/// y = f(x) elementwise; in place (`y = f(y)`) when `x` is `None`.  `cost`:
+/// relative cost of `f` per element (1: an add, up to 8), for threading.
+pub fn unary<F: Fn(f32) -> f32 + Sync>(x: Option<&[f32]>, y: &mut [f32], cost: usize, f: F) {
     match x {
-        Some(x) => par_for((y, x), 1, |(y, x)| {
+        Some(x) => par_for((y, x), cost, |(y, x)| {
             simd::dispatch(
                 #[inline(always)]
                 || {
@@ -61,7 +62,7 @@ pub fn unary<F: Fn(f32) -> f32 + Sync>(x: Option<&[f32]>, y: &mut [f32], f: F) {
                 },
             )
         }),
-        None => par_for(y, 1, |y| {
+        None => par_for(y, cost, |y| {
             simd::dispatch(
                 #[inline(always)]
                 || {
@@ -81,9 +82,10 @@ pub fn unary_grad<F: Fn(f32, f32, f32) -> f32 + Sync>(
     gy: &[f32],
     gx: &mut [f32],
     accum: bool,
+    cost: usize,
     f: F,
 ) {
-    par_for((gx, x, y, gy), 1, |(gx, x, y, gy)| {
+    par_for((gx, x, y, gy), cost, |(gx, x, y, gy)| {
         simd::dispatch(
             #[inline(always)]
             || {
@@ -221,6 +223,7 @@ pub fn binary<F: Fn(f32, f32) -> f32 + Sync>(
     x0: Operand,
     x1: Operand,
     y: &mut [f32],
+    cost: usize,
     f: F,
 ) {
     let n = lay.size().min(y.len());
@@ -230,7 +233,7 @@ pub fn binary<F: Fn(f32, f32) -> f32 + Sync>(
     let dummy = Input { data: &[0.0], base: 0 };
     let r0 = Reader { input: i0.unwrap_or(dummy), step: s0 };
     let r1 = Reader { input: i1.unwrap_or(dummy), step: s1 };
-    par_for((&mut y[..n], 0..n), 1, |(y, range)| {
+    par_for((&mut y[..n], 0..n), cost, |(y, range)| {
         let start = range.start;
         simd::dispatch(
             #[inline(always)]
@@ -289,6 +292,7 @@ pub fn binary_grad<F: Fn(f32, f32, f32, f32) -> f32 + Sync>(
     gy: &[f32],
     g: &mut [f32],
     accum: bool,
+    cost: usize,
     f: F,
 ) {
     let n = lay.size().min(g.len()).min(y.len()).min(gy.len());
@@ -296,7 +300,7 @@ pub fn binary_grad<F: Fn(f32, f32, f32, f32) -> f32 + Sync>(
     let (k0, k1) = (kind(Some(x0), s0), kind(Some(x1), s1));
     let r0 = Reader { input: x0, step: s0 };
     let r1 = Reader { input: x1, step: s1 };
-    par_for((&mut g[..n], &y[..n], &gy[..n], 0..n), 1, |(g, y, gy, range)| {
+    par_for((&mut g[..n], &y[..n], &gy[..n], 0..n), cost, |(g, y, gy, range)| {
         let start = range.start;
         simd::dispatch(
             #[inline(always)]
@@ -447,17 +451,17 @@ mod tests {
 
     #[test]
     fn unary_inplace_and_not() {
-        for n in [0, 1, 17, 100_000, 1 << 20] {
+        for n in [0, 1, 17, 100_000, 1 << 20, 3 << 20] {
             let x = random(n, 1);
             let mut y = vec![0.0; n];
-            unary(Some(&x), &mut y, |v| v * 2.0 + 1.0);
+            unary(Some(&x), &mut y, 1, |v| v * 2.0 + 1.0);
             assert!(y.iter().zip(&x).all(|(y, x)| *y == x * 2.0 + 1.0));
-            unary(None, &mut y, |v| v - 1.0);
+            unary(None, &mut y, 1, |v| v - 1.0);
             assert!(y.iter().zip(&x).all(|(y, x)| *y == x * 2.0));
             let mut gx = vec![1.0; n];
-            unary_grad(&x, &y, &x, &mut gx, true, |x, y, gy| x + y * gy);
+            unary_grad(&x, &y, &x, &mut gx, true, 1, |x, y, gy| x + y * gy);
             assert!(gx.iter().zip(&x).all(|(g, x)| *g == 1.0 + (x + x * 2.0 * x)));
-            unary_grad(&x, &y, &x, &mut gx, false, |x, _, _| x);
+            unary_grad(&x, &y, &x, &mut gx, false, 8, |x, _, _| x);
             assert_eq!(gx, x);
         }
     }
@@ -466,18 +470,18 @@ mod tests {
     /// elements with a base offset (for negative strides).
     fn cases() -> Vec<(Vec<usize>, Vec<isize>, Vec<isize>, usize, usize)> {
         vec![
-            (vec![3, 4], vec![4, 1], vec![4, 1], 0, 0),           // same shape
-            (vec![300, 400], vec![400, 1], vec![0, 1], 0, 0),     // row broadcast
-            (vec![300, 400], vec![400, 1], vec![1, 0], 0, 0),     // column broadcast
-            (vec![300, 400], vec![0, 0], vec![400, 1], 0, 0),     // scalar
+            (vec![3, 4], vec![4, 1], vec![4, 1], 0, 0),            // same shape
+            (vec![300, 400], vec![400, 1], vec![0, 1], 0, 0),      // row broadcast
+            (vec![300, 400], vec![400, 1], vec![1, 0], 0, 0),      // column broadcast
+            (vec![300, 400], vec![0, 0], vec![400, 1], 0, 0),      // scalar
             (vec![2, 3, 4], vec![12, 4, 1], vec![-4, 0, 1], 0, 8), // negative stride
-            (vec![5, 7], vec![1, 5], vec![7, -1], 0, 6),          // transposed, reversed
+            (vec![5, 7], vec![1, 5], vec![7, -1], 0, 6),           // transposed, reversed
             (vec![2, 1, 3, 1], vec![3, 9, 1, 0], vec![0, 0, 1, 0], 0, 0),
-            (vec![512, 300], vec![300, 1], vec![1, 512], 0, 0),   // transpose, large
+            (vec![512, 300], vec![300, 1], vec![1, 512], 0, 0), // transpose, large
             (vec![3, 40, 50], vec![2000, 50, 1], vec![1, 3, 120], 0, 0), // planes transposed
             (vec![2, 70, 33], vec![0, 1, -70], vec![0, 33, 1], 2310, 0), // reversed columns
-            (vec![], vec![], vec![], 0, 0),                       // scalar
-            (vec![4, 0, 3], vec![0, 3, 1], vec![0, 3, 1], 0, 0),  // empty
+            (vec![], vec![], vec![], 0, 0),                     // scalar
+            (vec![4, 0, 3], vec![0, 3, 1], vec![0, 3, 1], 0, 0), // empty
         ]
     }
 
@@ -492,14 +496,14 @@ mod tests {
             let x0 = Input::new(&d0, b0, &shape, &s0).unwrap();
             let x1 = Input::new(&d1, b1, &shape, &s1).unwrap();
             let mut y = vec![f32::NAN; n];
-            binary(&lay, Operand::In(x0), Operand::In(x1), &mut y, f);
+            binary(&lay, Operand::In(x0), Operand::In(x1), &mut y, 8, f);
             let want = reference(&shape, [(&d0, b0, &s0), (&d1, b1, &s1)], f);
             assert_eq!(y, want, "{shape:?} {s0:?} {s1:?}");
 
             // gradient with accumulation: g = 1 + x0 * x1 + y * gy
             let gy = random(n, 4);
             let mut g = vec![1.0; n];
-            binary_grad(&lay, x0, x1, &y, &gy, &mut g, true, |a, b, y, gy| a * b + y * gy);
+            binary_grad(&lay, x0, x1, &y, &gy, &mut g, true, 8, |a, b, y, gy| a * b + y * gy);
             let ab = reference(&shape, [(&d0, b0, &s0), (&d1, b1, &s1)], |a, b| a * b);
             for i in 0..n {
                 assert_eq!(g[i], 1.0 + (ab[i] + y[i] * gy[i]), "{shape:?} at {i}");
@@ -515,11 +519,12 @@ mod tests {
         for which in 0..2 {
             let mut y = random(120_000, 6);
             let orig = y.clone();
-            let (s0, s1): ([isize; 2], [isize; 2]) = if which == 0 { ([cs[0], cs[1]], [0, 1]) } else { ([0, 1], [cs[0], cs[1]]) };
+            let (s0, s1): ([isize; 2], [isize; 2]) =
+                if which == 0 { ([cs[0], cs[1]], [0, 1]) } else { ([0, 1], [cs[0], cs[1]]) };
             let lay = Layout::new(&shape, [&s0, &s1]).unwrap();
             let other = Operand::In(Input { data: &x1, base: 0 });
             let (a, b) = if which == 0 { (Operand::Out, other) } else { (other, Operand::Out) };
-            binary(&lay, a, b, &mut y, |a, b| a - 2.0 * b);
+            binary(&lay, a, b, &mut y, 8, |a, b| a - 2.0 * b);
             for i in 0..y.len() {
                 let (o, r) = (orig[i], x1[i % 400]);
                 let want = if which == 0 { o - 2.0 * r } else { r - 2.0 * o };
@@ -529,7 +534,7 @@ mod tests {
         let mut y = random(1000, 7);
         let orig = y.clone();
         let lay = Layout::new(&[1000], [&[1], &[1]]).unwrap();
-        binary(&lay, Operand::Out, Operand::Out, &mut y, |a, b| a * b);
+        binary(&lay, Operand::Out, Operand::Out, &mut y, 1, |a, b| a * b);
         assert!(y.iter().zip(&orig).all(|(y, o)| *y == o * o));
     }
 

@@ -56,12 +56,13 @@ impl Reducer for Prod {
     }
 }
 
-/// Widest column chunk.
-pub const W: usize = 256;
+/// Widest column chunk: rows of up to W floats are streamed through, their
+/// partial results (a few times W floats) staying in L1/L2.
+pub const W: usize = 2048;
+/// Narrow rows are packed to at least this width (and less than 4x it).
+const MIN_WIDTH: usize = 64;
 /// Rows reduced serially before partial results are combined pairwise.
 const BLOCK: usize = 32;
-/// Narrow rows are packed to at least this width.
-const MIN_WIDTH: usize = 64;
 
 #[inline(always)]
 fn combine_into<R: Reducer>(acc: &mut [f32], row: &[f32]) {
@@ -192,7 +193,7 @@ fn reduce_one<R: Reducer>(
     let m = MIN_WIDTH.div_ceil(inner).next_power_of_two();
     let w = m * inner;
     let packed = r / m;
-    let mut acc = [R::IDENTITY; W];
+    let mut acc = [R::IDENTITY; 4 * MIN_WIDTH];
     let acc = &mut acc[..w];
     if packed > 0 {
         rows_reduce::<R>(x, w, packed, acc, parallel);
@@ -218,7 +219,7 @@ fn reduce_one<R: Reducer>(
 fn reduce_impl<R: Reducer>(x: &[f32], y: &mut [f32], outer: usize, r: usize, inner: usize, scale: f32, accum: bool) {
     let finish = move |o: &mut f32, v: f32| *o = if accum { *o + scale * v } else { scale * v };
     let per = r * inner;
-    if outer >= 4 * par::num_threads() || per < par::MIN_PAR_WORK {
+    if per < par::MIN_PAR_WORK || outer >= 4 * par::num_threads() {
         // Many (or small) independent reductions: split over `outer`.
         par_for((par::Rows(y, inner), par::Rows(x, per)), per, |(par::Rows(y, _), par::Rows(x, _))| {
             for (yo, xo) in y.chunks_exact_mut(inner).zip(x.chunks_exact(per.max(1))) {
@@ -247,7 +248,16 @@ pub const PROD: u32 = 3;
 /// y (outer, inner) = (accum ? y : 0) + scale * R_j x[o, j, i] for x viewed
 /// as (outer, r, inner).
 #[allow(clippy::too_many_arguments)]
-pub fn reduce(op: u32, x: &[f32], y: &mut [f32], outer: usize, r: usize, inner: usize, scale: f32, accum: bool) -> crate::Result {
+pub fn reduce(
+    op: u32,
+    x: &[f32],
+    y: &mut [f32],
+    outer: usize,
+    r: usize,
+    inner: usize,
+    scale: f32,
+    accum: bool,
+) -> crate::Result {
     let n_in = outer.checked_mul(r).and_then(|v| v.checked_mul(inner)).ok_or(Error::Invalid)?;
     if x.len() < n_in || y.len() < outer * inner {
         return Err(Error::Invalid);
@@ -326,7 +336,10 @@ mod tests {
                 let tol = if op == PROD { 1e-4 } else { 1e-5 };
                 for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
                     let w = 1.0 + 0.5 * w;
-                    assert!((g as f64 - w).abs() <= tol * w.abs().max(1.0) || (g as f64) == w, "op {op} {outer}x{r}x{inner} at {i}: {g} vs {w}");
+                    assert!(
+                        (g as f64 - w).abs() <= tol * w.abs().max(1.0) || (g as f64) == w,
+                        "op {op} {outer}x{r}x{inner} at {i}: {g} vs {w}"
+                    );
                 }
                 reduce(op, &x, &mut y, outer, r, inner, 1.0, false).unwrap();
                 for (&g, &w) in y.iter().zip(&want) {

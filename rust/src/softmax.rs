@@ -295,7 +295,11 @@ pub fn softmax_ce_grad(
         simd::dispatch(
             #[inline(always)]
             || {
-                let rows = gx.chunks_exact_mut(per).zip(x.chunks_exact(per)).zip(t.chunks_exact(inner)).zip(gy.chunks_exact(inner));
+                let rows = gx
+                    .chunks_exact_mut(per)
+                    .zip(x.chunks_exact(per))
+                    .zip(t.chunks_exact(inner))
+                    .zip(gy.chunks_exact(inner));
                 for (((gx, x), t), gy) in rows {
                     if inner == 1 {
                         let m = lanes::<Max>(x, |v| v);
@@ -394,7 +398,10 @@ mod tests {
                         for j in 0..c {
                             let (yv, g) = (y[at(j)] as f64, gy[at(j)] as f64);
                             let w = 0.5 + if log { g - yv.exp() * d } else { yv * (g - d) };
-                            assert!((gx[at(j)] as f64 - w).abs() < 1e-4 * (1.0 + w.abs()), "log={log} {outer}x{c}x{inner}");
+                            assert!(
+                                (gx[at(j)] as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
+                                "log={log} {outer}x{c}x{inner}"
+                            );
                         }
                     }
                 }
@@ -413,7 +420,8 @@ mod tests {
             softmax_ce(&x, &t, &mut y, outer, c, inner).unwrap();
             let ls = ref_softmax(&x, outer, c, inner, true);
             let sm = ref_softmax(&x, outer, c, inner, false);
-            let want: Vec<f64> = (0..outer * inner).map(|k| -ls[((k / inner) * c + t[k] as usize) * inner + k % inner]).collect();
+            let want: Vec<f64> =
+                (0..outer * inner).map(|k| -ls[((k / inner) * c + t[k] as usize) * inner + k % inner]).collect();
             close(&y, &want, 2e-5);
             let mut gx = vec![1.0; n];
             softmax_ce_grad(&x, &t, &gy, &mut gx, outer, c, inner, true).unwrap();

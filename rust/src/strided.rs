@@ -92,7 +92,8 @@ impl<const N: usize> Layout<N> {
                 continue;
             }
             let nd = l.ndim;
-            let mergeable = nd > 0 && (0..N).all(|k| strides[k][d].checked_mul(shape[d] as isize) == Some(l.strides[k][nd - 1]));
+            let mergeable =
+                nd > 0 && (0..N).all(|k| strides[k][d].checked_mul(shape[d] as isize) == Some(l.strides[k][nd - 1]));
             if mergeable {
                 l.shape[nd - 1] *= shape[d];
                 for k in 0..N {

@@ -45,7 +45,11 @@ pub fn exp(x: f32) -> f32 {
     let n = t - ROUND_MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let r = madd(n, -LN2_LO, madd(n, -LN2_HI, x));
-    let p = madd(madd(madd(madd(madd(1.987_569_1e-4, r, 1.398_199_9e-3), r, 8.333_452e-3), r, 4.166_579_6e-2), r, 0.166_666_65), r, 0.5);
+    let p = madd(
+        madd(madd(madd(madd(1.987_569_1e-4, r, 1.398_199_9e-3), r, 8.333_452e-3), r, 4.166_579_6e-2), r, 0.166_666_65),
+        r,
+        0.5,
+    );
     let e = madd(p, r * r, r) + 1.0;
     // 2^n in two factors, so that subnormal results are rounded only once.
     let n1 = ni >> 1;
@@ -66,7 +70,27 @@ pub fn ln(x: f32) -> f32 {
     let e = (if low { e - 1 } else { e }) as f32;
     let f = if low { m + m - 1.0 } else { m - 1.0 };
     let z = f * f;
-    let p = madd(madd(madd(madd(madd(madd(madd(madd(7.037_683_6e-2, f, -0.115_146_1), f, 0.116_769_98), f, -0.124_201_41), f, 0.142_493_23), f, -0.166_680_57), f, 0.200_007_15), f, -0.249_999_94), f, 0.333_333_3);
+    let p = madd(
+        madd(
+            madd(
+                madd(
+                    madd(
+                        madd(madd(madd(7.037_683_6e-2, f, -0.115_146_1), f, 0.116_769_98), f, -0.124_201_41),
+                        f,
+                        0.142_493_23,
+                    ),
+                    f,
+                    -0.166_680_57,
+                ),
+                f,
+                0.200_007_15,
+            ),
+            f,
+            -0.249_999_94,
+        ),
+        f,
+        0.333_333_3,
+    );
     let y = madd(z, -0.5, madd(e, -2.121_944_4e-4, p * f * z));
     let r = madd(e, 0.693_359_4, f + y);
     let r = if x == 0.0 { f32::NEG_INFINITY } else { r };
@@ -83,7 +107,11 @@ pub fn ln(x: f32) -> f32 {
 pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
-    let p = madd(madd(madd(madd(-5.704_988_7e-3, z, 2.063_908_9e-2), z, -5.373_971_6e-2), z, 0.133_314_42), z, -0.333_332_82);
+    let p = madd(
+        madd(madd(madd(-5.704_988_7e-3, z, 2.063_908_9e-2), z, -5.373_971_6e-2), z, 0.133_314_42),
+        z,
+        -0.333_332_82,
+    );
     let small = madd(x * z, p, x);
     let big = 1.0 - 2.0 / (exp(a + a) + 1.0);
     (if a < 0.625 { small } else { big }).copysign(x)
@@ -230,7 +258,12 @@ mod tests {
     fn exhaustive() {
         use rayon::prelude::*;
         type Case = (&'static str, fn(f32) -> f32, fn(f64) -> f64);
-        let cases: [Case; 4] = [("exp", exp, f64::exp), ("ln", ln, f64::ln), ("tanh", tanh, f64::tanh), ("sigmoid", sigmoid, reference::sigmoid)];
+        let cases: [Case; 4] = [
+            ("exp", exp, f64::exp),
+            ("ln", ln, f64::ln),
+            ("tanh", tanh, f64::tanh),
+            ("sigmoid", sigmoid, reference::sigmoid),
+        ];
         for (name, f, r) in cases {
             let worst = (0..=u32::MAX >> 16)
                 .into_par_iter()

@@ -7,9 +7,10 @@
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
 // codes as in the Rust kernels.
-#pragma once
+#ifndef NNCY_POINTWISE_GEN_CU
+#define NNCY_POINTWISE_GEN_CU
 
-#define NNCY_OPS_SIGNATURE 0xd4d0f83725f0b461ULL
+#define NNCY_OPS_SIGNATURE 0x05b07bc4e5449ec8ULL
 
 __device__ __forceinline__ float nncy_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
@@ -40,14 +41,57 @@ __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : 
     X(abs, 22, 0) \
     X(exp, 23, 0) \
     X(log, 24, 0) \
-    X(identity, 25, 0)
+    X(identity, 25, 0) \
+    X(equal_scalar, 26, 1) \
+    X(not_equal_scalar, 27, 1) \
+    X(greater_scalar, 28, 1) \
+    X(greater_equal_scalar, 29, 1) \
+    X(less_scalar, 30, 1) \
+    X(less_equal_scalar, 31, 1) \
+    X(logical_and_scalar, 32, 1) \
+    X(logical_or_scalar, 33, 1) \
+    X(logical_xor_scalar, 34, 1) \
+    X(logical_not, 35, 0) \
+    X(sign, 36, 1) \
+    X(minimum_scalar, 37, 1) \
+    X(maximum_scalar, 38, 1) \
+    X(isnan, 39, 0) \
+    X(isinf, 40, 0) \
+    X(reset_nan, 41, 1) \
+    X(reset_inf, 42, 1) \
+    X(round, 43, 0) \
+    X(ceil, 44, 0) \
+    X(floor, 45, 0) \
+    X(sin, 46, 0) \
+    X(cos, 47, 0) \
+    X(tan, 48, 0) \
+    X(sinh, 49, 0) \
+    X(cosh, 50, 0) \
+    X(asin, 51, 0) \
+    X(acos, 52, 0) \
+    X(atan, 53, 0) \
+    X(asinh, 54, 0) \
+    X(acosh, 55, 0) \
+    X(atanh, 56, 0)
 
 #define NNCY_BINARY_OPS(X) \
     X(add2, 0, 0) \
     X(sub2, 1, 0) \
     X(mul2, 2, 0) \
     X(div2, 3, 0) \
-    X(pow2, 4, 0)
+    X(pow2, 4, 0) \
+    X(equal, 5, 0) \
+    X(not_equal, 6, 0) \
+    X(greater, 7, 0) \
+    X(greater_equal, 8, 0) \
+    X(less, 9, 0) \
+    X(less_equal, 10, 0) \
+    X(logical_and, 11, 0) \
+    X(logical_or, 12, 0) \
+    X(logical_xor, 13, 0) \
+    X(minimum2, 14, 0) \
+    X(maximum2, 15, 0) \
+    X(atan2, 16, 0)
 
 // ReLU (unary op 0): x if x > 0 else 0
 __device__ __forceinline__ float nncy_fwd_relu(float x) { return x > 0.0f ? x : 0.0f; }
@@ -153,6 +197,130 @@ __device__ __forceinline__ float nncy_grad0_log(float x, float y, float gy) { re
 __device__ __forceinline__ float nncy_fwd_identity(float x) { return x; }
 __device__ __forceinline__ float nncy_grad0_identity(float x, float y, float gy) { return gy; }
 
+// EqualScalar (unary op 26): x0 == val
+__device__ __forceinline__ float nncy_fwd_equal_scalar(float x0, float val) { return x0 == val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_equal_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// NotEqualScalar (unary op 27): x0 != val
+__device__ __forceinline__ float nncy_fwd_not_equal_scalar(float x0, float val) { return x0 != val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_not_equal_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// GreaterScalar (unary op 28): x0 > val
+__device__ __forceinline__ float nncy_fwd_greater_scalar(float x0, float val) { return x0 > val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_greater_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// GreaterEqualScalar (unary op 29): x0 >= val
+__device__ __forceinline__ float nncy_fwd_greater_equal_scalar(float x0, float val) { return x0 >= val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_greater_equal_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LessScalar (unary op 30): x0 < val
+__device__ __forceinline__ float nncy_fwd_less_scalar(float x0, float val) { return x0 < val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_less_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LessEqualScalar (unary op 31): x0 <= val
+__device__ __forceinline__ float nncy_fwd_less_equal_scalar(float x0, float val) { return x0 <= val ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_less_equal_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LogicalAndScalar (unary op 32): x0 != 0 and val
+__device__ __forceinline__ float nncy_fwd_logical_and_scalar(float x0, float val) { return x0 != 0.0f && val != 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_and_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LogicalOrScalar (unary op 33): x0 != 0 or val
+__device__ __forceinline__ float nncy_fwd_logical_or_scalar(float x0, float val) { return x0 != 0.0f || val != 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_or_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LogicalXorScalar (unary op 34): (x0 != 0) != (val != 0)
+__device__ __forceinline__ float nncy_fwd_logical_xor_scalar(float x0, float val) { return (x0 != 0.0f ? 1.0f : 0.0f) != (val != 0.0f ? 1.0f : 0.0f) ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_xor_scalar(float x0, float y, float gy, float val) { return 0.0f; }
+
+// LogicalNot (unary op 35): x0 == 0
+__device__ __forceinline__ float nncy_fwd_logical_not(float x0) { return x0 == 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_not(float x0, float y, float gy) { return 0.0f; }
+
+// Sign (unary op 36): 1 if x > 0 else (-1 if x < 0 else alpha)
+__device__ __forceinline__ float nncy_fwd_sign(float x, float alpha) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : alpha); }
+__device__ __forceinline__ float nncy_grad0_sign(float x, float y, float gy, float alpha) { return gy; }
+
+// MinimumScalar (unary op 37): x if x < val else val
+__device__ __forceinline__ float nncy_fwd_minimum_scalar(float x, float val) { return x < val ? x : val; }
+__device__ __forceinline__ float nncy_grad0_minimum_scalar(float x, float y, float gy, float val) { return x < val ? gy : 0.0f; }
+
+// MaximumScalar (unary op 38): x if x > val else val
+__device__ __forceinline__ float nncy_fwd_maximum_scalar(float x, float val) { return x > val ? x : val; }
+__device__ __forceinline__ float nncy_grad0_maximum_scalar(float x, float y, float gy, float val) { return x > val ? gy : 0.0f; }
+
+// IsNaN (unary op 39): isnan(x0)
+__device__ __forceinline__ float nncy_fwd_isnan(float x0) { return isnan(x0) ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_isnan(float x0, float y, float gy) { return 0.0f; }
+
+// IsInf (unary op 40): isinf(x0)
+__device__ __forceinline__ float nncy_fwd_isinf(float x0) { return isinf(x0) ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_isinf(float x0, float y, float gy) { return 0.0f; }
+
+// ResetNaN (unary op 41): val if isnan(x0) else x0
+__device__ __forceinline__ float nncy_fwd_reset_nan(float x0, float val) { return isnan(x0) ? val : x0; }
+__device__ __forceinline__ float nncy_grad0_reset_nan(float x0, float y, float gy, float val) { return isnan(x0) ? 0.0f : gy; }
+
+// ResetInf (unary op 42): val if isinf(x0) else x0
+__device__ __forceinline__ float nncy_fwd_reset_inf(float x0, float val) { return isinf(x0) ? val : x0; }
+__device__ __forceinline__ float nncy_grad0_reset_inf(float x0, float y, float gy, float val) { return isinf(x0) ? 0.0f : gy; }
+
+// Round (unary op 43): round(x)
+__device__ __forceinline__ float nncy_fwd_round(float x) { return roundf(x); }
+__device__ __forceinline__ float nncy_grad0_round(float x, float y, float gy) { return gy; }
+
+// Ceil (unary op 44): ceil(x)
+__device__ __forceinline__ float nncy_fwd_ceil(float x) { return ceilf(x); }
+__device__ __forceinline__ float nncy_grad0_ceil(float x, float y, float gy) { return gy; }
+
+// Floor (unary op 45): floor(x)
+__device__ __forceinline__ float nncy_fwd_floor(float x) { return floorf(x); }
+__device__ __forceinline__ float nncy_grad0_floor(float x, float y, float gy) { return gy; }
+
+// Sin (unary op 46): sin(x)
+__device__ __forceinline__ float nncy_fwd_sin(float x) { return sinf(x); }
+__device__ __forceinline__ float nncy_grad0_sin(float x, float y, float gy) { return gy * cosf(x); }
+
+// Cos (unary op 47): cos(x)
+__device__ __forceinline__ float nncy_fwd_cos(float x) { return cosf(x); }
+__device__ __forceinline__ float nncy_grad0_cos(float x, float y, float gy) { return -gy * sinf(x); }
+
+// Tan (unary op 48): tan(x)
+__device__ __forceinline__ float nncy_fwd_tan(float x) { return tanf(x); }
+__device__ __forceinline__ float nncy_grad0_tan(float x, float y, float gy) { return gy * (1.0f + y * y); }
+
+// Sinh (unary op 49): sinh(x)
+__device__ __forceinline__ float nncy_fwd_sinh(float x) { return sinhf(x); }
+__device__ __forceinline__ float nncy_grad0_sinh(float x, float y, float gy) { return gy * coshf(x); }
+
+// Cosh (unary op 50): cosh(x)
+__device__ __forceinline__ float nncy_fwd_cosh(float x) { return coshf(x); }
+__device__ __forceinline__ float nncy_grad0_cosh(float x, float y, float gy) { return gy * sinhf(x); }
+
+// ASin (unary op 51): asin(x)
+__device__ __forceinline__ float nncy_fwd_asin(float x) { return asinf(x); }
+__device__ __forceinline__ float nncy_grad0_asin(float x, float y, float gy) { return gy / sqrtf(1.0f - x * x); }
+
+// ACos (unary op 52): acos(x)
+__device__ __forceinline__ float nncy_fwd_acos(float x) { return acosf(x); }
+__device__ __forceinline__ float nncy_grad0_acos(float x, float y, float gy) { return -gy / sqrtf(1.0f - x * x); }
+
+// ATan (unary op 53): atan(x)
+__device__ __forceinline__ float nncy_fwd_atan(float x) { return atanf(x); }
+__device__ __forceinline__ float nncy_grad0_atan(float x, float y, float gy) { return gy / (1.0f + x * x); }
+
+// ASinh (unary op 54): asinh(x)
+__device__ __forceinline__ float nncy_fwd_asinh(float x) { return asinhf(x); }
+__device__ __forceinline__ float nncy_grad0_asinh(float x, float y, float gy) { return gy / sqrtf(x * x + 1.0f); }
+
+// ACosh (unary op 55): acosh(x)
+__device__ __forceinline__ float nncy_fwd_acosh(float x) { return acoshf(x); }
+__device__ __forceinline__ float nncy_grad0_acosh(float x, float y, float gy) { return gy / sqrtf(x * x - 1.0f); }
+
+// ATanh (unary op 56): atanh(x)
+__device__ __forceinline__ float nncy_fwd_atanh(float x) { return atanhf(x); }
+__device__ __forceinline__ float nncy_grad0_atanh(float x, float y, float gy) { return gy / (1.0f - x * x); }
+
 // Add2 (binary op 0): x0 + x1
 __device__ __forceinline__ float nncy_fwd_add2(float x0, float x1) { return x0 + x1; }
 __device__ __forceinline__ float nncy_grad0_add2(float x0, float x1, float y, float gy) { return gy; }
@@ -177,3 +345,65 @@ __device__ __forceinline__ float nncy_grad1_div2(float x0, float x1, float y, fl
 __device__ __forceinline__ float nncy_fwd_pow2(float x0, float x1) { return powf(x0, x1); }
 __device__ __forceinline__ float nncy_grad0_pow2(float x0, float x1, float y, float gy) { return gy * x1 * powf(x0, x1 - 1.0f); }
 __device__ __forceinline__ float nncy_grad1_pow2(float x0, float x1, float y, float gy) { return gy * y * logf(x0); }
+
+// Equal (binary op 5): x0 == x1
+__device__ __forceinline__ float nncy_fwd_equal(float x0, float x1) { return x0 == x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// NotEqual (binary op 6): x0 != x1
+__device__ __forceinline__ float nncy_fwd_not_equal(float x0, float x1) { return x0 != x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_not_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_not_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// Greater (binary op 7): x0 > x1
+__device__ __forceinline__ float nncy_fwd_greater(float x0, float x1) { return x0 > x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_greater(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_greater(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// GreaterEqual (binary op 8): x0 >= x1
+__device__ __forceinline__ float nncy_fwd_greater_equal(float x0, float x1) { return x0 >= x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_greater_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_greater_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// Less (binary op 9): x0 < x1
+__device__ __forceinline__ float nncy_fwd_less(float x0, float x1) { return x0 < x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_less(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_less(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// LessEqual (binary op 10): x0 <= x1
+__device__ __forceinline__ float nncy_fwd_less_equal(float x0, float x1) { return x0 <= x1 ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_less_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_less_equal(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// LogicalAnd (binary op 11): x0 != 0 and x1 != 0
+__device__ __forceinline__ float nncy_fwd_logical_and(float x0, float x1) { return x0 != 0.0f && x1 != 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_and(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_logical_and(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// LogicalOr (binary op 12): x0 != 0 or x1 != 0
+__device__ __forceinline__ float nncy_fwd_logical_or(float x0, float x1) { return x0 != 0.0f || x1 != 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_or(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_logical_or(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// LogicalXor (binary op 13): (x0 != 0) != (x1 != 0)
+__device__ __forceinline__ float nncy_fwd_logical_xor(float x0, float x1) { return (x0 != 0.0f ? 1.0f : 0.0f) != (x1 != 0.0f ? 1.0f : 0.0f) ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_logical_xor(float x0, float x1, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_logical_xor(float x0, float x1, float y, float gy) { return 0.0f; }
+
+// Minimum2 (binary op 14): x0 if x0 < x1 else x1
+__device__ __forceinline__ float nncy_fwd_minimum2(float x0, float x1) { return x0 < x1 ? x0 : x1; }
+__device__ __forceinline__ float nncy_grad0_minimum2(float x0, float x1, float y, float gy) { return x0 < x1 ? gy : 0.0f; }
+__device__ __forceinline__ float nncy_grad1_minimum2(float x0, float x1, float y, float gy) { return x0 < x1 ? 0.0f : gy; }
+
+// Maximum2 (binary op 15): x0 if x0 > x1 else x1
+__device__ __forceinline__ float nncy_fwd_maximum2(float x0, float x1) { return x0 > x1 ? x0 : x1; }
+__device__ __forceinline__ float nncy_grad0_maximum2(float x0, float x1, float y, float gy) { return x0 > x1 ? gy : 0.0f; }
+__device__ __forceinline__ float nncy_grad1_maximum2(float x0, float x1, float y, float gy) { return x0 > x1 ? 0.0f : gy; }
+
+// ATan2 (binary op 16): atan2(x0, x1)
+__device__ __forceinline__ float nncy_fwd_atan2(float x0, float x1) { return atan2f(x0, x1); }
+__device__ __forceinline__ float nncy_grad0_atan2(float x0, float x1, float y, float gy) { return gy * x1 / (x0 * x0 + x1 * x1); }
+__device__ __forceinline__ float nncy_grad1_atan2(float x0, float x1, float y, float gy) { return -gy * x0 / (x0 * x0 + x1 * x1); }
+
+#endif  // NNCY_POINTWISE_GEN_CU

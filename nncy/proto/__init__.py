@@ -1,0 +1,1 @@
+"""Protocol-buffer schema of NNabla's model files (NNP); see nnabla.proto."""

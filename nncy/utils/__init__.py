@@ -1,0 +1,1 @@
+"""Utilities (NNabla's ``nnabla.utils``)."""
