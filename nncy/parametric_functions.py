@@ -259,9 +259,11 @@ def group_normalization(inp, num_groups, channel_axis=1, batch_axis=0, eps=1e-05
 # ---- recurrent and attention layers ----------------------------------------
 
 def _recurrent(fn, gates, x, h, c, w0_init, w_init, b_init, num_layers, dropout,
-               bidirectional, training, rng, with_bias, fix_parameters, **extra):
+               bidirectional, training, rng, with_bias, fix_parameters, bias_gates=None,
+               **extra):
     """Creates ``weight_l0``, ``weight`` and ``bias`` as the recurrent functions
-    lay them out, then calls ``fn``."""
+    lay them out (``bias_gates`` bias blocks per layer, GRU has 4), then calls
+    ``fn``."""
     d = 2 if bidirectional else 1
     hidden = h.shape[-1]
     in_size = x.shape[-1]
@@ -276,8 +278,9 @@ def _recurrent(fn, gates, x, h, c, w0_init, w_init, b_init, num_layers, dropout,
                    w_init or default, fix_parameters)
     b = None
     if with_bias:
-        b = _param('bias', (num_layers, d) + gshape + (hidden,), b_init or default,
-                   fix_parameters)
+        bg = bias_gates or gates
+        b = _param('bias', (num_layers, d) + ((bg,) if bg > 1 else ()) + (hidden,),
+                   b_init or default, fix_parameters)
     inputs = (x, h) if c is None else (x, h, c)
     return fn(*inputs, w0, w, b, num_layers=num_layers, dropout=dropout,
               bidirectional=bidirectional, training=training, **extra)
@@ -306,7 +309,7 @@ def gru(x, h, w0_init=None, w_init=None, b_init=None, num_layers=1, dropout=0.0,
         bidirectional=False, training=True, rng=None, with_bias=True, fix_parameters=False):
     """GRU layers over a (T, B, I) sequence; returns (y, h_n)."""
     return _recurrent(F.gru, 3, x, h, None, w0_init, w_init, b_init, num_layers, dropout,
-                      bidirectional, training, rng, with_bias, fix_parameters)
+                      bidirectional, training, rng, with_bias, fix_parameters, bias_gates=4)
 
 
 @parametric_function_api('multi_head_attention')
@@ -333,9 +336,8 @@ def multi_head_attention(query, key, value, num_heads=12, dropout=0.0, rng=None,
     qb, kb, vb, ob = b('q_bias', (e,)), b('k_bias', (e,)), b('v_bias', (e,)), b('out_bias', (e,))
     bk = bv = None
     if add_attn_bias:
-        bk = _param('attn_bias_k', (1, 1, e), init.get('attn_bias_k', I.ConstantInitializer(0)),
+        bk = _param('attn_bias_k', (e,), init.get('attn_bias_k', I.ConstantInitializer(0)),
                     fix_parameters)
-        bv = _param('attn_bias_v', (1, 1, e), init.get('attn_bias_v', I.ConstantInitializer(0)),
-                    fix_parameters)
+        bv = _param('attn_bias_v', (e,), init.get('attn_bias_v', I.ConstantInitializer(0)), fix_parameters)
     return F.multi_head_attention(query, key, value, num_heads, qw, kw, vw, ow, qb, kb, vb, ob,
                                   bk, bv, dropout, additive_mask, key_padding_mask)
