@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --quiet --manifest-path rust/Cargo.toml
-python3 -m nncy._codegen --check
+python3 nncy/_codegen.py --check
 python3 -m pytest -q tests
