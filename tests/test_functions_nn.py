@@ -725,3 +725,31 @@ def test_degenerate_shapes_do_not_fail(fn, shapes, args):
     y.forward()
     y.backward()
     assert y.shape == vs[0].shape or fn is F.crelu
+
+
+def test_parametric_normalization_layers():
+    """PF layers built on these functions: parameter shapes, running statistics
+    kept in the registered parameters, and a backward pass to every parameter."""
+    import nncy.parametric_functions as PF
+    nn.clear_parameters()
+    try:
+        x = nn.Variable.from_numpy_array(randn(4, 6, 3, 2), need_grad=True)
+        outs = [PF.batch_normalization(x, name='bn'),
+                PF.fused_batch_normalization(x, x, name='fbn'),
+                PF.mean_subtraction(x, name='ms'),
+                PF.layer_normalization(x, name='ln'),
+                PF.instance_normalization(x, name='in'),
+                PF.group_normalization(x, 3, name='gn'),
+                PF.prelu(x, shared=False, name='pr')]
+        loss = F.sum(F.add_n(*[F.mul2(o, o) for o in outs]))
+        loss.forward()
+        loss.backward()
+        p = nn.get_parameters(grad_only=False)
+        assert p['bn/gamma'].shape == (1, 6, 1, 1) and p['ln/gamma'].shape == (1, 6, 3, 2)
+        np.testing.assert_allclose(p['bn/mean'].d.reshape(-1),
+                                   0.1 * f64(x.d).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
+        assert float(p['ms/t'].d[0]) == 1.0
+        for k, v in nn.get_parameters().items():
+            assert np.any(v.g != 0), k
+    finally:
+        nn.clear_parameters()
