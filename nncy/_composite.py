@@ -8,9 +8,8 @@ from ``F.*`` calls.  Every composite row is served by one class,
 :class:`Composite`: at setup it runs the builder once on private leaf
 variables of the input shapes, and its forward and backward run that private
 graph.  So the user's graph holds a single node with the row's type name and
-arguments (what NNP files and ``Function.info`` show), its gradients come from
-the building functions' own backward passes, and it runs on every backend
-those functions support.
+arguments (what NNP files and ``Function.info`` show), and its gradients come
+from the building functions' own backward passes.
 
 Builders validate their arguments first and raise ``ValueError``/``TypeError``
 naming the row's function (errors from the building functions would name
@@ -25,9 +24,9 @@ from nncy._table import BY_TYPE
 
 _BUILDERS = {}
 
-# Backends a composite row is registered for: the building functions dispatch
-# by the context themselves.
-_BACKENDS = ('cpu', 'cuda')
+# Backends a composite row is registered for.  The building functions dispatch
+# by the context themselves, but the output copy below is a CPU kernel.
+_BACKENDS = ('cpu',)
 
 
 def composite(type_name):
