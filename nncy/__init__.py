@@ -57,3 +57,4 @@ def seed(s):
 
 from nncy import functions, random  # noqa: E402,F401
 from nncy._param_io import save_parameters, load_parameters  # noqa: E402,F401
+from nncy._grad import grad  # noqa: E402,F401

@@ -912,6 +912,11 @@ cdef list _sorted_functions(Variable root):
     return _sorted_functions_of([root])
 
 
+def sorted_functions(roots):
+    """Function nodes of the graphs ending at ``roots``, inputs first."""
+    return _sorted_functions_of(list(roots))
+
+
 cdef list _sorted_functions_of(list roots):
     """Functions of the graphs ending at ``roots`` in a topological order
     (inputs before consumers), by an iterative depth-first search."""
