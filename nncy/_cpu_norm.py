@@ -66,6 +66,7 @@ class _Grouping:
     def __init__(self, shape, kept):
         self.shape = tuple(shape)
         kept = set(kept)
+        self.kept = sorted(kept)
         nd = len(self.shape)
         self.stats_shape = tuple(n if i in kept else 1 for i, n in enumerate(self.shape))
         self.groups = _prod(self.stats_shape)

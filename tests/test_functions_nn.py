@@ -753,3 +753,103 @@ def test_parametric_normalization_layers():
             assert np.any(v.g != 0), k
     finally:
         nn.clear_parameters()
+
+
+# --------------------------------------------------------------------------
+# nn.grad: gradient graphs (nncy/_grad_norm.py)
+# --------------------------------------------------------------------------
+
+def _leaf(*shape, scale=1.0):
+    a = away(*shape, lo=0.2, hi=2.0) * scale
+    return nn.Variable.from_numpy_array(a, need_grad=True)
+
+
+def _const(a):
+    return nn.Variable.from_numpy_array(np.asarray(a, np.float32))
+
+
+def _total(outs):
+    t = None
+    for o in outs:
+        s = F.sum(F.mul2(o, o))
+        t = s if t is None else F.add2(t, s)
+    return t
+
+
+GRAD_CASES = {
+    'crelu': (lambda: [_leaf(2, 3, 4)], lambda x: F.crelu(x, 1)),
+    'celu': (lambda: [_leaf(2, 3, 4)], lambda x: F.celu(x, 0.7, -1)),
+    'prelu': (lambda: [_leaf(2, 3, 4), _leaf(3, scale=0.3)], F.prelu),
+    'prelu_shared': (lambda: [_leaf(2, 3, 4), _leaf(1, scale=0.3)], F.prelu),
+    'batch_normalization': (lambda: [_leaf(4, 3, 5), _leaf(1, 3, 1), _leaf(1, 3, 1)],
+                            lambda x, b, g: _total(F.batch_normalization(
+                                x, b, g, None, None, output_stat=True))),
+    'batch_normalization_inference': (
+        lambda: [_leaf(4, 3, 5), _leaf(1, 3, 1), _leaf(1, 3, 1)],
+        lambda x, b, g: F.batch_normalization(x, b, g, _const(np.zeros((1, 3, 1))),
+                                              _const(np.full((1, 3, 1), 2.0)), batch_stat=False)),
+    'batch_normalization_two_axes': (
+        lambda: [_leaf(2, 3, 4, 2), _leaf(1, 3, 1, 2), _leaf(1, 3, 1, 2)],
+        lambda x, b, g: F.batch_normalization(x, b, g, None, None, axes=(1, 3))),
+    'fused_batch_normalization': (
+        lambda: [_leaf(4, 3, 5), _leaf(1, 3, 1), _leaf(1, 3, 1), _leaf(4, 3, 5)],
+        lambda x, b, g, z: F.fused_batch_normalization(x, b, g, None, None, z)),
+    'sync_batch_normalization': (lambda: [_leaf(4, 3, 5)],
+                                 lambda x: F.sync_batch_normalization(x, None, None, None, None,
+                                                                      None)),
+    'layer_normalization': (lambda: [_leaf(3, 4, 5), _leaf(1, 4, 5), _leaf(1, 4, 5)],
+                            F.layer_normalization),
+    'instance_normalization': (lambda: [_leaf(2, 3, 5), _leaf(1, 3, 1), _leaf(1, 3, 1)],
+                               F.instance_normalization),
+    'group_normalization': (lambda: [_leaf(2, 4, 3), _leaf(1, 4, 1), _leaf(1, 4, 1)],
+                            lambda x, b, g: F.group_normalization(x, b, g, 2)),
+    'group_normalization_stats': (lambda: [_leaf(2, 4, 3)], lambda x: _total(
+        F.group_normalization(x, None, None, 2, output_stat=True))),
+    'weight_standardization': (lambda: [_leaf(4, 3, 2)], F.weight_standardization),
+    'mean_subtraction': (lambda: [_leaf(4, 3)], lambda x: F.mean_subtraction(
+        x, _const(np.zeros(3)), _const([2]), update_running_mean=False)),
+    'clip_by_value': (lambda: [_leaf(3, 4), _leaf(3, 1, scale=0.1)],
+                      lambda x, lo: F.clip_by_value(x, lo, 0.5)),
+    'clip_by_norm': (lambda: [_leaf(3, 4)], lambda x: F.clip_by_norm(x, 1.0, axis=1)),
+    'clip_by_norm_variable': (lambda: [_leaf(3, 4), _leaf(1)], lambda x, c: F.clip_by_norm(
+        x, F.add_scalar(F.abs(c), 1.0))),
+    # first order only: their backward is not the derivative of their forward
+    'clip_grad_by_value': (lambda: [_leaf(3, 4)], lambda x: F.clip_grad_by_value(
+        F.mul2(x, x), _const(np.full((3, 4), -0.5)), _const(np.full((3, 4), 0.5)))),
+    'clip_grad_by_norm': (lambda: [_leaf(3, 4)], lambda x: F.clip_grad_by_norm(
+        F.mul2(x, x), 2.0, axes=(1,))),
+}
+
+
+@pytest.mark.parametrize('name', sorted(GRAD_CASES))
+def test_grad_graphs(name):
+    """nn.grad's first-order gradients equal backward; the gradient of
+    <grad_x, u> (a Hessian-vector product) equals central differences of the
+    backward pass."""
+    make, fn = GRAD_CASES[name]
+    ins = make()
+    y = fn(*ins)
+    obj = F.sum(F.mul2(F.sin(y), F.sin(y)))
+    gs = nn.grad([obj], ins)
+    F.sink(*gs).forward()
+    first = [g.d.copy() for g in gs]
+
+    def backward_at(xv):
+        ins[0].d = xv
+        obj.forward()
+        for v in ins:
+            v.grad.zero()
+        obj.backward()
+        return [v.g.copy() for v in ins]
+
+    x0 = ins[0].d.copy()
+    for a, b in zip(first, backward_at(x0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    if name.startswith('clip_grad'):
+        return
+    u = randn(*x0.shape)
+    (hu,) = nn.grad([F.sum(F.mul2(gs[0], _const(u)))], [ins[0]])
+    hu.forward()
+    eps = 3e-3
+    fd = (backward_at(x0 + eps * u)[0] - backward_at(x0 - eps * u)[0]) / (2 * eps)
+    np.testing.assert_allclose(hu.d, fd, rtol=3e-3, atol=3e-3 * (1 + np.abs(fd).max()))
