@@ -167,7 +167,7 @@ fn by_sample(g: &ConvGeom, s: &Sizes) -> bool {
     let per = s.pout.saturating_mul(s.kp).saturating_mul(g.channels).saturating_mul(g.ocg().max(1));
     threads > 1
         && g.batch >= threads
-        && per.saturating_mul(g.batch) >= 64 * MIN_PAR_WORK
+        && per.saturating_mul(g.batch) >= 4 * MIN_PAR_WORK
         && s.pin * g.channels > 0
         && s.pout * g.out_channels > 0
 }
@@ -181,12 +181,32 @@ fn mm(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: Ma
     }
 }
 
-fn col_len(g: &ConvGeom, s: &Sizes) -> usize {
-    if g.identity() {
-        0
+/// Column blocks aim at this many floats (a fraction of a core's L2 cache),
+/// so that the products read what im2col has just written from cache.
+const COL_BLOCK: usize = 64 * 1024;
+
+/// A block of output rows [r0, r1) of one sample: positions [p0, p0 + pc).
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    r0: usize,
+    r1: usize,
+    p0: usize,
+    pc: usize,
+}
+
+/// The output rows of a sample in blocks (one block when not `blocked`).
+fn chunks(g: &ConvGeom, s: &Sizes, blocked: bool) -> impl Iterator<Item = Chunk> {
+    let wl = g.axes[g.axes.len() - 1].out.max(1);
+    let rows = window::rows(&g.axes).max(1);
+    let step = if blocked && !g.identity() {
+        (COL_BLOCK / (g.channels * s.kp * wl).max(1)).clamp(1, rows)
     } else {
-        g.channels * s.kp * s.pout
-    }
+        rows
+    };
+    (0..rows).step_by(step).map(move |r0| {
+        let r1 = (r0 + step).min(rows);
+        Chunk { r0, r1, p0: r0 * wl, pc: (r1 - r0) * wl }
+    })
 }
 
 /// Per-axis tables: input index of (output o, tap t), or usize::MAX in padding.
@@ -197,26 +217,24 @@ fn tap_tables(g: &ConvGeom) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Channel-first im2col of one channel block: col rows (c, tap) for the
-/// channels of `chans`, `xs` holding those channels' planes.
+/// Channel-first im2col (scatter == false: col <- x) or col2im (scatter ==
+/// true: gx += col) of the output rows of `ch`, for the channels whose planes
+/// `xs` (or `gx`) hold; col rows are (channel, tap), each `ch.pc` long.
 #[inline(always)]
-fn im2col_cf_block(g: &ConvGeom, s: &Sizes, xs: &[f32], col: &mut [f32], scatter: bool, gx: &mut [f32]) {
-    // scatter == false: col <- x; scatter == true: gx += col (col2im)
+fn im2col_cf_block(g: &ConvGeom, s: &Sizes, ch: Chunk, xs: &[f32], col: &mut [f32], scatter: bool, gx: &mut [f32]) {
     let axes = &g.axes[..];
     let nd = axes.len();
     let last = axes[nd - 1];
     let wl = last.out;
-    let rows = window::rows(axes);
     let in_st = window::strides(axes.iter().map(|a| a.len), nd);
     let k_st = window::strides(axes.iter().map(|a| a.k), nd);
-    let planes = if scatter { gx.len() / s.pin.max(1) } else { xs.len() / s.pin.max(1) };
+    let planes = col.len() / (s.kp * ch.pc).max(1);
     let mut o = [0usize; MAX_AXES];
     for c in 0..planes {
         for kf in 0..s.kp {
-            let crow = &mut col[(c * s.kp + kf) * s.pout..][..s.pout];
-            let tl = kf % last.k;
-            let (lo, hi, st) = last.span(tl);
-            for r in 0..rows {
+            let crow = &mut col[(c * s.kp + kf) * ch.pc..][..ch.pc];
+            let (lo, hi, st) = last.span(kf % last.k);
+            for r in ch.r0..ch.r1 {
                 row_index(axes, r, &mut o);
                 let mut off = Some(0usize);
                 for i in 0..nd - 1 {
@@ -226,25 +244,26 @@ fn im2col_cf_block(g: &ConvGeom, s: &Sizes, xs: &[f32], col: &mut [f32], scatter
                         _ => None,
                     };
                 }
-                let seg = &mut crow[r * wl..(r + 1) * wl];
-                if scatter {
-                    if let Some(off) = off {
+                let seg = &mut crow[(r - ch.r0) * wl..(r - ch.r0 + 1) * wl];
+                match off {
+                    Some(off) if scatter => {
                         let gp = &mut gx[c * s.pin..(c + 1) * s.pin];
                         window::axpy_t(gp, off + st, last.s, 1.0, &seg[lo..hi]);
                     }
-                } else if let Some(off) = off {
-                    let xp = &xs[c * s.pin..(c + 1) * s.pin];
-                    seg[..lo].fill(0.0);
-                    seg[hi..].fill(0.0);
-                    if last.s == 1 {
-                        seg[lo..hi].copy_from_slice(&xp[off + st..off + st + (hi - lo)]);
-                    } else {
-                        for (j, v) in seg[lo..hi].iter_mut().enumerate() {
-                            *v = xp[off + st + j * last.s];
+                    None if scatter => {}
+                    Some(off) => {
+                        let xp = &xs[c * s.pin..(c + 1) * s.pin];
+                        seg[..lo].fill(0.0);
+                        seg[hi..].fill(0.0);
+                        if last.s == 1 {
+                            seg[lo..hi].copy_from_slice(&xp[off + st..off + st + (hi - lo)]);
+                        } else {
+                            for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                                *v = xp[off + st + j * last.s];
+                            }
                         }
                     }
-                } else {
-                    seg.fill(0.0);
+                    None => seg.fill(0.0),
                 }
             }
         }
@@ -254,6 +273,7 @@ fn im2col_cf_block(g: &ConvGeom, s: &Sizes, xs: &[f32], col: &mut [f32], scatter
 /// Channel-last im2col (scatter == false) or col2im (gx += col) of one sample
 /// over the output positions [p0, p0 + col.len() / (C Kp)).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn im2col_cl_block(g: &ConvGeom, s: &Sizes, tabs: &[Vec<usize>], p0: usize, x: &[f32], col: &mut [f32], scatter: bool, gx: &mut [f32]) {
     let axes = &g.axes[..];
     let nd = axes.len();
@@ -310,8 +330,8 @@ fn im2col_cl_block(g: &ConvGeom, s: &Sizes, tabs: &[Vec<usize>], p0: usize, x: &
     }
 }
 
-/// col <- im2col(x) for one sample.
-fn im2col(g: &ConvGeom, s: &Sizes, x: &[f32], col: &mut [f32], par: bool) {
+/// col <- im2col(x) of one sample's output block `ch`.
+fn im2col(g: &ConvGeom, s: &Sizes, ch: Chunk, x: &[f32], col: &mut [f32], par: bool) {
     if g.channel_last {
         let tabs = tap_tables(g);
         let width = g.channels * s.kp;
@@ -322,17 +342,17 @@ fn im2col(g: &ConvGeom, s: &Sizes, x: &[f32], col: &mut [f32], par: bool) {
             )
         };
         if par {
-            par_for((Rows(col, width), 0..s.pout), width, f);
+            par_for((Rows(col, width), ch.p0..ch.p0 + ch.pc), width, f);
         } else {
-            f((Rows(col, width), 0..s.pout));
+            f((Rows(col, width), ch.p0..ch.p0 + ch.pc));
         }
     } else {
-        let block = s.kp * s.pout;
+        let block = s.kp * ch.pc;
         let f = |(Rows(cs, _), range): (Rows<&mut [f32]>, std::ops::Range<usize>)| {
             let xs = &x[range.start * s.pin..range.end * s.pin];
             simd::dispatch(
                 #[inline(always)]
-                || im2col_cf_block(g, s, xs, cs, false, &mut []),
+                || im2col_cf_block(g, s, ch, xs, cs, false, &mut []),
             )
         };
         if par {
@@ -343,26 +363,26 @@ fn im2col(g: &ConvGeom, s: &Sizes, x: &[f32], col: &mut [f32], par: bool) {
     }
 }
 
-/// gx += col2im(col) for one sample.
-fn col2im(g: &ConvGeom, s: &Sizes, col: &mut [f32], gx: &mut [f32], par: bool) {
+/// gx += col2im(col) of one sample's output block `ch`.
+fn col2im(g: &ConvGeom, s: &Sizes, ch: Chunk, col: &mut [f32], gx: &mut [f32], par: bool) {
     if g.channel_last {
         // windows of neighbouring positions overlap: one pass
         let tabs = tap_tables(g);
         simd::dispatch(
             #[inline(always)]
-            || im2col_cl_block(g, s, &tabs, 0, &[], col, true, gx),
+            || im2col_cl_block(g, s, &tabs, ch.p0, &[], col, true, gx),
         );
-    } else {
-        let block = s.kp * s.pout;
+    } else if s.pin > 0 {
+        let block = s.kp * ch.pc;
         let f = |(Rows(gs, _), Rows(cs, _)): (Rows<&mut [f32]>, Rows<&mut [f32]>)| {
             simd::dispatch(
                 #[inline(always)]
-                || im2col_cf_block(g, s, &[], cs, true, gs),
+                || im2col_cf_block(g, s, ch, &[], cs, true, gs),
             )
         };
-        if par && s.pin > 0 {
+        if par {
             par_for((Rows(gx, s.pin), Rows(col, block)), block, f);
-        } else if s.pin > 0 {
+        } else {
             f((Rows(gx, s.pin), Rows(col, block)));
         }
     }
@@ -385,37 +405,72 @@ fn fill_bias(g: &ConvGeom, out: &mut [f32], b: &[f32], channels: usize) {
     }
 }
 
+/// The column buffer of block `ch`, grown as needed.
+fn col_buf<'a>(g: &ConvGeom, s: &Sizes, ch: Chunk, col: &'a mut Vec<f32>) -> &'a mut [f32] {
+    let n = g.channels * s.kp * ch.pc;
+    if col.len() < n {
+        col.resize(n, 0.0);
+    }
+    &mut col[..n]
+}
+
+/// The (rows, cols) view of group gi's block of the "input side" matrix of
+/// block `ch` (x itself for 1x1 convolutions, else the column buffer): its
+/// base, row stride and column stride, as (channel-taps x positions) for
+/// channel-first and (positions x channel-taps) for channel-last data.
+fn src_view(g: &ConvGeom, s: &Sizes, ch: Chunk, gi: usize) -> (usize, isize, isize) {
+    let kk = g.cg() * s.kp;
+    match (g.identity(), g.channel_last) {
+        (true, false) => (gi * kk * s.pin + ch.p0, s.pin as isize, 1),
+        (true, true) => (ch.p0 * g.channels + gi * kk, g.channels as isize, 1),
+        (false, false) => (gi * kk * ch.pc, ch.pc as isize, 1),
+        (false, true) => (gi * kk, (g.channels * s.kp) as isize, 1),
+    }
+}
+
+/// Group gi's block of a y-shaped array (y or gy) over block `ch`: (base,
+/// row stride, column stride) as (channels x positions) for channel-first,
+/// (positions x channels) for channel-last.
+fn out_view(g: &ConvGeom, s: &Sizes, ch: Chunk, gi: usize) -> (usize, isize, isize) {
+    let ocg = g.ocg();
+    if g.channel_last {
+        (ch.p0 * g.out_channels + gi * ocg, g.out_channels as isize, 1)
+    } else {
+        (gi * ocg * s.pout + ch.p0, s.pout as isize, 1)
+    }
+}
+
 /// One sample: y (+)= conv(x, w) [+ bias].
 #[allow(clippy::too_many_arguments)]
 fn forward_sample(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool, col: &mut Vec<f32>, par: bool) -> Result {
-    let (c, oc, cg, ocg) = (g.channels, g.out_channels, g.cg(), g.ocg());
+    let (cg, ocg) = (g.cg(), g.ocg());
     let mut alpha = if accum { 1.0 } else { 0.0 };
     if let (false, Some(b)) = (accum, bias) {
-        fill_bias(g, y, b, oc);
+        fill_bias(g, y, b, g.out_channels);
         alpha = 1.0;
     }
-    let src: &[f32] = if g.identity() {
-        x
-    } else {
-        let n = col_len(g, s);
-        if col.len() < n {
-            col.resize(n, 0.0);
-        }
-        im2col(g, s, x, &mut col[..n], par);
-        &col[..n]
-    };
     let kk = cg * s.kp;
-    for gi in 0..g.group {
-        let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
-        if g.channel_last {
-            let dst = MatMut { data: &mut *y, base: gi * ocg, rs: oc as isize, cs: 1 };
-            let lhs = MatRef { data: src, base: gi * kk, rs: (c * s.kp) as isize, cs: 1 };
-            let rhs = MatRef { rs: 1, cs: kk as isize, ..wg };
-            mm(par, s.pout, ocg, kk, dst, lhs, rhs, alpha)?;
+    for ch in chunks(g, s, !par) {
+        let src: &[f32] = if g.identity() {
+            x
         } else {
-            let dst = MatMut { data: &mut *y, base: gi * ocg * s.pout, rs: s.pout as isize, cs: 1 };
-            let rhs = MatRef { data: src, base: gi * kk * s.pout, rs: s.pout as isize, cs: 1 };
-            mm(par, ocg, s.pout, kk, dst, wg, rhs, alpha)?;
+            let cb = col_buf(g, s, ch, col);
+            im2col(g, s, ch, x, cb, par);
+            cb
+        };
+        for gi in 0..g.group {
+            let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
+            let (sb, srs, scs) = src_view(g, s, ch, gi);
+            let sv = MatRef { data: src, base: sb, rs: srs, cs: scs };
+            let (yb, yrs, ycs) = out_view(g, s, ch, gi);
+            let dst = MatMut { data: &mut *y, base: yb, rs: yrs, cs: ycs };
+            if g.channel_last {
+                // y_g (pc x OCg) = col_g (pc x kk) @ W_g^T
+                mm(par, ch.pc, ocg, kk, dst, sv, MatRef { rs: 1, cs: kk as isize, ..wg }, alpha)?;
+            } else {
+                // y_g (OCg x pc) = W_g (OCg x kk) @ col_g (kk x pc)
+                mm(par, ocg, ch.pc, kk, dst, wg, sv, alpha)?;
+            }
         }
     }
     Ok(())
@@ -424,49 +479,39 @@ fn forward_sample(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], 
 /// One sample: gx (+)= conv^T(gy, w) [+ bias].
 #[allow(clippy::too_many_arguments)]
 fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], bias: Option<&[f32]>, accum: bool, col: &mut Vec<f32>, par: bool) -> Result {
-    let (c, oc, cg, ocg) = (g.channels, g.out_channels, g.cg(), g.ocg());
+    let (cg, ocg) = (g.cg(), g.ocg());
     let kk = cg * s.kp;
     let identity = g.identity();
-    let mut alpha = 0.0;
+    let mut alpha = 1.0;
     if !accum {
         match bias {
-            Some(b) => {
-                fill_bias(g, gx, b, c);
-                alpha = 1.0;
-            }
+            Some(b) => fill_bias(g, gx, b, g.channels),
             None if !identity => gx.fill(0.0),
-            None => {}
-        }
-    } else {
-        alpha = 1.0;
-    }
-    let n = col_len(g, s);
-    if !identity && col.len() < n {
-        col.resize(n, 0.0);
-    }
-    for gi in 0..g.group {
-        let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
-        if g.channel_last {
-            let lhs = MatRef { data: gy, base: gi * ocg, rs: oc as isize, cs: 1 };
-            let (dst, a) = if identity {
-                (MatMut { data: &mut *gx, base: gi * cg, rs: c as isize, cs: 1 }, alpha)
-            } else {
-                (MatMut { data: &mut col[..n], base: gi * kk, rs: (c * s.kp) as isize, cs: 1 }, 0.0)
-            };
-            mm(par, s.pout, kk, ocg, dst, lhs, wg, a)?;
-        } else {
-            let lhs = MatRef { rs: 1, cs: kk as isize, ..wg };
-            let rhs = MatRef { data: gy, base: gi * ocg * s.pout, rs: s.pout as isize, cs: 1 };
-            let (dst, a) = if identity {
-                (MatMut { data: &mut *gx, base: gi * cg * s.pin, rs: s.pin as isize, cs: 1 }, alpha)
-            } else {
-                (MatMut { data: &mut col[..n], base: gi * kk * s.pout, rs: s.pout as isize, cs: 1 }, 0.0)
-            };
-            mm(par, kk, s.pout, ocg, dst, lhs, rhs, a)?;
+            None => alpha = 0.0,
         }
     }
-    if !identity {
-        col2im(g, s, &mut col[..n], gx, par);
+    for ch in chunks(g, s, !par) {
+        for gi in 0..g.group {
+            let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
+            let (yb, yrs, ycs) = out_view(g, s, ch, gi);
+            let gv = MatRef { data: gy, base: yb, rs: yrs, cs: ycs };
+            let (sb, srs, scs) = src_view(g, s, ch, gi);
+            let (dst, a) = if identity {
+                (MatMut { data: &mut *gx, base: sb, rs: srs, cs: scs }, alpha)
+            } else {
+                (MatMut { data: col_buf(g, s, ch, col), base: sb, rs: srs, cs: scs }, 0.0)
+            };
+            if g.channel_last {
+                // col_g (pc x kk) = gy_g (pc x OCg) @ W_g (OCg x kk)
+                mm(par, ch.pc, kk, ocg, dst, gv, wg, a)?;
+            } else {
+                // col_g (kk x pc) = W_g^T (kk x OCg) @ gy_g (OCg x pc)
+                mm(par, kk, ch.pc, ocg, dst, MatRef { rs: 1, cs: kk as isize, ..wg }, gv, a)?;
+            }
+        }
+        if !identity {
+            col2im(g, s, ch, col_buf(g, s, ch, col), gx, par);
+        }
     }
     Ok(())
 }
@@ -474,28 +519,30 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
 /// One sample: gw = alpha gw + d conv / d w applied to gy.
 #[allow(clippy::too_many_arguments)]
 fn filter_sample(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32], alpha: f32, col: &mut Vec<f32>, par: bool) -> Result {
-    let (c, oc, cg, ocg) = (g.channels, g.out_channels, g.cg(), g.ocg());
+    let (cg, ocg) = (g.cg(), g.ocg());
     let kk = cg * s.kp;
-    let src: &[f32] = if g.identity() {
-        x
-    } else {
-        let n = col_len(g, s);
-        if col.len() < n {
-            col.resize(n, 0.0);
-        }
-        im2col(g, s, x, &mut col[..n], par);
-        &col[..n]
-    };
-    for gi in 0..g.group {
-        let dst = MatMut { data: &mut *gw, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
-        if g.channel_last {
-            let lhs = MatRef { data: gy, base: gi * ocg, rs: 1, cs: oc as isize };
-            let rhs = MatRef { data: src, base: gi * kk, rs: (c * s.kp) as isize, cs: 1 };
-            mm(par, ocg, kk, s.pout, dst, lhs, rhs, alpha)?;
+    for (i, ch) in chunks(g, s, !par).enumerate() {
+        let a = if i == 0 { alpha } else { 1.0 };
+        let src: &[f32] = if g.identity() {
+            x
         } else {
-            let lhs = MatRef { data: gy, base: gi * ocg * s.pout, rs: s.pout as isize, cs: 1 };
-            let rhs = MatRef { data: src, base: gi * kk * s.pout, rs: 1, cs: s.pout as isize };
-            mm(par, ocg, kk, s.pout, dst, lhs, rhs, alpha)?;
+            let cb = col_buf(g, s, ch, col);
+            im2col(g, s, ch, x, cb, par);
+            cb
+        };
+        for gi in 0..g.group {
+            let dst = MatMut { data: &mut *gw, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
+            let (sb, srs, scs) = src_view(g, s, ch, gi);
+            let (yb, yrs, ycs) = out_view(g, s, ch, gi);
+            if g.channel_last {
+                // gw_g (OCg x kk) += gy_g^T (OCg x pc) @ col_g (pc x kk)
+                let lhs = MatRef { data: gy, base: yb, rs: ycs, cs: yrs };
+                mm(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: srs, cs: scs }, a)?;
+            } else {
+                // gw_g (OCg x kk) += gy_g (OCg x pc) @ col_g^T (pc x kk)
+                let lhs = MatRef { data: gy, base: yb, rs: yrs, cs: ycs };
+                mm(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: scs, cs: srs }, a)?;
+            }
         }
     }
     Ok(())
@@ -671,7 +718,10 @@ mod tests {
             geom(2, 6, 4, 2, true, &[(5, 1, 0, 1, 1)]),                   // identity, cl
             geom(2, 3, 6, 3, false, &[(6, 3, 1, 1, 1), (5, 3, 1, 2, 1)]), // depthwise m=2
             geom(4, 3, 3, 3, false, &[(8, 3, 2, 2, 2)]),                  // depthwise
-            geom(5, 8, 8, 1, false, &[(6, 3, 1, 1, 1), (6, 3, 1, 1, 1)]), // by sample
+            geom(5, 8, 8, 1, false, &[(8, 3, 1, 1, 1), (8, 3, 1, 1, 1)]), // by sample
+            // by sample, several column blocks per sample
+            geom(2, 16, 16, 1, false, &[(24, 3, 1, 1, 1), (24, 3, 1, 1, 1)]),
+            geom(2, 16, 8, 2, true, &[(24, 3, 1, 1, 1), (23, 3, 0, 2, 1)]),
         ];
         for g in &cases {
             let s = g.sizes().unwrap();

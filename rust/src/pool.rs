@@ -50,6 +50,10 @@ impl PoolGeom {
         }
         let geom = PoolGeom { outer, axes, including_pad: incl != 0 };
         geom.sizes()?;
+        // taps are numbered with u32 (u32::MAX marks none)
+        if window::product(&geom.axes, |a| a.k)? >= u32::MAX as usize {
+            return Err(Error::Invalid);
+        }
         Ok(geom)
     }
 
@@ -99,6 +103,33 @@ fn max_run(y: &mut [f32], x: &[f32], start: usize, s: usize) {
         for (j, v) in y.iter_mut().enumerate() {
             let u = x[start + j * s];
             *v = if u > *v { u } else { *v };
+        }
+    }
+}
+
+/// Running arg-max over one run of taps: where x beats the best so far (or
+/// nothing was taken yet), take it and record tap `ti`.
+#[inline(always)]
+fn max_arg_run(best: &mut [f32], arg: &mut [u32], ti: u32, x: &[f32], start: usize, s: usize) {
+    for (j, (b, a)) in best.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let u = x[start + j * s];
+        let take = u > *b || *a == u32::MAX;
+        *b = if take { u } else { *b };
+        *a = if take { ti } else { *a };
+    }
+}
+
+/// gx[start + j s] += gy[j] where window j's maximum is tap `ti`.
+#[inline(always)]
+fn route_run(gx: &mut [f32], start: usize, s: usize, arg: &[u32], ti: u32, gy: &[f32]) {
+    if s == 1 {
+        let gx = &mut gx[start..start + gy.len()];
+        for ((v, &a), &g) in gx.iter_mut().zip(arg).zip(gy) {
+            *v += if a == ti { g } else { 0.0 };
+        }
+    } else {
+        for (j, (&a, &g)) in arg.iter().zip(gy).enumerate() {
+            gx[start + j * s] += if a == ti { g } else { 0.0 };
         }
     }
 }
@@ -187,7 +218,7 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
         let mut taps = Taps::new(axes);
         let mut o = [0usize; MAX_AXES];
         let mut best = vec![0.0f32; wl];
-        let mut arg = vec![usize::MAX; wl];
+        let mut arg = vec![u32::MAX; wl];
         let mut gs = vec![0.0f32; wl];
         simd::dispatch(
             #[inline(always)]
@@ -207,25 +238,25 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
                         taps.row(axes, &o[..axes.len() - 1]);
                         let gyr = &gyp[r * wl..(r + 1) * wl];
                         if op == MAX {
+                            // first pass: the tap (in row-major order) of each
+                            // window's first maximum; second pass: route gy to it
                             let xp = &xs[p * pin..(p + 1) * pin];
                             best.fill(f32::NEG_INFINITY);
-                            arg.fill(usize::MAX);
+                            arg.fill(u32::MAX);
+                            let mut ti = 0u32;
                             for &(xoff, _) in &taps.list {
                                 for t in 0..last.k {
                                     let (lo, hi, st) = last.span(t);
-                                    for j in lo..hi {
-                                        let pos = xoff + st + (j - lo) * last.s;
-                                        let v = xp[pos];
-                                        if v > best[j] || arg[j] == usize::MAX {
-                                            best[j] = v;
-                                            arg[j] = pos;
-                                        }
-                                    }
+                                    max_arg_run(&mut best[lo..hi], &mut arg[lo..hi], ti, xp, xoff + st, last.s);
+                                    ti += 1;
                                 }
                             }
-                            for (&a, &gv) in arg.iter().zip(gyr) {
-                                if a != usize::MAX {
-                                    gxp[a] += gv;
+                            let mut ti = 0u32;
+                            for &(xoff, _) in &taps.list {
+                                for t in 0..last.k {
+                                    let (lo, hi, st) = last.span(t);
+                                    route_run(gxp, xoff + st, last.s, &arg[lo..hi], ti, &gyr[lo..hi]);
+                                    ti += 1;
                                 }
                             }
                         } else {
