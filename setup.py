@@ -36,6 +36,7 @@ common = dict(
 extensions = [
     Extension('nncy._kernels', ['nncy/_kernels.pyx'],
               extra_objects=[str(STATIC_LIB)],
+              depends=[str(STATIC_LIB)],   # relink when the Rust library changes
               libraries=['pthread', 'dl', 'm'],
               extra_link_args=['-Wl,--gc-sections', '-Wl,--exclude-libs,ALL'],
               **common),

@@ -94,44 +94,65 @@ impl PoolGeom {
 
 #[inline(always)]
 fn max_run(y: &mut [f32], x: &[f32], start: usize, s: usize) {
+    let n = y.len();
+    if n == 0 {
+        return;
+    }
+    let xs = &x[start..start + (n - 1) * s + 1];
     if s == 1 {
-        let x = &x[start..start + y.len()];
-        for (v, &u) in y.iter_mut().zip(x) {
+        for (v, &u) in y.iter_mut().zip(xs) {
             *v = if u > *v { u } else { *v };
         }
     } else {
-        for (j, v) in y.iter_mut().enumerate() {
-            let u = x[start + j * s];
+        for (v, &u) in y.iter_mut().zip(xs.iter().step_by(s)) {
             *v = if u > *v { u } else { *v };
         }
     }
+}
+
+/// The run x[start + j s], j < n: x itself when s == 1, else gathered into
+/// `tmp` (so that the loops that use it are contiguous and vectorise).
+#[inline(always)]
+fn run_of<'a>(x: &'a [f32], start: usize, s: usize, n: usize, tmp: &'a mut [f32]) -> &'a [f32] {
+    if s == 1 {
+        return &x[start..start + n];
+    }
+    let xs = &x[start..start + (n - 1) * s + 1];
+    for (t, &u) in tmp[..n].iter_mut().zip(xs.iter().step_by(s)) {
+        *t = u;
+    }
+    &tmp[..n]
 }
 
 /// Running arg-max over one run of taps: where x beats the best so far (or
 /// nothing was taken yet), take it and record tap `ti`.
 #[inline(always)]
-fn max_arg_run(best: &mut [f32], arg: &mut [u32], ti: u32, x: &[f32], start: usize, s: usize) {
-    for (j, (b, a)) in best.iter_mut().zip(arg.iter_mut()).enumerate() {
-        let u = x[start + j * s];
-        let take = u > *b || *a == u32::MAX;
-        *b = if take { u } else { *b };
-        *a = if take { ti } else { *a };
+fn max_arg_run(best: &mut [f32], arg: &mut [u32], ti: u32, x: &[f32], start: usize, s: usize, tmp: &mut [f32]) {
+    let n = best.len();
+    if n == 0 {
+        return;
+    }
+    let xs = run_of(x, start, s, n, tmp);
+    // masks instead of branches: which element wins is data dependent
+    for ((b, a), &u) in best.iter_mut().zip(arg.iter_mut()).zip(xs) {
+        let m = (((u > *b) | (*a == u32::MAX)) as u32).wrapping_neg();
+        *b = f32::from_bits((u.to_bits() & m) | (b.to_bits() & !m));
+        *a = (ti & m) | (*a & !m);
     }
 }
 
 /// gx[start + j s] += gy[j] where window j's maximum is tap `ti`.
 #[inline(always)]
-fn route_run(gx: &mut [f32], start: usize, s: usize, arg: &[u32], ti: u32, gy: &[f32]) {
-    if s == 1 {
-        let gx = &mut gx[start..start + gy.len()];
-        for ((v, &a), &g) in gx.iter_mut().zip(arg).zip(gy) {
-            *v += if a == ti { g } else { 0.0 };
-        }
-    } else {
-        for (j, (&a, &g)) in arg.iter().zip(gy).enumerate() {
-            gx[start + j * s] += if a == ti { g } else { 0.0 };
-        }
+fn route_run(gx: &mut [f32], start: usize, s: usize, arg: &[u32], ti: u32, gy: &[f32], tmp: &mut [f32]) {
+    let n = gy.len();
+    if n == 0 {
+        return;
     }
+    let t = &mut tmp[..n];
+    for ((v, &a), &g) in t.iter_mut().zip(arg).zip(gy) {
+        *v = f32::from_bits(g.to_bits() & ((a == ti) as u32).wrapping_neg());
+    }
+    window::axpy_t(gx, start, s, 1.0, t);
 }
 
 /// Work of one output row, for splitting across threads.
@@ -220,6 +241,7 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
         let mut best = vec![0.0f32; wl];
         let mut arg = vec![u32::MAX; wl];
         let mut gs = vec![0.0f32; wl];
+        let mut tmp = vec![0.0f32; wl];
         simd::dispatch(
             #[inline(always)]
             || {
@@ -247,7 +269,7 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
                             for &(xoff, _) in &taps.list {
                                 for t in 0..last.k {
                                     let (lo, hi, st) = last.span(t);
-                                    max_arg_run(&mut best[lo..hi], &mut arg[lo..hi], ti, xp, xoff + st, last.s);
+                                    max_arg_run(&mut best[lo..hi], &mut arg[lo..hi], ti, xp, xoff + st, last.s, &mut tmp);
                                     ti += 1;
                                 }
                             }
@@ -255,7 +277,7 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
                             for &(xoff, _) in &taps.list {
                                 for t in 0..last.k {
                                     let (lo, hi, st) = last.span(t);
-                                    route_run(gxp, xoff + st, last.s, &arg[lo..hi], ti, &gyr[lo..hi]);
+                                    route_run(gxp, xoff + st, last.s, &arg[lo..hi], ti, &gyr[lo..hi], &mut tmp);
                                     ti += 1;
                                 }
                             }

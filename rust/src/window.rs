@@ -169,17 +169,21 @@ pub fn rows(axes: &[Axis]) -> usize {
     axes[..axes.len() - 1].iter().map(|a| a.out).product()
 }
 
-/// y[j] (+)= a * x[start + j * s] for j < y.len(): one run of taps.
+/// y[j] += a * x[start + j * s] for j < y.len(): one run of taps.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32], start: usize, s: usize) {
+    let n = y.len();
+    if n == 0 {
+        return;
+    }
+    let xs = &x[start..start + (n - 1) * s + 1];
     if s == 1 {
-        let x = &x[start..start + y.len()];
-        for (v, &u) in y.iter_mut().zip(x) {
+        for (v, &u) in y.iter_mut().zip(xs) {
             *v += a * u;
         }
     } else {
-        for (j, v) in y.iter_mut().enumerate() {
-            *v += a * x[start + j * s];
+        for (v, &u) in y.iter_mut().zip(xs.iter().step_by(s)) {
+            *v += a * u;
         }
     }
 }
@@ -187,14 +191,18 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32], start: usize, s: usize) {
 /// x[start + j * s] += a * y[j] for j < y.len(): the transpose of [`axpy`].
 #[inline(always)]
 pub fn axpy_t(x: &mut [f32], start: usize, s: usize, a: f32, y: &[f32]) {
+    let n = y.len();
+    if n == 0 {
+        return;
+    }
+    let xs = &mut x[start..start + (n - 1) * s + 1];
     if s == 1 {
-        let x = &mut x[start..start + y.len()];
-        for (v, &u) in x.iter_mut().zip(y) {
+        for (v, &u) in xs.iter_mut().zip(y) {
             *v += a * u;
         }
     } else {
-        for (j, &u) in y.iter().enumerate() {
-            x[start + j * s] += a * u;
+        for (v, &u) in xs.iter_mut().step_by(s).zip(y) {
+            *v += a * u;
         }
     }
 }
