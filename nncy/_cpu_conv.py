@@ -476,6 +476,10 @@ class GlobalAveragePooling(Impl):
 
 @register('Unpooling')
 class Unpooling(Impl):
+    """Each element spread over a block of ``kernel`` outputs: the transpose of
+    sum pooling with windows of ``kernel`` and stride ``kernel``, so forward is
+    that pooling's gradient and backward that pooling."""
+
     def setup(self, inputs):
         x = inputs[0]
         kernel = self.args['kernel']
@@ -492,26 +496,25 @@ class Unpooling(Impl):
             raise self.error('kernel', 'has %d axes but x of shape %s has only %d%s'
                              % (nk, x.shape, nd - (1 if cl else 0),
                                 ' besides the channel axis' if cl else ''))
-        if nd + nk > 16:
-            raise self.error('x', 'has too many dimensions (%d) for kernel %r'
-                             % (nd, tuple(kernel)))
-        lead, spatial, tail = x.shape[:first], x.shape[first:first + nk], x.shape[first + nk:]
-        # x viewed with a length-1 axis after each spread axis, y as (L_i, k_i) pairs
-        self.xview = tuple(lead) + sum(((n, 1) for n in spatial), ()) + tuple(tail)
-        self.yview = tuple(lead) + sum(((n, k) for n, k in zip(spatial, kernel)), ()) + \
-            tuple(tail)
-        self.kaxes = tuple(first + 2 * i + 1 for i in range(nk))
-        return [tuple(lead) + tuple(n * k for n, k in zip(spatial, kernel)) + tuple(tail)]
+        if nk + (1 if cl else 0) > MAX_AXES:
+            raise self.error('kernel', 'spreads %d axes; at most %d are supported'
+                             % (nk, MAX_AXES - (1 if cl else 0)))
+        spatial = x.shape[first:first + nk]
+        axes = [(n * k, n, k, k, 0) for n, k in zip(spatial, kernel)]
+        if cl:
+            axes.append((x.shape[-1], x.shape[-1], 1, 1, 0))
+        self.geom = tuple(int(v) for v in [_prod(x.shape[:first]), len(axes), 1]
+                          + [v for a in axes for v in a])
+        return [tuple(x.shape[:first]) + tuple(n * k for n, k in zip(spatial, kernel))
+                + tuple(x.shape[first + nk:])]
 
     def forward(self, inputs, outputs):
-        x = d32(inputs[0]).reshape(self.xview)
-        K.strided_copy(self.spec.name, np.broadcast_to(x, self.yview),
-                       dout(outputs[0]).reshape(self.yview))
+        K.pool_grad(self.spec.name, 'sum', None, d32(inputs[0]), dout(outputs[0]), self.geom)
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:
-            K.reduce(self.spec.name, 'sum', g32(outputs[0]).reshape(self.yview), self.kaxes,
-                     gout(inputs[0], accum[0]), 1.0, accum[0])
+            K.pool(self.spec.name, 'sum', g32(outputs[0]), gout(inputs[0], accum[0]),
+                   self.geom, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False

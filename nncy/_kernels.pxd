@@ -57,7 +57,7 @@ cdef extern from "nncy_kernels.h" nogil:
     int32_t nncy_conv_f32(uint32_t op, const size_t* geom, size_t ngeom, const float* a,
                           const float* b, float* out, const float* bias, int32_t accum)
     int32_t nncy_pool_f32(uint32_t op, const size_t* geom, size_t ngeom, const float* x,
-                          float* y)
+                          float* y, int32_t accum)
     int32_t nncy_pool_grad_f32(uint32_t op, const size_t* geom, size_t ngeom,
                                const float* x, const float* gy, float* gx, int32_t accum)
     int32_t nncy_asconv_f32(uint32_t which, const size_t* dims, const float* x,

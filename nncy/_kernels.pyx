@@ -428,8 +428,8 @@ def conv(name, op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bias, tuple ge
     check(st, name)
 
 
-def pool(name, op, cnp.ndarray x, cnp.ndarray y, tuple geom):
-    """y = pooling ``op`` ('max', 'sum', 'average') of x; ``geom`` as in
+def pool(name, op, cnp.ndarray x, cnp.ndarray y, tuple geom, bint accum=False):
+    """y (+)= pooling ``op`` ('max', 'sum', 'average') of x; ``geom`` as in
     ``nncy_pool_f32``: (outer, ndim, including_pad, then per axis len, out,
     kernel, stride, pad)."""
     cdef size_t g[MAXGEOM]
@@ -441,7 +441,7 @@ def pool(name, op, cnp.ndarray x, cnp.ndarray y, tuple geom):
     cdef float* _t1 = fptr(y)
     cdef int32_t st
     with nogil:
-        st = nncy_pool_f32(code, g, ng, _t0, _t1)
+        st = nncy_pool_f32(code, g, ng, _t0, _t1, accum)
     check(st, name)
 
 

@@ -82,9 +82,10 @@ int32_t nncy_adam_update_f32(float *w, const float *g, float *m, float *v, size_
 // Layouts in `conv`; `accum` adds to `out` instead of overwriting it.
 int32_t nncy_conv_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *a, const float *b, float *out, const float *bias, int32_t accum);
 
-// Pooling of `outer` planes: op 0 max, 1 sum, 2 average.  `geom`: [outer,
-// ndim, including_pad, then per axis (len, out, kernel, stride, pad)].
-int32_t nncy_pool_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *x, float *y);
+// y (+)= pooling of `outer` planes of x: op 0 max, 1 sum, 2 average.
+// `geom`: [outer, ndim, including_pad, then per axis (len, out, kernel,
+// stride, pad)].
+int32_t nncy_pool_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *x, float *y, int32_t accum);
 
 // gx (+)= gradient of [`nncy_pool_f32`] applied to gy; x is read by max
 // pooling only (NULL allowed otherwise).

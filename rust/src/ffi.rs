@@ -798,17 +798,18 @@ pub extern "C" fn nncy_conv_f32(
     })
 }
 
-/// Pooling of `outer` planes: op 0 max, 1 sum, 2 average.  `geom`: [outer,
-/// ndim, including_pad, then per axis (len, out, kernel, stride, pad)].
+/// y (+)= pooling of `outer` planes of x: op 0 max, 1 sum, 2 average.
+/// `geom`: [outer, ndim, including_pad, then per axis (len, out, kernel,
+/// stride, pad)].
 #[no_mangle]
-pub extern "C" fn nncy_pool_f32(op: u32, geom: *const usize, ngeom: usize, x: *const f32, y: *mut f32) -> i32 {
+pub extern "C" fn nncy_pool_f32(op: u32, geom: *const usize, ngeom: usize, x: *const f32, y: *mut f32, accum: i32) -> i32 {
     guard(|| {
         let g = crate::pool::PoolGeom::from_slice(&geometry(geom, ngeom)?)?;
         let (_, _, tin, tout) = g.sizes()?;
         let o = Region::contiguous(y as *const f32, tout)?;
         // SAFETY: x holds tin floats (copied if it overlaps y), y tout floats.
         let x = unsafe { Region::contiguous(x, tin)?.read_apart(&[o]) };
-        crate::pool::forward(op, &g, &x, unsafe { o.write() })
+        crate::pool::forward(op, &g, &x, unsafe { o.write() }, accum != 0)
     })
 }
 
@@ -896,7 +897,7 @@ mod conv_tests {
         let pg = [1usize, 2, 1, 2, 1, 2, 2, 0, 4, 2, 2, 2, 0];
         let px = [1.0f32, 5.0, 2.0, 0.0, 3.0, 4.0, 8.0, 7.0];
         let mut py = [0.0f32; 2];
-        assert_eq!(nncy_pool_f32(0, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr()), 0);
+        assert_eq!(nncy_pool_f32(0, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr(), 0), 0);
         assert_eq!(py, [5.0, 8.0]);
         let mut pgx = [0.0f32; 8];
         assert_eq!(nncy_pool_grad_f32(0, pg.as_ptr(), pg.len(), px.as_ptr(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 0);
@@ -904,7 +905,7 @@ mod conv_tests {
         assert_eq!(nncy_pool_grad_f32(0, pg.as_ptr(), pg.len(), null(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 1);
         assert_eq!(nncy_pool_grad_f32(2, pg.as_ptr(), pg.len(), null(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 0);
         assert_eq!(pgx[0], 0.25);
-        assert_eq!(nncy_pool_f32(3, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr()), 1);
+        assert_eq!(nncy_pool_f32(3, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr(), 0), 1);
         // adaptive separable convolution: 1x1 kernels scale the input
         let dims = [1usize, 1, 2, 2, 1, 2, 2, 1, 2, 2];
         let ones = [1.0f32; 4];

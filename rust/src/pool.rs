@@ -161,8 +161,8 @@ fn row_cost(g: &PoolGeom) -> usize {
     g.last().out.max(1).saturating_mul(taps.max(1))
 }
 
-/// y = pool(x) for op MAX, SUM or AVG.
-pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32]) -> Result {
+/// y (+)= pool(x) for op MAX, SUM or AVG.
+pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32], accum: bool) -> Result {
     if op > AVG {
         return Err(Error::Invalid);
     }
@@ -182,10 +182,13 @@ pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32]) -> Result {
     par_for((Rows(y, wl), 0..g.outer * rows), row_cost(g), |(Rows(ys, _), range)| {
         let mut taps = Taps::new(axes);
         let mut o = [0usize; MAX_AXES];
+        let mut acc = vec![0.0f32; if accum { wl } else { 0 }];
         simd::dispatch(
             #[inline(always)]
             || {
-                for (yrow, q) in ys.chunks_exact_mut(wl).zip(range.clone()) {
+                for (out, q) in ys.chunks_exact_mut(wl).zip(range.clone()) {
+                    // accumulating: pool into a scratch row, then add
+                    let yrow: &mut [f32] = if accum { &mut acc[..] } else { &mut *out };
                     let (plane, r) = (q / rows, q % rows);
                     let xp = &x[plane * pin..(plane + 1) * pin];
                     row_index(axes, r, &mut o);
@@ -205,6 +208,11 @@ pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32]) -> Result {
                         let c: f32 = (0..axes.len() - 1).map(|i| counts[i][o[i]]).product();
                         for (v, &cl) in yrow.iter_mut().zip(&counts[axes.len() - 1]) {
                             *v /= c * cl;
+                        }
+                    }
+                    if accum {
+                        for (v, &a) in out.iter_mut().zip(&acc) {
+                            *v += a;
                         }
                     }
                 }
@@ -385,7 +393,10 @@ mod tests {
                 let gy = data(tout, 8);
                 for op in [MAX, SUM, AVG] {
                     let mut y = vec![f32::NAN; tout];
-                    forward(op, &g, &x, &mut y).unwrap();
+                    forward(op, &g, &x, &mut y, false).unwrap();
+                    let mut y1 = vec![1.0f32; tout];
+                    forward(op, &g, &x, &mut y1, true).unwrap();
+                    assert!(y1.iter().zip(&y).all(|(a, b)| (a - 1.0 - b).abs() < 1e-5));
                     let mut gx = vec![1.0f32; tin];
                     backward(op, &g, &x, &gy, &mut gx, true).unwrap();
                     let mut want_gx = vec![1.0f32; tin];
@@ -447,7 +458,7 @@ mod tests {
         assert!(PoolGeom::from_slice(&[1, 1, 0, 4, 2, 2, 2]).is_err()); // short
         let g = PoolGeom::from_slice(&[2, 1, 1, 4, 2, 2, 2, 0]).unwrap();
         let mut y = [0.0; 3];
-        assert!(forward(MAX, &g, &[0.0; 8], &mut y).is_err());
-        assert!(forward(5, &g, &[0.0; 8], &mut [0.0; 4]).is_err());
+        assert!(forward(MAX, &g, &[0.0; 8], &mut y, false).is_err());
+        assert!(forward(5, &g, &[0.0; 8], &mut [0.0; 4], false).is_err());
     }
 }
