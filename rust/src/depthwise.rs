@@ -121,7 +121,10 @@ pub fn backward_filter(g: &ConvGeom, x: &[f32], gy: &[f32], gw: &mut [f32], accu
     par_for((Rows(&mut gw[..s.w], s.kp), 0..oc), cost, |(Rows(gws, _), range)| {
         let mut taps = Taps::new(axes);
         let mut o = [0usize; MAX_AXES];
+        // per tap: partial sums of one sample in lanes, totals over samples in f64
+        let mut lanes = vec![[0.0f32; window::LANES]; s.kp];
         let mut acc = vec![0.0f64; s.kp];
+        let mut tmp = vec![0.0f32; wl];
         simd::dispatch(
             #[inline(always)]
             || {
@@ -130,6 +133,7 @@ pub fn backward_filter(g: &ConvGeom, x: &[f32], gy: &[f32], gw: &mut [f32], accu
                     for n in 0..g.batch {
                         let xp = &x[(n * c + och / m) * s.pin..][..s.pin];
                         let gyp = &gy[(n * oc + och) * s.pout..][..s.pout];
+                        lanes.iter_mut().for_each(|l| l.fill(0.0));
                         for r in 0..rows {
                             row_index(axes, r, &mut o);
                             taps.row(axes, &o[..axes.len() - 1]);
@@ -137,11 +141,13 @@ pub fn backward_filter(g: &ConvGeom, x: &[f32], gy: &[f32], gw: &mut [f32], accu
                             for &(xoff, kb) in &taps.list {
                                 for t in 0..last.k {
                                     let (lo, hi, st) = last.span(t);
-                                    if lo < hi {
-                                        acc[kb + t] += window::dot(&gyr[lo..hi], xp, xoff + st, last.s) as f64;
-                                    }
+                                    let run = window::gather_run(xp, xoff + st, last.s, hi - lo, &mut tmp);
+                                    window::dot_lanes(&mut lanes[kb + t], &gyr[lo..hi], run);
                                 }
                             }
+                        }
+                        for (a, l) in acc.iter_mut().zip(&lanes) {
+                            *a += window::sum_lanes(l) as f64;
                         }
                     }
                     for (v, &a) in gwk.iter_mut().zip(&acc) {

@@ -110,20 +110,6 @@ fn max_run(y: &mut [f32], x: &[f32], start: usize, s: usize) {
     }
 }
 
-/// The run x[start + j s], j < n: x itself when s == 1, else gathered into
-/// `tmp` (so that the loops that use it are contiguous and vectorise).
-#[inline(always)]
-fn run_of<'a>(x: &'a [f32], start: usize, s: usize, n: usize, tmp: &'a mut [f32]) -> &'a [f32] {
-    if s == 1 {
-        return &x[start..start + n];
-    }
-    let xs = &x[start..start + (n - 1) * s + 1];
-    for (t, &u) in tmp[..n].iter_mut().zip(xs.iter().step_by(s)) {
-        *t = u;
-    }
-    &tmp[..n]
-}
-
 /// Running arg-max over one run of taps: where x beats the best so far (or
 /// nothing was taken yet), take it and record tap `ti`.
 #[inline(always)]
@@ -132,7 +118,7 @@ fn max_arg_run(best: &mut [f32], arg: &mut [u32], ti: u32, x: &[f32], start: usi
     if n == 0 {
         return;
     }
-    let xs = run_of(x, start, s, n, tmp);
+    let xs = window::gather_run(x, start, s, n, tmp);
     // masks instead of branches: which element wins is data dependent
     for ((b, a), &u) in best.iter_mut().zip(arg.iter_mut()).zip(xs) {
         let m = (((u > *b) | (*a == u32::MAX)) as u32).wrapping_neg();

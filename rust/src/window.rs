@@ -207,37 +207,53 @@ pub fn axpy_t(x: &mut [f32], start: usize, s: usize, a: f32, y: &[f32]) {
     }
 }
 
-/// Sum of y[j] * x[start + j * s] with 16 independent partial sums (so that
-/// the loop vectorises; the result may differ from a serial sum in rounding).
+/// Lanes of the partial sums kept by [`dot_lanes`].
+pub const LANES: usize = 16;
+
+/// lanes[k] += sum over j = k (mod LANES) of y[j] * x[j]: a dot product
+/// whose final reduction is left to the caller (so that many short dot
+/// products into the same sum cost no horizontal reduction each).
 #[inline(always)]
-pub fn dot(y: &[f32], x: &[f32], start: usize, s: usize) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    if s == 1 {
-        let x = &x[start..start + y.len()];
-        let (yc, yr) = y.as_chunks::<L>();
-        let (xc, xr) = x.as_chunks::<L>();
-        for (a, b) in yc.iter().zip(xc) {
-            for k in 0..L {
-                acc[k] += a[k] * b[k];
-            }
-        }
-        for (k, (a, b)) in yr.iter().zip(xr).enumerate() {
-            acc[k] += a * b;
-        }
-    } else {
-        for (j, &u) in y.iter().enumerate() {
-            acc[j % L] += u * x[start + j * s];
+pub fn dot_lanes(lanes: &mut [f32; LANES], y: &[f32], x: &[f32]) {
+    let n = y.len().min(x.len());
+    let (yc, yr) = y[..n].as_chunks::<LANES>();
+    let (xc, xr) = x[..n].as_chunks::<LANES>();
+    for (a, b) in yc.iter().zip(xc) {
+        for k in 0..LANES {
+            lanes[k] += a[k] * b[k];
         }
     }
-    let mut h = L;
+    for (k, (a, b)) in yr.iter().zip(xr).enumerate() {
+        lanes[k] += a * b;
+    }
+}
+
+/// Pairwise sum of the lanes.
+#[inline(always)]
+pub fn sum_lanes(lanes: &[f32; LANES]) -> f32 {
+    let mut v = *lanes;
+    let mut h = LANES;
     while h > 1 {
         h /= 2;
         for k in 0..h {
-            acc[k] += acc[k + h];
+            v[k] += v[k + h];
         }
     }
-    acc[0]
+    v[0]
+}
+
+/// The run x[start + j s], j < n: a slice of x itself when s == 1, else
+/// gathered into `tmp` (so that the loops that use it are contiguous).
+#[inline(always)]
+pub fn gather_run<'a>(x: &'a [f32], start: usize, s: usize, n: usize, tmp: &'a mut [f32]) -> &'a [f32] {
+    if s == 1 || n == 0 {
+        return &x[start..start + n];
+    }
+    let xs = &x[start..start + (n - 1) * s + 1];
+    for (t, &u) in tmp[..n].iter_mut().zip(xs.iter().step_by(s)) {
+        *t = u;
+    }
+    &tmp[..n]
 }
 
 #[cfg(test)]
@@ -297,7 +313,10 @@ mod tests {
         let y: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.1).collect();
         for s in 1..3 {
             let want: f32 = y.iter().enumerate().map(|(j, v)| v * x[3 + j * s]).sum();
-            assert!((dot(&y, &x, 3, s) - want).abs() < 1e-3 * want.abs().max(1.0));
+            let mut tmp = vec![0.0f32; 37];
+            let mut lanes = [0.0f32; LANES];
+            dot_lanes(&mut lanes, &y, gather_run(&x, 3, s, 37, &mut tmp));
+            assert!((sum_lanes(&lanes) - want).abs() < 1e-3 * want.abs().max(1.0));
             let mut z = vec![1.0f32; 37];
             axpy(&mut z, 2.0, &x, 3, s);
             assert!(z.iter().enumerate().all(|(j, v)| *v == 1.0 + 2.0 * x[3 + j * s]));
