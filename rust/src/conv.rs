@@ -182,8 +182,12 @@ fn mm(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: Ma
 }
 
 /// Column blocks aim at this many floats (a fraction of a core's L2 cache),
-/// so that the products read what im2col has just written from cache.
+/// so that the products read what im2col has just written from cache, when
+/// samples run in parallel; when one sample's products are threaded, blocks
+/// are larger (the products need wide matrices to split well) but still
+/// bounded, so that the buffer never grows with the image.
 const COL_BLOCK: usize = 64 * 1024;
+const COL_BLOCK_THREADED: usize = 4 << 20;
 
 /// A block of output rows [r0, r1) of one sample: positions [p0, p0 + pc).
 #[derive(Clone, Copy, Debug)]
@@ -194,15 +198,12 @@ struct Chunk {
     pc: usize,
 }
 
-/// The output rows of a sample in blocks (one block when not `blocked`).
-fn chunks(g: &ConvGeom, s: &Sizes, blocked: bool) -> impl Iterator<Item = Chunk> {
+/// The output rows of a sample in blocks of about `target` column floats
+/// (one block for 1x1 convolutions, which need no column buffer).
+fn chunks(g: &ConvGeom, s: &Sizes, target: usize) -> impl Iterator<Item = Chunk> {
     let wl = g.axes[g.axes.len() - 1].out.max(1);
     let rows = window::rows(&g.axes).max(1);
-    let step = if blocked && !g.identity() {
-        (COL_BLOCK / (g.channels * s.kp * wl).max(1)).clamp(1, rows)
-    } else {
-        rows
-    };
+    let step = if g.identity() { rows } else { (target / (g.channels * s.kp * wl).max(1)).clamp(1, rows) };
     (0..rows).step_by(step).map(move |r0| {
         let r1 = (r0 + step).min(rows);
         Chunk { r0, r1, p0: r0 * wl, pc: (r1 - r0) * wl }
@@ -405,13 +406,15 @@ fn fill_bias(g: &ConvGeom, out: &mut [f32], b: &[f32], channels: usize) {
     }
 }
 
-/// The column buffer of block `ch`, grown as needed.
-fn col_buf<'a>(g: &ConvGeom, s: &Sizes, ch: Chunk, col: &'a mut Vec<f32>) -> &'a mut [f32] {
+/// The column buffer of block `ch`, grown as needed (an allocation failure is
+/// an error, not an abort).
+fn col_buf<'a>(g: &ConvGeom, s: &Sizes, ch: Chunk, col: &'a mut Vec<f32>) -> Result<&'a mut [f32]> {
     let n = g.channels * s.kp * ch.pc;
     if col.len() < n {
+        col.try_reserve(n - col.len()).map_err(|_| Error::Invalid)?;
         col.resize(n, 0.0);
     }
-    &mut col[..n]
+    Ok(&mut col[..n])
 }
 
 /// The (rows, cols) view of group gi's block of the "input side" matrix of
@@ -450,11 +453,11 @@ fn forward_sample(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], 
         alpha = 1.0;
     }
     let kk = cg * s.kp;
-    for ch in chunks(g, s, !par) {
+    for ch in chunks(g, s, if par { COL_BLOCK_THREADED } else { COL_BLOCK }) {
         let src: &[f32] = if g.identity() {
             x
         } else {
-            let cb = col_buf(g, s, ch, col);
+            let cb = col_buf(g, s, ch, col)?;
             im2col(g, s, ch, x, cb, par);
             cb
         };
@@ -490,7 +493,7 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
             None => alpha = 0.0,
         }
     }
-    for ch in chunks(g, s, !par) {
+    for ch in chunks(g, s, if par { COL_BLOCK_THREADED } else { COL_BLOCK }) {
         for gi in 0..g.group {
             let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
             let (yb, yrs, ycs) = out_view(g, s, ch, gi);
@@ -499,7 +502,7 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
             let (dst, a) = if identity {
                 (MatMut { data: &mut *gx, base: sb, rs: srs, cs: scs }, alpha)
             } else {
-                (MatMut { data: col_buf(g, s, ch, col), base: sb, rs: srs, cs: scs }, 0.0)
+                (MatMut { data: col_buf(g, s, ch, col)?, base: sb, rs: srs, cs: scs }, 0.0)
             };
             if g.channel_last {
                 // col_g (pc x kk) = gy_g (pc x OCg) @ W_g (OCg x kk)
@@ -510,7 +513,7 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
             }
         }
         if !identity {
-            col2im(g, s, ch, col_buf(g, s, ch, col), gx, par);
+            col2im(g, s, ch, col_buf(g, s, ch, col)?, gx, par);
         }
     }
     Ok(())
@@ -521,12 +524,12 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
 fn filter_sample(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32], alpha: f32, col: &mut Vec<f32>, par: bool) -> Result {
     let (cg, ocg) = (g.cg(), g.ocg());
     let kk = cg * s.kp;
-    for (i, ch) in chunks(g, s, !par).enumerate() {
+    for (i, ch) in chunks(g, s, if par { COL_BLOCK_THREADED } else { COL_BLOCK }).enumerate() {
         let a = if i == 0 { alpha } else { 1.0 };
         let src: &[f32] = if g.identity() {
             x
         } else {
-            let cb = col_buf(g, s, ch, col);
+            let cb = col_buf(g, s, ch, col)?;
             im2col(g, s, ch, x, cb, par);
             cb
         };
