@@ -268,6 +268,18 @@ def test_convolution_batch_parallel_matches_numpy():
                        check_modes=False)
 
 
+def test_convolution_single_sample_threaded_matches_numpy():
+    """One large sample: threaded products, im2col / col2im split across threads."""
+    x, w, b = randn(1, 16, 30, 30), randn(12, 8, 3, 3, scale=0.2), randn(12)
+    for cl in (False, True):
+        xa = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x
+        wa = np.ascontiguousarray(np.moveaxis(w, 1, -1)) if cl else w
+        check_function(F.convolution, [xa, wa, b], conv_ref,
+                       dict(pad=(2, 1), dilation=(2, 1), group=2, channel_last=cl),
+                       atol=1e-4, rtol=1e-4, fd_max_elems=4, fd_atol=5e-2, fd_rtol=5e-2,
+                       check_clear_buffer=False, check_modes=False)
+
+
 def test_convolution_positional_and_need_grad():
     x, w = randn(1, 2, 5, 5), randn(3, 2, 3, 3)
     xv, wv = nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(w, need_grad=True)
