@@ -83,7 +83,7 @@ impl ConvGeom {
             }
         }
         let g = ConvGeom { batch: v[0], channels: v[1], out_channels: v[2], group: v[3], channel_last: v[5] != 0, axes };
-        if g.group == 0 || g.channels % g.group != 0 || g.out_channels % g.group != 0 {
+        if g.group == 0 || !g.channels.is_multiple_of(g.group) || !g.out_channels.is_multiple_of(g.group) {
             return Err(Error::Invalid);
         }
         g.sizes()?;

@@ -358,7 +358,8 @@ mod tests {
     #[test]
     fn forward_and_backward_match_naive() {
         // (lens, kernel, stride, pad, ignore_border)
-        let cases: &[(&[usize], &[usize], &[usize], &[usize], bool)] = &[
+        type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], &'a [usize], bool);
+        let cases: &[Case] = &[
             (&[5, 6], &[2, 2], &[2, 2], &[0, 0], true),
             (&[5, 6], &[3, 2], &[2, 1], &[1, 1], false),
             (&[7], &[3], &[2], &[1], true),
