@@ -13,8 +13,9 @@ tuple for the Rust kernels in ``nncy._kernels``:
   windows; channel-last data adds the channel axis as a last axis of one tap.
 - ``K.asconv`` runs the adaptive separable convolution and its gradients.
 
-Bias gradients, global average pooling and unpooling use the generic
-reduction and strided-copy kernels.
+Unpooling is the transpose of sum pooling with stride = kernel; bias
+gradients and global average pooling use the generic reduction and
+strided-copy kernels.
 """
 import numpy as np
 
@@ -374,8 +375,8 @@ class _Pool(Impl):
         if nk == 0 or any(k < 1 for k in kernel):
             raise self.error('kernel', 'must hold one size of at least 1 per pooled axis, '
                              'got %r' % (kernel,))
-        stride = _per_axis(self, 'stride', self.args['stride'], nk, None, 1)
-        stride = tuple(kernel) if stride[0] is None else stride
+        stride = self.args['stride']
+        stride = tuple(kernel) if stride is None else _per_axis(self, 'stride', stride, nk, 1, 1)
         pad = _per_axis(self, 'pad', self.args['pad'], nk, 0, 0)
         cl = self.args['channel_last']
         nd = len(x.shape)
