@@ -469,6 +469,93 @@ def _np_softplus(x):
     return np.logaddexp(0, x)
 
 
+
+# ---- neural network layers: convolution and pooling -----------------------
+
+def _img(size, small=(2, 16, 16, 16), large=(16, 64, 56, 56)):
+    return _rng().randn(*(small if size == 'small' else large)).astype(np.float32)
+
+
+def _conv(size):
+    x = _img(size)
+    c = x.shape[1]
+    r = _rng()
+    w = (r.randn(c, c, 3, 3) * 0.1).astype(np.float32)
+    b = r.randn(c).astype(np.float32)
+    return ([x, w, b], {'pad': (1, 1)}, None,
+            lambda t, x, w, b: t.nn.functional.conv2d(x, w, b, padding=1))
+
+
+def _depthwise_conv(size):
+    x = _img(size)
+    c = x.shape[1]
+    r = _rng()
+    w = (r.randn(c, 3, 3) * 0.1).astype(np.float32)
+    b = r.randn(c).astype(np.float32)
+    return ([x, w, b], {'pad': (1, 1)}, None,
+            lambda t, x, w, b: t.nn.functional.conv2d(x, w.unsqueeze(1), b, padding=1,
+                                                      groups=x.shape[1]))
+
+
+def _deconv(size):
+    x = _img(size, (2, 16, 8, 8), (16, 64, 28, 28))
+    c = x.shape[1]
+    r = _rng()
+    w = (r.randn(c, c // 2, 4, 4) * 0.1).astype(np.float32)
+    b = r.randn(c // 2).astype(np.float32)
+    return ([x, w, b], {'pad': (1, 1), 'stride': (2, 2)}, None,
+            lambda t, x, w, b: t.nn.functional.conv_transpose2d(x, w, b, stride=2, padding=1))
+
+
+def _depthwise_deconv(size):
+    x = _img(size, (2, 16, 8, 8), (16, 64, 28, 28))
+    c = x.shape[1]
+    r = _rng()
+    w = (r.randn(c, 4, 4) * 0.1).astype(np.float32)
+    b = r.randn(c).astype(np.float32)
+    return ([x, w, b], {'pad': (1, 1), 'stride': (2, 2)}, None,
+            lambda t, x, w, b: t.nn.functional.conv_transpose2d(
+                x, w.unsqueeze(1), b, stride=2, padding=1, groups=x.shape[1]))
+
+
+def _asconv(size):
+    b, c, h, k = (2, 3, 16, 5) if size == 'small' else (4, 3, 64, 13)
+    r = _rng()
+    o = h - k + 1
+    x = r.randn(b, c, h, h).astype(np.float32)
+    kv = r.randn(b, k, o, o).astype(np.float32)
+    kh = r.randn(b, k, o, o).astype(np.float32)
+    return [x, kv, kh], {}, None, None
+
+
+def _pool(kind):
+    def np_fn(x, kernel, **_):
+        n, c, h, w = x.shape
+        v = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
+        return {'max': v.max, 'average': v.mean, 'sum': v.sum}[kind](axis=(3, 5))
+
+    def torch_fn(t, x):
+        f = t.nn.functional
+        if kind == 'max':
+            return f.max_pool2d(x, 2)
+        return f.avg_pool2d(x, 2) * (4.0 if kind == 'sum' else 1.0)
+
+    def make(size):
+        return [_img(size)], {'kernel': (2, 2)}, np_fn, torch_fn
+    return make
+
+
+def _global_avg(size):
+    return ([_img(size)], {}, lambda x: x.mean(axis=(2, 3), keepdims=True),
+            lambda t, x: x.mean(dim=(2, 3), keepdim=True))
+
+
+def _unpool(size):
+    x = _img(size, (2, 16, 8, 8), (16, 64, 28, 28))
+    return ([x], {'kernel': (2, 2)},
+            lambda x, kernel: np.repeat(np.repeat(x, 2, axis=2), 2, axis=3),
+            lambda t, x: x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+
 CASES = {
     'affine': _affine,
     'embed': _embed,
@@ -477,6 +564,16 @@ CASES = {
     'gru': _recurrent('gru'),
     'multi_head_attention': _mha,
     'patch_correlation': _patch_correlation,
+    'convolution': _conv,
+    'depthwise_convolution': _depthwise_conv,
+    'deconvolution': _deconv,
+    'depthwise_deconvolution': _depthwise_deconv,
+    'adaptive_separable_convolution': _asconv,
+    'max_pooling': _pool('max'),
+    'average_pooling': _pool('average'),
+    'sum_pooling': _pool('sum'),
+    'global_average_pooling': _global_avg,
+    'unpooling': _unpool,
     'relu': unary(lambda x: np.maximum(x, 0), 'relu'),
     'sigmoid': unary(lambda x: 1 / (1 + np.exp(-x)), 'sigmoid'),
     'tanh': unary(np.tanh, 'tanh'),

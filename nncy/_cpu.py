@@ -316,4 +316,5 @@ class Slice(Impl):
 
 
 from nncy import _cpu_seq  # noqa: E402,F401  (embed, rnn, lstm, gru, multi_head_attention, patch_correlation)
+from nncy import _cpu_conv  # noqa: E402,F401  (convolution and pooling layers)
 from nncy import _cpu_norm  # noqa: E402,F401  (normalization, clipping and PReLU)

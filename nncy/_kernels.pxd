@@ -77,6 +77,18 @@ cdef extern from "nncy_kernels.h" nogil:
                                const float* hi, float hi_v, const float* gy,
                                uint32_t which, float* g, size_t n, int32_t accum)
 
+# Convolution and pooling (neural-network layers)
+cdef extern from "nncy_kernels.h" nogil:
+    int32_t nncy_conv_f32(uint32_t op, const size_t* geom, size_t ngeom, const float* a,
+                          const float* b, float* out, const float* bias, int32_t accum)
+    int32_t nncy_pool_f32(uint32_t op, const size_t* geom, size_t ngeom, const float* x,
+                          float* y, int32_t accum)
+    int32_t nncy_pool_grad_f32(uint32_t op, const size_t* geom, size_t ngeom,
+                               const float* x, const float* gy, float* gx, int32_t accum)
+    int32_t nncy_asconv_f32(uint32_t which, const size_t* dims, const float* x,
+                            const float* kv, const float* kh, const float* gy, float* out,
+                            int32_t accum)
+
 # Fast entry points for the Cython core (arrays are float32, C-contiguous).
 cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
                cnp.ndarray p) except -1

@@ -906,4 +906,112 @@ def clip_grad(name, x, lo, float lo_v, hi, float hi_v, gy, uint32_t which, g, bi
     cdef int32_t st
     with nogil:
         st = nncy_clip_grad_f32(xp, lp, lo_v, hp, hi_v, gyp, which, gp, n, accum)
+
+
+# Convolution and pooling (neural-network layers)
+# ---------------------------------------------------------------------------
+
+_CONV_OPS = {'forward': 0, 'data': 1, 'filter': 2}
+_POOL_OPS = {'max': 0, 'sum': 1, 'average': 2}
+_ASCONV_OPS = {'forward': 0, 'x': 1, 'vertical_kernel': 2, 'horizontal_kernel': 3}
+cdef enum:
+    MAXGEOM = 64
+
+
+cdef int _geom(tuple g, size_t* out) except -1:
+    if len(g) > MAXGEOM:
+        raise ValueError('geometry of %d entries; at most %d' % (len(g), MAXGEOM))
+    for i, v in enumerate(g):
+        if v < 0:
+            raise ValueError('negative size in geometry %r' % (g,))
+        out[i] = v
+    return 0
+
+
+cdef inline float* _fptr_or_null(a):
+    return NULL if a is None else fptr(<cnp.ndarray>a)
+
+
+def conv(name, op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bias, tuple geom,
+         bint accum=False):
+    """Convolution kernel ``op`` ('forward', 'data' or 'filter') on C-contiguous
+    float32 arrays; ``geom`` as in ``nncy_conv_f32``: (batch, channels,
+    out_channels, group, ndim, channel_last, then per spatial axis len, out,
+    kernel, pad, stride, dilation).  forward: out (+)= conv(a=x, b=w) [+ bias];
+    data: out (+)= conv^T(a=gy, b=w) [+ bias]; filter: out (+)= dconv/dw (a=x, b=gy)."""
+    cdef size_t g[MAXGEOM]
+    cdef uint32_t code = _CONV_OPS[op]
+    for arr in (a, b, out):
+        need_f32(arr, name)
+    if bias is not None:
+        need_f32(bias, name)
+    _geom(geom, g)
+    cdef size_t ng = len(geom)
+    cdef float* _t0 = fptr(a)
+    cdef float* _t1 = fptr(b)
+    cdef float* _t2 = fptr(out)
+    cdef float* _t3 = _fptr_or_null(bias)
+    cdef int32_t st
+    with nogil:
+        st = nncy_conv_f32(code, g, ng, _t0, _t1, _t2, _t3, accum)
+    check(st, name)
+
+
+def pool(name, op, cnp.ndarray x, cnp.ndarray y, tuple geom, bint accum=False):
+    """y (+)= pooling ``op`` ('max', 'sum', 'average') of x; ``geom`` as in
+    ``nncy_pool_f32``: (outer, ndim, including_pad, then per axis len, out,
+    kernel, stride, pad)."""
+    cdef size_t g[MAXGEOM]
+    cdef uint32_t code = _POOL_OPS[op]
+    need_f32(x, name); need_f32(y, name)
+    _geom(geom, g)
+    cdef size_t ng = len(geom)
+    cdef float* _t0 = fptr(x)
+    cdef float* _t1 = fptr(y)
+    cdef int32_t st
+    with nogil:
+        st = nncy_pool_f32(code, g, ng, _t0, _t1, accum)
+    check(st, name)
+
+
+def pool_grad(name, op, x, cnp.ndarray gy, cnp.ndarray gx, tuple geom, bint accum=False):
+    """gx (+)= gradient of :func:`pool`; ``x`` is read by max pooling only."""
+    cdef size_t g[MAXGEOM]
+    cdef uint32_t code = _POOL_OPS[op]
+    need_f32(gy, name); need_f32(gx, name)
+    if x is not None:
+        need_f32(x, name)
+    _geom(geom, g)
+    cdef size_t ng = len(geom)
+    cdef float* _t0 = _fptr_or_null(x)
+    cdef float* _t1 = fptr(gy)
+    cdef float* _t2 = fptr(gx)
+    cdef int32_t st
+    with nogil:
+        st = nncy_pool_grad_f32(code, g, ng, _t0, _t1, _t2, accum)
+    check(st, name)
+
+
+def asconv(name, which, tuple dims, cnp.ndarray x, cnp.ndarray kv, cnp.ndarray kh, gy,
+           cnp.ndarray out, bint accum=False):
+    """Adaptive separable convolution: ``which`` 'forward' (out = y) or the
+    gradient for 'x', 'vertical_kernel', 'horizontal_kernel' (out (+)= ...).
+    ``dims``: (B, C, H, W, Kv, Hv, Wv, Kh, Hh, Wh)."""
+    cdef size_t d[10]
+    cdef uint32_t code = _ASCONV_OPS[which]
+    if len(dims) != 10:
+        raise ValueError('%s: asconv needs 10 sizes' % name)
+    for arr in (x, kv, kh, out):
+        need_f32(arr, name)
+    if gy is not None:
+        need_f32(gy, name)
+    _geom(dims, d)
+    cdef float* _t0 = fptr(x)
+    cdef float* _t1 = fptr(kv)
+    cdef float* _t2 = fptr(kh)
+    cdef float* _t3 = _fptr_or_null(gy)
+    cdef float* _t4 = fptr(out)
+    cdef int32_t st
+    with nogil:
+        st = nncy_asconv_f32(code, d, _t0, _t1, _t2, _t3, _t4, accum)
     check(st, name)

@@ -129,6 +129,11 @@ _eps = ('eps', _FLOAT, 1e-05)
 _ostat = ('output_stat', _BOOL, False)
 _bn_args = [('axes', 'ints', (1,)), ('decay_rate', _FLOAT, 0.9), _eps,
             ('batch_stat', _BOOL, True), _ostat]
+_pad = ('pad', 'ints', None)
+_stride = ('stride', 'ints', None)
+_dilation = ('dilation', 'ints', None)
+_pool_args = [('kernel', 'ints', None), _stride, ('ignore_border', _BOOL, True), _pad,
+              ('channel_last', _BOOL, False)]
 
 FUNCTIONS = [
     # ---- neural network layers ------------------------------------------
@@ -165,6 +170,35 @@ FUNCTIONS = [
        ('shift_step', 'ints', (1, 1)), ('padding', 'ints', (0, 0, 0, 0)),
        ('channel_last', _BOOL, False)],
       'Sums of products of patches of x1 with shifted patches of x2 (FlowNet correlation).'),
+    S('Convolution', 'convolution', 'x, weight@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('group', _INT, 1),
+       ('channel_last', _BOOL, False)],
+      'N-D convolution with bias: groups, padding, stride, dilation, NCHW or NHWC.'),
+    S('DepthwiseConvolution', 'depthwise_convolution', 'x, weight@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('multiplier', _INT, 1)],
+      'N-D convolution of each channel with its own multiplier kernels.'),
+    S('Deconvolution', 'deconvolution', 'x, weight@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('group', _INT, 1),
+       ('channel_last', _BOOL, False), ('output_padding', 'ints', None)],
+      'N-D transposed convolution (the input gradient of a convolution) with bias.'),
+    S('DepthwiseDeconvolution', 'depthwise_deconvolution', 'x, weight@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('divisor', _INT, 1)],
+      'Transposed depthwise convolution: divisor input channels per output channel.'),
+    S('AdaptiveSeparableConvolution', 'adaptive_separable_convolution',
+      'x, vertical_kernel, horizontal_kernel', [],
+      'Per-pixel separable 2-D filtering of NCHW data by vertical and horizontal kernels.'),
+    S('MaxPooling', 'max_pooling', 'x', _pool_args,
+      'Maximum over N-D windows.'),
+    S('AveragePooling', 'average_pooling', 'x',
+      _pool_args + [('including_pad', _BOOL, True)],
+      'Mean over N-D windows, counting padded positions or not.'),
+    S('GlobalAveragePooling', 'global_average_pooling', 'x', [],
+      'Mean over all axes after the channel axis: (N, C, ...) -> (N, C, 1, 1).'),
+    S('SumPooling', 'sum_pooling', 'x', _pool_args,
+      'Sum over N-D windows.'),
+    S('Unpooling', 'unpooling', 'x',
+      [('kernel', 'ints', None), ('channel_last', _BOOL, False)],
+      'Repeats every element kernel times along the last axes (nearest upsampling).'),
 
     # ---- activations -------------------------------------------------------
     P('ReLU', 'relu', 'x', 'x if x > 0 else 0', ['gy if y > 0 else 0'],

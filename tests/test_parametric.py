@@ -107,3 +107,44 @@ def test_pf_mlp_trains_with_adam():
         solver.update()
         losses.append(float(loss.d))
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_convolution_family_parameters():
+    x = nn.Variable((2, 3, 8, 8))
+    y = PF.convolution(x, 4, (3, 3), pad=(1, 1), name='c1')
+    PF.convolution(nn.Variable((2, 8, 8, 3)), 4, (3, 3), channel_last=True, name='c2')
+    PF.depthwise_convolution(x, (3, 3), multiplier=2, name='dw')
+    d = PF.deconvolution(x, 6, (2, 2), stride=(2, 2), group=3, name='dc')
+    PF.depthwise_deconvolution(x, (3, 3), name='ddc')
+    s = shapes()
+    assert s['c1/W'] == (4, 3, 3, 3) and s['c1/b'] == (4,)
+    assert s['c2/W'] == (4, 3, 3, 3)          # (outmaps, *kernel, inmaps) for channel_last
+    assert s['dw/W'] == (6, 3, 3) and s['dw/b'] == (6,)
+    assert s['dc/W'] == (3, 2, 2, 2) and s['dc/b'] == (6,)
+    assert s['ddc/W'] == (3, 3, 3) and s['ddc/b'] == (3,)
+    assert y.shape == (2, 4, 8, 8) and d.shape == (2, 6, 16, 16)
+
+
+def test_small_cnn_trains():
+    """convolution + pooling + batch_matmul layers built with PF: the loss falls."""
+    rng = np.random.RandomState(3)
+    xs = rng.randn(32, 1, 8, 8).astype(np.float32)
+    ts = (xs[:, 0, :4].sum(axis=(1, 2)) > xs[:, 0, 4:].sum(axis=(1, 2))).astype(np.int64)
+    x = nn.Variable.from_numpy_array(xs)
+    t = nn.Variable.from_numpy_array(ts.reshape(-1, 1))
+    h = F.max_pooling(F.relu(PF.convolution(x, 4, (3, 3), pad=(1, 1), rng=rng)), (2, 2))
+    h = F.reshape(h, (32, 1, 64))
+    w = nn.parameter.get_parameter_or_create('head/W', (64, 2),
+                                             lambda s: rng.randn(*s).astype(np.float32) * 0.1)
+    logits = F.reshape(F.batch_matmul(h, F.reshape(w, (1, 64, 2))), (32, 2))
+    loss = F.mean(F.softmax_cross_entropy(logits, t))
+    solver = S.Adam(0.02)
+    solver.set_parameters(nn.get_parameters())
+    losses = []
+    for _ in range(40):
+        loss.forward()
+        solver.zero_grad()
+        loss.backward()
+        solver.update()
+        losses.append(float(loss.d))
+    assert losses[-1] < 0.5 * losses[0]

@@ -202,6 +202,30 @@ int32_t nncy_sum_squares_f32(const float *x, size_t n, double *out);
 // *out = (1 if x holds an infinity) | (2 if x holds a NaN), over n floats.
 int32_t nncy_nonfinite_f32(const float *x, size_t n, uint32_t *out);
 
+// Convolution through im2col and matrix products (direct kernels when each
+// group has one input channel).  `geom`: [batch, channels, out_channels,
+// group, ndim, channel_last, then per spatial axis (len, out, kernel, pad,
+// stride, dilation)] with `out` the convolution output length.
+// op 0: out (y) (+)= conv(a = x, b = w) [+ bias (out_channels)];
+// op 1: out (gx) (+)= conv^T(a = gy, b = w) [+ bias (channels)];
+// op 2: out (gw) (+)= d conv / d w (a = x, b = gy), bias NULL.
+// Layouts in `conv`; `accum` adds to `out` instead of overwriting it.
+int32_t nncy_conv_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *a, const float *b, float *out, const float *bias, int32_t accum);
+
+// y (+)= pooling of `outer` planes of x: op 0 max, 1 sum, 2 average.
+// `geom`: [outer, ndim, including_pad, then per axis (len, out, kernel,
+// stride, pad)].
+int32_t nncy_pool_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *x, float *y, int32_t accum);
+
+// gx (+)= gradient of [`nncy_pool_f32`] applied to gy; x is read by max
+// pooling only (NULL allowed otherwise).
+int32_t nncy_pool_grad_f32(uint32_t op, const size_t *geom, size_t ngeom, const float *x, const float *gy, float *gx, int32_t accum);
+
+// Adaptive separable convolution.  `dims`: [B, C, H, W, Kv, Hv, Wv, Kh, Hh,
+// Wh] (x, vertical kernel kv, horizontal kernel kh).  which 0: out = y;
+// 1: out (+)= gx; 2: out (+)= gkv; 3: out (+)= gkh (gy read by 1 to 3).
+int32_t nncy_asconv_f32(uint32_t which, const size_t *dims, const float *x, const float *kv, const float *kh, const float *gy, float *out, int32_t accum);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -1974,3 +1974,175 @@ mod solver_family_tests {
         assert_eq!(f, 2);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Convolution and pooling (neural-network layers)
+// ---------------------------------------------------------------------------
+
+/// Most entries of a geometry array.
+const MAX_GEOM: usize = 64;
+
+/// The geometry array of `n` sizes at `p`.
+fn read_geometry(p: *const usize, n: usize) -> Result<Vec<usize>> {
+    if n > MAX_GEOM {
+        return Err(Error::Invalid);
+    }
+    let mut v = vec![0usize; n];
+    read_into(&mut v, p)?;
+    Ok(v)
+}
+
+/// Convolution through im2col and matrix products (direct kernels when each
+/// group has one input channel).  `geom`: [batch, channels, out_channels,
+/// group, ndim, channel_last, then per spatial axis (len, out, kernel, pad,
+/// stride, dilation)] with `out` the convolution output length.
+/// op 0: out (y) (+)= conv(a = x, b = w) [+ bias (out_channels)];
+/// op 1: out (gx) (+)= conv^T(a = gy, b = w) [+ bias (channels)];
+/// op 2: out (gw) (+)= d conv / d w (a = x, b = gy), bias NULL.
+/// Layouts in `conv`; `accum` adds to `out` instead of overwriting it.
+#[no_mangle]
+pub extern "C" fn nncy_conv_f32(
+    op: u32,
+    geom: *const usize,
+    ngeom: usize,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    bias: *const f32,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let g = crate::conv::ConvGeom::from_slice(&read_geometry(geom, ngeom)?)?;
+        let s = g.sizes()?;
+        let (na, nb, no, nbias) = match op {
+            crate::conv::FORWARD => (s.x, s.w, s.y, g.out_channels),
+            crate::conv::DATA => (s.y, s.w, s.x, g.channels),
+            crate::conv::FILTER if bias.is_null() => (s.x, s.y, s.w, 0),
+            _ => return Err(Error::Invalid),
+        };
+        let o = Region::contiguous(out as *const f32, no)?;
+        // SAFETY: the caller passes buffers of these sizes; inputs that
+        // overlap the output are copied first.
+        let (a, b) = unsafe { (Region::contiguous(a, na)?.read_apart(&[o]), Region::contiguous(b, nb)?.read_apart(&[o])) };
+        let bias = if bias.is_null() { None } else { Some(unsafe { Region::contiguous(bias, nbias)?.read_apart(&[o]) }) };
+        crate::conv::run(op, &g, &a, &b, unsafe { o.write() }, bias.as_deref(), accum != 0)
+    })
+}
+
+/// y (+)= pooling of `outer` planes of x: op 0 max, 1 sum, 2 average.
+/// `geom`: [outer, ndim, including_pad, then per axis (len, out, kernel,
+/// stride, pad)].
+#[no_mangle]
+pub extern "C" fn nncy_pool_f32(op: u32, geom: *const usize, ngeom: usize, x: *const f32, y: *mut f32, accum: i32) -> i32 {
+    guard(|| {
+        let g = crate::pool::PoolGeom::from_slice(&read_geometry(geom, ngeom)?)?;
+        let (_, _, tin, tout) = g.sizes()?;
+        let o = Region::contiguous(y as *const f32, tout)?;
+        // SAFETY: x holds tin floats (copied if it overlaps y), y tout floats.
+        let x = unsafe { Region::contiguous(x, tin)?.read_apart(&[o]) };
+        crate::pool::forward(op, &g, &x, unsafe { o.write() }, accum != 0)
+    })
+}
+
+/// gx (+)= gradient of [`nncy_pool_f32`] applied to gy; x is read by max
+/// pooling only (NULL allowed otherwise).
+#[no_mangle]
+pub extern "C" fn nncy_pool_grad_f32(op: u32, geom: *const usize, ngeom: usize, x: *const f32, gy: *const f32, gx: *mut f32, accum: i32) -> i32 {
+    guard(|| {
+        let g = crate::pool::PoolGeom::from_slice(&read_geometry(geom, ngeom)?)?;
+        let (_, _, tin, tout) = g.sizes()?;
+        let o = Region::contiguous(gx as *const f32, tin)?;
+        // SAFETY: gy holds tout floats, x (read for max) and gx tin floats.
+        let gy = unsafe { Region::contiguous(gy, tout)?.read_apart(&[o]) };
+        let x = if op == crate::pool::MAX { unsafe { Region::contiguous(x, tin)?.read_apart(&[o]) } } else { Cow::Borrowed(&[][..]) };
+        crate::pool::backward(op, &g, &x, &gy, unsafe { o.write() }, accum != 0)
+    })
+}
+
+/// Adaptive separable convolution.  `dims`: [B, C, H, W, Kv, Hv, Wv, Kh, Hh,
+/// Wh] (x, vertical kernel kv, horizontal kernel kh).  which 0: out = y;
+/// 1: out (+)= gx; 2: out (+)= gkv; 3: out (+)= gkh (gy read by 1 to 3).
+#[no_mangle]
+pub extern "C" fn nncy_asconv_f32(
+    which: u32,
+    dims: *const usize,
+    x: *const f32,
+    kv: *const f32,
+    kh: *const f32,
+    gy: *const f32,
+    out: *mut f32,
+    accum: i32,
+) -> i32 {
+    guard(|| {
+        let d = crate::asconv::Dims::from_slice(&read_geometry(dims, 10)?)?;
+        let [nx, nkv, nkh, ny] = d.sizes()?;
+        let no = match which {
+            crate::asconv::FORWARD => ny,
+            crate::asconv::GRAD_X => nx,
+            crate::asconv::GRAD_KV => nkv,
+            crate::asconv::GRAD_KH => nkh,
+            _ => return Err(Error::Invalid),
+        };
+        let o = Region::contiguous(out as *const f32, no)?;
+        // SAFETY: the caller passes buffers of these sizes; overlaps are copied.
+        let (x, kv, kh) = unsafe {
+            (
+                Region::contiguous(x, nx)?.read_apart(&[o]),
+                Region::contiguous(kv, nkv)?.read_apart(&[o]),
+                Region::contiguous(kh, nkh)?.read_apart(&[o]),
+            )
+        };
+        let gy = if which == crate::asconv::FORWARD { Cow::Borrowed(&[][..]) } else { unsafe { Region::contiguous(gy, ny)?.read_apart(&[o]) } };
+        crate::asconv::run(which, &d, &x, &kv, &kh, &gy, unsafe { o.write() }, accum != 0)
+    })
+}
+
+#[cfg(test)]
+mod conv_tests {
+    use super::*;
+    use std::ptr::null;
+
+    #[test]
+    fn conv_and_pool_entry_points() {
+        // 1 sample, 1 channel, 4 -> 2 outputs of a 3-tap kernel
+        let geom = [1usize, 1, 1, 1, 1, 0, 4, 2, 3, 0, 1, 1];
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let w = [1.0f32, 0.0, -1.0];
+        let mut y = [0.0f32; 2];
+        assert_eq!(nncy_conv_f32(0, geom.as_ptr(), geom.len(), x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), [10.0f32].as_ptr(), 0), 0);
+        assert_eq!(y, [8.0, 8.0]);
+        // bad op, bias for the filter gradient, short geometry, null input
+        assert_eq!(nncy_conv_f32(3, geom.as_ptr(), geom.len(), x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), null(), 0), 1);
+        let mut gw = [0.0f32; 3];
+        assert_eq!(nncy_conv_f32(2, geom.as_ptr(), geom.len(), x.as_ptr(), y.as_ptr(), gw.as_mut_ptr(), w.as_ptr(), 0), 1);
+        assert_eq!(nncy_conv_f32(2, geom.as_ptr(), geom.len(), x.as_ptr(), y.as_ptr(), gw.as_mut_ptr(), null(), 0), 0);
+        assert_eq!(gw, [8.0 * 3.0, 8.0 * 5.0, 8.0 * 7.0]);
+        assert_eq!(nncy_conv_f32(0, geom.as_ptr(), 5, x.as_ptr(), w.as_ptr(), y.as_mut_ptr(), null(), 0), 1);
+        assert_eq!(nncy_conv_f32(0, geom.as_ptr(), geom.len(), null(), w.as_ptr(), y.as_mut_ptr(), null(), 0), 1);
+        // the output overlapping an input: the input is copied first
+        let mut buf = [1.0f32, 2.0, 3.0, 4.0];
+        let bp = buf.as_mut_ptr();
+        assert_eq!(nncy_conv_f32(0, geom.as_ptr(), geom.len(), bp, w.as_ptr(), bp, null(), 0), 0);
+        assert_eq!(&buf[..2], &[-2.0, -2.0]);
+        // 2x2 max pooling of a 2x4 plane
+        let pg = [1usize, 2, 1, 2, 1, 2, 2, 0, 4, 2, 2, 2, 0];
+        let px = [1.0f32, 5.0, 2.0, 0.0, 3.0, 4.0, 8.0, 7.0];
+        let mut py = [0.0f32; 2];
+        assert_eq!(nncy_pool_f32(0, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr(), 0), 0);
+        assert_eq!(py, [5.0, 8.0]);
+        let mut pgx = [0.0f32; 8];
+        assert_eq!(nncy_pool_grad_f32(0, pg.as_ptr(), pg.len(), px.as_ptr(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 0);
+        assert_eq!(pgx, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0]);
+        assert_eq!(nncy_pool_grad_f32(0, pg.as_ptr(), pg.len(), null(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 1);
+        assert_eq!(nncy_pool_grad_f32(2, pg.as_ptr(), pg.len(), null(), [1.0f32, 2.0].as_ptr(), pgx.as_mut_ptr(), 0), 0);
+        assert_eq!(pgx[0], 0.25);
+        assert_eq!(nncy_pool_f32(3, pg.as_ptr(), pg.len(), px.as_ptr(), py.as_mut_ptr(), 0), 1);
+        // adaptive separable convolution: 1x1 kernels scale the input
+        let dims = [1usize, 1, 2, 2, 1, 2, 2, 1, 2, 2];
+        let ones = [1.0f32; 4];
+        let mut ay = [0.0f32; 4];
+        assert_eq!(nncy_asconv_f32(0, dims.as_ptr(), px.as_ptr(), ones.as_ptr(), [2.0f32; 4].as_ptr(), null(), ay.as_mut_ptr(), 0), 0);
+        assert_eq!(ay, [2.0, 10.0, 4.0, 0.0]);
+        assert_eq!(nncy_asconv_f32(1, dims.as_ptr(), px.as_ptr(), ones.as_ptr(), ones.as_ptr(), null(), ay.as_mut_ptr(), 0), 1);
+    }
+}

@@ -191,6 +191,15 @@ pub fn batch_gemm(
     Ok(())
 }
 
+/// As [`gemm`], on the calling thread only: for callers that already run
+/// several products in parallel.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial(m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32, beta: f32) -> Result {
+    check(m, n, k, &dst, &lhs, &rhs)?;
+    run(m, n, k, dst, lhs, rhs, alpha, beta, Parallelism::None);
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 mod tests {

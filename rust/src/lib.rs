@@ -26,6 +26,13 @@ pub mod softmax;
 pub mod strided;
 pub mod vmath;
 
+// Convolution and pooling (neural-network layers).
+pub mod asconv;
+pub mod conv;
+pub mod depthwise;
+pub mod pool;
+pub mod window;
+
 #[cfg(test)]
 mod ops_tests;
 
