@@ -556,3 +556,8 @@ CASES.update({
     'random_flip': _case(None, None, {'axes': (2, 3)}),
     'random_shift': _case(None, None, {'shifts': (2, 2)}),
 })
+CASES.update({
+    'random_erase': _case(None, None, {'prob': 0.5, 'replacements': (0.0, 1.0)}),
+    'image_augmentation': _case(None, None, {'flip_lr': True, 'angle': 0.2, 'min_scale': 0.9,
+                                             'max_scale': 1.1, 'brightness': 0.1}),
+})

@@ -391,3 +391,201 @@ class RandomShift(_Random):
 
     def grad_depends_input_data(self, i, j):
         return False
+
+
+def _pair(impl, name, lo_min=None):
+    v = impl.args[name]
+    if v is None or len(v) != 2 or not v[0] <= v[1] or (lo_min is not None and v[0] < lo_min):
+        raise impl.error(name, 'must be a (low, high) pair with low <= high%s, got %r'
+                         % ('' if lo_min is None else ' and low >= %g' % lo_min, v))
+    return v
+
+
+@register('RandomErase')
+class RandomErase(_Random):
+    """Per sample (and per feature when share is False) up to n boxes over the two
+    spatial axes, each erased with probability prob and filled with uniform values
+    from replacements.  Layout: (samples..., features..., H, W), or with
+    channel_last (samples..., H, W, C)."""
+    def setup(self, inputs):
+        s = inputs[0].shape
+        base = _sample_axes(self, s)
+        a = self.args
+        if not 0 <= a['prob'] <= 1:
+            raise self.error('prob', 'must lie in [0, 1], got %r' % a['prob'])
+        self.area = _pair(self, 'area_ratios', 0.0)
+        self.aspect = _pair(self, 'aspect_ratios', 1e-12)
+        self.repl = _pair(self, 'replacements')
+        self.n = 1 if a['n'] is None else a['n']
+        if self.n < 1:
+            raise self.error('n', 'must be at least 1, got %r' % a['n'])
+        if a['inplace']:
+            raise self.error('inplace', 'True is not supported: the output is always a '
+                             'new array', NotImplementedError)
+        feat = s[base:]
+        if a['channel_last']:
+            if len(feat) != 3:
+                raise self.error('channel_last', 'needs samples of shape (H, W, C) after '
+                                 'base_axis=%d, got x of shape %s' % (base, s))
+            self.h, self.w, self.c = feat
+        else:
+            if len(feat) < 2:
+                raise self.error('x', 'needs two spatial axes after base_axis=%d, got shape %s'
+                                 % (base, s))
+            self.h, self.w = feat[-2:]
+            self.c = _prod(feat[:-2])
+        self.b = _prod(s[:base])
+        self.make_rng()
+        self.mask = None
+        return [s]
+
+    def _mask(self):
+        """Erased pixels, (B, C or 1, H, W) booleans."""
+        rng, a = self.rng, self.args
+        c = 1 if a['share'] else self.c
+        shp = (self.b, self.n, c)
+        h, w = self.h, self.w
+        erase = rng.random_sample(shp) < a['prob']
+        area = rng.uniform(self.area[0], self.area[1], shp) * h * w
+        ratio = rng.uniform(self.aspect[0], self.aspect[1], shp)
+        he = np.minimum(np.sqrt(area * ratio).astype(np.int64), h)
+        we = np.minimum(np.sqrt(area / ratio).astype(np.int64), w)
+        ye = (rng.random_sample(shp) * (h - he + 1)).astype(np.int64)
+        xe = (rng.random_sample(shp) * (w - we + 1)).astype(np.int64)
+        rows = np.arange(h)
+        cols = np.arange(w)
+        in_r = (rows >= ye[..., None]) & (rows < (ye + he)[..., None])     # (B, n, c, H)
+        in_c = (cols >= xe[..., None]) & (cols < (xe + we)[..., None])     # (B, n, c, W)
+        box = in_r[..., :, None] & in_c[..., None, :] & erase[..., None, None]
+        return box.any(axis=1)
+
+    def _layout(self, m, shape):
+        """The (B, C or 1, H, W) mask in x's layout, broadcastable to x's shape."""
+        if self.args['channel_last']:
+            return m.transpose(0, 2, 3, 1).reshape(shape[:len(shape) - 3] + m.shape[2:]
+                                                   + m.shape[1:2])
+        lead = shape[:len(shape) - 2]
+        if m.shape[1] == 1:
+            return m.reshape(shape[:self.args['base_axis']] + (1,) * (len(lead) - self.args[
+                'base_axis']) + m.shape[2:])
+        return m.reshape(shape)
+
+    def forward(self, inputs, outputs):
+        x = inputs[0]
+        m = np.broadcast_to(self._layout(self._mask(), x.shape), x.shape)
+        self.mask = m
+        lo, hi = self.repl
+        vals = self.rng.uniform(lo, hi, x.shape)
+        dout(outputs[0])[...] = np.where(m, vals, d32(x))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if not propagate_down[0]:
+            return
+        gy = g32(outputs[0])
+        g = np.where(self.mask, 0, gy) if self.args['ste_fine_grained'] else gy
+        gx = gout(inputs[0], accum[0])
+        if accum[0]:
+            gx += g
+        else:
+            gx[...] = g
+
+    def grad_depends_input_data(self, i, j):
+        return False
+
+
+@register('ImageAugmentation')
+class ImageAugmentation(_Random):
+    """Per image (the axes before the last three; the third-last is the channel
+    axis): a random similarity transform (scale, aspect ratio, rotation, flips,
+    translation by up to pad pixels) sampled bilinearly into the output size
+    (zero outside the input), then random brightness, contrast and noise.  No
+    gradient flows back (as in NNabla)."""
+    def setup(self, inputs):
+        s = inputs[0].shape
+        a = self.args
+        if len(s) < 2:
+            raise self.error('x', 'must have at least two (spatial) axes, got shape %s' % (s,))
+        shape = s if a['shape'] is None else tuple(a['shape'])
+        if len(shape) < 2 or len(shape) > len(s) or \
+                tuple(shape[:-2]) != s[len(s) - len(shape):-2] or min(shape[-2:]) < 1:
+            raise self.error('shape', 'must be the output size, (..., H, W) with the leading '
+                             'sizes of x (shape %s), got %r' % (s, a['shape']))
+        pad = tuple(a['pad'])
+        if len(pad) != 2 or min(pad) < 0:
+            raise self.error('pad', 'must be two non-negative ints, got %r' % (pad,))
+        if not 0 < a['min_scale'] <= a['max_scale']:
+            raise self.error('min_scale', 'must satisfy 0 < min_scale <= max_scale, got %r, %r'
+                             % (a['min_scale'], a['max_scale']))
+        if not a['aspect_ratio'] >= 1.0:
+            raise self.error('aspect_ratio', 'must be at least 1.0, got %r' % a['aspect_ratio'])
+        if not a['contrast'] > 0:
+            raise self.error('contrast', 'must be positive, got %r' % a['contrast'])
+        for k in ('angle', 'brightness', 'noise'):
+            if not a[k] >= 0:
+                raise self.error(k, 'must not be negative, got %r' % a[k])
+        if a['distortion'] != 0:
+            raise self.error('distortion', 'is not supported (only 0.0), got %r'
+                             % a['distortion'], NotImplementedError)
+        self.oh, self.ow = shape[-2:]
+        self.ih, self.iw = s[-2:]
+        self.c = s[-3] if len(s) >= 3 else 1
+        self.b = _prod(s[:-3]) if len(s) >= 3 else 1
+        self.make_rng()
+        return [s[:-2] + (self.oh, self.ow)]
+
+    def _coords(self, rng):
+        """Source (y, x) coordinates, each (B, oh, ow)."""
+        a, b = self.args, self.b
+        scale = rng.uniform(a['min_scale'], a['max_scale'], b)
+        lr = np.log(a['aspect_ratio'])
+        ratio = np.exp(rng.uniform(-lr, lr, b))
+        sy, sx = scale / np.sqrt(ratio), scale * np.sqrt(ratio)
+        th = rng.uniform(-a['angle'], a['angle'], b)
+        fy = np.where(rng.random_sample(b) < 0.5, -1.0, 1.0) if a['flip_ud'] else np.ones(b)
+        fx = np.where(rng.random_sample(b) < 0.5, -1.0, 1.0) if a['flip_lr'] else np.ones(b)
+        py, px = a['pad']
+        ty = rng.randint(-py, py + 1, b)
+        tx = rng.randint(-px, px + 1, b)
+        oy = (np.arange(self.oh) - (self.oh - 1) / 2.0)[None, :, None]
+        ox = (np.arange(self.ow) - (self.ow - 1) / 2.0)[None, None, :]
+        c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
+        # output offsets, rotated back, unscaled, unflipped, into the input
+        ry = (c * oy - s * ox) / sy[:, None, None] * fy[:, None, None]
+        rx = (s * oy + c * ox) / sx[:, None, None] * fx[:, None, None]
+        return (ry + (self.ih - 1) / 2.0 + ty[:, None, None],
+                rx + (self.iw - 1) / 2.0 + tx[:, None, None])
+
+    def forward(self, inputs, outputs):
+        rng, a = self.rng, self.args
+        x = d32(inputs[0]).reshape(self.b, self.c, self.ih, self.iw)
+        yy, xx = self._coords(rng)
+        y0, x0 = np.floor(yy), np.floor(xx)
+        wy, wx = (yy - y0)[:, None], (xx - x0)[:, None]
+        y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+        bi = np.arange(self.b)[:, None, None]
+        out = np.zeros((self.b, self.c, self.oh, self.ow))
+        for dy, dx, wgt in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
+                            (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
+            r, q = y0 + dy, x0 + dx
+            ok = (r >= 0) & (r < self.ih) & (q >= 0) & (q < self.iw)
+            v = x[bi, :, np.clip(r, 0, self.ih - 1), np.clip(q, 0, self.iw - 1)]  # (B,oh,ow,C)
+            out += np.moveaxis(v * ok[..., None], -1, 1) * wgt
+        nb = (self.b, self.c if a['brightness_each'] else 1, 1, 1)
+        if a['brightness'] > 0:
+            out += rng.uniform(-a['brightness'], a['brightness'], nb)
+        if a['contrast'] != 1.0:
+            lc = np.log(a['contrast'])
+            nc = (self.b, self.c if a['contrast_each'] else 1, 1, 1)
+            k = np.exp(rng.uniform(-lc, lc, nc))
+            out = (out - a['contrast_center']) * k + a['contrast_center']
+        if a['noise'] > 0:
+            out += rng.normal(0.0, a['noise'], out.shape)
+        y = outputs[0]
+        dout(y)[...] = out.reshape(y.shape)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0] and not accum[0]:
+            gout(inputs[0], False).fill(0)
+
+    def grad_depends_input_data(self, i, j):
+        return False

@@ -408,6 +408,23 @@ FUNCTIONS = [
                                            ('border_mode', 'str', 'nearest'),
                                            ('base_axis', _INT, 1), ('seed', _INT, -1)],
       'Shifts each sample by random amounts in [-shifts, shifts] along the innermost axes.'),
+    S('RandomErase', 'random_erase', 'x',
+      [('prob', _FLOAT, 0.5), ('area_ratios', 'floats', (0.02, 0.4)),
+       ('aspect_ratios', 'floats', (0.3, 3.3333)), ('replacements', 'floats', (0.0, 255.0)),
+       ('n', _INT, None), ('share', _BOOL, True), ('inplace', _BOOL, False),
+       ('base_axis', _INT, 1), ('seed', _INT, -1), ('channel_last', _BOOL, False),
+       ('ste_fine_grained', _BOOL, True)],
+      'Erases up to n random boxes of each sample with probability prob, filling them '
+      'with uniform values from replacements.'),
+    S('ImageAugmentation', 'image_augmentation', 'x',
+      [('shape', 'shape', None), ('pad', 'ints', (0, 0)), ('min_scale', _FLOAT, 1.0),
+       ('max_scale', _FLOAT, 1.0), ('angle', _FLOAT, 0.0), ('aspect_ratio', _FLOAT, 1.0),
+       ('distortion', _FLOAT, 0.0), ('flip_lr', _BOOL, False), ('flip_ud', _BOOL, False),
+       ('brightness', _FLOAT, 0.0), ('brightness_each', _BOOL, False),
+       ('contrast', _FLOAT, 1.0), ('contrast_center', _FLOAT, 0.0),
+       ('contrast_each', _BOOL, False), ('noise', _FLOAT, 0.0), ('seed', _INT, -1)],
+      'Random geometric (scale, aspect, rotation, flips, translation) and photometric '
+      '(brightness, contrast, noise) changes of images (..., C, H, W).'),
 ]
 
 BY_NAME = {s.name: s for s in FUNCTIONS}

@@ -246,3 +246,128 @@ def test_random_shift():
     check_raises(F.random_shift, [xa], {'shifts': (-1,)}, match_words=['random_shift', 'shifts'])
     check_raises(F.random_shift, [xa], {'shifts': (1,), 'border_mode': 'x'},
                  match_words=['border_mode'])
+
+
+# --------------------------------------------------------------------------
+# random_erase
+
+@pytest.mark.parametrize('share', [True, False])
+def test_random_erase_boxes(share):
+    xa = np.full((200, 3, 10, 12), -1.0, np.float32)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_erase(x, prob=0.5, area_ratios=(0.1, 0.3), aspect_ratios=(0.5, 2.0),
+                       replacements=(2.0, 3.0), share=share, seed=6)
+    y.forward()
+    er = y.d != -1
+    assert np.all((y.d[er] >= 2) & (y.d[er] < 3))
+    per_sample = er.any(axis=(1, 2, 3))
+    # each channel has its own draw when share is False
+    assert abs(per_sample.mean() - (0.5 if share else 1 - 0.5 ** 3)) < 0.12
+    for b in np.nonzero(per_sample)[0][:20]:
+        for c in range(3):
+            m = er[b, c]
+            if not m.any():
+                continue
+            rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+            # one rectangle
+            assert m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+            assert m.sum() == len(rows) * len(cols)
+            area = m.sum() / 120
+            assert 0.03 <= area <= 0.35
+        if share:
+            assert (er[b] == er[b, :1]).all()
+    g = randn(*xa.shape)
+    y.backward(g)
+    np.testing.assert_array_equal(x.g, np.where(er, 0, g))
+
+
+def test_random_erase_channel_last_and_ste():
+    xa = np.zeros((50, 8, 8, 2), np.float32)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_erase(x, prob=1.0, replacements=(1.0, 2.0), channel_last=True,
+                       ste_fine_grained=False, n=2, seed=1)
+    y.forward()
+    er = y.d != 0
+    assert er.any(axis=(1, 2, 3)).all()
+    assert (er[..., 0] == er[..., 1]).all()
+    g = randn(*xa.shape)
+    y.backward(g)
+    np.testing.assert_array_equal(x.g, g)
+    check_raises(F.random_erase, [xa], {'prob': 2.0}, match_words=['random_erase', 'prob'])
+    check_raises(F.random_erase, [xa], {'area_ratios': (0.5, 0.1)}, match_words=['area_ratios'])
+    check_raises(F.random_erase, [xa], {'n': 0}, match_words=['n'])
+    check_raises(F.random_erase, [xa[:, 0, 0]], match_words=['x'])
+
+
+# --------------------------------------------------------------------------
+# image_augmentation
+
+def test_image_augmentation_identity_and_crop():
+    xa = randn(2, 3, 6, 8)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa))
+    y.forward()
+    np.testing.assert_allclose(y.d, xa, atol=1e-6)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), shape=(2, 3, 4, 4))
+    y.forward()
+    np.testing.assert_allclose(y.d, xa[:, :, 1:5, 2:6], atol=1e-6)
+
+
+def test_image_augmentation_flips_and_pad():
+    xa = randn(40, 2, 5, 5)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), flip_lr=True, flip_ud=True,
+                             seed=3)
+    y.forward()
+    kinds = set()
+    for b in range(40):
+        hits = [(i, j) for i in (0, 1) for j in (0, 1)
+                if np.allclose(y.d[b], np.flip(xa[b], [a for a, f in ((1, i), (2, j)) if f]),
+                               atol=1e-5)]
+        assert hits
+        kinds.add(hits[0])
+    assert len(kinds) == 4
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), shape=(40, 2, 3, 3),
+                             pad=(1, 1), seed=4)
+    y.forward()
+    for b in range(40):
+        assert any(np.allclose(y.d[b], xa[b, :, i:i + 3, j:j + 3], atol=1e-5)
+                   for i in range(3) for j in range(3))
+
+
+def test_image_augmentation_photometric():
+    xa = np.full((400, 3, 4, 4), 0.5, np.float32)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), brightness=0.2, seed=5)
+    y.forward()
+    d = y.d - 0.5
+    assert np.abs(d).max() <= 0.2 + 1e-6
+    assert np.allclose(d, d[:, :1, :1, :1], atol=1e-6)     # one value per image
+    moments_ok(d[:, 0, 0, 0].astype(np.float64), 0.0, 0.04 / 3)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), contrast=2.0,
+                             contrast_center=0.25, contrast_each=True, seed=6)
+    y.forward()
+    k = (y.d[:, :, 0, 0] - 0.25) / 0.25
+    assert k.min() >= 0.5 - 1e-5 and k.max() <= 2.0 + 1e-5
+    assert not np.allclose(k[:, 0], k[:, 1])
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), noise=0.1, seed=7)
+    y.forward()
+    moments_ok((y.d - 0.5).ravel().astype(np.float64), 0.0, 0.01)
+
+
+def test_image_augmentation_rotation_scale_keeps_centre():
+    xa = randn(10, 1, 7, 7)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), angle=0.5, min_scale=0.8,
+                             max_scale=1.3, aspect_ratio=1.2, seed=8)
+    y.forward()
+    np.testing.assert_allclose(y.d[:, :, 3, 3], xa[:, :, 3, 3], atol=1e-5)
+    assert not np.allclose(y.d, xa)
+
+
+def test_image_augmentation_errors():
+    xa = randn(2, 3, 6, 8)
+    check_raises(F.image_augmentation, [xa], {'shape': (2, 4, 6, 8)},
+                 match_words=['image_augmentation', 'shape'])
+    check_raises(F.image_augmentation, [xa], {'min_scale': 2.0, 'max_scale': 1.0},
+                 match_words=['min_scale'])
+    check_raises(F.image_augmentation, [xa], {'contrast': 0.0}, match_words=['contrast'])
+    check_raises(F.image_augmentation, [xa], {'pad': (1, -1)}, match_words=['pad'])
+    with pytest.raises(NotImplementedError, match='distortion'):
+        F.image_augmentation(nn.Variable.from_numpy_array(xa), distortion=0.1)
