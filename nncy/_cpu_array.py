@@ -317,11 +317,12 @@ class Transpose(Impl):
     def setup(self, inputs):
         s = inputs[0].shape
         axes = tuple(self.args['axes'])
-        if sorted(a % len(s) if len(s) and -len(s) <= a < len(s) else -1 - abs(a)
-                  for a in axes) != list(range(len(s))):
+        nd = len(s)
+        if len(axes) != nd or any(not -nd <= a < nd for a in axes) or \
+                sorted(a % nd for a in axes) != list(range(nd)):
             raise self.error('axes', 'must be a permutation of range(%d) for x of shape %s, '
                              'got %r' % (len(s), s, axes))
-        self.axes = tuple(a % len(s) for a in axes)
+        self.axes = tuple(a % nd for a in axes)
         self.inv = tuple(np.argsort(self.axes))
         return [tuple(s[a] for a in self.axes)]
 
@@ -428,11 +429,11 @@ class Tile(Impl):
         return False
 
 
-def _axes_list(impl, ndim, axes, default_last=True, name='axes'):
+def _axes_list(impl, ndim, axes, name='axes'):
+    """Non-negative axes (None: the last one)."""
     if axes is None:
         return [ndim - 1] if ndim else []
-    out = [_norm_axis(impl, ndim, a, name) for a in axes]
-    return out
+    return [_norm_axis(impl, ndim, a, name) for a in axes]
 
 
 @register('Flip')

@@ -37,11 +37,9 @@ def test_concatenate(axis):
     xs = [randn(2, 3, 4), randn(2, 3, 4), randn(2, 3, 4)]
     if axis == 0:
         xs[1] = randn(1, 3, 4)
-    ax = -1 if axis is None else axis
     check_function(F.concatenate, xs,
                    lambda *x, axis=None: np.concatenate(x, -1 if axis is None else axis),
                    {} if axis is None else {'axis': axis}, atol=0, rtol=0)
-    del ax
 
 
 def test_concatenate_errors():

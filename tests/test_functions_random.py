@@ -178,7 +178,8 @@ def test_random_choice_without_replacement_and_grad():
 
 def test_random_choice_errors():
     x, w = randn(2, 4), np.ones((2, 4), np.float32)
-    check_raises(F.random_choice, [x, np.ones((2, 3), np.float32)], match_words=['random_choice', 'w'])
+    check_raises(F.random_choice, [x, np.ones((2, 3), np.float32)],
+                 match_words=['random_choice', 'w'])
     check_raises(F.random_choice, [x, w], {'shape': (5,), 'replace': False}, match_words=['shape'])
     for bad in (-w, 0 * w):
         with pytest.raises(ValueError, match='random_choice.*w'):
