@@ -199,8 +199,11 @@ class RandomChoice(_Random):
             cdf = np.cumsum(prob, axis=1)
             cdf[:, -1] = 1.0
             u = rng.random_sample((self.b, self.k))
-            idx = (u[:, :, None] >= cdf[:, None, :]).sum(axis=2)
-            idx = np.minimum(idx, self.n - 1)
+            # one sorted search over all rows: row r's CDF is shifted by 2r
+            shift = 2.0 * np.arange(self.b)[:, None]
+            pos = np.searchsorted((cdf + shift).ravel(), (u + shift).ravel(), side='right')
+            idx = np.minimum(pos.reshape(self.b, self.k) - np.arange(self.b)[:, None] * self.n,
+                             self.n - 1)
         else:
             idx = np.stack([rng.choice(self.n, self.k, replace=False, p=pr) for pr in prob]) \
                 if self.b else np.zeros((0, self.k), np.int64)
