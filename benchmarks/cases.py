@@ -545,11 +545,11 @@ def _arr(shape_small, shape_large):
     return shape
 
 
-_img = _arr((4, 4, 8, 8), (32, 16, 64, 64))
+_img_shape = _arr((4, 4, 8, 8), (32, 16, 64, 64))
 
 
 def _x4(size):
-    return _rng().randn(*_img(size)).astype(np.float32)
+    return _rng().randn(*_img_shape(size)).astype(np.float32)
 
 
 def _plain(fn):
@@ -625,8 +625,8 @@ CASES.update({
                  {'pad_width': (1, 1, 2, 2), 'mode': 'reflect'}),
     'transpose': _case(lambda x: x.transpose(0, 2, 3, 1).copy(),
                        lambda t, x: x.permute(0, 2, 3, 1).contiguous(), {'axes': (0, 2, 3, 1)}),
-    'broadcast': lambda size: ([_x4(size)[:, :1]], {'shape': _img(size)},
-                               _plain(lambda x: np.broadcast_to(x, _img(size)).copy()), None),
+    'broadcast': lambda size: ([_x4(size)[:, :1]], {'shape': _img_shape(size)},
+                               _plain(lambda x: np.broadcast_to(x, _img_shape(size)).copy()), None),
     'broadcast_to': lambda size: ([_x4(size), _x4(size)[0, 0]], {},
                                   _plain(lambda x, y: np.broadcast_to(y, x.shape).copy()), None),
     'tile': _case(lambda x: np.tile(x, (1, 1, 2, 2)), lambda t, x: x.repeat(1, 1, 2, 2),
@@ -649,7 +649,7 @@ CASES.update({
     'rand_gamma': _sampler({}),
     'dropout': _case(None, lambda t, x: t.nn.functional.dropout(x, 0.5)),
     'random_choice': _random_choice,
-    'random_crop': lambda size: ([_x4(size)], {'shape': (_img(size)[2] - 2,) * 2}, None, None),
+    'random_crop': lambda size: ([_x4(size)], {'shape': (_img_shape(size)[2] - 2,) * 2}, None, None),
     'random_flip': _case(None, None, {'axes': (2, 3)}),
     'random_shift': _case(None, None, {'shifts': (2, 2)}),
 })
