@@ -711,3 +711,126 @@ CASES = {
     'group_normalization': _group_norm,
     'weight_standardization': _weight_std,
 }
+
+
+# ---- array manipulation (issue 6) ---------------------------------------------
+
+def _arr(shape_small, shape_large):
+    def shape(size):
+        return shape_small if size == 'small' else shape_large
+    return shape
+
+
+_img_shape = _arr((4, 4, 8, 8), (32, 16, 64, 64))
+
+
+def _x4(size):
+    return _rng().randn(*_img_shape(size)).astype(np.float32)
+
+
+def _plain(fn):
+    """fn called without the F.* keyword arguments (the NumPy form has them built in)."""
+    return None if fn is None else (lambda *xs, **_: fn(*xs))
+
+
+def _case(np_fn, torch_fn=None, args=None, n=1):
+    def make(size):
+        xs = [_x4(size) for _ in range(n)]
+        return xs, dict(args or {}), _plain(np_fn), torch_fn
+    return make
+
+
+def _gather_nd(size):
+    x = _x4(size)
+    r = _rng()
+    idx = np.stack([r.randint(0, x.shape[0], 64), r.randint(0, x.shape[1], 64)])
+    return [x, idx], {}, _plain(lambda x, i: x[tuple(i)]), None
+
+
+def _scatter_nd(size):
+    x = _x4(size)
+    idx = np.stack([np.arange(x.shape[0]), np.zeros(x.shape[0], np.int64)])
+    shape = (x.shape[0], 2) + x.shape[1:]
+    data = x
+
+    def ref(d, i, shape=shape):
+        y = np.zeros(shape, np.float32)
+        y[tuple(i)] = d
+        return y
+    return [data, idx], {'shape': shape}, ref, None
+
+
+def _one_hot(size):
+    n = 64 if size == 'small' else 4096
+    lab = _rng().randint(0, 100, (n, 1)).astype(np.int32)
+    return [lab], {'shape': (100,)}, _plain(lambda l: np.eye(100, dtype=np.float32)[l[:, 0]]), None
+
+
+def _square(size):
+    b, n = (8, 4) if size == 'small' else (256, 32)
+    r = _rng()
+    return r.randn(b, n, n).astype(np.float32) + 4 * np.eye(n, dtype=np.float32)
+
+
+def _linalg(np_fn):
+    def make(size):
+        return [_square(size)], {}, _plain(np_fn), None
+    return make
+
+
+def _sampler(args, np_fn=None):
+    def make(size):
+        return [], dict(args, shape=(SIZES[size],)), np_fn, None
+    return make
+
+
+def _random_choice(size):
+    x = _mat(SIZES[size])
+    w = np.abs(x) + 0.1
+    return [x, w], {'shape': (8,)}, None, None
+
+
+CASES.update({
+    'concatenate': _case(lambda a, b: np.concatenate([a, b], -1),
+                         lambda t, a, b: t.cat([a, b], -1), n=2),
+    'split': _case(lambda x: tuple(np.moveaxis(x, 0, 0)), lambda t, x: t.unbind(x, 0)),
+    'stack': _case(lambda a, b: np.stack([a, b]), lambda t, a, b: t.stack([a, b]), n=2),
+    'gather_nd': _gather_nd,
+    'scatter_nd': _scatter_nd,
+    'pad': _case(lambda x: np.pad(x, [(0, 0), (0, 0), (1, 1), (2, 2)], 'reflect'), None,
+                 {'pad_width': (1, 1, 2, 2), 'mode': 'reflect'}),
+    'transpose': _case(lambda x: x.transpose(0, 2, 3, 1).copy(),
+                       lambda t, x: x.permute(0, 2, 3, 1).contiguous(), {'axes': (0, 2, 3, 1)}),
+    'broadcast': lambda size: ([_x4(size)[:, :1]], {'shape': _img_shape(size)},
+                               _plain(lambda x: np.broadcast_to(x, _img_shape(size)).copy()), None),
+    'broadcast_to': lambda size: ([_x4(size), _x4(size)[0, 0]], {},
+                                  _plain(lambda x, y: np.broadcast_to(y, x.shape).copy()), None),
+    'tile': _case(lambda x: np.tile(x, (1, 1, 2, 2)), lambda t, x: x.repeat(1, 1, 2, 2),
+                  {'reps': (1, 1, 2, 2)}),
+    'flip': _case(lambda x: x[..., ::-1].copy(), lambda t, x: t.flip(x, [-1]), {'axes': (3,)}),
+    'shift': _case(None, None, {'shifts': (1, -2)}),
+    'sort': _case(lambda x: np.sort(x, -1), lambda t, x: t.sort(x, -1)[0]),
+    'one_hot': _one_hot,
+    'batch_inv': _linalg(np.linalg.inv),
+    'batch_det': _linalg(np.linalg.det),
+    'assign': _case(lambda a, b: b.copy(), None, n=2),
+    'top_k_data': _case(None, None, {'k': 5}),
+    'top_k_grad': _case(lambda x: x.copy(), None, {'k': 5}),
+    # stochasticity
+    'rand': _sampler({}),
+    'randint': _sampler({'high': 10}),
+    'randn': _sampler({}),
+    'rand_binomial': _sampler({'n': 4}),
+    'rand_beta': _sampler({}),
+    'rand_gamma': _sampler({}),
+    'dropout': _case(None, lambda t, x: t.nn.functional.dropout(x, 0.5)),
+    'random_choice': _random_choice,
+    'random_crop': lambda size: ([_x4(size)], {'shape': (_img_shape(size)[2] - 2,) * 2}, None, None),
+    'random_flip': _case(None, None, {'axes': (2, 3)}),
+    'random_shift': _case(None, None, {'shifts': (2, 2)}),
+})
+CASES.update({
+    'random_erase': _case(None, None, {'prob': 0.5, 'replacements': (0.0, 1.0)}),
+    'image_augmentation': _case(None, None, {'flip_lr': True, 'angle': 0.2, 'min_scale': 0.9,
+                                             'max_scale': 1.1, 'brightness': 0.1}),
+})

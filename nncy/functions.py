@@ -8,6 +8,8 @@ import numpy as np
 
 from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
 from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions)
+from nncy import _cpu_array  # noqa: F401  (array manipulation)
+from nncy import _cpu_random  # noqa: F401  (stochasticity)
 from nncy import _composite  # noqa: F401  (composite rows: builders from F.* calls)
 from nncy._table import FUNCTIONS, REQUIRED
 
@@ -85,3 +87,6 @@ for _s in FUNCTIONS:
     globals()[_s.name] = _make(_s)
     __all__.append(_s.name)
 del _s
+
+# gather_nd and scatter_nd also take indices as lists or NumPy arrays, and scatter_nd out=.
+_cpu_array.wrap(globals())

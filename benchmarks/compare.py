@@ -1,0 +1,113 @@
+"""Side-by-side timings: nncy against NumPy and (when importable) PyTorch, in
+one run on one machine.  Prints medians and the ratio nncy / other (below 1.0:
+nncy is faster).
+
+    python benchmarks/compare.py [--repeat 9] [--quick]
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import nncy as nn
+import nncy.functions as F
+
+try:
+    import torch
+except ImportError:   # the table then has NumPy columns only
+    torch = None
+
+
+def median_time(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _nd(a):
+    return nn.NdArray.from_numpy_array(a)
+
+
+def cases(quick):
+    n = 1 << 20 if quick else 1 << 24
+    m = 512 if quick else 2048
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(n).astype(np.float32), rng.randn(n).astype(np.float32)
+    xa, xb, out = _nd(a), _nd(b), nn.NdArray((n,))
+    ta = tb = None
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ma, mb = rng.randn(m, m).astype(np.float32), rng.randn(m, m).astype(np.float32)
+    nma, nmb, mo = _nd(ma), _nd(mb), nn.NdArray((m, m))
+    tma = tmb = None
+    if torch is not None:
+        tma, tmb = torch.from_numpy(ma), torch.from_numpy(mb)
+    yield ('affine %dx%d' % (m, m), lambda: F.affine(nma, nmb, outputs=[mo]),
+           lambda: np.matmul(ma, mb),
+           (lambda: torch.mm(tma, tmb)) if torch is not None else None)
+    for name, fn, npf, tf in (
+            ('relu', F.relu, lambda: np.maximum(a, 0), lambda: torch.relu(ta)),
+            ('exp', F.exp, lambda: np.exp(a), lambda: torch.exp(ta)),
+            ('sigmoid', F.sigmoid, lambda: 1 / (1 + np.exp(-a)), lambda: torch.sigmoid(ta))):
+        yield ('%s %dM' % (name, n >> 20), lambda fn=fn: fn(xa, outputs=[out]), npf,
+               tf if torch is not None else None)
+    yield ('add2 %dM' % (n >> 20), lambda: F.add2(xa, xb, outputs=[out]), lambda: a + b,
+           (lambda: ta + tb) if torch is not None else None)
+    yield ('sum %dM' % (n >> 20), lambda: F.sum(xa), lambda: a.sum(),
+           (lambda: ta.sum()) if torch is not None else None)
+    shape = (8, 64, 28, 28) if quick else (32, 64, 56, 56)
+    x = rng.randn(*shape).astype(np.float32)
+    w = (rng.randn(64, 64, 3, 3) * 0.05).astype(np.float32)
+    xv = nn.Variable.from_numpy_array(x, need_grad=True)
+    wv = nn.Variable.from_numpy_array(w, need_grad=True)
+    y = F.convolution(xv, wv, None, pad=(1, 1))
+    s = F.sum(y)
+    tx = tw = None
+    if torch is not None:
+        tx = torch.from_numpy(x).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+
+    def nn_fb():
+        s.forward()
+        s.backward(clear_buffer=True)
+
+    def torch_fb():
+        torch.nn.functional.conv2d(tx, tw, padding=1).sum().backward()
+
+    yield ('conv3x3 fwd %s' % (shape,), lambda: y.forward(), None,
+           (lambda: torch.nn.functional.conv2d(tx, tw, padding=1)) if torch else None)
+    yield ('conv3x3 fwd+bwd', nn_fb, None, torch_fb if torch else None)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--repeat', type=int, default=9)
+    ap.add_argument('--quick', action='store_true', help='small sizes (a smoke run)')
+    a = ap.parse_args(argv)
+    print('%-28s %10s %10s %10s %8s %8s' % ('case', 'nncy ms', 'numpy ms', 'torch ms',
+                                           'vs np', 'vs torch'))
+    rows = []
+    for name, f_nn, f_np, f_t in cases(a.quick):
+        t_nn = median_time(f_nn, a.repeat)
+        t_np = median_time(f_np, a.repeat) if f_np else None
+        t_t = median_time(f_t, a.repeat) if f_t else None
+
+        def fmt(t):
+            return '%10.3f' % (t * 1e3) if t else '%10s' % '-'
+
+        def ratio(t):
+            return '%8.2f' % (t_nn / t) if t else '%8s' % '-'
+        print('%-28s %s %s %s %s %s' % (name, fmt(t_nn), fmt(t_np), fmt(t_t), ratio(t_np),
+                                        ratio(t_t)))
+        rows.append((name, t_nn, t_np, t_t))
+    return rows
+
+
+if __name__ == '__main__':
+    main()

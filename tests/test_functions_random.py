@@ -1,0 +1,374 @@
+"""Stochastic functions: rand, randint, randn, rand_binomial, rand_beta,
+rand_gamma, dropout, random_choice, random_crop, random_flip, random_shift.
+
+Distributions are checked statistically with fixed seeds (moments within a few
+standard errors, and a Kolmogorov-Smirnov distance against the CDF); seeds
+are checked for repeatability (a fixed seed repeats, seed -1 follows
+``nncy.random.seed``)."""
+import math
+
+import numpy as np
+import pytest
+
+import nncy as nn
+import nncy.functions as F
+import nncy.random
+
+from checker import check_raises
+
+R = np.random.RandomState(5)
+N = 20000
+
+
+def randn(*shape):
+    return np.asarray(R.randn(*shape), dtype=np.float32).reshape(shape)
+
+
+def sample(fn, **kw):
+    y = fn(shape=(N,), **kw)
+    y.forward()
+    return np.asarray(y.d, dtype=np.float64)
+
+
+def moments_ok(s, mean, var, k=5.0):
+    """Sample mean and variance within k standard errors of the truth."""
+    n = s.size
+    assert abs(s.mean() - mean) < k * math.sqrt(var / n), (s.mean(), mean)
+    assert abs(s.var() - var) < k * var * math.sqrt(2.0 / n) * 2, (s.var(), var)
+
+
+def ks_distance(s, cdf):
+    s = np.sort(s)
+    n = s.size
+    c = cdf(s)
+    return max(np.max(np.arange(1, n + 1) / n - c), np.max(c - np.arange(n) / n))
+
+
+KS_CRIT = 1.63 / math.sqrt(N)    # 1% level
+
+
+def test_rand_uniform():
+    s = sample(F.rand, low=-2.0, high=3.0, seed=11)
+    assert s.min() >= -2 and s.max() < 3
+    moments_ok(s, 0.5, 25 / 12)
+    assert ks_distance(s, lambda v: (v + 2) / 5) < KS_CRIT
+
+
+def test_randn_normal():
+    s = sample(F.randn, mu=1.5, sigma=2.0, seed=12)
+    moments_ok(s, 1.5, 4.0)
+    erf = np.vectorize(math.erf)
+    assert ks_distance(s, lambda v: 0.5 * (1 + erf((v - 1.5) / (2.0 * math.sqrt(2))))) < KS_CRIT
+
+
+def test_randint():
+    y = F.randint(low=-3, high=5, shape=(N,), seed=13)
+    y.forward()
+    s = np.asarray(y.d)
+    assert s.dtype.kind == 'i'
+    assert set(np.unique(s)) == set(range(-3, 5))
+    moments_ok(s.astype(np.float64), 0.5, (8 ** 2 - 1) / 12)
+
+
+def test_rand_binomial():
+    s = sample(F.rand_binomial, n=10, p=0.3, seed=14)
+    assert np.all(s == np.round(s)) and s.min() >= 0 and s.max() <= 10
+    moments_ok(s, 3.0, 2.1)
+
+
+def test_rand_beta():
+    s = sample(F.rand_beta, alpha=2.0, beta=3.0, seed=15)
+    a, b = 2.0, 3.0
+    moments_ok(s, a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1)))
+    assert s.min() >= 0 and s.max() <= 1
+
+
+def test_rand_gamma():
+    s = sample(F.rand_gamma, k=2.5, theta=1.5, seed=16)
+    moments_ok(s, 2.5 * 1.5, 2.5 * 1.5 ** 2)
+    assert s.min() > 0
+
+
+def test_fixed_seed_repeats_and_global_seed():
+    a = sample(F.randn, seed=7)
+    b = sample(F.randn, seed=7)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sample(F.randn, seed=8))
+    nncy.random.seed(99)
+    c = sample(F.rand)
+    d = sample(F.rand)
+    assert not np.array_equal(c, d)
+    nncy.random.seed(99)
+    np.testing.assert_array_equal(sample(F.rand), c)
+
+
+def test_sampler_errors():
+    check_raises(F.rand, [], {'low': 1.0, 'high': 1.0}, match_words=['rand', 'high'])
+    check_raises(F.randint, [], {'low': 3, 'high': 2}, match_words=['randint', 'high'])
+    check_raises(F.randn, [], {'sigma': -1.0}, match_words=['randn', 'sigma'])
+    check_raises(F.rand_binomial, [], {'p': 1.5}, match_words=['rand_binomial', 'p'])
+    check_raises(F.rand_binomial, [], {'n': -1}, match_words=['n'])
+    check_raises(F.rand_beta, [], {'alpha': 0.0}, match_words=['rand_beta', 'alpha'])
+    check_raises(F.rand_gamma, [], {'theta': -1.0}, match_words=['rand_gamma', 'theta'])
+    check_raises(F.rand, [], {'shape': (2, -1)}, match_words=['shape'])
+    check_raises(F.rand, [], {'seed': -2}, match_words=['seed'])
+    check_raises(F.rand, [], {'seed': 'a'}, exc=TypeError, match_words=['seed'])
+
+
+# --------------------------------------------------------------------------
+# dropout
+
+@pytest.mark.parametrize('p', [0.0, 0.25, 0.5, 0.9])
+def test_dropout_scale_and_mask(p):
+    x = nn.Variable.from_numpy_array(np.full((200, 100), 2.0, np.float32), need_grad=True)
+    y = F.dropout(x, p=p, seed=3)
+    y.forward()
+    kept = y.d != 0
+    np.testing.assert_allclose(y.d[kept], 2.0 / (1 - p), rtol=1e-6)
+    n = kept.size
+    assert abs(kept.mean() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n) + 1e-12
+    g = randn(200, 100)
+    x.g = 1.0
+    y.backward(g, clear_buffer=False)    # accumulates, with the forward's mask
+    np.testing.assert_allclose(x.g, 1.0 + np.where(kept, g / (1 - p), 0), rtol=1e-6, atol=1e-6)
+
+
+def test_dropout_seed_and_modes():
+    a = randn(50)
+    y1 = F.dropout(nn.Variable.from_numpy_array(a), p=0.5, seed=21)
+    y1.forward()
+    y2 = F.dropout(nn.Variable.from_numpy_array(a), p=0.5, seed=21)
+    y2.forward()
+    np.testing.assert_array_equal(y1.d, y2.d)
+    z = F.dropout(nn.NdArray.from_numpy_array(a), p=0.5, seed=21)
+    np.testing.assert_array_equal(z.data, y1.d)
+    check_raises(F.dropout, [a], {'p': 1.0}, match_words=['dropout', 'p'])
+    check_raises(F.dropout, [a], {'p': -0.1}, match_words=['p'])
+
+
+# --------------------------------------------------------------------------
+# random_choice
+
+def test_random_choice_with_replacement_frequencies():
+    x = nn.Variable.from_numpy_array(np.array([[10, 20, 30, 40], [1, 2, 3, 4]], np.float32))
+    w = nn.Variable.from_numpy_array(np.array([[1, 2, 3, 4], [0, 0, 1, 0]], np.float32))
+    y = F.random_choice(x, w, shape=(N,), seed=4)
+    y.forward()
+    assert y.shape == (2, N)
+    vals, counts = np.unique(y.d[0], return_counts=True)
+    np.testing.assert_array_equal(vals, [10, 20, 30, 40])
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    assert np.all(np.abs(counts / N - p) < 5 * np.sqrt(p * (1 - p) / N))
+    np.testing.assert_array_equal(y.d[1], 3)
+
+
+def test_random_choice_without_replacement_and_grad():
+    xa = randn(3, 6)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    w = nn.Variable.from_numpy_array(np.ones((3, 6), np.float32))
+    y = F.random_choice(x, w, shape=(2, 3), replace=False, seed=9)
+    y.forward()
+    assert y.shape == (3, 2, 3)
+    for b in range(3):
+        d = y.d[b].ravel()
+        assert len(set(d.tolist())) == 6 and set(d.tolist()) == set(xa[b].tolist())
+    y.backward(np.ones((3, 2, 3), np.float32))
+    np.testing.assert_array_equal(x.g, np.ones((3, 6)))
+
+
+def test_random_choice_errors():
+    x, w = randn(2, 4), np.ones((2, 4), np.float32)
+    check_raises(F.random_choice, [x, np.ones((2, 3), np.float32)],
+                 match_words=['random_choice', 'w'])
+    check_raises(F.random_choice, [x, w], {'shape': (5,), 'replace': False}, match_words=['shape'])
+    for bad in (-w, 0 * w):
+        with pytest.raises(ValueError, match='random_choice.*w'):
+            F.random_choice(nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(bad),
+                            shape=(2,)).forward()
+    wz = w.copy()
+    wz[:, 1:] = 0
+    with pytest.raises(ValueError, match='random_choice.*w'):
+        F.random_choice(nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(wz),
+                        shape=(2,), replace=False).forward()
+
+
+# --------------------------------------------------------------------------
+# random_crop, random_flip, random_shift
+
+def test_random_crop():
+    xa = np.arange(2 * 3 * 6 * 7, dtype=np.float32).reshape(2, 3, 6, 7)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_crop(x, shape=(4, 5), seed=2)
+    y.forward()
+    assert y.shape == (2, 3, 4, 5)
+    for b in range(2):   # each sample is a window of its input
+        o = y.d[b, 0, 0, 0] - xa[b, 0, 0, 0]
+        r, c = divmod(int(o), 7)
+        np.testing.assert_array_equal(y.d[b], xa[b, :, r:r + 4, c:c + 5])
+    y.backward(np.ones(y.shape, np.float32))
+    assert x.g.sum() == y.size and set(np.unique(x.g)) <= {0.0, 1.0}
+    check_raises(F.random_crop, [xa], {'shape': (7, 5)}, match_words=['random_crop', 'shape'])
+    check_raises(F.random_crop, [xa], {'base_axis': 5}, match_words=['base_axis'])
+
+
+def test_random_flip():
+    xa = randn(64, 2, 3, 4)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_flip(x, axes=(2, 3), seed=5)
+    y.forward()
+    seen = set()
+    for b in range(64):
+        opts = {(i, j): np.flip(xa[b], [a for a, f in ((1, i), (2, j)) if f])
+                for i in (0, 1) for j in (0, 1)}
+        hit = [k for k, v in opts.items() if np.array_equal(v, y.d[b])]
+        assert hit
+        seen.add(hit[0])
+    assert len(seen) == 4
+    g = randn(*xa.shape)
+    y.backward(g)
+    np.testing.assert_allclose((x.g * xa).sum(), (g * y.d).sum(), rtol=1e-4)
+    check_raises(F.random_flip, [xa], {'axes': (0,)}, match_words=['random_flip', 'axes'])
+
+
+def test_random_shift():
+    xa = randn(32, 5, 6)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_shift(x, shifts=(1, 2), border_mode='reflect', seed=8)
+    y.forward()
+    for b in range(32):
+        ok = any(np.array_equal(y.d[b], F.shift(nn.NdArray.from_numpy_array(xa[b]), (i, j),
+                                                border_mode='reflect').data)
+                 for i in range(-1, 2) for j in range(-2, 3))
+        assert ok
+    g = randn(*xa.shape)
+    y.backward(g)
+    # the backward is the adjoint of the forward's linear map
+    np.testing.assert_allclose((x.g * xa).sum(), (g * y.d).sum(), rtol=1e-4)
+    check_raises(F.random_shift, [xa], {'shifts': (-1,)}, match_words=['random_shift', 'shifts'])
+    check_raises(F.random_shift, [xa], {'shifts': (1,), 'border_mode': 'x'},
+                 match_words=['border_mode'])
+
+
+# --------------------------------------------------------------------------
+# random_erase
+
+@pytest.mark.parametrize('share', [True, False])
+def test_random_erase_boxes(share):
+    xa = np.full((200, 3, 10, 12), -1.0, np.float32)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_erase(x, prob=0.5, area_ratios=(0.1, 0.3), aspect_ratios=(0.5, 2.0),
+                       replacements=(2.0, 3.0), share=share, seed=6)
+    y.forward()
+    er = y.d != -1
+    assert np.all((y.d[er] >= 2) & (y.d[er] < 3))
+    per_sample = er.any(axis=(1, 2, 3))
+    # each channel has its own draw when share is False
+    assert abs(per_sample.mean() - (0.5 if share else 1 - 0.5 ** 3)) < 0.12
+    for b in np.nonzero(per_sample)[0][:20]:
+        for c in range(3):
+            m = er[b, c]
+            if not m.any():
+                continue
+            rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+            # one rectangle
+            assert m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+            assert m.sum() == len(rows) * len(cols)
+            area = m.sum() / 120
+            assert 0.03 <= area <= 0.35
+        if share:
+            assert (er[b] == er[b, :1]).all()
+    g = randn(*xa.shape)
+    y.backward(g)
+    np.testing.assert_array_equal(x.g, np.where(er, 0, g))
+
+
+def test_random_erase_channel_last_and_ste():
+    xa = np.zeros((50, 8, 8, 2), np.float32)
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.random_erase(x, prob=1.0, replacements=(1.0, 2.0), channel_last=True,
+                       ste_fine_grained=False, n=2, seed=1)
+    y.forward()
+    er = y.d != 0
+    assert er.any(axis=(1, 2, 3)).all()
+    assert (er[..., 0] == er[..., 1]).all()
+    g = randn(*xa.shape)
+    y.backward(g)
+    np.testing.assert_array_equal(x.g, g)
+    check_raises(F.random_erase, [xa], {'prob': 2.0}, match_words=['random_erase', 'prob'])
+    check_raises(F.random_erase, [xa], {'area_ratios': (0.5, 0.1)}, match_words=['area_ratios'])
+    check_raises(F.random_erase, [xa], {'n': 0}, match_words=['n'])
+    check_raises(F.random_erase, [xa[:, 0, 0]], match_words=['x'])
+
+
+# --------------------------------------------------------------------------
+# image_augmentation
+
+def test_image_augmentation_identity_and_crop():
+    xa = randn(2, 3, 6, 8)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa))
+    y.forward()
+    np.testing.assert_allclose(y.d, xa, atol=1e-6)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), shape=(2, 3, 4, 4))
+    y.forward()
+    np.testing.assert_allclose(y.d, xa[:, :, 1:5, 2:6], atol=1e-6)
+
+
+def test_image_augmentation_flips_and_pad():
+    xa = randn(40, 2, 5, 5)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), flip_lr=True, flip_ud=True,
+                             seed=3)
+    y.forward()
+    kinds = set()
+    for b in range(40):
+        hits = [(i, j) for i in (0, 1) for j in (0, 1)
+                if np.allclose(y.d[b], np.flip(xa[b], [a for a, f in ((1, i), (2, j)) if f]),
+                               atol=1e-5)]
+        assert hits
+        kinds.add(hits[0])
+    assert len(kinds) == 4
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), shape=(40, 2, 3, 3),
+                             pad=(1, 1), seed=4)
+    y.forward()
+    for b in range(40):
+        assert any(np.allclose(y.d[b], xa[b, :, i:i + 3, j:j + 3], atol=1e-5)
+                   for i in range(3) for j in range(3))
+
+
+def test_image_augmentation_photometric():
+    xa = np.full((400, 3, 4, 4), 0.5, np.float32)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), brightness=0.2, seed=5)
+    y.forward()
+    d = y.d - 0.5
+    assert np.abs(d).max() <= 0.2 + 1e-6
+    assert np.allclose(d, d[:, :1, :1, :1], atol=1e-6)     # one value per image
+    moments_ok(d[:, 0, 0, 0].astype(np.float64), 0.0, 0.04 / 3)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), contrast=2.0,
+                             contrast_center=0.25, contrast_each=True, seed=6)
+    y.forward()
+    k = (y.d[:, :, 0, 0] - 0.25) / 0.25
+    assert k.min() >= 0.5 - 1e-5 and k.max() <= 2.0 + 1e-5
+    assert not np.allclose(k[:, 0], k[:, 1])
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), noise=0.1, seed=7)
+    y.forward()
+    moments_ok((y.d - 0.5).ravel().astype(np.float64), 0.0, 0.01)
+
+
+def test_image_augmentation_rotation_scale_keeps_centre():
+    xa = randn(10, 1, 7, 7)
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), angle=0.5, min_scale=0.8,
+                             max_scale=1.3, aspect_ratio=1.2, seed=8)
+    y.forward()
+    np.testing.assert_allclose(y.d[:, :, 3, 3], xa[:, :, 3, 3], atol=1e-5)
+    assert not np.allclose(y.d, xa)
+
+
+def test_image_augmentation_errors():
+    xa = randn(2, 3, 6, 8)
+    check_raises(F.image_augmentation, [xa], {'shape': (2, 4, 6, 8)},
+                 match_words=['image_augmentation', 'shape'])
+    check_raises(F.image_augmentation, [xa], {'min_scale': 2.0, 'max_scale': 1.0},
+                 match_words=['min_scale'])
+    check_raises(F.image_augmentation, [xa], {'contrast': 0.0}, match_words=['contrast'])
+    check_raises(F.image_augmentation, [xa], {'pad': (1, -1)}, match_words=['pad'])
+    with pytest.raises(NotImplementedError, match='distortion'):
+        F.image_augmentation(nn.Variable.from_numpy_array(xa), distortion=0.1)
