@@ -129,20 +129,25 @@ def _stats_out(f, y, mean, var):
     return (y, mean, var) if f.args.get('output_stat') else y
 
 
-@graph_form('BatchNormalization', 'FusedBatchNormalization', 'SyncBatchNormalization')
-def _batch_norm(f, inputs):
-    v = _by_name(f, inputs)
+def _bn(f, v):
     kept = _impl(f).grp.kept
     if f.args['batch_stat']:
         xhat, mean, var = _standardize(v['x'], kept, f.args['eps'])
     else:
         xhat, mean, var = _standardize(v['x'], kept, f.args['eps'], v['mean'], v['variance'])
-    y = _affine(xhat, v.get('gamma'), v.get('beta'))
-    if f.spec.type_name == 'FusedBatchNormalization':
-        if 'z' in v:
-            y = F.add2(y, v['z'])
-        y = F.relu(y)
-    return _stats_out(f, y, mean, var)
+    return _affine(xhat, v.get('gamma'), v.get('beta')), mean, var
+
+
+@graph_form('BatchNormalization', 'SyncBatchNormalization')
+def _batch_norm(f, inputs):
+    return _stats_out(f, *_bn(f, _by_name(f, inputs)))
+
+
+@graph_form('FusedBatchNormalization')
+def _fused_batch_norm(f, inputs):
+    v = _by_name(f, inputs)
+    y, mean, var = _bn(f, v)
+    return _stats_out(f, F.relu(F.add2(y, v['z']) if 'z' in v else y), mean, var)
 
 
 @graph_form('LayerNormalization', 'InstanceNormalization', 'WeightStandardization',
