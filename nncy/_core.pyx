@@ -828,6 +828,16 @@ cdef dict _make_args(spec, tuple values):
     return out
 
 
+def normalize_args(spec, tuple values):
+    """Argument values (in table order) checked and normalised as ``call``
+    does, as a dict: for callers that build implementations themselves
+    (``nncy.runtime``)."""
+    if len(values) != len(spec.args):
+        raise TypeError('%s: %d argument values given, the table lists %d'
+                        % (spec.name, len(values), len(spec.args)))
+    return _make_args(spec, values)
+
+
 cdef Variable _wrap_ndarray(NdArray a):
     return _new_variable(a, False)
 
