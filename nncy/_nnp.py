@@ -19,8 +19,8 @@ Arguments <-> ``<snake>_param`` messages
 Safety
     Archives are read in memory (no extraction); member names that are
     absolute or climb out of the archive are rejected, and so are members
-    whose declared size exceeds ``max_bytes`` (``NNCY_NNP_MAX_BYTES``, 4 GiB
-    by default).  Parts are parsed as data only (protobuf, h5py); every
+    whose declared size exceeds ``max_bytes`` (``NNCY_NNP_MAX_BYTES``, 2 GiB,
+    protobuf's own message limit, by default).  Parts are parsed as data only (protobuf, h5py); every
     failure comes out as a ``ValueError`` that names the file and the part.
 """
 import io
@@ -38,7 +38,7 @@ __all__ = ['NNP_VERSION', 'schema', 'encode_args', 'decode_args', 'present_input
            'read', 'write_nnp', 'plan_network', 'Contents']
 
 NNP_VERSION = '0.1'
-MAX_BYTES = int(os.environ.get('NNCY_NNP_MAX_BYTES', 1 << 32))
+MAX_BYTES = int(os.environ.get('NNCY_NNP_MAX_BYTES', 1 << 31))
 MAX_MEMBERS = 4096
 # Elements one variable may declare (2**34 float32 values are 64 GiB).
 MAX_ELEMENTS = int(os.environ.get('NNCY_NNP_MAX_ELEMENTS', 1 << 34))
@@ -406,10 +406,10 @@ def plan_network(proto, name=None):
 
 
 def resolve_reshape(args, spec, in_shapes, batch_size, saved_batch_size):
-    """Reshape's ``shape`` for a batch size other than the one saved: a
-    leading dimension equal to the saved batch size follows the new one; a
-    shape one dimension short takes the batch size in front (NNabla's
-    Console leaves it out)."""
+    """Reshape's ``shape`` when it does not fit the input: a leading
+    dimension equal to the saved batch size follows the batch size the
+    network is built for; a shape one dimension short takes the batch size in
+    front (NNabla's Console leaves it out)."""
     shape = list(args[spec.arg_names.index('shape')])
     if not in_shapes:
         return args
@@ -435,7 +435,7 @@ def function_args(fdef, in_shapes, batch_size, saved_batch_size):
     """Decoded argument values of ``fdef`` for the given input shapes."""
     args = decode_args(fdef.spec, fdef.proto)
     r = BATCH_RESOLVERS.get(fdef.spec.type_name)
-    if r is not None and batch_size != saved_batch_size:
+    if r is not None:
         args = r(args, fdef.spec, in_shapes, batch_size, saved_batch_size)
     return args
 

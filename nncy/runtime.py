@@ -151,6 +151,8 @@ class Model:
                 arr = arr.astype(np.float32)
             self._param_vars[n] = Variable.from_numpy_array(arr)
         self._plans = {}
+        if self._net.batch_size >= 1:
+            self.plan()       # argument and shape errors show at loading
 
     # ---- shapes ----------------------------------------------------------
     @property
