@@ -64,12 +64,12 @@ class NnpNetwork:
         for fd in plan.functions:
             ins = [variable(n) for n in fd.inputs]
             spec = fd.spec
-            args = _nnp.function_args(fd, [tuple(v.shape) for v in ins], self.batch_size,
-                                      plan.batch_size)
-            present = _nnp.present_inputs(spec, dict(zip(spec.arg_names, args)), len(ins))
-            kwargs = dict(zip(spec.arg_names, args))
             fn = getattr(F, spec.name)
             try:
+                args = _nnp.function_args(fd, [tuple(v.shape) for v in ins], self.batch_size,
+                                          plan.batch_size)
+                kwargs = dict(zip(spec.arg_names, args))
+                present = _nnp.present_inputs(spec, kwargs, len(ins))
                 if present is None:
                     outs = fn(*ins, **kwargs)
                 else:
