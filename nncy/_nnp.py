@@ -496,10 +496,10 @@ def _parse_binary(data, where):
     return part
 
 
-def _read_h5(data, where):
+def _read_h5(data, where, max_bytes):
     from nncy._param_io import read_h5
     try:
-        return read_h5(bytes(data))
+        return read_h5(bytes(data), max_bytes=max_bytes)
     except ValueError as e:
         raise ValueError('%s: %s' % (where, e)) from None
     except Exception as e:       # h5py reports corrupt files as OSError, KeyError, ...
@@ -507,14 +507,14 @@ def _read_h5(data, where):
                          % (where, type(e).__name__, e)) from None
 
 
-def _add_part(contents, name, data, where):
+def _add_part(contents, name, data, where, max_bytes):
     ext = os.path.splitext(name)[1].lower()
     if ext in ('.nntxt', '.prototxt'):
         contents.merge_proto(_parse_text(data, where), where)
     elif ext in ('.protobuf', '.pb'):
         contents.merge_proto(_parse_binary(data, where), where)
     elif ext == '.h5':
-        contents.params.update(_read_h5(data, where))
+        contents.params.update(_read_h5(data, where, max_bytes))
     else:
         return False
     contents.parts.append((name, ext))
@@ -554,7 +554,7 @@ def _read_zip(src, where, contents, max_bytes):
                 contents.version = data.decode('utf-8', 'replace').strip()
                 contents.parts.append((info.filename, 'version'))
                 continue
-            _add_part(contents, info.filename, data, mwhere)
+            _add_part(contents, info.filename, data, mwhere, max_bytes)
     if not contents.proto.network and not contents.params:
         raise ValueError('%s: the archive holds neither a network nor parameters' % where)
 
@@ -596,7 +596,7 @@ def read(sources, max_bytes=None, extension=None):
         else:
             with open(src, 'rb') as f:
                 data = f.read()
-        _add_part(contents, 'x' + ext, data, where)
+        _add_part(contents, 'x' + ext, data, where, max_bytes)
     return contents
 
 

@@ -523,6 +523,14 @@ def test_saving_is_atomic(tmp_path, rng, monkeypatch):
 
 def test_save_checks_contents(tmp_path, rng):
     x, y = _mlp(rng)
+    # without the batch placeholder the network runs at its saved batch size only
+    save(str(tmp_path / 'fixed.nnp'), _contents(x, y, 4), variable_batch_size=False)
+    fixed = runtime.load(str(tmp_path / 'fixed.nnp'))
+    assert fixed.input_shapes() == {'x': (4, 8)}
+    assert fixed.run(np.ones((4, 8)))['y'].shape == (4, 5)
+    with pytest.raises(ValueError, match=r"input 'x' has shape \(2, 8\)"):
+        fixed.run(np.ones((2, 8)))
+    os.unlink(str(tmp_path / 'fixed.nnp'))
     bad = _contents(x, y, 4)
     bad['executors'][0]['data'] = ['nope']
     with pytest.raises(ValueError, match="data variable 'nope'"):
@@ -719,6 +727,32 @@ def test_parameter_values_disagree_with_their_shape(tmp_path, rng):
                  edit=lambda n, d: None if n == 'parameter.protobuf' else (n, d),
                  extra=[('parameter.protobuf', p.SerializeToString())])
     with pytest.raises(ValueError, match="'fc1/W' holds 2 values for shape"):
+        runtime.load(bad)
+
+
+def test_huge_declared_parameters_are_refused_before_reading(tmp_path, rng):
+    """A small .h5 may declare an enormous unwritten dataset, a protobuf
+    parameter a shape whose element count overflows 64 bits."""
+    import h5py
+    from nncy.proto import nnabla_pb2
+    good = _good(tmp_path, rng)
+    buf = io.BytesIO()
+    with h5py.File(buf, 'w') as f:
+        f.create_dataset('fc1/W', shape=(1 << 20, 1 << 20), dtype='f4', chunks=(1, 1))
+    assert len(buf.getvalue()) < 100000
+    bad = _rezip(good, str(tmp_path / 'bad.nnp'),
+                 edit=lambda n, d: None if n.startswith('parameter') else (n, d),
+                 extra=[('parameter.h5', buf.getvalue())])
+    with pytest.raises(ValueError, match="'fc1/W' declares shape.*over the limit"):
+        runtime.load(bad)
+    p = nnabla_pb2.NNablaProtoBuf()
+    q = p.parameter.add()
+    q.variable_name = 'fc1/W'
+    q.shape.dim.extend([1 << 32, 1 << 32])
+    bad = _rezip(good, str(tmp_path / 'bad2.nnp'),
+                 edit=lambda n, d: None if n.startswith('parameter') else (n, d),
+                 extra=[('parameter.protobuf', p.SerializeToString())])
+    with pytest.raises(ValueError, match="'fc1/W' holds 0 values for shape"):
         runtime.load(bad)
 
 
