@@ -519,6 +519,9 @@ def test_saving_is_atomic(tmp_path, rng, monkeypatch):
         save(path, _contents(x, y, 4))
     assert open(path, 'rb').read() == before
     assert sorted(os.listdir(tmp_path)) == ['m.nnp']
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_save_checks_contents(tmp_path, rng):
