@@ -18,8 +18,8 @@ Arguments <-> ``<snake>_param`` messages
 
 Safety
     Archives are read in memory (no extraction); member names that are
-    absolute or climb out of the archive are rejected, and so are members
-    whose declared size exceeds ``max_bytes`` (``NNCY_NNP_MAX_BYTES``, 2 GiB,
+    absolute or climb out of the archive are rejected, and so are archives
+    whose members declare (each, or together) more than ``max_bytes`` (``NNCY_NNP_MAX_BYTES``, 2 GiB,
     protobuf's own message limit, by default).  Parts are parsed as data only (protobuf, h5py); every
     failure comes out as a ``ValueError`` that names the file and the part.
 """
@@ -491,7 +491,7 @@ def _parse_binary(data, where):
     part = _pb().NNablaProtoBuf()
     try:
         part.ParseFromString(bytes(data))
-    except (DecodeError, RuntimeWarning, ValueError) as e:
+    except (DecodeError, ValueError) as e:
         raise ValueError('%s: not a valid NNP protobuf file (%s)' % (where, e)) from None
     return part
 
@@ -541,6 +541,10 @@ def _read_zip(src, where, contents, max_bytes):
                 raise ValueError('%s: archive member %r declares %d bytes, over the limit of '
                                  '%d (NNCY_NNP_MAX_BYTES)'
                                  % (where, info.filename, info.file_size, max_bytes))
+        total = sum(info.file_size for info in infos)
+        if total > max_bytes:
+            raise ValueError('%s: the archive members declare %d bytes in all, over the limit '
+                             'of %d (NNCY_NNP_MAX_BYTES)' % (where, total, max_bytes))
         for info in infos:
             if info.is_dir():
                 continue

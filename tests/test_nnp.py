@@ -282,8 +282,8 @@ def _recurrent_model(rng, T=5, B=3, I=4, H=6):
     return x, {'s': s, 'idx': idx, 'mm': mm, 'hn': rhn, 'last': F.mean(m, axis=None)}
 
 
-@pytest.mark.parametrize('pformat', ['.h5', '.protobuf'])
-def test_recurrent_model_round_trip(tmp_path, rng, pformat):
+@pytest.mark.parametrize('pformat, nformat', FORMS)
+def test_recurrent_model_round_trip(tmp_path, rng, pformat, nformat):
     x, outs = _recurrent_model(rng)
     x.d = rng.randn(*x.shape)
     nn.forward_all(list(outs.values()))
@@ -292,7 +292,8 @@ def test_recurrent_model_round_trip(tmp_path, rng, pformat):
     save(path, {'networks': [{'name': 'rec', 'batch_size': 5, 'names': {'x': x},
                               'outputs': outs}],
                 'executors': [{'name': 'e', 'network': 'rec', 'data': ['x'],
-                               'output': list(outs)}]}, parameter_format=pformat)
+                               'output': list(outs)}]},
+         parameter_format=pformat, network_format=nformat)
     proto = _nnp.read(path).proto
     rnn = [f for f in proto.network[0].function if f.type == 'RNN'][0]
     assert len(rnn.input) == 4            # x, h, weight_l0, bias: weight left out
@@ -689,9 +690,13 @@ def test_oversized_declared_sizes(tmp_path, rng, load, monkeypatch):
     _patch_central_size(bad, 'parameter.protobuf', 0xFFFFFFF0)
     with pytest.raises(ValueError, match="'parameter.protobuf' declares 4294967280 bytes"):
         load(bad)
-    # a limit of our own choosing
+    # a limit of our own choosing: each member, and all together
     with pytest.raises(ValueError, match='over the limit'):
         _nnp.read(good, max_bytes=100)
+    sizes = [i.file_size for i in zipfile.ZipFile(good).infolist()]
+    with pytest.raises(ValueError, match='declare .* bytes in all'):
+        _nnp.read(good, max_bytes=sum(sizes) - 1)
+    _nnp.read(good, max_bytes=sum(sizes))
     # a variable declaring an absurd number of elements
 
     def huge(proto):
