@@ -779,3 +779,16 @@ def test_network_and_function_errors_name_the_place(tmp_path, rng):
         NnpLoader(good).get_network('other')
     with pytest.raises(ValueError, match="no executor 'other'"):
         runtime.load(good, executor='other')
+
+
+def test_latency_benchmark_runs(capsys):
+    """benchmarks/infer_latency.py, with a handful of calls (onnxruntime is
+    compared when installed)."""
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks import infer_latency
+    finally:
+        sys.path.remove(ROOT)
+    assert infer_latency.main(['--number', '2', '--repeat', '2']) == 0
+    out = capsys.readouterr().out
+    assert 'nncy.runtime' in out and 'onnxruntime' in out
