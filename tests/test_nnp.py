@@ -781,7 +781,7 @@ def test_network_and_function_errors_name_the_place(tmp_path, rng):
         runtime.load(good, executor='other')
 
 
-def test_latency_benchmark_runs(capsys):
+def test_latency_benchmark_runs(capsys, monkeypatch):
     """benchmarks/infer_latency.py, with a handful of calls (onnxruntime is
     compared when installed)."""
     sys.path.insert(0, ROOT)
@@ -789,6 +789,7 @@ def test_latency_benchmark_runs(capsys):
         from benchmarks import infer_latency
     finally:
         sys.path.remove(ROOT)
+    monkeypatch.setenv('NNCY_NUM_THREADS', os.environ.get('NNCY_NUM_THREADS', '1'))
     assert infer_latency.main(['--number', '2', '--repeat', '2']) == 0
     out = capsys.readouterr().out
     assert 'nncy.runtime' in out and 'onnxruntime' in out
