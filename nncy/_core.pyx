@@ -820,6 +820,16 @@ cdef dict _make_args(spec, tuple values):
     return out
 
 
+def normalize_args(spec, tuple values):
+    """Argument values (in table order) checked and normalised as ``call``
+    does, as a dict: for callers that build implementations themselves
+    (``nncy.runtime``)."""
+    if len(values) != len(spec.args):
+        raise TypeError('%s: %d argument values given, the table lists %d'
+                        % (spec.name, len(values), len(spec.args)))
+    return _make_args(spec, values)
+
+
 cdef Variable _wrap_ndarray(NdArray a):
     return _new_variable(a, False)
 
@@ -924,22 +934,26 @@ cdef list _sorted_functions_of(list roots):
     cdef set seen = set()
     cdef list stack = []
     cdef Function f
-    for root in reversed(roots):
+    # One search per root: seeding the stack with every root's parent at once
+    # would mark a parent as seen before it is ordered, and a root whose
+    # parent is an ancestor of another root's parent would then run late.
+    for root in roots:
         p = (<Variable>root)._parent
-        if p is not None and id(p) not in seen:
-            seen.add(id(p))
-            stack.append((p, 0))
-    while stack:
-        f, i = stack[-1]
-        if i < len(f._inputs):
-            stack[-1] = (f, i + 1)
-            p = (<Variable>f._inputs[i])._parent
-            if p is not None and id(p) not in seen:
-                seen.add(id(p))
-                stack.append((p, 0))
-        else:
-            stack.pop()
-            order.append(f)
+        if p is None or id(p) in seen:
+            continue
+        seen.add(id(p))
+        stack.append((p, 0))
+        while stack:
+            f, i = stack[-1]
+            if i < len(f._inputs):
+                stack[-1] = (f, i + 1)
+                p = (<Variable>f._inputs[i])._parent
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    stack.append((p, 0))
+            else:
+                stack.pop()
+                order.append(f)
     return order
 
 

@@ -43,6 +43,9 @@ def _split(shape, axis):
     return _prod(shape[:axis]), shape[axis], _prod(shape[axis + 1:])
 
 
+_SMALL_COPY = 1 << 16     # elements below which a plain NumPy copy beats the kernel call
+
+
 @register('Affine')
 class Affine(Impl):
     def setup(self, inputs):
@@ -71,7 +74,13 @@ class Affine(Impl):
         ya = dout(y).reshape(m, n)
         alpha = 0.0
         if len(inputs) > 2:
-            K.strided_copy('affine', np.broadcast_to(d32(inputs[2]).reshape(1, n), (m, n)), ya)
+            if m * n <= _SMALL_COPY:
+                # small outputs (batch-1 inference): NumPy's broadcasting copy
+                # costs a fraction of building a broadcast view in Python
+                np.copyto(ya, d32(inputs[2]).reshape(1, n))
+            else:
+                K.strided_copy('affine', np.broadcast_to(d32(inputs[2]).reshape(1, n), (m, n)),
+                               ya)
             alpha = 1.0
         K.gemm('affine', d32(inputs[0]).reshape(m, k), d32(inputs[1]).reshape(k, n), ya,
                alpha)

@@ -21,6 +21,7 @@ helpers ``write_h5`` / ``read_h5`` / ``to_proto`` / ``from_proto`` serve the
 ``.nnp`` reader and writer.
 """
 import io
+import math
 import os
 from collections import OrderedDict
 
@@ -114,10 +115,15 @@ def save_parameters(path, params=None, extension=None):
 
 # ---- reading ----------------------------------------------------------------
 
-def read_h5(f):
+def read_h5(f, max_bytes=None):
     """name -> (array, need_grad) from an NNabla parameter ``.h5`` (a path, a
-    binary file object or bytes), in the order of the ``index`` attributes."""
+    binary file object or bytes), in the order of the ``index`` attributes.
+    A dataset declaring more than ``max_bytes`` bytes (``NNCY_NNP_MAX_BYTES``,
+    2 GiB, by default) is refused before it is read: HDF5 lets a small file
+    declare a huge, unwritten dataset."""
     import h5py
+    if max_bytes is None:
+        max_bytes = int(os.environ.get('NNCY_NNP_MAX_BYTES', 1 << 31))
     if isinstance(f, (bytes, bytearray)):
         f = io.BytesIO(f)
     found = []
@@ -133,6 +139,11 @@ def read_h5(f):
             if ds.dtype.kind not in 'fiub':
                 raise ValueError('load_parameters: %r holds %s data, expected numbers'
                                  % (name, ds.dtype))
+            nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+            if nbytes > max_bytes:
+                raise ValueError('load_parameters: %r declares shape %s (%d bytes), over the '
+                                 'limit of %d (NNCY_NNP_MAX_BYTES)'
+                                 % (name, tuple(ds.shape), nbytes, max_bytes))
             out[name] = (np.asarray(ds[()]), bool(ds.attrs.get('need_grad', True)))
     return out
 
@@ -145,9 +156,10 @@ def from_proto(proto):
         if any(d < 0 for d in shape):
             raise ValueError('load_parameters: %r has a negative dimension in shape %s'
                              % (p.variable_name, shape))
-        if len(p.data) != int(np.prod(shape, dtype=np.int64)):
+        n = math.prod(shape)          # Python ints: no overflow for absurd shapes
+        if len(p.data) != n:
             raise ValueError('load_parameters: %r holds %d values for shape %s (%d expected)'
-                             % (p.variable_name, len(p.data), shape, int(np.prod(shape))))
+                             % (p.variable_name, len(p.data), shape, n))
         out[p.variable_name] = (np.asarray(p.data, np.float32).reshape(shape), bool(p.need_grad))
     return out
 

@@ -774,6 +774,18 @@ def test_forward_all_runs_shared_graph_once():
     assert calls.count('ReLU') == 1 and len(calls) == 3
 
 
+def test_forward_all_orders_a_root_whose_parent_feeds_another_root():
+    """Roots listed before the roots they depend on: b reads a, a root whose
+    function is an ancestor of b's; a must still run first."""
+    x = nn.Variable.from_numpy_array(np.array([1.0, -2.0, 3.0], np.float32))
+    a = F.relu(x)
+    b = F.mul_scalar(a, 2.0)
+    order = []
+    nn.forward_all([b, a], function_pre_hook=lambda f: order.append(f.info.type_name))
+    assert order == ['ReLU', 'MulScalar']
+    np.testing.assert_array_equal(b.d, [2.0, 0.0, 6.0])
+
+
 def test_rewire_on_rejects_other_shape():
     a = nn.Variable((2, 3))
     with pytest.raises(ValueError, match='rewire_on'):
