@@ -133,11 +133,16 @@ def _fill_axis(fd, shapes):
     return list(range(nd)) if _is_repeated(fd) else nd - 1
 
 
+# Arguments NNabla's schema holds as the number of a function's outputs.
+OUTPUT_COUNT_ARGS = {'output_stat'}
+
 NONE_FILL = {
     'axis': _fill_axis,                                               # Sum, Softmax, ...
     ('Slice', 'start'): lambda fd, shapes: [0] * len(shapes[0]),
     ('Slice', 'stop'): lambda fd, shapes: list(shapes[0]),
     ('Slice', 'step'): lambda fd, shapes: [1] * len(shapes[0]),
+    ('BroadcastTo', 'axis'): lambda fd, shapes: len(shapes[0]) - len(shapes[1]),
+    ('RandomErase', 'n'): lambda fd, shapes: 1,
 }
 
 
@@ -183,6 +188,8 @@ def encode_args(fproto, spec, args, in_shapes):
     for name, typ, default in spec.args:
         fd = sch.argmap[name]
         v = args.get(name, default)
+        if fd is None and name in OUTPUT_COUNT_ARGS:
+            continue              # written as the function's number of outputs
         if fd is None:
             if v == default:
                 continue
@@ -218,6 +225,9 @@ def decode_args(spec, fproto):
     out = []
     for name, typ, default in spec.args:
         fd = sch.argmap.get(name)
+        if fd is None and name in OUTPUT_COUNT_ARGS:
+            out.append(len(fproto.output) > 1)
+            continue
         if msg is None or fd is None:
             if default is REQUIRED:
                 raise ValueError('%s (function %r): argument %r is required and the file '
@@ -226,7 +236,12 @@ def decode_args(spec, fproto):
             continue
         v = _field_value(msg, fd)
         if typ in ('shape', 'ints'):
-            v = () if v is None else tuple(int(x) for x in _as_list(v))
+            # an unset Shape field is an argument left at None (the function
+            # then derives it from the input shapes, as conv's stride does)
+            if v is None:
+                v = None if default is None else ()
+            else:
+                v = tuple(int(x) for x in _as_list(v))
         elif typ == 'axis':
             v = tuple(int(x) for x in v) if isinstance(v, tuple) else int(v)
         elif typ == 'floats':
