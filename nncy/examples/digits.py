@@ -115,7 +115,24 @@ def train_lenet(a, data):
         nn.save_parameters(a.save)
         if not a.quiet:
             print('saved parameters to %s' % a.save)
+    if a.nnp:
+        save_nnp(a.nnp)
+        if not a.quiet:
+            print('saved the inference model to %s (try: nncy infer %s --input x.npy)'
+                  % (a.nnp, a.nnp))
     return acc
+
+
+def save_nnp(path, batch_size=1):
+    """The trained LeNet as an .nnp model: input 'x' (batch, 64) pixels in
+    [0, 1], output 'y' (batch, 10) class scores."""
+    from nncy.utils.save import save
+    x = nn.Variable((batch_size, 64))
+    y = lenet(x, test=True)
+    save(path, {'networks': [{'name': 'lenet', 'batch_size': batch_size,
+                              'outputs': {'y': y}, 'names': {'x': x}}],
+                'executors': [{'name': 'infer', 'network': 'lenet',
+                               'data': ['x'], 'output': ['y']}]})
 
 
 def main(argv=None):
@@ -131,6 +148,8 @@ def main(argv=None):
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--save', default='digits_lenet.h5',
                     help='where the lenet parameters go ("" to skip)')
+    ap.add_argument('--nnp', default='digits_lenet.nnp',
+                    help='where the lenet inference model goes ("" to skip)')
     ap.add_argument('--quiet', action='store_true', help='print only the final accuracy')
     a = ap.parse_args(argv)
     if a.epochs is None:
