@@ -216,3 +216,35 @@ def test_transformer_encode_decode_layers():
     # each layer ends with a layer normalization (gamma 1, beta 0)
     np.testing.assert_allclose(y.d.mean(axis=2), 0, atol=1e-5)
     np.testing.assert_allclose(y.d.var(axis=2), 1, rtol=1e-3)
+
+
+def test_spectral_norm_gradient_treats_u_v_as_constants():
+    rng = np.random.RandomState(9)
+    wd = rng.randn(3, 5).astype(np.float32)
+    gd = rng.randn(3, 5).astype(np.float32)
+    w = nn.Variable.from_numpy_array(wd, need_grad=True)
+    y = PF.spectral_norm(w, itr=2)
+    u0 = params()['spectral-norm/u'].d.copy()
+    loss = F.sum(y * nn.Variable.from_numpy_array(gd))
+    loss.forward()
+    w.grad.zero()
+    loss.backward()
+    u = u0.astype(np.float64)
+    for _ in range(2):
+        v = u @ wd
+        v /= np.linalg.norm(v)
+        u = wd @ v
+        u /= np.linalg.norm(u)
+    sigma = u @ wd @ v
+    ref = gd / sigma - (gd * wd).sum() / sigma ** 2 * np.outer(u, v)
+    np.testing.assert_allclose(w.g, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_low_rank_fix_parameters():
+    x = nn.Variable((2, 3, 4, 4))
+    y = PF.svd_convolution(x, 2, (3, 3), 1, fix_parameters=True)
+    assert not any(v.need_grad for v in y.parent.inputs[1:])
+    y2 = PF.svd_affine(nn.Variable((2, 4)), 3, 2, fix_parameters=True)
+    assert not y2.parent.inputs[1].need_grad and not y2.parent.inputs[2].need_grad
+    assert set(shapes()) == {'svd_conv/U', 'svd_conv/V', 'svd_conv/b',
+                             'svd_affine/U', 'svd_affine/V', 'svd_affine/b'}
