@@ -444,7 +444,9 @@ def _cp_als(x, rank, max_iter=500, stopping_criterion=1e-5, lambda_reg=0.0, rng=
     """Rank-``rank`` CP decomposition of a 3-way array by alternating least
     squares: returns unit-norm factors [A, B, C] and weights ``lmbda`` with
     ``x ~ sum_r lmbda[r] A[:, r] o B[:, r] o C[:, r]``."""
-    rng = rng if rng is not None else np.random.RandomState(0)
+    if rng is None:
+        from nncy import random as _random
+        rng = _random.prng
     x = np.asarray(x, dtype=np.float64)
     factors = [rng.randn(n, rank) for n in x.shape]
     specs = ['oik,ir,kr->or', 'oik,or,kr->ir', 'oik,or,ir->kr']
