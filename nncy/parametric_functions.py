@@ -341,3 +341,366 @@ def multi_head_attention(query, key, value, num_heads=12, dropout=0.0, rng=None,
         bv = _param('attn_bias_v', (e,), init.get('attn_bias_v', I.ConstantInitializer(0)), fix_parameters)
     return F.multi_head_attention(query, key, value, num_heads, qw, kw, vw, ow, qb, kb, vb, ob,
                                   bk, bv, dropout, additive_mask, key_padding_mask)
+
+
+# ---- low-rank (factorized) layers ------------------------------------------
+
+def _existing(*names):
+    """The parameters ``names`` of the current scope, or None unless all exist."""
+    from nncy.parameter import get_parameter
+    vs = [get_parameter(n) for n in names]
+    return None if any(v is None for v in vs) else vs
+
+
+def _drop(*names):
+    from nncy.parameter import pop_parameter
+    for n in names:
+        pop_parameter(n)
+
+
+def _dense_weight(init, shape):
+    """The array an ``*_init`` argument stands for: itself when it is an array,
+    else the initializer's draw for ``shape``."""
+    if isinstance(init, np.ndarray):
+        return np.asarray(init, dtype=np.float64)
+    return np.asarray(init(tuple(int(s) for s in shape)), dtype=np.float64)
+
+
+def _bias(shape, b_init, fix_parameters, with_bias):
+    if not with_bias:
+        return None
+    return _param('b', shape, b_init if b_init is not None else I.ConstantInitializer(),
+                  fix_parameters)
+
+
+@parametric_function_api('svd_affine')
+def svd_affine(inp, n_outmaps, r, base_axis=1, uv_init=None, b_init=None,
+               fix_parameters=False, rng=None, with_bias=True):
+    """Low-rank affine layer ``y = x U V + b``: ``U`` (inmaps, r) and ``V``
+    (r, *n_outmaps) are the rank-``r`` truncated SVD of ``uv_init`` (an array,
+    or an initializer drawn for the full (inmaps, *n_outmaps) weight), the
+    singular values folded into ``U``.  ``U`` and ``V`` already in the scope
+    take precedence over ``uv_init``."""
+    outs = _as_list(n_outmaps)
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    n_out = int(np.prod(outs))
+    if _existing('U', 'V') is None:
+        if r <= 0:
+            raise ValueError('svd_affine: the rank r must be positive, got %r' % (r,))
+        if uv_init is None:
+            uv_init = _glorot(inmaps, n_out, rng=rng)
+        uv = _dense_weight(uv_init, [inmaps] + outs).reshape(inmaps, n_out)
+        u_, s_, vt = np.linalg.svd(uv, full_matrices=False)
+        k = min(r, s_.size)                       # a rank above min(I, O) pads zeros
+        u_low, v_low = np.zeros((inmaps, r)), np.zeros((r, n_out))
+        u_low[:, :k], v_low[:k] = (u_ * s_)[:, :k], vt[:k]
+        _drop('U', 'V')
+        _param('U', (inmaps, r), u_low, fix_parameters)
+        _param('V', [r] + outs, v_low.reshape([r] + outs), fix_parameters)
+    u = _param('U', (inmaps, r), None, fix_parameters)
+    v = _param('V', [r] + outs, None, fix_parameters)
+    b = _bias(outs, b_init, fix_parameters, with_bias)
+    return F.affine(F.affine(inp, u, None, base_axis), v, b, base_axis)
+
+
+@parametric_function_api('svd_conv')
+def svd_convolution(inp, outmaps, kernel, r, pad=None, stride=None, dilation=None,
+                    uv_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                    with_bias=True):
+    """Low-rank convolution: a depthwise convolution with ``r`` kernels per
+    input map (``U``, (inmaps * r, *kernel)) followed by a 1x1 convolution
+    (``V``, (outmaps, inmaps * r, 1, ...)).  For each input map ``i`` the
+    kernels ``W[:, i]`` of ``uv_init`` (outmaps, inmaps, *kernel) are
+    approximated by their rank-``r`` truncated SVD."""
+    if r <= 0:
+        raise ValueError('svd_convolution: the rank r must be positive, got %r' % (r,))
+    kernel = tuple(int(k) for k in kernel)
+    inmaps = inp.shape[base_axis]
+    ksize = int(np.prod(kernel))
+    ones = (1,) * len(kernel)
+    u_shape, v_shape = (inmaps * r,) + kernel, (outmaps, inmaps * r) + ones
+    if _existing('U', 'V') is None:
+        if uv_init is None:
+            uv_init = _glorot(inmaps, outmaps, kernel, rng)
+        uv = _dense_weight(uv_init, (outmaps, inmaps) + kernel).reshape(outmaps, inmaps, ksize)
+        u_low = np.zeros((inmaps, r, ksize))
+        v_low = np.zeros((inmaps, r, outmaps))
+        for i in range(inmaps):
+            uu, ss, vt = np.linalg.svd(uv[:, i, :].T, full_matrices=False)   # (K, O)
+            k = min(r, ss.size)
+            u_low[i, :k] = (uu[:, :k] * ss[:k]).T
+            v_low[i, :k] = vt[:k]
+        _drop('U', 'V')
+        _param('U', u_shape, u_low.reshape(u_shape), fix_parameters)
+        _param('V', v_shape, v_low.transpose(2, 0, 1).reshape(v_shape), fix_parameters)
+    u = _param('U', u_shape, None, fix_parameters)
+    v = _param('V', v_shape, None, fix_parameters)
+    b = _bias((outmaps,), b_init, fix_parameters, with_bias)
+    y = F.depthwise_convolution(inp, u, None, base_axis, pad, stride, dilation, r)
+    return F.convolution(y, v, b, base_axis)
+
+
+def _cp_als(x, rank, max_iter=500, stopping_criterion=1e-5, lambda_reg=0.0, rng=None):
+    """Rank-``rank`` CP decomposition of a 3-way array by alternating least
+    squares: returns unit-norm factors [A, B, C] and weights ``lmbda`` with
+    ``x ~ sum_r lmbda[r] A[:, r] o B[:, r] o C[:, r]``."""
+    if rng is None:
+        from nncy import random as _random
+        rng = _random.prng
+    x = np.asarray(x, dtype=np.float64)
+    factors = [rng.randn(n, rank) for n in x.shape]
+    specs = ['oik,ir,kr->or', 'oik,or,kr->ir', 'oik,or,ir->kr']
+    xnorm = np.linalg.norm(x) or 1.0
+    prev = None
+    lmbda = np.ones(rank)
+    for it in range(max(int(max_iter), 1)):
+        for m in range(3):
+            others = [factors[j] for j in range(3) if j != m]
+            gram = (others[0].T @ others[0]) * (others[1].T @ others[1])
+            rhs = np.einsum(specs[m], x, *others)
+            factors[m] = rhs @ np.linalg.pinv(gram + lambda_reg * np.eye(rank))
+            lmbda = np.linalg.norm(factors[m], axis=0)
+            lmbda[lmbda == 0] = 1.0
+            factors[m] = factors[m] / lmbda
+        approx = np.einsum('or,ir,kr->oik', factors[0] * lmbda, factors[1], factors[2])
+        err = np.linalg.norm(x - approx) / xnorm
+        if stopping_criterion >= 0 and prev is not None and abs(prev - err) < stopping_criterion:
+            break
+        prev = err
+    return factors, lmbda
+
+
+@parametric_function_api('cpd3_conv')
+def cpd3_convolution(inp, outmaps, kernel, r, pad=None, stride=None, dilation=None,
+                     oik_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                     with_bias=True, max_iter=500, stopping_criterion=1e-5, lambda_reg=0.0):
+    """CP-decomposed convolution: a 1x1 convolution to ``r`` maps (``I``,
+    (r, inmaps, 1, ...)), a depthwise convolution of each (``K``, (r, *kernel))
+    and a 1x1 convolution to ``outmaps`` (``O``, (outmaps, r, 1, ...)).  The
+    factors come from a rank-``r`` CP decomposition (alternating least
+    squares) of ``oik_init`` seen as (outmaps, inmaps, prod(kernel))."""
+    kernel = tuple(int(k) for k in kernel)
+    inmaps = inp.shape[base_axis]
+    ones = (1,) * len(kernel)
+    i_shape, k_shape, o_shape = (r, inmaps) + ones, (r,) + kernel, (outmaps, r) + ones
+    if _existing('O', 'I', 'K') is None:
+        if r <= 0:
+            raise ValueError('cpd3_convolution: the rank r must be positive, got %r' % (r,))
+        if oik_init is None:
+            oik_init = _glorot(inmaps, outmaps, kernel, rng)
+        oik = _dense_weight(oik_init, (outmaps, inmaps) + kernel).reshape(
+            outmaps, inmaps, int(np.prod(kernel)))
+        (a, bb, c), lmbda = _cp_als(oik, r, max_iter, stopping_criterion, lambda_reg, rng)
+        _drop('O', 'I', 'K')
+        _param('I', i_shape, bb.T.reshape(i_shape), fix_parameters)
+        _param('K', k_shape, c.T.reshape(k_shape), fix_parameters)
+        _param('O', o_shape, (a * lmbda).reshape(o_shape), fix_parameters)
+    wi = _param('I', i_shape, None, fix_parameters)
+    wk = _param('K', k_shape, None, fix_parameters)
+    wo = _param('O', o_shape, None, fix_parameters)
+    b = _bias((outmaps,), b_init, fix_parameters, with_bias)
+    y = F.convolution(inp, wi, None, base_axis)
+    y = F.depthwise_convolution(y, wk, None, base_axis, pad, stride, dilation, 1)
+    return F.convolution(y, wo, b, base_axis)
+
+
+# ---- LSTM cell ---------------------------------------------------------------
+
+@parametric_function_api('lstm')
+def lstm_cell(x, h, c, state_size, w_init=None, b_init=None, fix_parameters=False):
+    """One LSTM step on (batch, input) ``x`` with state ``h``, ``c`` (batch,
+    state_size); the four gate blocks (i, o, f, g) share the affine layer
+    ``affine/W`` (inmaps + state_size, 4, state_size), ``affine/b`` (4, state_size).
+    Returns (h_t, c_t)."""
+    xh = F.concatenate(x, h, axis=1)
+    gates = affine(xh, (4, state_size), w_init=w_init, b_init=b_init,
+                   fix_parameters=fix_parameters)
+    i_t, o_t, f_t, g_t = F.split(gates, axis=1)
+    c_t = F.sigmoid(f_t) * c + F.sigmoid(i_t) * F.tanh(g_t)
+    h_t = F.sigmoid(o_t) * F.tanh(c_t)
+    return h_t, c_t
+
+
+class LSTMCell:
+    """An LSTM cell holding its state ``h``, ``c`` (batch_size, state_size),
+    zero unless given; each call advances the state by :func:`lstm_cell`."""
+
+    def __init__(self, batch_size, state_size, h=None, c=None, name=None):
+        from nncy._core import Variable
+        self.batch_size = batch_size
+        self.state_size = state_size
+        self.name = name
+        zeros = np.zeros((batch_size, state_size), np.float32)
+        self.h = h if h is not None else Variable.from_numpy_array(zeros)
+        self.c = c if c is not None else Variable.from_numpy_array(zeros.copy())
+
+    def reset_state(self):
+        """Sets ``h`` and ``c`` to zero."""
+        self.h.d = 0
+        self.c.d = 0
+
+    def __call__(self, x, w_init=None, b_init=None, fix_parameters=False):
+        self.h, self.c = lstm_cell(x, self.h, self.c, self.state_size, w_init, b_init,
+                                   fix_parameters=fix_parameters, name=self.name)
+        return self.h
+
+
+# ---- weight reparametrizations ---------------------------------------------
+
+def _l2_normalize(v, eps):
+    norm = F.pow_scalar(F.add_scalar(F.sum(F.pow_scalar(v, 2.0), keepdims=True), eps), 0.5)
+    return F.div2(v, norm)
+
+
+@parametric_function_api('spectral-norm')
+def spectral_norm(w, dim=0, itr=1, eps=1e-12, test=False, u_init=None, fix_parameters=True):
+    """Spectral normalization ``W / sigma(W)``, ``sigma`` estimated by ``itr``
+    steps of power iteration with the left singular vector ``u``
+    (w.shape[dim],), a state parameter that each forward updates (not in
+    ``test`` mode, where the stored ``u`` is used as it is).  ``W`` is seen as
+    a matrix (w.shape[dim], rest); no gradient flows through ``u`` and ``v``."""
+    ndim = len(w.shape)
+    if not 0 <= dim < ndim:
+        raise ValueError('spectral_norm: dim must be in [0, %d), got %r' % (ndim, dim))
+    if itr < 1 and not test:
+        raise ValueError('spectral_norm: itr must be positive, got %r' % (itr,))
+    if u_init is None:
+        u_init = I.NormalInitializer()
+    d0 = w.shape[dim]
+    d1 = int(np.prod(w.shape)) // d0 if d0 else 0
+    u0 = _param('u', (d0,), u_init, need_grad=False)
+    perm = [dim] + [i for i in range(ndim) if i != dim]
+    wt = F.transpose(w, perm) if dim != 0 else w
+    wm = F.reshape(wt, (d0, d1))
+    u = F.reshape(u0, (1, d0))
+    if test:
+        v = _l2_normalize(F.affine(u, wm), eps)                       # (1, d1)
+    else:
+        for _ in range(itr):
+            v = _l2_normalize(F.affine(u, wm), eps)                   # (1, d1)
+            u = F.reshape(_l2_normalize(F.affine(wm, F.reshape(v, (d1, 1))), eps), (1, d0))
+        u.need_grad = False
+        u = F.reshape(F.assign(u0, F.reshape(u, (d0,))), (1, d0))    # store the new u
+    u.need_grad = False
+    v.need_grad = False
+    sigma = F.affine(u, F.affine(wm, F.reshape(v, (d1, 1))))          # (1, 1)
+    w_sn = F.reshape(F.div2(wm, sigma), wt.shape)
+    if dim != 0:
+        w_sn = F.transpose(w_sn, [perm.index(i) for i in range(ndim)])
+    return w_sn
+
+
+@parametric_function_api('wn')
+def weight_normalization(w, dim=0, eps=1e-12, g_init=None, fix_parameters=False):
+    """Weight normalization ``g * w / ||w||``, the L2 norm taken over every
+    axis but ``dim`` and ``g`` (w.shape[dim],) a trainable scale, by default
+    the initial norms (so the layer starts from ``w``)."""
+    ndim = len(w.shape)
+    dim = dim % ndim
+    if g_init is None:
+        g_init = I.WeightNormalizationScaleInitializer(w, dim, eps)
+    g = _param('g', (w.shape[dim],), g_init, fix_parameters)
+    axes = tuple(i for i in range(ndim) if i != dim)
+    sq = F.pow_scalar(w, 2.0)
+    if axes:
+        sq = F.sum(sq, axis=axes, keepdims=True)
+    norm = F.pow_scalar(F.add_scalar(sq, eps), 0.5)
+    gshape = tuple(w.shape[dim] if i == dim else 1 for i in range(ndim))
+    return F.mul2(F.div2(w, norm), F.reshape(g, gshape))
+
+
+# ---- transformer -------------------------------------------------------------
+
+def _maybe_dropout(x, p):
+    return F.dropout(x, p) if p > 0 else x
+
+
+@parametric_function_api('transformer_encode')
+def transformer_encode(src, embed_dim, num_heads, dim_feedforward=2048, dropout=0.1,
+                       activation=None, src_additive_mask=None, src_key_padding_mask=None,
+                       rng=None, add_attn_bias=False, fix_parameters=False):
+    """One post-norm transformer encoder layer on (L_S, B, E) ``src``:
+    self-attention ``src_self_attn`` and the feed-forward ``enc_affine1``,
+    ``enc_affine2``, each with a residual and a layer normalization
+    (``enc_layer_norm1``, ``enc_layer_norm2``)."""
+    activation = activation or F.relu
+    a = multi_head_attention(src, src, src, num_heads=num_heads, rng=rng,
+                             add_attn_bias=add_attn_bias, additive_mask=src_additive_mask,
+                             key_padding_mask=src_key_padding_mask,
+                             fix_parameters=fix_parameters, name='src_self_attn')[0]
+    src = layer_normalization(src + _maybe_dropout(a, dropout), batch_axis=(0, 1),
+                              fix_parameters=fix_parameters, name='enc_layer_norm1')
+    h = activation(affine(src, dim_feedforward, base_axis=2, rng=rng,
+                          fix_parameters=fix_parameters, name='enc_affine1'))
+    h = affine(_maybe_dropout(h, dropout), embed_dim, base_axis=2, rng=rng,
+               fix_parameters=fix_parameters, name='enc_affine2')
+    return layer_normalization(src + _maybe_dropout(h, dropout), batch_axis=(0, 1),
+                               fix_parameters=fix_parameters, name='enc_layer_norm2')
+
+
+@parametric_function_api('transformer_decode')
+def transformer_decode(tgt, memory, embed_dim, num_heads, dim_feedforward=2048, dropout=0.1,
+                       activation=None, tgt_additive_mask=None, memory_additive_mask=None,
+                       tgt_key_padding_mask=None, memory_key_padding_mask=None, rng=None,
+                       add_attn_bias=False, fix_parameters=False):
+    """One post-norm transformer decoder layer on (L_T, B, E) ``tgt`` with the
+    encoder output ``memory`` (L_S, B, E): self-attention ``tgt_self_attn``,
+    attention over the memory ``tgt_memory_attn`` and the feed-forward
+    ``dec_affine1``, ``dec_affine2``, each followed by a residual and a layer
+    normalization (``dec_layer_norm1`` .. ``dec_layer_norm3``)."""
+    activation = activation or F.relu
+    a = multi_head_attention(tgt, tgt, tgt, num_heads=num_heads, rng=rng,
+                             add_attn_bias=add_attn_bias, additive_mask=tgt_additive_mask,
+                             key_padding_mask=tgt_key_padding_mask,
+                             fix_parameters=fix_parameters, name='tgt_self_attn')[0]
+    tgt = layer_normalization(tgt + _maybe_dropout(a, dropout), batch_axis=(0, 1),
+                              fix_parameters=fix_parameters, name='dec_layer_norm1')
+    a = multi_head_attention(tgt, memory, memory, num_heads=num_heads, rng=rng,
+                             add_attn_bias=add_attn_bias, additive_mask=memory_additive_mask,
+                             key_padding_mask=memory_key_padding_mask,
+                             fix_parameters=fix_parameters, name='tgt_memory_attn')[0]
+    tgt = layer_normalization(tgt + _maybe_dropout(a, dropout), batch_axis=(0, 1),
+                              fix_parameters=fix_parameters, name='dec_layer_norm2')
+    h = activation(affine(tgt, dim_feedforward, base_axis=2, rng=rng,
+                          fix_parameters=fix_parameters, name='dec_affine1'))
+    h = affine(_maybe_dropout(h, dropout), embed_dim, base_axis=2, rng=rng,
+               fix_parameters=fix_parameters, name='dec_affine2')
+    return layer_normalization(tgt + _maybe_dropout(h, dropout), batch_axis=(0, 1),
+                               fix_parameters=fix_parameters, name='dec_layer_norm3')
+
+
+@parametric_function_api('transformer')
+def transformer(src, tgt, embed_dim=512, num_heads=8, num_encoder_layers=6,
+                num_decoder_layers=6, dim_feedforward=2048, dropout=0.1, activation=None,
+                src_additive_mask=None, tgt_additive_mask=None, memory_additive_mask=None,
+                src_key_padding_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, rng=None, add_attn_bias=False,
+                fix_parameters=False):
+    """Encoder-decoder transformer (Vaswani et al.): ``num_encoder_layers``
+    :func:`transformer_encode` layers ``encoder00``, ... on (L_S, B, E) ``src``,
+    then ``num_decoder_layers`` :func:`transformer_decode` layers ``decoder00``,
+    ... on (L_T, B, E) ``tgt``; returns (L_T, B, E)."""
+    if src.shape[1] != tgt.shape[1]:
+        raise ValueError('transformer: src and tgt must have the same batch size, got %s, %s'
+                         % (src.shape, tgt.shape))
+    if src.shape[2] != embed_dim or tgt.shape[2] != embed_dim:
+        raise ValueError('transformer: the last axis of src and tgt must be embed_dim=%d, '
+                         'got %s, %s' % (embed_dim, src.shape, tgt.shape))
+    memory = src
+    for i in range(num_encoder_layers):
+        memory = transformer_encode(
+            memory, embed_dim, num_heads, dim_feedforward=dim_feedforward, dropout=dropout,
+            activation=activation, src_additive_mask=src_additive_mask,
+            src_key_padding_mask=src_key_padding_mask, rng=rng, add_attn_bias=add_attn_bias,
+            fix_parameters=fix_parameters, name='encoder{:02d}'.format(i))
+    out = tgt
+    for i in range(num_decoder_layers):
+        out = transformer_decode(
+            out, memory, embed_dim, num_heads, dim_feedforward=dim_feedforward,
+            dropout=dropout, activation=activation, tgt_additive_mask=tgt_additive_mask,
+            memory_additive_mask=memory_additive_mask,
+            tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask, rng=rng,
+            add_attn_bias=add_attn_bias, fix_parameters=fix_parameters,
+            name='decoder{:02d}'.format(i))
+    return out
