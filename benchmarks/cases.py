@@ -111,7 +111,7 @@ def _sink(size):
     return [_vec(SIZES[size])], {}, None, None
 
 
-# ---- neural-network layers (issue 3b) ---------------------------------------
+# ---- neural-network layers ---------------------------------------
 
 def _embed(size):
     rows, width, n = (1000, 64, (16, 64)) if size == 'small' else (30000, 256, (64, 256))
@@ -333,7 +333,7 @@ def _batch_matmul(size):
     return [a, w], {}, np.matmul, lambda t, a, w: t.matmul(a, w)
 
 
-# ---- activations and normalization (issue 4) ----------------------------
+# ---- activations and normalization ----------------------------
 
 def _nchw(size, c=16):
     """An (N, c, H, W) float32 array of about SIZES[size] elements."""
@@ -713,7 +713,7 @@ CASES = {
 }
 
 
-# ---- array manipulation (issue 6) ---------------------------------------------
+# ---- array manipulation ---------------------------------------------
 
 def _arr(shape_small, shape_large):
     def shape(size):

@@ -96,7 +96,7 @@ cdef int unary_grad(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
                     cnp.ndarray gy, cnp.ndarray gx, cnp.ndarray p, bint accum) except -1
 cdef int check(int32_t status, name) except -1
 
-# Neural-network layers (issue 3b): recurrent cells, embedding, patch correlation.
+# Neural-network layers: recurrent cells, embedding, patch correlation.
 cdef extern from "nncy_kernels.h" nogil:
     int32_t nncy_rnn_cell_f32(int32_t relu, size_t n, const float* pre, float* h)
     int32_t nncy_rnn_cell_grad_f32(int32_t relu, size_t n, const float* h, const float* dy,

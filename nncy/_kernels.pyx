@@ -379,7 +379,7 @@ def adam_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v,
 
 
 # ---------------------------------------------------------------------------
-# Neural-network layers (issue 3b): batched matrix products, recurrent cells,
+# Neural-network layers: batched matrix products, recurrent cells,
 # embedding, patch correlation.
 # ---------------------------------------------------------------------------
 

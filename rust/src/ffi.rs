@@ -1163,7 +1163,7 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------
-// Neural-network layers (issue 3b): recurrent cells, embedding, patch
+// Neural-network layers: recurrent cells, embedding, patch
 // correlation.
 // ---------------------------------------------------------------------------
 

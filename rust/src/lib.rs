@@ -57,7 +57,7 @@ impl Error {
 
 pub type Result<T = ()> = std::result::Result<T, Error>;
 
-// Neural-network layers (issue 3b): recurrent cells, embedding, patch correlation.
+// Neural-network layers: recurrent cells, embedding, patch correlation.
 pub mod correlation;
 pub mod embed;
 pub mod recurrent;
