@@ -320,6 +320,79 @@ FUNCTIONS = [
       'Python-style slicing start:stop:step along each axis (negative steps flip).'),
     S('Sink', 'sink', 'x*', [('one_input_grad', _BOOL, True)],
       'Joins several variables into one dummy output, to run them together.'),
+
+    # ---- losses (elementwise) ------------------------------------------------
+    P('SigmoidCrossEntropy', 'sigmoid_cross_entropy', 'x, target',
+      'max(x, 0) - x * target + log1p(exp(-abs(x)))',
+      ['gy * (sigmoid(x) - target)', '-gy * x'],
+      'Cross entropy of sigmoid(x) against targets in [0, 1], computed stably from the logits.'),
+    P('BinaryCrossEntropy', 'binary_cross_entropy', 'x, target',
+      '-(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))',
+      ['gy * (x - target) / max(x * (1 - x), 1.17549435e-38)',
+       'gy * (log(max(1 - x, 1.17549435e-38)) - log(max(x, 1.17549435e-38)))'],
+      'Cross entropy of probabilities x against targets in [0, 1] (logs clamped away from 0).'),
+    P('SquaredError', 'squared_error', 'x0, x1', '(x0 - x1) * (x0 - x1)',
+      ['2 * gy * (x0 - x1)', '-2 * gy * (x0 - x1)'],
+      'Elementwise squared difference (x0 - x1)^2, with broadcasting.'),
+    P('AbsoluteError', 'absolute_error', 'x0, x1', 'abs(x0 - x1)',
+      ['gy if x0 > x1 else -gy', '-gy if x0 > x1 else gy'],
+      'Elementwise absolute difference |x0 - x1|, with broadcasting.'),
+    P('HuberLoss', 'huber_loss', 'x0, x1',
+      '(x0 - x1) * (x0 - x1) if abs(x0 - x1) < delta else delta * (2 * abs(x0 - x1) - delta)',
+      ['2 * gy * (x0 - x1) if abs(x0 - x1) < delta else (2 * gy * delta if x0 > x1 else -2 * gy * delta)',
+       '-2 * gy * (x0 - x1) if abs(x0 - x1) < delta else (-2 * gy * delta if x0 > x1 else 2 * gy * delta)'],
+      'Huber loss of d = x0 - x1: d^2 inside |d| < delta, delta (2|d| - delta) outside.',
+      args=[('delta', _FLOAT, 1.0)]),
+    P('EpsilonInsensitiveLoss', 'epsilon_insensitive_loss', 'x0, x1',
+      'abs(x0 - x1) - epsilon if abs(x0 - x1) > epsilon else 0',
+      ['(gy if x0 > x1 else -gy) if abs(x0 - x1) > epsilon else 0',
+       '(-gy if x0 > x1 else gy) if abs(x0 - x1) > epsilon else 0'],
+      'max(|x0 - x1| - epsilon, 0) elementwise, with broadcasting.',
+      args=[('epsilon', _FLOAT, REQUIRED)]),
+
+    # ---- validation (elementwise) ------------------------------------------------
+    P('BinaryError', 'binary_error', 'x, target', '(x >= 0.5) != (target >= 0.5)', ['0', '0'],
+      '1 where x and target fall on different sides of 0.5, else 0.'),
+
+    # ---- quantization (elementwise) ----------------------------------------------
+    P('BinarySigmoid', 'binary_sigmoid', 'x', '1 if x > 0 else 0',
+      ['0 if abs(x) >= 1 else 0.5 * gy'],
+      '1 where x > 0, else 0; straight-through gradient 1/2 inside |x| < 1.',
+      straight_through=True),
+    P('BinaryTanh', 'binary_tanh', 'x', '1 if x > 0 else -1',
+      ['0 if abs(x) >= 1 else gy'],
+      '1 where x > 0, else -1; straight-through gradient 1 inside |x| < 1.',
+      straight_through=True),
+    P('FixedPointQuantize', 'fixed_point_quantize', 'x', 'x if not quantize else (((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) else ((-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) if x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else (floor(abs(x) / delta + 0.5) * delta if x >= 0 else -floor(abs(x) / delta + 0.5) * delta)))',
+      ['gy if not quantize or not ste_fine_grained else (0 if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) or x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else gy)'],
+      'Rounds to multiples of delta within the range of an n-bit (signed or unsigned) fixed '
+      'point number; straight-through gradient, zero outside the range when ste_fine_grained.',
+      args=[('sign', _BOOL, True), ('n', _INT, 8), ('delta', _FLOAT, 0.0625),
+            ('quantize', _BOOL, True), ('ste_fine_grained', _BOOL, True)],
+      straight_through=True),
+
+    # ---- losses, validation, quantization, signal processing (structured) ---------
+    S('CategoricalCrossEntropy', 'categorical_cross_entropy', 'x, target', [_axis],
+      'Cross entropy -log x[target] of probabilities x against integer class labels '
+      'along an axis.'),
+    S('KLMultinomial', 'kl_multinomial', 'p, q', [('base_axis', _INT, 1)],
+      'Kullback-Leibler divergence sum p log(p / q) over the dimensions from base_axis on.'),
+    S('TopNError', 'top_n_error', 'x, target', [_axis, ('n', _INT, 1)],
+      '1 where the label\'s score is not among the n largest along the axis, else 0.'),
+    S('ConfusionMatrix', 'confusion_matrix', 'x, target', [_axis],
+      'Counts of (label, argmax prediction) pairs over all samples: a (C, C) matrix.'),
+    S('Prune', 'prune', 'x', [('rate', _FLOAT, 0.9)],
+      'Zeroes the elements whose magnitude lies below the rate-quantile of |x|; '
+      'straight-through gradient.'),
+    S('FFT', 'fft', 'x', [('signal_ndim', _INT, REQUIRED), ('normalized', _BOOL, False)],
+      'Complex discrete Fourier transform over 1 to 3 axes; (real, imag) in the last axis.'),
+    S('IFFT', 'ifft', 'x', [('signal_ndim', _INT, REQUIRED), ('normalized', _BOOL, False)],
+      'Inverse complex discrete Fourier transform over 1 to 3 axes; (real, imag) in the '
+      'last axis.'),
+
+    # ---- special use (elementwise) -------------------------------------------------
+    P('Unlink', 'unlink', 'x', 'x', ['0'],
+      'Identity in the forward pass; no gradient flows back through it.'),
 ]
 
 BY_NAME = {s.name: s for s in FUNCTIONS}

@@ -6,6 +6,7 @@ the row's real signature and a docstring built from the row.
 """
 from nncy import _core, _cpu  # noqa: F401  (_cpu registers the CPU implementations)
 from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions)
+from nncy import _cpu_loss  # noqa: F401  (losses, validation, quantization, fft)
 from nncy._table import FUNCTIONS, REQUIRED
 
 __all__ = []
