@@ -503,6 +503,43 @@ def _fft(inverse):
     return make
 
 
+def _nms(size):
+    n = 64 if size == 'small' else 1024
+    r = _rng()
+    x = np.concatenate([r.uniform(0.2, 0.8, (2, n, 2)), r.uniform(0.05, 0.3, (2, n, 2)),
+                        r.uniform(0, 1, (2, n, 1)), r.uniform(0, 1, (2, n, 4))], -1)
+    return [x.astype(np.float32)], {}, None, None
+
+
+def _interpolate(size):
+    n = 16 if size == 'small' else 128
+    x = _rng().randn(2, 4, n, n).astype(np.float32)
+    return ([x], {'output_size': (2 * n, 2 * n), 'half_pixel': True}, None,
+            lambda t, x: t.nn.functional.interpolate(x, size=(2 * n, 2 * n), mode='bilinear',
+                                                     align_corners=False))
+
+
+def _binary_affine(scaled):
+    def make(size):
+        n = 64 if size == 'small' else 1024
+        r = _rng()
+        x = r.randn(n, n).astype(np.float32)
+        w = r.randn(n, n).astype(np.float32)
+        extra = [np.zeros(n, np.float32)] if scaled else []
+
+        def np_fn(x, w, bw, *rest):
+            y = x @ np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+            return y * np.abs(w).mean(0) if scaled else y
+        return [x, w, np.zeros_like(w)] + extra, {}, np_fn, None
+    return make
+
+
+def _min_max_quantize(size):
+    x = _vec(SIZES[size])
+    one = np.ones(1, np.float32)
+    return [x, -2 * one, 2 * one, 0 * one, 255 * one], {}, None, None
+
+
 CASES.update({
     'sigmoid_cross_entropy': _with_args(
         binary(lambda x, t: np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))), None,
@@ -538,4 +575,9 @@ CASES.update({
     'prune': _prune,
     'fft': _fft(False),
     'ifft': _fft(True),
+    'nms_detection2d': _nms,
+    'interpolate': _interpolate,
+    'binary_connect_affine': _binary_affine(False),
+    'binary_weight_affine': _binary_affine(True),
+    'min_max_quantize': _min_max_quantize,
 })

@@ -12,7 +12,7 @@ without per-element Python loops.
 import numpy as np
 
 from nncy._core import Impl, register, d32, dout, g32, gout
-from nncy._cpu import _axis, _split
+from nncy._cpu import _axis, _prod, _split
 
 F32 = np.float32
 _TINY = np.finfo(np.float32).tiny
@@ -236,3 +236,324 @@ class FFT(_FFT):
 @register('IFFT')
 class IFFT(_FFT):
     inverse = True
+
+
+def _iou_xywh(b):
+    """IoU of every pair of boxes (..., N, 4) given as (centre x, centre y, w, h):
+    (..., N, N)."""
+    lo = b[..., :2] - b[..., 2:] / 2
+    hi = b[..., :2] + b[..., 2:] / 2
+    side = np.minimum(hi[..., :, None, :], hi[..., None, :, :]) - \
+        np.maximum(lo[..., :, None, :], lo[..., None, :, :])
+    inter = np.where((side > 0).all(-1), side[..., 0] * side[..., 1], 0.0)
+    area = b[..., 2] * b[..., 3]
+    union = area[..., :, None] + area[..., None, :] - inter
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def _greedy_keep(score, over):
+    """Greedy non-maximum suppression, vectorised: boxes are visited by falling
+    score (ties by index); a box with a positive score is kept unless a kept box
+    ranked above it overlaps it (``over``).  ``score`` (..., N), ``over`` (..., N, N)
+    broadcastable; returns the kept mask (..., N).
+
+    Iterating ``keep = valid & ~any(keep_j & above_j & over_ij)`` from all-kept
+    settles the top k boxes after k rounds; it stops when nothing changes, after
+    as many rounds as the longest chain of suppressions, each over all boxes."""
+    n = score.shape[-1]
+    order = np.argsort(-score, axis=-1, kind='stable')
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), -1)
+    above = rank[..., None, :] < rank[..., :, None]           # j ranked above i
+    block = above & over
+    valid = score > 0
+    keep = valid.copy()
+    for _ in range(n + 1):
+        new = valid & ~(block & keep[..., None, :]).any(-1)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+@register('NmsDetection2d')
+class NmsDetection2d(Impl):
+    def setup(self, inputs):
+        x = inputs[0]
+        if len(x.shape) != 3 or x.shape[2] < 6:
+            raise self.error('x', 'must have shape (B, N, 5 + C) with C >= 1, got %s'
+                             % (x.shape,))
+        for k in ('thresh', 'nms'):
+            if not 0.0 <= self.args[k] <= 1.0:
+                raise self.error(k, 'must lie in [0, 1], got %r' % (self.args[k],))
+        return [x.shape]
+
+    def forward(self, inputs, outputs):
+        x = d32(inputs[0]).astype(np.float64)
+        obj = x[..., 4]
+        prob = obj[..., None] * x[..., 5:]
+        prob = np.where(prob > self.args['thresh'], prob, 0.0)
+        over = _iou_xywh(x[..., :4]) > self.args['nms']                # (B, N, N)
+        if self.args['nms_per_class']:
+            keep = _greedy_keep(np.swapaxes(prob, 1, 2), over[:, None])   # (B, C, N)
+            prob = prob * np.swapaxes(keep, 1, 2)
+        else:
+            keep = _greedy_keep(obj, over)                              # (B, N)
+            prob = prob * keep[..., None]
+        y = dout(outputs[0])
+        y[..., :5] = x[..., :5]
+        y[..., 5:] = prob
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0]:
+            raise NotImplementedError('nms_detection2d: has no gradient; set x.need_grad = '
+                                      'False')
+
+
+def _interp_matrix(n_in, n_out, mode, align_corners, half_pixel, half_pixel_for_nn):
+    """The (n_out, n_in) matrix of 1-D resampling along one axis."""
+    o = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        scale = n_in / n_out
+    m = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    if mode == 'nearest':
+        if half_pixel_for_nn:
+            src = (o + 0.5) * scale
+        elif half_pixel:
+            src = (o + 0.5) * scale - 0.5
+        else:
+            src = o * scale
+        idx = np.clip(np.floor(src), 0, n_in - 1).astype(np.int64)
+        m[rows, idx] = 1.0
+        return m
+    src = (o + 0.5) * scale - 0.5 if half_pixel else o * scale
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = src - i0
+    np.add.at(m, (rows, i0), 1 - w)
+    np.add.at(m, (rows, i1), w)
+    return m
+
+
+@register('Interpolate')
+class Interpolate(Impl):
+    """Separable resampling: one (out, in) matrix per spatial axis, applied to
+    the array axis by axis; the backward pass applies the transposes."""
+
+    def setup(self, inputs):
+        x = inputs[0]
+        a = self.args
+        scale, size = a['scale'], a['output_size']
+        if a['mode'] not in ('linear', 'nearest'):
+            raise self.error('mode', "must be 'linear' or 'nearest', got %r" % (a['mode'],))
+        if a['align_corners'] and a['half_pixel']:
+            raise self.error('align_corners', 'and half_pixel cannot both be True')
+        if scale is None and size is None:
+            raise self.error('output_size', 'or scale must be given', TypeError)
+        k = len(size) if size is not None else len(scale)
+        last = len(x.shape) - 1 if a['channel_last'] else len(x.shape)
+        if k == 0 or k > last:
+            raise self.error('output_size' if size is not None else 'scale',
+                             'must name 1 to %d spatial dimensions of x of shape %s, got %d'
+                             % (last, x.shape, k))
+        self.axes = list(range(last - k, last))
+        in_sizes = [x.shape[i] for i in self.axes]
+        if size is None:
+            if any(s <= 0 for s in scale):
+                raise self.error('scale', 'must be positive, got %r' % (tuple(scale),))
+            size = [int(np.floor(s * n)) for s, n in zip(scale, in_sizes)]
+        if any(s <= 0 for s in size) or any(n <= 0 for n in in_sizes):
+            raise self.error('output_size', 'must give sizes of at least 1 from spatial sizes '
+                             '%s, got %r' % (tuple(in_sizes), tuple(size)))
+        self.mats = [_interp_matrix(n, s, a['mode'], a['align_corners'], a['half_pixel'],
+                                    a['half_pixel_for_nn']).astype(F32)
+                     for n, s in zip(in_sizes, size)]
+        out = list(x.shape)
+        for i, s in zip(self.axes, size):
+            out[i] = s
+        return [tuple(out)]
+
+    def _apply(self, z, transpose):
+        for ax, m in zip(self.axes, self.mats):
+            z = np.moveaxis(np.moveaxis(z, ax, -1) @ (m if transpose else m.T), -1, ax)
+        return z
+
+    def forward(self, inputs, outputs):
+        np.copyto(dout(outputs[0]), self._apply(d32(inputs[0]), False))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0]:
+            _store(gout(inputs[0], accum[0]), self._apply(g32(outputs[0]), True), accum[0])
+
+    def grad_depends_input_data(self, i, j):
+        return False
+
+
+class _BinaryAffine(Impl):
+    """Affine layers over binarized weights.  forward writes sign(weight)
+    (zero mapped to quantize_zero_to) into binary_weight and computes with it;
+    backward passes the gradient of the binarized weight straight through to
+    weight.  binary_weight (and alpha) receive no gradient."""
+    scaled = False
+
+    def setup(self, inputs):
+        nfixed = 4 if self.scaled else 3
+        x, w, bw = inputs[0], inputs[1], inputs[2]
+        base = self.args['base_axis']
+        if not 0 <= base < len(x.shape):
+            raise self.error('base_axis', 'must lie in [0, %d) for input x of shape %s, got %d'
+                             % (len(x.shape), x.shape, base))
+        k = _prod(x.shape[base:])
+        if len(w.shape) < 2 or w.shape[0] != k:
+            raise self.error('weight', 'must have shape (%d, ...) to match x of shape %s '
+                             'with base_axis=%d, got %s' % (k, x.shape, base, w.shape))
+        if bw.shape != w.shape:
+            raise self.error('binary_weight', 'must have the shape of weight %s, got %s'
+                             % (w.shape, bw.shape))
+        if self.scaled and inputs[3].shape != w.shape[1:]:
+            raise self.error('alpha', 'must have shape %s, got %s' % (w.shape[1:], inputs[3].shape))
+        self.has_bias = len(inputs) > nfixed
+        if self.has_bias and inputs[nfixed].shape != w.shape[1:]:
+            raise self.error('bias', 'must have shape %s, got %s'
+                             % (w.shape[1:], inputs[nfixed].shape))
+        self.k, self.n = k, _prod(w.shape[1:])
+        self.base = base
+        return [x.shape[:base] + w.shape[1:]]
+
+    def _binary(self, inputs):
+        w = d32(inputs[1]).reshape(self.k, self.n)
+        bw = np.where(w > 0, F32(1), np.where(w < 0, F32(-1), F32(self.args['quantize_zero_to'])))
+        np.copyto(dout(inputs[2]), bw.reshape(inputs[2].shape))
+        scale = None
+        if self.scaled:
+            scale = np.abs(w).mean(axis=0, dtype=np.float64).astype(F32)
+            np.copyto(dout(inputs[3]), scale.reshape(inputs[3].shape))
+        return bw, scale
+
+    def forward(self, inputs, outputs):
+        bw, scale = self._binary(inputs)
+        x = d32(inputs[0]).reshape(-1, self.k)
+        y = x @ bw
+        if scale is not None:
+            y *= scale
+        if self.has_bias:
+            y += d32(inputs[-1]).reshape(1, self.n)
+        np.copyto(dout(outputs[0]), y.reshape(outputs[0].shape))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        gy = g32(outputs[0]).reshape(-1, self.n)
+        bw = d32(inputs[2]).reshape(self.k, self.n)
+        if self.scaled:
+            gy = gy * d32(inputs[3]).reshape(1, self.n)
+        if propagate_down[0]:
+            x = inputs[0]
+            _store(gout(x, accum[0]), (gy @ bw.T).reshape(x.shape), accum[0])
+        if propagate_down[1]:
+            w = inputs[1]
+            xd = d32(inputs[0]).reshape(-1, self.k)
+            _store(gout(w, accum[1]), (xd.T @ gy).reshape(w.shape), accum[1])
+        if self.has_bias and propagate_down[-1]:
+            b = inputs[-1]
+            gb = g32(outputs[0]).reshape(-1, self.n).sum(axis=0)
+            _store(gout(b, accum[-1]), gb.reshape(b.shape), accum[-1])
+
+
+@register('BinaryConnectAffine')
+class BinaryConnectAffine(_BinaryAffine):
+    pass
+
+
+@register('BinaryWeightAffine')
+class BinaryWeightAffine(_BinaryAffine):
+    scaled = True
+
+
+def _reduce_to(a, shape):
+    """Sum of ``a`` over the axes along which ``shape`` (same ndim or fewer) broadcasts."""
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and a.shape[lead + i] != 1)
+    return a.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+@register('MinMaxQuantize')
+class MinMaxQuantize(Impl):
+    """Uniform quantization over the range [qr_min, qr_max] with the quantization
+    levels [ql_min, ql_max], the range nudged so that 0 falls on a level.  The
+    range inputs broadcast against x (per tensor or per channel)."""
+
+    def setup(self, inputs):
+        x = inputs[0]
+        nd = len(x.shape)
+        for name, v in zip(('qr_min', 'qr_max', 'ql_min', 'ql_max'), inputs[1:]):
+            s = v.shape
+            if len(s) > nd or any(a not in (1, b) for a, b in zip(s[::-1], x.shape[::-1])):
+                raise self.error(name, 'must broadcast to x of shape %s, got %s' % (x.shape, s))
+        if inputs[1].shape != inputs[2].shape:
+            raise self.error('qr_max', 'must have the shape of qr_min %s, got %s'
+                             % (inputs[1].shape, inputs[2].shape))
+        if not 0.0 <= self.args['decay'] <= 1.0:
+            raise self.error('decay', 'must lie in [0, 1], got %r' % (self.args['decay'],))
+        if self.args['eps'] <= 0:
+            raise self.error('eps', 'must be positive, got %r' % (self.args['eps'],))
+        return [x.shape]
+
+    def _range(self, inputs, update):
+        """The nudged (m, M, scale) as float64 arrays broadcasting against x."""
+        a = self.args
+        x = d32(inputs[0])
+        qr_min, qr_max = inputs[1], inputs[2]
+        if update and a['x_min_max']:
+            shape = qr_min.shape
+            xm = x.astype(np.float64)
+            lead = x.ndim - len(shape)
+            axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
+            lo = xm.min(axis=axes, keepdims=True).reshape(shape)
+            hi = xm.max(axis=axes, keepdims=True).reshape(shape)
+            if a['ema']:
+                d = a['decay']
+                lo = d * d32(qr_min) + (1 - d) * lo
+                hi = d * d32(qr_max) + (1 - d) * hi
+            np.copyto(dout(qr_min), lo)
+            np.copyto(dout(qr_max), hi)
+        m = d32(qr_min).astype(np.float64)
+        big = d32(qr_max).astype(np.float64)
+        big = np.maximum(big, m + a['eps'])
+        lq = d32(inputs[3]).astype(np.float64)
+        hq = d32(inputs[4]).astype(np.float64)
+        scale = (big - m) / (hq - lq)
+        zp = np.clip(np.floor(lq - m / scale + 0.5), lq, hq)
+        return (lq - zp) * scale, (hq - zp) * scale, scale
+
+    def forward(self, inputs, outputs):
+        x = d32(inputs[0])
+        y = dout(outputs[0])
+        m, big, scale = self._range(inputs, True)
+        if not self.args['quantize']:
+            np.copyto(y, x)
+            return
+        c = np.clip(x, m, big)
+        np.copyto(y, np.floor((c - m) / scale + 0.5) * scale + m)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        a = self.args
+        gy = g32(outputs[0])
+        x = d32(inputs[0])
+        m, big, _ = self._range(inputs, False)
+        if propagate_down[0]:
+            g = gy * ((x >= m) & (x <= big)) if a['ste_fine_grained'] and a['quantize'] else gy
+            _store(gout(inputs[0], accum[0]), g, accum[0])
+        learn = not a['x_min_max'] and not a['ema']
+        for i, mask in ((1, x < m), (2, x > big)):
+            if propagate_down[i]:
+                v = inputs[i]
+                g = _reduce_to(gy * mask, v.shape) if learn else np.zeros(v.shape, F32)
+                _store(gout(v, accum[i]), g, accum[i])
+        for i in (3, 4):
+            if propagate_down[i] and not accum[i]:
+                gout(inputs[i], False).fill(0)

@@ -328,7 +328,8 @@ FUNCTIONS = [
       'Cross entropy of sigmoid(x) against targets in [0, 1], computed stably from the logits.'),
     P('BinaryCrossEntropy', 'binary_cross_entropy', 'x, target',
       '-(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))',
-      ['gy * (x - target) / max(x * (1 - x), 1.17549435e-38)',
+      ['gy * ((1 - target) / (1 - x) if 1 - x > 1.17549435e-38 else 0) - '
+       'gy * (target / x if x > 1.17549435e-38 else 0)',
        'gy * (log(max(1 - x, 1.17549435e-38)) - log(max(x, 1.17549435e-38)))'],
       'Cross entropy of probabilities x against targets in [0, 1] (logs clamped away from 0).'),
     P('SquaredError', 'squared_error', 'x0, x1', '(x0 - x1) * (x0 - x1)',
@@ -390,9 +391,40 @@ FUNCTIONS = [
       'Inverse complex discrete Fourier transform over 1 to 3 axes; (real, imag) in the '
       'last axis.'),
 
+    S('NmsDetection2d', 'nms_detection2d', 'x',
+      [('thresh', _FLOAT, 0.5), ('nms', _FLOAT, 0.45), ('nms_per_class', _BOOL, True)],
+      'Non-maximum suppression of (x, y, w, h, objectness, class probabilities) boxes: '
+      'class scores become objectness * probability, zeroed below thresh or when a '
+      'better box overlaps with IoU above nms (per class, or by objectness).'),
+
+    S('Interpolate', 'interpolate', 'x',
+      [('scale', 'floats', None), ('output_size', 'ints', None), ('mode', 'str', 'linear'),
+       ('align_corners', _BOOL, False), ('half_pixel', _BOOL, False),
+       ('half_pixel_for_nn', _BOOL, False), ('channel_last', _BOOL, False)],
+      'Resizes the last len(output_size) (or len(scale)) spatial dimensions by linear or '
+      'nearest-neighbour interpolation.'),
+
+    S('BinaryConnectAffine', 'binary_connect_affine', 'x, weight@, binary_weight@, bias?@',
+      [('base_axis', _INT, 1), ('quantize_zero_to', _FLOAT, 1.0)],
+      'Affine layer over sign(weight) (written into binary_weight); the gradient reaches '
+      'weight straight through.'),
+    S('BinaryWeightAffine', 'binary_weight_affine',
+      'x, weight@, binary_weight@, alpha@, bias?@',
+      [('base_axis', _INT, 1), ('quantize_zero_to', _FLOAT, 1.0)],
+      'Affine layer over sign(weight) scaled per output by alpha = mean |weight| (both '
+      'written into their inputs); the gradient reaches weight straight through.'),
+
+    S('MinMaxQuantize', 'min_max_quantize', 'x, qr_min, qr_max, ql_min, ql_max',
+      [('decay', _FLOAT, 0.999), ('x_min_max', _BOOL, False), ('ema', _BOOL, False),
+       ('ste_fine_grained', _BOOL, True), ('eps', _FLOAT, 0.01), ('quantize', _BOOL, True)],
+      'Uniform quantization to the levels [ql_min, ql_max] over the range [qr_min, qr_max] '
+      '(nudged so that 0 is a level); the range is learnt, taken from x, or its moving '
+      'average, which is written back into qr_min and qr_max.'),
+
     # ---- special use (elementwise) -------------------------------------------------
     P('Unlink', 'unlink', 'x', 'x', ['0'],
-      'Identity in the forward pass; no gradient flows back through it.'),
+      'Identity in the forward pass; no gradient flows back through it.',
+      straight_through=True),
 ]
 
 BY_NAME = {s.name: s for s in FUNCTIONS}

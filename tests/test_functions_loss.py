@@ -312,3 +312,332 @@ def test_unlink_stops_gradient():
     y.backward(np.ones((2, 3), np.float32))
     np.testing.assert_allclose(y.d, 4 * x.d, rtol=1e-6)
     np.testing.assert_array_equal(x.g, 1.0)
+
+
+# --------------------------------------------------------------------------
+# nms_detection2d
+# --------------------------------------------------------------------------
+
+def _iou_ref(a, b):
+    ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+    w = min(ax1, bx1) - max(ax0, bx0)
+    h = min(ay1, by1) - max(ay0, by0)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def nms_ref(x, thresh=0.5, nms=0.45, nms_per_class=True):
+    """Greedy NMS, box by box, as written in the definition."""
+    x = x.astype(np.float64)
+    y = x.copy()
+    B, N, _ = x.shape
+    for b in range(B):
+        prob = x[b, :, 4:5] * x[b, :, 5:]
+        prob[prob <= thresh] = 0
+        if nms_per_class:
+            for k in range(prob.shape[1]):
+                order = sorted(range(N), key=lambda i: -prob[i, k])
+                for ii, i in enumerate(order):
+                    if prob[i, k] == 0:
+                        continue
+                    for j in order[ii + 1:]:
+                        if _iou_ref(x[b, i, :4], x[b, j, :4]) > nms:
+                            prob[j, k] = 0
+        else:
+            obj = x[b, :, 4].copy()
+            order = sorted(range(N), key=lambda i: -obj[i])
+            for ii, i in enumerate(order):
+                if obj[i] <= 0:
+                    continue
+                for j in order[ii + 1:]:
+                    if obj[j] > 0 and _iou_ref(x[b, i, :4], x[b, j, :4]) > nms:
+                        obj[j] = 0
+                        prob[j] = 0
+        y[b, :, 5:] = prob
+    return y
+
+
+def _detections(B, N, C):
+    r = np.random.RandomState(B * 100 + N + C)
+    xy = r.uniform(0.2, 0.8, size=(B, N, 2))
+    wh = r.uniform(0.1, 0.4, size=(B, N, 2))
+    obj = r.uniform(0, 1, size=(B, N, 1))
+    cls = r.uniform(0, 1, size=(B, N, C))
+    return np.concatenate([xy, wh, obj, cls], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize('per_class', [True, False])
+@pytest.mark.parametrize('B,N,C,thresh,nms', [(1, 6, 1, 0.1, 0.3), (2, 30, 3, 0.2, 0.45),
+                                              (3, 40, 4, 0.05, 0.2)])
+def test_nms_detection2d(B, N, C, thresh, nms, per_class):
+    x = _detections(B, N, C)
+    args = {'thresh': thresh, 'nms': nms, 'nms_per_class': per_class}
+    res = check_function(F.nms_detection2d, [x], nms_ref, args, grad_inputs=[False],
+                         atol=1e-6, rtol=1e-6)
+    # some boxes are suppressed, some survive
+    y = res.outputs[0][..., 5:]
+    assert (y > 0).any()
+
+
+def test_nms_detection2d_errors():
+    check_raises(F.nms_detection2d, [np.zeros((2, 3, 5), np.float32)], match_words=['x'])
+    check_raises(F.nms_detection2d, [np.zeros((3, 6), np.float32)], match_words=['x'])
+    check_raises(F.nms_detection2d, [np.zeros((1, 3, 6), np.float32)], {'nms': 1.5},
+                 match_words=['nms'])
+
+
+# --------------------------------------------------------------------------
+# interpolate
+# --------------------------------------------------------------------------
+
+def _src(n_in, n_out, mode, align_corners, half_pixel, half_pixel_for_nn):
+    o = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        s = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        s = n_in / n_out
+    if mode == 'nearest' and half_pixel_for_nn:
+        return (o + 0.5) * s
+    return (o + 0.5) * s - 0.5 if half_pixel else o * s
+
+
+def interpolate_ref(x, scale=None, output_size=None, mode='linear', align_corners=False,
+                    half_pixel=False, half_pixel_for_nn=False, channel_last=False):
+    y = x.astype(np.float64)
+    k = len(output_size if output_size is not None else scale)
+    last = x.ndim - 1 if channel_last else x.ndim
+    for j, ax in enumerate(range(last - k, last)):
+        n_in = x.shape[ax]
+        n_out = output_size[j] if output_size is not None else int(np.floor(scale[j] * n_in))
+        src = _src(n_in, n_out, mode, align_corners, half_pixel, half_pixel_for_nn)
+        if mode == 'nearest':
+            y = np.take(y, np.clip(np.floor(src), 0, n_in - 1).astype(int), axis=ax)
+            continue
+        src = np.clip(src, 0, n_in - 1)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        shape = [1] * y.ndim
+        shape[ax] = n_out
+        w = (src - i0).reshape(shape)
+        y = np.take(y, i0, axis=ax) * (1 - w) + np.take(y, i1, axis=ax) * w
+    return y
+
+
+INTERP_CASES = [
+    ((2, 3, 4), {'scale': (2.0,)}),
+    ((2, 3, 4), {'output_size': (3,), 'align_corners': True}),
+    ((1, 2, 3, 4), {'output_size': (5, 7), 'half_pixel': True}),
+    ((1, 2, 4, 6), {'scale': (0.5, 0.75)}),
+    ((1, 2, 3, 4), {'output_size': (6, 8), 'mode': 'nearest'}),
+    ((1, 2, 4, 6), {'output_size': (3, 5), 'mode': 'nearest', 'half_pixel_for_nn': True}),
+    ((1, 2, 4, 6), {'output_size': (3, 9), 'mode': 'nearest', 'half_pixel': True}),
+    ((1, 3, 4, 2), {'output_size': (5, 3), 'channel_last': True}),
+    ((1, 2, 3, 4, 2), {'scale': (1.5, 2.0, 1.0), 'align_corners': True}),
+    ((2, 3, 2, 4, 3), {'output_size': (3, 2, 5), 'mode': 'nearest', 'channel_last': True}),
+]
+
+
+@pytest.mark.parametrize('shape,args', INTERP_CASES, ids=[str(a) for _, a in INTERP_CASES])
+def test_interpolate(shape, args):
+    x = randn(*shape)
+    check_function(F.interpolate, [x], interpolate_ref, args, atol=1e-5, rtol=1e-5)
+
+
+def test_interpolate_values():
+    x = nn.NdArray.from_numpy_array(np.array([[0.0, 2.0]], np.float32))
+    np.testing.assert_allclose(F.interpolate(x, output_size=(3,), align_corners=True).data,
+                               [[0.0, 1.0, 2.0]])
+    np.testing.assert_allclose(F.interpolate(x, scale=(2,)).data, [[0.0, 1.0, 2.0, 2.0]])
+    np.testing.assert_allclose(F.interpolate(x, scale=(2,), mode='nearest').data,
+                               [[0.0, 0.0, 2.0, 2.0]])
+
+
+def test_interpolate_errors():
+    x = randn(1, 2, 3, 4)
+    check_raises(F.interpolate, [x], {}, match_words=['output_size'])
+    check_raises(F.interpolate, [x], {'scale': (2, 2), 'mode': 'cubic'}, match_words=['mode'])
+    check_raises(F.interpolate, [x], {'scale': (2, 2), 'align_corners': True,
+                                      'half_pixel': True}, match_words=['half_pixel'])
+    check_raises(F.interpolate, [x], {'output_size': (1, 2, 3, 4, 5)},
+                 match_words=['output_size'])
+    check_raises(F.interpolate, [x], {'output_size': (0, 2)}, match_words=['output_size'])
+    check_raises(F.interpolate, [x], {'scale': (-1.0, 2.0)}, match_words=['scale'])
+
+
+# --------------------------------------------------------------------------
+# binary_connect_affine, binary_weight_affine
+# --------------------------------------------------------------------------
+
+def _sign0(w, zero_to):
+    return np.where(w > 0, 1.0, np.where(w < 0, -1.0, zero_to))
+
+
+def bin_affine_ref(scaled):
+    def ref(x, w, bw, *rest, base_axis=1, quantize_zero_to=1.0):
+        alpha = rest[0] if scaled else None
+        b = rest[-1] if len(rest) > int(scaled) else None
+        k = int(np.prod(x.shape[base_axis:]))
+        sw = _sign0(w.reshape(k, -1).astype(np.float64), quantize_zero_to)
+        y = x.reshape(-1, k).astype(np.float64) @ sw
+        if scaled:
+            y = y * np.abs(w.reshape(k, -1).astype(np.float64)).mean(0)
+        if b is not None:
+            y = y + b.reshape(1, -1)
+        return y.reshape(x.shape[:base_axis] + w.shape[1:])
+    return ref
+
+
+def bin_affine_grad(scaled):
+    def grad(x, w, bw, *rest, base_axis=1, quantize_zero_to=1.0):
+        dy = rest[-1]
+        rest = rest[:-1]
+        b = rest[-1] if len(rest) > int(scaled) else None
+        k = int(np.prod(x.shape[base_axis:]))
+        w2 = w.reshape(k, -1).astype(np.float64)
+        sw = _sign0(w2, quantize_zero_to)
+        g = dy.reshape(-1, w2.shape[1]).astype(np.float64)
+        if scaled:
+            g = g * np.abs(w2).mean(0)
+        gx = (g @ sw.T).reshape(x.shape)
+        gw = (x.reshape(-1, k).astype(np.float64).T @ g).reshape(w.shape)
+        out = [gx, gw, None] + ([None] if scaled else [])
+        if b is not None:
+            out.append(dy.reshape(-1, w2.shape[1]).sum(0).reshape(b.shape))
+        return out
+    return grad
+
+
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('scaled', [False, True])
+@pytest.mark.parametrize('xshape,wshape,base_axis,zero_to', [
+    ((3, 4), (4, 5), 1, 1.0), ((2, 3, 2), (6, 2, 2), 1, -1.0), ((2, 3, 4), (4, 3), 2, 0.0)])
+def test_binary_affine(xshape, wshape, base_axis, zero_to, scaled, bias):
+    fn = F.binary_weight_affine if scaled else F.binary_connect_affine
+    x = randn(*xshape)
+    w = randn(*wshape)
+    w.reshape(-1)[::5] = 0.0      # zeros go to quantize_zero_to
+    inputs = [x, w, np.zeros_like(w)]
+    if scaled:
+        inputs.append(np.zeros(wshape[1:], np.float32))
+    inputs.append(randn(*wshape[1:]) if bias else None)
+    grad_inputs = [True, True, False] + ([False] if scaled else []) + [bias]
+    res = check_function(fn, inputs, bin_affine_ref(scaled),
+                         {'base_axis': base_axis, 'quantize_zero_to': zero_to},
+                         grad_inputs=grad_inputs, check_fd=False,
+                         ref_grad=bin_affine_grad(scaled), atol=1e-5, rtol=1e-5,
+                         grad_atol=1e-5, grad_rtol=1e-5)
+    # forward wrote the binarized weight (and alpha) into their variables
+    np.testing.assert_array_equal(res.variables[2].d, _sign0(w, zero_to))
+    if scaled:
+        np.testing.assert_allclose(res.variables[3].d,
+                                   np.abs(w.reshape(w.shape[0], -1)).mean(0).reshape(wshape[1:]),
+                                   rtol=1e-6)
+
+
+def test_binary_affine_errors():
+    x, w = randn(3, 4), randn(4, 5)
+    check_raises(F.binary_connect_affine, [x, w, randn(4, 4)], match_words=['binary_weight'])
+    check_raises(F.binary_connect_affine, [x, randn(3, 5), randn(3, 5)], match_words=['weight'])
+    check_raises(F.binary_weight_affine, [x, w, randn(4, 5), randn(4)], match_words=['alpha'])
+    check_raises(F.binary_connect_affine, [x, w, randn(4, 5), randn(6)], match_words=['bias'])
+    check_raises(F.binary_connect_affine, [x, w, randn(4, 5)], {'base_axis': 2},
+                 match_words=['base_axis'])
+
+
+# --------------------------------------------------------------------------
+# min_max_quantize
+# --------------------------------------------------------------------------
+
+def _mmq_range(x, qr_min, qr_max, ql_min, ql_max, decay, x_min_max, ema, eps):
+    x = x.astype(np.float64)
+    lo, hi = qr_min.astype(np.float64), qr_max.astype(np.float64)
+    if x_min_max:
+        lead = x.ndim - lo.ndim
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(lo.shape) if n == 1)
+        xl = x.min(axis=axes, keepdims=True).reshape(lo.shape)
+        xh = x.max(axis=axes, keepdims=True).reshape(lo.shape)
+        lo, hi = (decay * lo + (1 - decay) * xl, decay * hi + (1 - decay) * xh) if ema \
+            else (xl, xh)
+    hi = np.maximum(hi, lo + eps)
+    scale = (hi - lo) / (ql_max - ql_min)
+    zp = np.clip(np.round(ql_min - lo / scale), ql_min, ql_max)
+    return (ql_min - zp) * scale, (ql_max - zp) * scale, scale
+
+
+def mmq_ref(x, qr_min, qr_max, ql_min, ql_max, decay=0.999, x_min_max=False, ema=False,
+            ste_fine_grained=True, eps=0.01, quantize=True):
+    if not quantize:
+        return x.astype(np.float64)
+    m, big, scale = _mmq_range(x, qr_min, qr_max, ql_min, ql_max, decay, x_min_max, ema, eps)
+    return np.round((np.clip(x, m, big) - m) / scale) * scale + m
+
+
+def mmq_grad(x, qr_min, qr_max, ql_min, ql_max, dy, decay=0.999, x_min_max=False,
+             ema=False, ste_fine_grained=True, eps=0.01, quantize=True):
+    m, big, _ = _mmq_range(x, qr_min, qr_max, ql_min, ql_max, decay, x_min_max, ema, eps)
+    gx = dy * ((x >= m) & (x <= big)) if ste_fine_grained and quantize else dy
+    if x_min_max or ema:
+        return [gx, None, None, None, None]
+    red = tuple(range(x.ndim - qr_min.ndim)) + tuple(
+        x.ndim - qr_min.ndim + i for i, n in enumerate(qr_min.shape) if n == 1)
+    gmin = (dy * (x < m)).sum(axis=red, keepdims=True).reshape(qr_min.shape)
+    gmax = (dy * (x > big)).sum(axis=red, keepdims=True).reshape(qr_max.shape)
+    return [gx, gmin, gmax, None, None]
+
+
+def _off_levels(shape, lo, hi, levels=255):
+    """Values away from the rounding boundaries of the quantizer over [lo, hi]."""
+    step = (hi - lo) / levels
+    k = R.randint(-20, levels + 20, size=shape)
+    return np.asarray(lo + (k + 0.25) * step, np.float32)
+
+
+@pytest.mark.parametrize('args', [{}, {'ste_fine_grained': False}, {'quantize': False}],
+                         ids=str)
+def test_min_max_quantize_learnt_range(args):
+    x = _off_levels((3, 4), -1.0, 2.0)
+    qmin, qmax = np.array([-1.0], np.float32), np.array([2.0], np.float32)
+    lmin, lmax = np.array([0.0], np.float32), np.array([255.0], np.float32)
+    check_function(F.min_max_quantize, [x, qmin, qmax, lmin, lmax], mmq_ref, args,
+                   grad_inputs=[True, True, True, False, False], check_fd=False,
+                   ref_grad=mmq_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_min_max_quantize_per_channel():
+    x = randn(2, 3, 4)
+    qmin = np.array([[-1.0], [-0.5], [-2.0]], np.float32)
+    qmax = np.array([[1.0], [0.7], [2.0]], np.float32)
+    lmin, lmax = np.array([[0.0]], np.float32), np.array([[15.0]], np.float32)
+    check_function(F.min_max_quantize, [x, qmin, qmax, lmin, lmax], mmq_ref, {},
+                   grad_inputs=[True, True, True, False, False], check_fd=False,
+                   ref_grad=mmq_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('ema', [False, True])
+def test_min_max_quantize_x_min_max(ema):
+    x = randn(4, 5)
+    qmin, qmax = np.array([-0.5], np.float32), np.array([0.5], np.float32)
+    lmin, lmax = np.array([0.0], np.float32), np.array([255.0], np.float32)
+    vs = [nn.Variable.from_numpy_array(a) for a in (x, qmin, qmax, lmin, lmax)]
+    y = F.min_max_quantize(*vs, x_min_max=True, ema=ema, decay=0.9)
+    y.forward()
+    lo = 0.9 * -0.5 + 0.1 * x.min() if ema else x.min()
+    hi = 0.9 * 0.5 + 0.1 * x.max() if ema else x.max()
+    np.testing.assert_allclose(vs[1].d, [lo], rtol=1e-5)
+    np.testing.assert_allclose(vs[2].d, [hi], rtol=1e-5)
+    want = mmq_ref(x, qmin, qmax, lmin, lmax, decay=0.9, x_min_max=True, ema=ema)
+    np.testing.assert_allclose(y.d, want, atol=1e-5)
+
+
+def test_min_max_quantize_errors():
+    x = randn(2, 3)
+    one = np.array([0.0], np.float32)
+    check_raises(F.min_max_quantize, [x, np.zeros(4, np.float32), one, one, one],
+                 match_words=['qr_min'])
+    check_raises(F.min_max_quantize, [x, one, one, one, one], {'decay': 1.5},
+                 match_words=['decay'])
+    check_raises(F.min_max_quantize, [x, one, one, one, one], {'eps': 0.0},
+                 match_words=['eps'])

@@ -12,7 +12,7 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0x6e74f90596310525;
+pub const SIGNATURE: u64 = 0xbc81f76e346ea82e;
 
 /// Unary ops, by op code.
 pub static UNARY: [OpInfo; 48] = [
@@ -833,7 +833,7 @@ fn binary_cross_entropy_fwd(x: f32, target: f32) -> f32 {
 }
 #[inline(always)]
 fn binary_cross_entropy_grad0(x: f32, target: f32, y: f32, gy: f32) -> f32 {
-    gy * (x - target) / f32::max(x * (1.0f32 - x), 1.17549435e-38f32)
+    gy * (if 1.0f32 - x > 1.17549435e-38f32 { (1.0f32 - target) / (1.0f32 - x) } else { 0.0f32 }) - gy * (if x > 1.17549435e-38f32 { target / x } else { 0.0f32 })
 }
 #[inline(always)]
 fn binary_cross_entropy_grad1(x: f32, target: f32, y: f32, gy: f32) -> f32 {
@@ -1359,7 +1359,7 @@ pub mod reference {
         &[],
     ];
     /// Per unary op: the gradient is a straight-through estimate, not the derivative.
-    pub static UNARY_STRAIGHT_THROUGH: [bool; 48] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, false];
+    pub static UNARY_STRAIGHT_THROUGH: [bool; 48] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true];
     /// Per binary op: the gradient is a straight-through estimate, not the derivative.
     pub static BINARY_STRAIGHT_THROUGH: [bool; 24] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false];
 
@@ -1539,7 +1539,7 @@ pub mod reference {
             (16, 1) => { -gy * x0 / (x0 * x0 + x1 * x1) }
             (17, 0) => { let x = x0; let target = x1; gy * (vref::sigmoid(x) - target) }
             (17, 1) => { let x = x0; let target = x1; -gy * x }
-            (18, 0) => { let x = x0; let target = x1; gy * (x - target) / f64::max(x * (1.0f64 - x), 1.17549435e-38f64) }
+            (18, 0) => { let x = x0; let target = x1; gy * (if 1.0f64 - x > 1.17549435e-38f64 { (1.0f64 - target) / (1.0f64 - x) } else { 0.0f64 }) - gy * (if x > 1.17549435e-38f64 { target / x } else { 0.0f64 }) }
             (18, 1) => { let x = x0; let target = x1; gy * (f64::ln(f64::max(1.0f64 - x, 1.17549435e-38f64)) - f64::ln(f64::max(x, 1.17549435e-38f64))) }
             (19, 0) => { 2.0f64 * gy * (x0 - x1) }
             (19, 1) => { -2.0f64 * gy * (x0 - x1) }

@@ -10,7 +10,7 @@
 #ifndef NNCY_POINTWISE_GEN_CU
 #define NNCY_POINTWISE_GEN_CU
 
-#define NNCY_OPS_SIGNATURE 0x6e74f90596310525ULL
+#define NNCY_OPS_SIGNATURE 0xbc81f76e346ea82eULL
 
 __device__ __forceinline__ float nncy_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
@@ -375,7 +375,7 @@ __device__ __forceinline__ float nncy_grad1_sigmoid_cross_entropy(float x, float
 
 // BinaryCrossEntropy (binary op 18): -(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))
 __device__ __forceinline__ float nncy_fwd_binary_cross_entropy(float x, float target) { return -(target * logf(fmaxf(x, 1.17549435e-38f)) + (1.0f - target) * logf(fmaxf(1.0f - x, 1.17549435e-38f))); }
-__device__ __forceinline__ float nncy_grad0_binary_cross_entropy(float x, float target, float y, float gy) { return gy * (x - target) / fmaxf(x * (1.0f - x), 1.17549435e-38f); }
+__device__ __forceinline__ float nncy_grad0_binary_cross_entropy(float x, float target, float y, float gy) { return gy * (1.0f - x > 1.17549435e-38f ? (1.0f - target) / (1.0f - x) : 0.0f) - gy * (x > 1.17549435e-38f ? target / x : 0.0f); }
 __device__ __forceinline__ float nncy_grad1_binary_cross_entropy(float x, float target, float y, float gy) { return gy * (logf(fmaxf(1.0f - x, 1.17549435e-38f)) - logf(fmaxf(x, 1.17549435e-38f))); }
 
 // SquaredError (binary op 19): (x0 - x1) * (x0 - x1)
