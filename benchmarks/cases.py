@@ -581,3 +581,24 @@ CASES.update({
     'binary_weight_affine': _binary_affine(True),
     'min_max_quantize': _min_max_quantize,
 })
+CASES['pow2_quantize'] = unary(lambda x: np.sign(x) * np.clip(2.0 ** np.round(np.log2(np.abs(x))),
+                                                             2.0 ** -62, 2.0), None,
+                               torch_fn=lambda t, x: t.sign(x) * t.clamp(
+                                   2.0 ** t.round(t.log2(x.abs())), 2.0 ** -62, 2.0))
+
+
+def _vat_noise(size):
+    x = _mat(SIZES[size])
+    return [x, np.zeros_like(x)], {}, None, None
+
+
+def _warp_by_flow(size):
+    n = 16 if size == 'small' else 128
+    r = _rng()
+    data = r.randn(2, 3, n, n).astype(np.float32)
+    flow = (2 * r.randn(2, 2, n, n)).astype(np.float32)
+    return [data, flow], {}, None, None
+
+
+CASES['vat_noise'] = _vat_noise
+CASES['warp_by_flow'] = _warp_by_flow

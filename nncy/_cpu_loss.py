@@ -557,3 +557,106 @@ class MinMaxQuantize(Impl):
         for i in (3, 4):
             if propagate_down[i] and not accum[i]:
                 gout(inputs[i], False).fill(0)
+
+
+@register('VATNoise')
+class VATNoise(Impl):
+    """y = eps x / sqrt(sum x^2 + c) per sample; backward writes eps * dy into
+    w's data and gives x no gradient."""
+    C = 1e-8
+
+    def setup(self, inputs):
+        x, w = inputs
+        base = self.args['base_axis']
+        if not 0 <= base < max(len(x.shape), 1):
+            raise self.error('base_axis', 'must lie in [0, %d) for x of shape %s, got %d'
+                             % (len(x.shape), x.shape, base))
+        if _prod(w.shape) != _prod(x.shape):
+            raise self.error('w', 'must have as many elements as x %s, got shape %s'
+                             % (x.shape, w.shape))
+        self.axes = tuple(range(base, len(x.shape)))
+        return [x.shape]
+
+    def forward(self, inputs, outputs):
+        x = d32(inputs[0]).astype(np.float64)
+        norm = np.sqrt((x * x).sum(axis=self.axes, keepdims=True) + self.C)
+        np.copyto(dout(outputs[0]), self.args['eps'] * x / norm)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        x, w = inputs
+        np.copyto(dout(w), (self.args['eps'] * g32(outputs[0])).reshape(w.shape))
+        if propagate_down[0] and not accum[0]:
+            gout(x, False).fill(0)
+
+    def grad_depends_input_data(self, i, j):
+        return False
+
+
+@register('WarpByFlow')
+class WarpByFlow(Impl):
+    """Bilinear sampling of data (N, C, H, W) at (y + flow[:, 1], x + flow[:, 0]),
+    coordinates clamped to the image (border replication)."""
+
+    def setup(self, inputs):
+        data, flow = inputs
+        if len(data.shape) != 4:
+            raise self.error('data', 'must be 4-D (N, C, H, W), got shape %s' % (data.shape,))
+        n, c, h, w = data.shape
+        if flow.shape != (n, 2, h, w):
+            raise self.error('flow', 'must have shape %s for data of shape %s, got %s'
+                             % ((n, 2, h, w), data.shape, flow.shape))
+        return [data.shape]
+
+    def _coords(self, flow):
+        n, _, h, w = flow.shape
+        f = flow.astype(np.float64)
+        xs = np.arange(w)[None, None, :] + f[:, 0]
+        ys = np.arange(h)[None, :, None] + f[:, 1]
+        inx = (xs > 0) & (xs < w - 1)
+        iny = (ys > 0) & (ys < h - 1)
+        xs = np.clip(xs, 0, w - 1)
+        ys = np.clip(ys, 0, h - 1)
+        x0 = np.floor(xs).astype(np.int64)
+        y0 = np.floor(ys).astype(np.int64)
+        x1 = np.minimum(x0 + 1, w - 1)
+        y1 = np.minimum(y0 + 1, h - 1)
+        return x0, x1, y0, y1, xs - x0, ys - y0, inx, iny
+
+    def _corners(self, d, x0, x1, y0, y1):
+        """The four neighbours of every sample point: (N, C, H, W) each."""
+        n = d.shape[0]
+        b = np.arange(n)[:, None, None]
+        return [d[b, :, yy, xx].transpose(0, 3, 1, 2)
+                for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
+
+    def forward(self, inputs, outputs):
+        d = d32(inputs[0]).astype(np.float64)
+        x0, x1, y0, y1, wx, wy, _, _ = self._coords(d32(inputs[1]))
+        a, b, c, e = self._corners(d, x0, x1, y0, y1)
+        wx, wy = wx[:, None], wy[:, None]
+        out = (1 - wy) * ((1 - wx) * a + wx * b) + wy * ((1 - wx) * c + wx * e)
+        np.copyto(dout(outputs[0]), out)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        data, flow = inputs
+        n, ch, h, w = data.shape
+        gy = g32(outputs[0]).astype(np.float64)
+        x0, x1, y0, y1, wx, wy, inx, iny = self._coords(d32(flow))
+        if propagate_down[0]:
+            base = (np.arange(n)[:, None, None, None] * ch + np.arange(ch)[None, :, None, None]) \
+                * (h * w)
+            g = np.zeros(n * ch * h * w)
+            wx4, wy4 = wx[:, None], wy[:, None]
+            for yy, xx, wgt in ((y0, x0, (1 - wy4) * (1 - wx4)), (y0, x1, (1 - wy4) * wx4),
+                                (y1, x0, wy4 * (1 - wx4)), (y1, x1, wy4 * wx4)):
+                idx = base + (yy * w + xx)[:, None]
+                g += np.bincount(idx.reshape(-1), (gy * wgt).reshape(-1), n * ch * h * w)
+            _store(gout(data, accum[0]), g.reshape(data.shape), accum[0])
+        if propagate_down[1]:
+            d = d32(data).astype(np.float64)
+            a, b, c, e = self._corners(d, x0, x1, y0, y1)
+            wx4, wy4 = wx[:, None], wy[:, None]
+            dx = ((1 - wy4) * (b - a) + wy4 * (e - c)) * gy
+            dy = ((1 - wx4) * (c - a) + wx4 * (e - b)) * gy
+            gf = np.stack([dx.sum(1) * inx, dy.sum(1) * iny], axis=1)
+            _store(gout(flow, accum[1]), gf, accum[1])

@@ -641,3 +641,74 @@ def test_min_max_quantize_errors():
                  match_words=['decay'])
     check_raises(F.min_max_quantize, [x, one, one, one, one], {'eps': 0.0},
                  match_words=['eps'])
+
+
+# --------------------------------------------------------------------------
+# vat_noise, warp_by_flow
+# --------------------------------------------------------------------------
+
+def vat_ref(x, w, base_axis=1, eps=1.0):
+    x = x.astype(np.float64)
+    axes = tuple(range(base_axis, x.ndim))
+    return eps * x / np.sqrt((x * x).sum(axis=axes, keepdims=True) + 1e-8)
+
+
+@pytest.mark.parametrize('shape,args', [((3, 4), {}), ((2, 3, 4), {'eps': 2.5}),
+                                        ((2, 3, 4), {'base_axis': 2})])
+def test_vat_noise(shape, args):
+    x = randn(*shape)
+    res = check_function(F.vat_noise, [x, np.zeros(shape, np.float32)], vat_ref, args,
+                         grad_inputs=[True, False], check_fd=False,
+                         ref_grad=lambda x, w, dy, **a: [np.zeros_like(x), None])
+    # backward stored eps * dy in w
+    np.testing.assert_allclose(res.variables[1].d, args.get('eps', 1.0) * res.dys[0],
+                               rtol=1e-6)
+
+
+def test_vat_noise_errors():
+    check_raises(F.vat_noise, [randn(3, 4), randn(5)], match_words=['w'])
+    check_raises(F.vat_noise, [randn(3, 4), randn(3, 4)], {'base_axis': 2},
+                 match_words=['base_axis'])
+
+
+def warp_ref(data, flow):
+    data = data.astype(np.float64)
+    n, c, h, w = data.shape
+    out = np.empty_like(data)
+    for b in range(n):
+        for yy in range(h):
+            for xx in range(w):
+                sx = min(max(xx + flow[b, 0, yy, xx], 0), w - 1)
+                sy = min(max(yy + flow[b, 1, yy, xx], 0), h - 1)
+                x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+                x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+                ax, ay = sx - x0, sy - y0
+                out[b, :, yy, xx] = ((1 - ay) * ((1 - ax) * data[b, :, y0, x0]
+                                                 + ax * data[b, :, y0, x1])
+                                     + ay * ((1 - ax) * data[b, :, y1, x0]
+                                             + ax * data[b, :, y1, x1]))
+    return out
+
+
+def _flow(n, h, w, reach=2):
+    """Displacements whose fractional parts stay in [0.2, 0.8]: off the kinks."""
+    k = R.randint(-reach, reach + 1, size=(n, 2, h, w))
+    return np.asarray(k + R.uniform(0.2, 0.8, size=(n, 2, h, w)), np.float32)
+
+
+@pytest.mark.parametrize('n,c,h,w', [(1, 1, 3, 4), (2, 3, 4, 5)])
+def test_warp_by_flow(n, c, h, w):
+    data = randn(n, c, h, w)
+    check_function(F.warp_by_flow, [data, _flow(n, h, w)], warp_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_warp_by_flow_zero_flow_is_identity():
+    data = randn(2, 3, 4, 5)
+    y = F.warp_by_flow(nn.NdArray.from_numpy_array(data),
+                       nn.NdArray.from_numpy_array(np.zeros((2, 2, 4, 5), np.float32)))
+    np.testing.assert_allclose(y.data, data, rtol=1e-6)
+
+
+def test_warp_by_flow_errors():
+    check_raises(F.warp_by_flow, [randn(2, 3, 4), randn(2, 2, 4)], match_words=['data'])
+    check_raises(F.warp_by_flow, [randn(1, 3, 4, 5), randn(1, 3, 4, 5)], match_words=['flow'])

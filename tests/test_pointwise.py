@@ -354,6 +354,42 @@ def off_grid(step, lo, hi):
     return gen
 
 
+
+def _p2q_range(sign=True, with_zero=True, n=8, m=1):
+    k = n - int(sign) - int(with_zero)
+    return 2.0 ** (m - (2 ** k - 1)), 2.0 ** m
+
+
+def _p2q_ref(x, sign=True, with_zero=True, n=8, m=1, quantize=True, ste_fine_grained=True):
+    if not quantize:
+        return x.copy()
+    pmin, pmax = _p2q_range(sign, with_zero, n, m)
+    a = np.abs(x)
+    q = np.clip(2.0 ** np.round(np.log2(np.maximum(a, 1e-30))), pmin, pmax)
+    if with_zero:
+        q = np.where(a < pmin * 2 ** -0.5, 0.0, q)
+    if sign:
+        return np.where(x >= 0, q, -q)
+    return np.where(x >= 0, q, 0.0 if with_zero else pmin)
+
+
+def _p2q_grad(xs, y, dy, sign=True, with_zero=True, n=8, m=1, quantize=True,
+              ste_fine_grained=True):
+    if not quantize or not ste_fine_grained:
+        return [dy]
+    return [dy * (np.abs(xs[0]) <= 2.0 ** m)]
+
+
+def pow2_off_grid(lo, hi):
+    """+-2^(k + u), k integer in [lo, hi], |u| <= 0.4: away from the rounding
+    boundaries of a power-of-two quantizer (also after float16 storage)."""
+    def gen(rng, shape):
+        e = rng.randint(lo, hi + 1, size=shape) + rng.uniform(-0.4, 0.4, size=shape)
+        sign = np.where(rng.rand(*shape) < 0.5, -1.0, 1.0)
+        return np.asarray(sign * 2.0 ** e, dtype=np.float32).reshape(shape)
+    return gen
+
+
 FAR = away_from_zero(1.0, 2.0)     # with NEAR: |x0 - x1| >= 0.7, off the kink at 0
 NEAR = uniform(-0.3, 0.3)
 PROB = uniform(0.0, 1.0)
@@ -396,6 +432,15 @@ REFS.update({
                                  [off_grid(0.25, -1.0, 5.0)]),
                                 ({'ste_fine_grained': False}, [off_grid(0.0625, -10.0, 10.0)]),
                                 ({'quantize': False}, [N])], NO_FD),
+    'pow2_quantize': PW(_p2q_ref, _p2q_grad,
+                        [({}, [pow2_off_grid(-3, 2)]),
+                         ({'n': 3, 'm': 1}, [pow2_off_grid(-3, 2)]),
+                         ({'sign': False, 'n': 3, 'm': 2}, [pow2_off_grid(-2, 3)]),
+                         ({'with_zero': False, 'n': 3, 'm': 0, 'ste_fine_grained': False},
+                          [pow2_off_grid(-3, 2)]),
+                         ({'sign': False, 'with_zero': False, 'n': 3, 'm': 1},
+                          [pow2_off_grid(-3, 2)]),
+                         ({'quantize': False}, [N])], NO_FD, nan=False),
     'unlink': PW(lambda x: x.copy(), lambda xs, y, dy: [0 * dy], [({}, [N])], NO_FD),
 })
 

@@ -12,10 +12,10 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0xbc81f76e346ea82e;
+pub const SIGNATURE: u64 = 0x5d2ceb3c5ee62e63;
 
 /// Unary ops, by op code.
-pub static UNARY: [OpInfo; 48] = [
+pub static UNARY: [OpInfo; 49] = [
     OpInfo { name: "relu", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "tanh", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
@@ -63,6 +63,7 @@ pub static UNARY: [OpInfo; 48] = [
     OpInfo { name: "binary_sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "binary_tanh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "fixed_point_quantize", n_params: 5, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "pow2_quantize", n_params: 6, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "unlink", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
 ];
 
@@ -564,7 +565,17 @@ fn fixed_point_quantize_grad0(x: f32, y: f32, gy: f32, sign: f32, n: f32, delta:
     if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if x > (if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) || x < (if sign != 0.0f32 { -(if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) } else { 0.0f32 }) { 0.0f32 } else { gy }
 }
 
-// Unlink (unary op 47): x
+// Pow2Quantize (unary op 47): x if not quantize else (((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else -(0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)))))) if sign else ((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else (0 if with_zero else pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)))))
+#[inline(always)]
+fn pow2_quantize_fwd(x: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) { x } else if sign != 0.0f32 { if x >= 0.0f32 { if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) } } else { -(if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) }) } } else if x >= 0.0f32 { if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) } } else if with_zero != 0.0f32 { 0.0f32 } else { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) }
+}
+#[inline(always)]
+fn pow2_quantize_grad0(x: f32, y: f32, gy: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if f32::abs(x) > f32::powf(2.0f32, m) { 0.0f32 } else { gy }
+}
+
+// Unlink (unary op 48): x
 #[inline(always)]
 fn unlink_fwd(x: f32) -> f32 {
     x
@@ -1027,7 +1038,16 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
             let ste_fine_grained = param(p, 4)?;
             pointwise::unary(x, y, 8, #[inline(always)] move |x| fixed_point_quantize_fwd(x, sign, n, delta, quantize, ste_fine_grained))
         }
-        47 => pointwise::unary(x, y, 1, #[inline(always)] move |x| unlink_fwd(x)),
+        47 => {
+            let sign = param(p, 0)?;
+            let with_zero = param(p, 1)?;
+            let n = param(p, 2)?;
+            let m = param(p, 3)?;
+            let quantize = param(p, 4)?;
+            let ste_fine_grained = param(p, 5)?;
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| pow2_quantize_fwd(x, sign, with_zero, n, m, quantize, ste_fine_grained))
+        }
+        48 => pointwise::unary(x, y, 1, #[inline(always)] move |x| unlink_fwd(x)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1150,7 +1170,16 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
             let ste_fine_grained = param(p, 4)?;
             pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| fixed_point_quantize_grad0(x, y, gy, sign, n, delta, quantize, ste_fine_grained))
         }
-        47 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| unlink_grad0(x, y, gy)),
+        47 => {
+            let sign = param(p, 0)?;
+            let with_zero = param(p, 1)?;
+            let n = param(p, 2)?;
+            let m = param(p, 3)?;
+            let quantize = param(p, 4)?;
+            let ste_fine_grained = param(p, 5)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| pow2_quantize_grad0(x, y, gy, sign, with_zero, n, m, quantize, ste_fine_grained))
+        }
+        48 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| unlink_grad0(x, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1281,7 +1310,7 @@ pub mod reference {
     use crate::vmath::reference as vref;
 
     /// Parameter values for the tests, per unary op.
-    pub static UNARY_PARAMS: [&[f64]; 48] = [
+    pub static UNARY_PARAMS: [&[f64]; 49] = [
         &[],
         &[],
         &[],
@@ -1329,6 +1358,7 @@ pub mod reference {
         &[],
         &[],
         &[1.0f64, 8.0f64, 0.5625f64, 1.0f64, 1.0f64],
+        &[1.0f64, 1.0f64, 8.0f64, 1.0f64, 1.0f64, 1.0f64],
         &[],
     ];
     /// Parameter values for the tests, per binary op.
@@ -1359,7 +1389,7 @@ pub mod reference {
         &[],
     ];
     /// Per unary op: the gradient is a straight-through estimate, not the derivative.
-    pub static UNARY_STRAIGHT_THROUGH: [bool; 48] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true];
+    pub static UNARY_STRAIGHT_THROUGH: [bool; 49] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true];
     /// Per binary op: the gradient is a straight-through estimate, not the derivative.
     pub static BINARY_STRAIGHT_THROUGH: [bool; 24] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false];
 
@@ -1412,7 +1442,8 @@ pub mod reference {
             44 => { if x > 0.0f64 { 1.0f64 } else { 0.0f64 } }
             45 => { if x > 0.0f64 { 1.0f64 } else { -1.0f64 } }
             46 => { let sign = p[0]; let n = p[1]; let delta = p[2]; let quantize = p[3]; let ste_fine_grained = p[4]; if !(quantize != 0.0f64) { x } else if x > (if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) { if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta } } else if x < (if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 }) { if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 } } else if x >= 0.0f64 { f64::floor(f64::abs(x) / delta + 0.5f64) * delta } else { -f64::floor(f64::abs(x) / delta + 0.5f64) * delta } }
-            47 => { x }
+            47 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) { x } else if sign != 0.0f64 { if x >= 0.0f64 { if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) } } else { -(if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) }) } } else if x >= 0.0f64 { if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) } } else if with_zero != 0.0f64 { 0.0f64 } else { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } }
+            48 => { x }
             _ => f64::NAN,
         }
     }
@@ -1466,7 +1497,8 @@ pub mod reference {
             44 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { 0.5f64 * gy } }
             45 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { gy } }
             46 => { let sign = p[0]; let n = p[1]; let delta = p[2]; let quantize = p[3]; let ste_fine_grained = p[4]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if x > (if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) || x < (if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 }) { 0.0f64 } else { gy } }
-            47 => { 0.0f64 }
+            47 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if f64::abs(x) > f64::powf(2.0f64, m) { 0.0f64 } else { gy } }
+            48 => { 0.0f64 }
             _ => f64::NAN,
         }
     }
