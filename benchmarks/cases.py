@@ -602,3 +602,14 @@ def _warp_by_flow(size):
 
 CASES['vat_noise'] = _vat_noise
 CASES['warp_by_flow'] = _warp_by_flow
+
+
+def _inq_affine(size):
+    n = 64 if size == 'small' else 1024
+    r = _rng()
+    x = r.randn(n, n).astype(np.float32)
+    w = r.randn(n, n).astype(np.float32)
+    return [x, w, np.zeros_like(w)], {}, lambda x, w, i: x @ w, None
+
+
+CASES['inq_affine'] = _inq_affine

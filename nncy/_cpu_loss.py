@@ -660,3 +660,107 @@ class WarpByFlow(Impl):
             dy = ((1 - wx4) * (c - a) + wx4 * (e - b)) * gy
             gf = np.stack([dx.sum(1) * inx, dy.sum(1) * iny], axis=1)
             _store(gout(flow, accum[1]), gf, accum[1])
+
+
+def _inq_quantize(w, num_bits):
+    """Powers of two for incremental network quantization: the levels
+    {0, +-2^n2, ..., +-2^n1} with n1 = floor(log2(4 max|w| / 3)) and
+    n2 = n1 + 1 - 2^(num_bits - 2); each weight goes to the nearest level."""
+    a = np.abs(w).astype(np.float64)
+    s = a.max() if a.size else 0.0
+    if s == 0:
+        return np.zeros_like(w)
+    n1 = int(np.floor(np.log2(4 * s / 3)))
+    n2 = n1 + 1 - 2 ** (num_bits - 2)
+    levels = np.concatenate([[0.0], 2.0 ** np.arange(n2, n1 + 1)])
+    mids = (levels[:-1] + levels[1:]) / 2
+    q = levels[np.searchsorted(mids, a, side='right')]
+    return (np.sign(w) * q).astype(F32)
+
+
+@register('INQAffine')
+class INQAffine(Impl):
+    """Affine layer whose weights are fixed to powers of two step by step
+    (incremental network quantization).  Each forward pass counts; at a count
+    listed in inq_iterations half of the still learnable weights become fixed
+    (all of them at the last listed count), chosen by largest magnitude or at
+    random.  Fixed weights (indicator 1) are written back quantized; only the
+    learnable ones receive a gradient."""
+
+    def setup(self, inputs):
+        x, w, ind = inputs[0], inputs[1], inputs[2]
+        a = self.args
+        base = a['base_axis']
+        if not 0 <= base < len(x.shape):
+            raise self.error('base_axis', 'must lie in [0, %d) for input x of shape %s, got %d'
+                             % (len(x.shape), x.shape, base))
+        k = _prod(x.shape[base:])
+        if len(w.shape) < 2 or w.shape[0] != k:
+            raise self.error('weight', 'must have shape (%d, ...) to match x of shape %s '
+                             'with base_axis=%d, got %s' % (k, x.shape, base, w.shape))
+        if ind.shape != w.shape:
+            raise self.error('indicator_fixedweights', 'must have the shape of weight %s, '
+                             'got %s' % (w.shape, ind.shape))
+        self.has_bias = len(inputs) > 3
+        if self.has_bias and inputs[3].shape != w.shape[1:]:
+            raise self.error('bias', 'must have shape %s, got %s' % (w.shape[1:], inputs[3].shape))
+        if a['num_bits'] < 2:
+            raise self.error('num_bits', 'must be at least 2, got %d' % a['num_bits'])
+        its = tuple(a['inq_iterations'] or ())
+        if any(i < 0 for i in its) or list(its) != sorted(its):
+            raise self.error('inq_iterations', 'must be non-negative and non-decreasing, got %r'
+                             % (its,))
+        if a['selection_algorithm'] not in ('largest_abs', 'random'):
+            raise self.error('selection_algorithm', "must be 'largest_abs' or 'random', got %r"
+                             % (a['selection_algorithm'],))
+        self.its = its
+        self.count = 0
+        self.rng = np.random.RandomState(a['seed'] if a['seed'] >= 0 else None)
+        self.k, self.n = k, _prod(w.shape[1:])
+        return [x.shape[:base] + w.shape[1:]]
+
+    def _fix_more(self, w, fixed):
+        for it in self.its:
+            if it != self.count:
+                continue
+            free = np.flatnonzero(~fixed)
+            if it == self.its[-1]:
+                fixed[:] = True
+                continue
+            m = len(free) // 2
+            if self.args['selection_algorithm'] == 'largest_abs':
+                pick = free[np.argsort(-np.abs(w[free]), kind='stable')[:m]]
+            else:
+                pick = self.rng.permutation(free)[:m]
+            fixed[pick] = True
+
+    def forward(self, inputs, outputs):
+        wv, iv = inputs[1], inputs[2]
+        w = np.array(d32(wv), copy=True).reshape(-1)
+        fixed = d32(iv).reshape(-1) != 0
+        self._fix_more(w, fixed)
+        self.count += 1
+        w = np.where(fixed, _inq_quantize(w, self.args['num_bits']), w)
+        np.copyto(dout(wv), w.reshape(wv.shape))
+        np.copyto(dout(iv), fixed.reshape(iv.shape))
+        y = d32(inputs[0]).reshape(-1, self.k) @ w.reshape(self.k, self.n)
+        if self.has_bias:
+            y += d32(inputs[3]).reshape(1, self.n)
+        np.copyto(dout(outputs[0]), y.reshape(outputs[0].shape))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        gy = g32(outputs[0]).reshape(-1, self.n)
+        w = d32(inputs[1]).reshape(self.k, self.n)
+        if propagate_down[0]:
+            x = inputs[0]
+            _store(gout(x, accum[0]), (gy @ w.T).reshape(x.shape), accum[0])
+        if propagate_down[1]:
+            wv = inputs[1]
+            free = d32(inputs[2]).reshape(self.k, self.n) == 0
+            g = (d32(inputs[0]).reshape(-1, self.k).T @ gy) * free
+            _store(gout(wv, accum[1]), g.reshape(wv.shape), accum[1])
+        if propagate_down[2] and not accum[2]:
+            gout(inputs[2], False).fill(0)
+        if self.has_bias and propagate_down[3]:
+            b = inputs[3]
+            _store(gout(b, accum[3]), gy.sum(axis=0).reshape(b.shape), accum[3])

@@ -438,6 +438,13 @@ FUNCTIONS = [
       'Bilinear resampling of (N, C, H, W) images at pixel positions displaced by a '
       '(N, 2, H, W) flow, with border replication.'),
 
+    S('INQAffine', 'inq_affine', 'x, weight@, indicator_fixedweights@, bias?@',
+      [('base_axis', _INT, 1), ('num_bits', _INT, 4), ('inq_iterations', 'ints', ()),
+       ('selection_algorithm', 'str', 'largest_abs'), ('seed', _INT, -1)],
+      'Affine layer with incremental network quantization: weights are fixed to powers of '
+      'two in steps (half of the learnable ones at each listed forward count); only the '
+      'learnable ones get gradients.'),
+
     # ---- special use (elementwise) -------------------------------------------------
     P('Unlink', 'unlink', 'x', 'x', ['0'],
       'Identity in the forward pass; no gradient flows back through it.',

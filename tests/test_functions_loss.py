@@ -712,3 +712,84 @@ def test_warp_by_flow_zero_flow_is_identity():
 def test_warp_by_flow_errors():
     check_raises(F.warp_by_flow, [randn(2, 3, 4), randn(2, 2, 4)], match_words=['data'])
     check_raises(F.warp_by_flow, [randn(1, 3, 4, 5), randn(1, 3, 4, 5)], match_words=['flow'])
+
+
+# --------------------------------------------------------------------------
+# inq_affine
+# --------------------------------------------------------------------------
+
+def _inq_q(w, num_bits):
+    s = np.abs(w).max()
+    n1 = int(np.floor(np.log2(4 * s / 3)))
+    n2 = n1 + 1 - 2 ** (num_bits - 2)
+    levels = [0.0] + [2.0 ** k for k in range(n2, n1 + 1)]
+    out = np.empty(w.shape)
+    for i, v in enumerate(w.reshape(-1)):      # nearest level, one weight at a time
+        best = min(levels, key=lambda L: (abs(abs(v) - L), -L))
+        out.reshape(-1)[i] = np.sign(v) * best
+    return out
+
+
+def inq_ref(x, w, ind, b=None, base_axis=1, num_bits=4, **kw):
+    k = int(np.prod(x.shape[base_axis:]))
+    wq = np.where(ind != 0, _inq_q(w.astype(np.float64), num_bits), w)
+    y = x.reshape(-1, k).astype(np.float64) @ wq.reshape(k, -1)
+    if b is not None:
+        y = y + b.reshape(1, -1)
+    return y.reshape(x.shape[:base_axis] + w.shape[1:])
+
+
+def inq_grad(x, w, ind, b, dy, base_axis=1, num_bits=4, **kw):
+    k = int(np.prod(x.shape[base_axis:]))
+    wq = np.where(ind != 0, _inq_q(w.astype(np.float64), num_bits), w).reshape(k, -1)
+    g = dy.reshape(-1, wq.shape[1]).astype(np.float64)
+    gx = (g @ wq.T).reshape(x.shape)
+    gw = ((x.reshape(-1, k).T @ g) * (ind.reshape(k, -1) == 0)).reshape(w.shape)
+    return [gx, gw, None, g.sum(0).reshape(b.shape)]
+
+
+@pytest.mark.parametrize('num_bits', [3, 4])
+def test_inq_affine(num_bits):
+    x = randn(3, 2, 2)
+    w = distinct(4, 5, gap=0.11)
+    ind = (R.rand(4, 5) < 0.5).astype(np.float32)
+    ind.reshape(-1)[np.argmax(np.abs(w))] = 0     # the largest weight stays learnable
+    b = randn(5)
+    check_function(F.inq_affine, [x, w, ind, b], inq_ref, {'num_bits': num_bits},
+                   grad_inputs=[True, True, False, True], check_fd=False,
+                   ref_grad=inq_grad, atol=1e-5, rtol=1e-5, grad_atol=1e-5, grad_rtol=1e-5)
+
+
+@pytest.mark.parametrize('algo', ['largest_abs', 'random'])
+def test_inq_affine_schedule(algo):
+    w0 = distinct(4, 6)
+    x = nn.Variable.from_numpy_array(randn(2, 4))
+    w = nn.Variable.from_numpy_array(w0.copy())
+    ind = nn.Variable.from_numpy_array(np.zeros((4, 6), np.float32))
+    y = F.inq_affine(x, w, ind, inq_iterations=(1, 3), selection_algorithm=algo, seed=3)
+    y.forward()                                  # count 0: nothing fixed
+    assert ind.d.sum() == 0
+    np.testing.assert_array_equal(w.d, w0)
+    y.forward()                                  # count 1: half of the weights fixed
+    assert ind.d.sum() == 12
+    fixed = ind.d != 0
+    if algo == 'largest_abs':
+        assert np.abs(w0[fixed]).min() >= np.abs(w0[~fixed]).max()
+    np.testing.assert_allclose(w.d[fixed], _inq_q(w0, 4)[fixed])
+    np.testing.assert_array_equal(w.d[~fixed], w0[~fixed])
+    y.forward()
+    y.forward()                                  # count 3, the last: all fixed
+    assert ind.d.sum() == 24
+    y.backward(np.ones((2, 6), np.float32))
+    np.testing.assert_array_equal(w.g, 0)
+
+
+def test_inq_affine_errors():
+    x, w, ind = randn(3, 4), randn(4, 5), np.zeros((4, 5), np.float32)
+    check_raises(F.inq_affine, [x, w, np.zeros((4, 4), np.float32)],
+                 match_words=['indicator_fixedweights'])
+    check_raises(F.inq_affine, [x, w, ind], {'num_bits': 1}, match_words=['num_bits'])
+    check_raises(F.inq_affine, [x, w, ind], {'inq_iterations': (5, 2)},
+                 match_words=['inq_iterations'])
+    check_raises(F.inq_affine, [x, w, ind], {'selection_algorithm': 'smallest'},
+                 match_words=['selection_algorithm'])
