@@ -613,3 +613,23 @@ def _inq_affine(size):
 
 
 CASES['inq_affine'] = _inq_affine
+
+
+def _stft(size):
+    n = 1 << 12 if size == 'small' else 1 << 16
+    x = _rng().randn(4, n).astype(np.float32)
+    return [x], {'window_size': 256, 'stride': 64, 'fft_size': 256}, None, None
+
+
+def _istft(size):
+    x, args, _, _ = _stft(size)
+    win = np.hanning(257)[:-1]
+    xp = np.pad(x[0], ((0, 0), (128, 128)), mode='reflect')
+    t = (xp.shape[1] - 256) // 64 + 1
+    frames = np.stack([xp[:, i * 64:i * 64 + 256] * win for i in range(t)], 1)
+    z = np.fft.rfft(frames, axis=-1).transpose(0, 2, 1)
+    return ([z.real.astype(np.float32), z.imag.astype(np.float32)], args, None, None)
+
+
+CASES['stft'] = _stft
+CASES['istft'] = _istft

@@ -764,3 +764,164 @@ class INQAffine(Impl):
         if self.has_bias and propagate_down[3]:
             b = inputs[3]
             _store(gout(b, accum[3]), gy.sum(axis=0).reshape(b.shape), accum[3])
+
+
+def _window(impl, kind, size, fft_size):
+    """The analysis window (periodic Hann or Hamming, or rectangular), zero-padded
+    to fft_size and centred."""
+    if kind in (None, 'rectangular'):
+        w = np.ones(size)
+    elif kind == 'hanning':
+        w = np.hanning(size + 1)[:-1]
+    elif kind == 'hamming':
+        w = np.hamming(size + 1)[:-1]
+    else:
+        raise impl.error('window_type', "must be 'hanning', 'hamming', 'rectangular' or None, "
+                         'got %r' % (kind,))
+    left = (fft_size - size) // 2
+    out = np.zeros(fft_size)
+    out[left:left + size] = w
+    return out
+
+
+def _check_stft_sizes(impl):
+    a = impl.args
+    for k in ('window_size', 'stride', 'fft_size'):
+        if a[k] < 1:
+            raise impl.error(k, 'must be positive, got %d' % a[k])
+    if a['window_size'] > a['fft_size']:
+        raise impl.error('window_size', 'must not exceed fft_size=%d, got %d'
+                         % (a['fft_size'], a['window_size']))
+
+
+def _dft_mats(n, half_only=True):
+    """cos and sin of 2 pi k m / n for k < n // 2 + 1 (rows) and m < n (columns)."""
+    k = np.arange(n // 2 + 1)[:, None]
+    m = np.arange(n)[None, :]
+    ang = 2 * np.pi * ((k * m) % n) / n
+    return np.cos(ang), np.sin(ang)
+
+
+@register('STFT')
+class STFT(Impl):
+    """Frames of x (B, L) (padded by fft_size // 2 on both sides when centred),
+    windowed and transformed by a real FFT: outputs (B, fft_size // 2 + 1, frames)."""
+
+    def setup(self, inputs):
+        x = inputs[0]
+        a = self.args
+        _check_stft_sizes(self)
+        if len(x.shape) != 2:
+            raise self.error('x', 'must be 2-D (batch, samples), got shape %s' % (x.shape,))
+        if a['pad_mode'] not in ('reflect', 'constant'):
+            raise self.error('pad_mode', "must be 'reflect' or 'constant', got %r"
+                             % (a['pad_mode'],))
+        n, L = a['fft_size'], x.shape[1]
+        self.win = _window(self, a['window_type'], a['window_size'], n)
+        src = np.arange(L)
+        if a['center']:
+            p = n // 2
+            if a['pad_mode'] == 'reflect':
+                if L <= p:
+                    raise self.error('x', 'needs more than %d samples for reflect padding, got %d'
+                                     % (p, L))
+                src = np.pad(src, p, mode='reflect')
+            else:
+                src = np.concatenate([np.full(p, -1), src, np.full(p, -1)])
+        if len(src) < n:
+            raise self.error('fft_size', 'is longer than the (padded) signal: %d > %d'
+                             % (n, len(src)))
+        frames = (len(src) - n) // a['stride'] + 1
+        self.idx = src[np.arange(frames)[:, None] * a['stride'] + np.arange(n)[None, :]]
+        self.L = L
+        shape = (x.shape[0], n // 2 + 1, frames)
+        return [shape, shape]
+
+    def _frames(self, x):
+        xp = np.concatenate([x, np.zeros((x.shape[0], 1), x.dtype)], axis=1)   # -1: zero
+        return xp[:, self.idx] * self.win                                      # (B, T, N)
+
+    def forward(self, inputs, outputs):
+        z = np.fft.rfft(self._frames(d32(inputs[0]).astype(np.float64)), axis=-1)
+        np.copyto(dout(outputs[0]), z.real.transpose(0, 2, 1))
+        np.copyto(dout(outputs[1]), z.imag.transpose(0, 2, 1))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if not propagate_down[0]:
+            return
+        x = inputs[0]
+        b = x.shape[0]
+        c, s = _dft_mats(self.args['fft_size'])
+        gr = g32(outputs[0]).astype(np.float64).transpose(0, 2, 1)           # (B, T, K)
+        gi = g32(outputs[1]).astype(np.float64).transpose(0, 2, 1)
+        gf = (gr @ c - gi @ s) * self.win                                   # (B, T, N)
+        idx = np.broadcast_to(self.idx, gf.shape)
+        keep = idx >= 0
+        flat = (np.arange(b)[:, None, None] * self.L + idx)[keep]
+        g = np.bincount(flat, gf[keep], b * self.L).reshape(b, self.L)
+        _store(gout(x, accum[0]), g, accum[0])
+
+    def grad_depends_input_data(self, i, j):
+        return False
+
+
+@register('ISTFT')
+class ISTFT(Impl):
+    """Inverse of stft: inverse real FFT of every frame, windowed, overlap-added
+    and divided by the overlapped squared window (where it is not ~0); the
+    centre padding is cut off."""
+
+    def setup(self, inputs):
+        yr, yi = inputs
+        a = self.args
+        _check_stft_sizes(self)
+        n = a['fft_size']
+        if len(yr.shape) != 3 or yr.shape[1] != n // 2 + 1:
+            raise self.error('y_r', 'must have shape (batch, %d, frames), got %s'
+                             % (n // 2 + 1, yr.shape))
+        if yi.shape != yr.shape:
+            raise self.error('y_i', 'must have the shape of y_r %s, got %s' % (yr.shape, yi.shape))
+        self.win = _window(self, a['window_type'], a['window_size'], n)
+        t = yr.shape[2]
+        total = (t - 1) * a['stride'] + n
+        self.pos = np.arange(t)[:, None] * a['stride'] + np.arange(n)[None, :]   # (T, N)
+        env = np.bincount(self.pos.reshape(-1), np.tile(self.win ** 2, t), total)
+        self.inv = np.where(env > 1e-11, 1.0 / np.maximum(env, 1e-11), 0.0)
+        self.cut = n // 2 if a['center'] else 0
+        self.total = total
+        length = total - 2 * self.cut
+        if length < 1:
+            raise self.error('y_r', 'has too few frames (%d) for fft_size=%d' % (t, n))
+        # irfft as matrices: frame = Yr @ C + Yi @ S (imaginary DC / Nyquist ignored)
+        c, s = _dft_mats(n)
+        wk = np.full(n // 2 + 1, 2.0)
+        wk[0] = 1.0
+        if n % 2 == 0:
+            wk[-1] = 1.0
+        self.C = wk[:, None] * c / n
+        self.S = -wk[:, None] * s / n
+        return [(yr.shape[0], length)]
+
+    def forward(self, inputs, outputs):
+        yr = d32(inputs[0]).astype(np.float64).transpose(0, 2, 1)              # (B, T, K)
+        yi = d32(inputs[1]).astype(np.float64).transpose(0, 2, 1)
+        frames = (yr @ self.C + yi @ self.S) * self.win                       # (B, T, N)
+        b = frames.shape[0]
+        flat = (np.arange(b)[:, None, None] * self.total + self.pos[None]).reshape(-1)
+        sig = np.bincount(flat, frames.reshape(-1), b * self.total).reshape(b, self.total)
+        sig = sig * self.inv
+        np.copyto(dout(outputs[0]), sig[:, self.cut:self.total - self.cut])
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        g = g32(outputs[0]).astype(np.float64)
+        b = g.shape[0]
+        full = np.zeros((b, self.total))
+        full[:, self.cut:self.total - self.cut] = g
+        gf = (full * self.inv)[:, self.pos] * self.win                        # (B, T, N)
+        for i, m in ((0, self.C), (1, self.S)):
+            if propagate_down[i]:
+                v = inputs[i]
+                _store(gout(v, accum[i]), (gf @ m.T).transpose(0, 2, 1), accum[i])
+
+    def grad_depends_input_data(self, i, j):
+        return False

@@ -445,6 +445,17 @@ FUNCTIONS = [
       'two in steps (half of the learnable ones at each listed forward count); only the '
       'learnable ones get gradients.'),
 
+    S('STFT', 'stft', 'x',
+      [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
+       ('window_type', 'any', 'hanning'), ('center', _BOOL, True), ('pad_mode', 'str', 'reflect')],
+      'Short-time Fourier transform of (batch, samples) signals: real and imaginary parts, '
+      'each (batch, fft_size // 2 + 1, frames).', outputs='y_r, y_i'),
+    S('ISTFT', 'istft', 'y_r, y_i',
+      [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
+       ('window_type', 'any', 'hanning'), ('center', _BOOL, True)],
+      'Inverse short-time Fourier transform: overlap-add of windowed inverse FFTs, '
+      'normalised by the overlapped squared window.', outputs='x'),
+
     # ---- special use (elementwise) -------------------------------------------------
     P('Unlink', 'unlink', 'x', 'x', ['0'],
       'Identity in the forward pass; no gradient flows back through it.',

@@ -793,3 +793,99 @@ def test_inq_affine_errors():
                  match_words=['inq_iterations'])
     check_raises(F.inq_affine, [x, w, ind], {'selection_algorithm': 'smallest'},
                  match_words=['selection_algorithm'])
+
+
+# --------------------------------------------------------------------------
+# stft / istft
+# --------------------------------------------------------------------------
+
+def _win_ref(kind, size, n):
+    if kind in (None, 'rectangular'):
+        w = np.ones(size)
+    else:
+        m = np.arange(size)
+        a = 0.5 if kind == 'hanning' else 0.54
+        w = a - (1 - a) * np.cos(2 * np.pi * m / size)     # periodic window
+    out = np.zeros(n)
+    out[(n - size) // 2:(n - size) // 2 + size] = w
+    return out
+
+
+def stft_ref(x, window_size, stride, fft_size, window_type='hanning', center=True,
+             pad_mode='reflect'):
+    x = x.astype(np.float64)
+    if center:
+        x = np.pad(x, ((0, 0), (fft_size // 2, fft_size // 2)),
+                   mode='reflect' if pad_mode == 'reflect' else 'constant')
+    win = _win_ref(window_type, window_size, fft_size)
+    t = (x.shape[1] - fft_size) // stride + 1
+    k = np.arange(fft_size // 2 + 1)[:, None]
+    e = np.exp(-2j * np.pi * k * np.arange(fft_size)[None, :] / fft_size)   # (K, N)
+    out = np.empty((x.shape[0], fft_size // 2 + 1, t), complex)
+    for f in range(t):
+        out[:, :, f] = (x[:, f * stride:f * stride + fft_size] * win) @ e.T
+    return out.real, out.imag
+
+
+def istft_ref(yr, yi, window_size, stride, fft_size, window_type='hanning', center=True):
+    win = _win_ref(window_type, window_size, fft_size)
+    b, _, t = yr.shape
+    total = (t - 1) * stride + fft_size
+    sig = np.zeros((b, total))
+    env = np.zeros(total)
+    for f in range(t):
+        fr = np.fft.irfft(yr[:, :, f] + 1j * yi[:, :, f].astype(np.float64), n=fft_size)
+        sig[:, f * stride:f * stride + fft_size] += fr * win
+        env[f * stride:f * stride + fft_size] += win ** 2
+    sig = np.where(env > 1e-11, sig / np.maximum(env, 1e-11), 0)
+    cut = fft_size // 2 if center else 0
+    return sig[:, cut:total - cut]
+
+
+STFT_CASES = [
+    ((2, 32), dict(window_size=8, stride=4, fft_size=8)),
+    ((1, 40), dict(window_size=6, stride=3, fft_size=10, window_type='hamming')),
+    ((2, 30), dict(window_size=8, stride=2, fft_size=8, window_type=None, center=False)),
+    ((1, 25), dict(window_size=8, stride=4, fft_size=8, pad_mode='constant')),
+    ((2, 17), dict(window_size=5, stride=2, fft_size=7, window_type='rectangular')),
+]
+
+
+@pytest.mark.parametrize('shape,args', STFT_CASES, ids=[str(a) for _, a in STFT_CASES])
+def test_stft(shape, args):
+    check_function(F.stft, [randn(*shape)], stft_ref, args, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('shape,args', [c for c in STFT_CASES if 'pad_mode' not in c[1]],
+                         ids=[str(a) for _, a in STFT_CASES if 'pad_mode' not in a])
+def test_istft(shape, args):
+    yr, yi = (np.asarray(a, np.float32) for a in stft_ref(randn(*shape), **args))
+    check_function(F.istft, [yr, yi], istft_ref, args, atol=1e-5, rtol=1e-4)
+
+
+def test_stft_istft_roundtrip():
+    x = randn(3, 64)
+    v = nn.Variable.from_numpy_array(x)
+    yr, yi = F.stft(v, 16, 4, 16)
+    z = F.istft(yr, yi, 16, 4, 16)
+    z.forward()
+    np.testing.assert_allclose(z.d, x, atol=1e-5)
+
+
+def test_stft_errors():
+    x = randn(2, 32)
+    check_raises(F.stft, [x], {'window_size': 16, 'stride': 4, 'fft_size': 8},
+                 match_words=['window_size'])
+    check_raises(F.stft, [x], {'window_size': 8, 'stride': 0, 'fft_size': 8},
+                 match_words=['stride'])
+    check_raises(F.stft, [x], {'window_size': 8, 'stride': 4, 'fft_size': 8,
+                               'window_type': 'kaiser'}, match_words=['window_type'])
+    check_raises(F.stft, [x], {'window_size': 8, 'stride': 4, 'fft_size': 8,
+                               'pad_mode': 'edge'}, match_words=['pad_mode'])
+    check_raises(F.stft, [randn(32)], {'window_size': 8, 'stride': 4, 'fft_size': 8},
+                 match_words=['x'])
+    y = randn(2, 5, 3)
+    check_raises(F.istft, [y, y], {'window_size': 8, 'stride': 4, 'fft_size': 16},
+                 match_words=['y_r'])
+    check_raises(F.istft, [randn(2, 9, 3), y], {'window_size': 8, 'stride': 4,
+                                                 'fft_size': 16}, match_words=['y_i'])
