@@ -1,13 +1,18 @@
-"""CPU implementations of the structured loss, validation, quantization and
-signal-processing functions: categorical_cross_entropy, kl_multinomial,
-top_n_error, confusion_matrix, prune, fft and ifft.  (The elementwise losses --
-sigmoid_cross_entropy, binary_cross_entropy, squared_error, absolute_error,
-huber_loss, epsilon_insensitive_loss -- and binary_error, binary_sigmoid,
-binary_tanh, fixed_point_quantize and unlink are pointwise rows of the table.)
+"""CPU implementations of the structured functions of the loss, validation,
+detection, quantization, signal-processing and special-use groups:
+categorical_cross_entropy, kl_multinomial, top_n_error, confusion_matrix,
+nms_detection2d, prune, binary_connect_affine, binary_weight_affine,
+min_max_quantize, inq_affine, fft, ifft, interpolate, stft, istft, vat_noise
+and warp_by_flow.  (sigmoid_cross_entropy, binary_cross_entropy,
+squared_error, absolute_error, huber_loss, epsilon_insensitive_loss,
+binary_error, binary_sigmoid, binary_tanh, fixed_point_quantize,
+pow2_quantize and unlink are pointwise rows of the table.)
 
 As elsewhere, ``setup`` checks every argument and shape before any work is
-done; the work itself is whole-array NumPy (pocketfft for the transforms),
-without per-element Python loops.
+done.  The work is whole-array NumPy (pocketfft for the transforms, BLAS for
+the matrix products), without per-element Python loops; the only loops run
+over a handful of axes or corners, or (nms_detection2d) over rounds of
+suppression, each covering all boxes at once.
 """
 import numpy as np
 
@@ -42,10 +47,12 @@ class _LabelAxis(Impl):
         self.outer, self.c, self.inner = _split(x.shape, self.axis)
         return want
 
+    ignore_negative = False   # labels below 0 mark samples to skip
+
     def labels(self, t):
         """The labels as int64 (outer, 1, inner), checked against the class count."""
         ti = np.asarray(t.d).astype(np.int64).reshape(self.outer, 1, self.inner)
-        bad = (ti < 0) | (ti >= self.c)
+        bad = (ti >= self.c) if self.ignore_negative else (ti < 0) | (ti >= self.c)
         if bad.any():
             raise ValueError("%s: argument 'target' holds label %d; labels must lie in [0, %d)"
                              % (self.spec.name, ti[bad][0], self.c))
@@ -62,13 +69,18 @@ class _LabelAxis(Impl):
 
 @register('CategoricalCrossEntropy')
 class CategoricalCrossEntropy(_LabelAxis):
+    """-log x[label]; a negative label gives 0 and no gradient."""
+    ignore_negative = True
+
     def setup(self, inputs):
         return [self.setup_labels(inputs)]
 
     def forward(self, inputs, outputs):
         x, t = inputs
-        p = np.take_along_axis(self.x3(x), self.labels(t), 1)
-        np.copyto(dout(outputs[0]), -np.log(np.maximum(p, _TINY)).reshape(outputs[0].shape))
+        ti = self.labels(t)
+        p = np.take_along_axis(self.x3(x), np.maximum(ti, 0), 1)
+        y = np.where(ti < 0, F32(0), -np.log(np.maximum(p, _TINY)))
+        np.copyto(dout(outputs[0]), y.reshape(outputs[0].shape))
 
     def backward(self, inputs, outputs, propagate_down, accum):
         self.no_target_grad(propagate_down)
@@ -76,10 +88,11 @@ class CategoricalCrossEntropy(_LabelAxis):
             return
         x, t = inputs
         ti = self.labels(t)
-        p = np.take_along_axis(self.x3(x), ti, 1)
+        keep = np.maximum(ti, 0)
+        p = np.take_along_axis(self.x3(x), keep, 1)
         gy = g32(outputs[0]).reshape(self.outer, 1, self.inner)
         g = np.zeros((self.outer, self.c, self.inner), F32)
-        np.put_along_axis(g, ti, -gy / np.maximum(p, _TINY), 1)
+        np.put_along_axis(g, keep, np.where(ti < 0, F32(0), -gy / np.maximum(p, _TINY)), 1)
         _store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
 
 
@@ -144,14 +157,15 @@ class KLMultinomial(Impl):
 
     def forward(self, inputs, outputs):
         p, q = (d32(v).astype(np.float64) for v in inputs)
-        kl = (p * (np.log(p) - np.log(q))).sum(axis=self.axes)
+        kl = (p * (np.log(p + 1e-8) - np.log(q + 1e-8))).sum(axis=self.axes)
         np.copyto(dout(outputs[0]), kl.reshape(outputs[0].shape))
 
     def backward(self, inputs, outputs, propagate_down, accum):
         p, q = (d32(v) for v in inputs)
         gy = g32(outputs[0]).reshape(outputs[0].shape[:-1] + (1,) * len(self.axes))
         if propagate_down[0]:
-            _store(gout(inputs[0], accum[0]), gy * (np.log(p) - np.log(q) + 1), accum[0])
+            _store(gout(inputs[0], accum[0]), gy * (np.log(p + F32(1e-8)) - np.log(q + F32(1e-8))
+                                                     + 1), accum[0])
         if propagate_down[1]:
             _store(gout(inputs[1], accum[1]), -gy * p / q, accum[1])
 
@@ -314,15 +328,17 @@ class NmsDetection2d(Impl):
 def _interp_matrix(n_in, n_out, mode, align_corners, half_pixel, half_pixel_for_nn):
     """The (n_out, n_in) matrix of 1-D resampling along one axis."""
     o = np.arange(n_out, dtype=np.float64)
-    if align_corners:
-        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    if n_out <= 1:
+        scale = 0.0          # a single output samples the first input
+    elif align_corners:
+        scale = (n_in - 1) / (n_out - 1)
     else:
         scale = n_in / n_out
     m = np.zeros((n_out, n_in), np.float64)
     rows = np.arange(n_out)
     if mode == 'nearest':
-        if half_pixel_for_nn:
-            src = (o + 0.5) * scale
+        if half_pixel_for_nn:     # the older rule: centres, scale in / out
+            src = (o + 0.5) * (n_in / n_out)
         elif half_pixel:
             src = (o + 0.5) * scale - 0.5
         else:
@@ -396,9 +412,10 @@ class Interpolate(Impl):
 
 class _BinaryAffine(Impl):
     """Affine layers over binarized weights.  forward writes sign(weight)
-    (zero mapped to quantize_zero_to) into binary_weight and computes with it;
-    backward passes the gradient of the binarized weight straight through to
-    weight.  binary_weight (and alpha) receive no gradient."""
+    (zero mapped to quantize_zero_to) into binary_weight (and, scaled, the
+    per-output mean |weight| into alpha) and computes with binary_weight * alpha;
+    backward passes the gradient of that effective weight straight through to
+    weight.  binary_weight and alpha receive no gradient."""
     scaled = False
 
     def setup(self, inputs):
@@ -448,12 +465,14 @@ class _BinaryAffine(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         gy = g32(outputs[0]).reshape(-1, self.n)
         bw = d32(inputs[2]).reshape(self.k, self.n)
-        if self.scaled:
-            gy = gy * d32(inputs[3]).reshape(1, self.n)
         if propagate_down[0]:
             x = inputs[0]
+            if self.scaled:       # the effective weight is alpha * binary_weight
+                bw = bw * d32(inputs[3]).reshape(1, self.n)
             _store(gout(x, accum[0]), (gy @ bw.T).reshape(x.shape), accum[0])
         if propagate_down[1]:
+            # the gradient of the effective (binarized, scaled) weight, straight
+            # through to weight
             w = inputs[1]
             xd = d32(inputs[0]).reshape(-1, self.k)
             _store(gout(w, accum[1]), (xd.T @ gy).reshape(w.shape), accum[1])

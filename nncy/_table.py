@@ -422,11 +422,12 @@ FUNCTIONS = [
       'average, which is written back into qr_min and qr_max.'),
 
     P('Pow2Quantize', 'pow2_quantize', 'x', 'x if not quantize else (((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else -(0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)))))) if sign else ((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else (0 if with_zero else pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)))))',
-      ['gy if not quantize or not ste_fine_grained else (0 if abs(x) > pow(2, m) else gy)'],
+      ['gy if not quantize or not ste_fine_grained else (0 if abs(x) >= pow(2, m) * 1.4142135623730951 '
+       'or (not sign and x < 0) else gy)'],
       'Rounds |x| to a power of two (in the log domain) within [2^(m - 2^k + 1), 2^m], '
       'k the bits left after sign and zero; below half a step of the smallest power it '
-      'becomes 0 when with_zero; straight-through gradient, zero above 2^m when '
-      'ste_fine_grained.',
+      'becomes 0 when with_zero; straight-through gradient, zero where |x| rounds above '
+      '2^m (and, unsigned, for x < 0) when ste_fine_grained.',
       args=[('sign', _BOOL, True), ('with_zero', _BOOL, True), ('n', _INT, 8), ('m', _INT, 1),
             ('quantize', _BOOL, True), ('ste_fine_grained', _BOOL, True)],
       straight_through=True),

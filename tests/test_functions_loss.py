@@ -74,6 +74,19 @@ def test_categorical_cross_entropy_errors():
         y.forward()
 
 
+def test_categorical_cross_entropy_ignores_negative_labels():
+    x = nn.Variable.from_numpy_array(uniform(0.2, 1.0, 3, 4), need_grad=True)
+    t = nn.Variable.from_numpy_array(np.array([[1], [-1], [3]], np.int32))
+    y = F.categorical_cross_entropy(x, t)
+    y.forward()
+    x.g = 0
+    y.backward(np.ones((3, 1), np.float32))
+    np.testing.assert_allclose(y.d[:, 0], [-np.log(x.d[0, 1]), 0, -np.log(x.d[2, 3])],
+                               rtol=1e-6)
+    assert (x.g[1] == 0).all()
+    np.testing.assert_allclose(x.g[0, 1], -1 / x.d[0, 1], rtol=1e-6)
+
+
 def test_categorical_cross_entropy_zero_probability_is_finite():
     x = nn.Variable.from_numpy_array(np.array([[0.0, 1.0]], np.float32), need_grad=True)
     t = nn.Variable.from_numpy_array(np.array([[0]], np.int32))
@@ -90,7 +103,7 @@ def test_categorical_cross_entropy_zero_probability_is_finite():
 
 def kl_ref(p, q, base_axis=1):
     p, q = p.astype(np.float64), q.astype(np.float64)
-    kl = (p * np.log(p / q)).sum(axis=tuple(range(base_axis, p.ndim)))
+    kl = (p * (np.log(p + 1e-8) - np.log(q + 1e-8))).sum(axis=tuple(range(base_axis, p.ndim)))
     return kl.reshape(p.shape[:base_axis] + (1,))
 
 
@@ -395,12 +408,14 @@ def test_nms_detection2d_errors():
 
 def _src(n_in, n_out, mode, align_corners, half_pixel, half_pixel_for_nn):
     o = np.arange(n_out, dtype=np.float64)
-    if align_corners:
-        s = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    if n_out <= 1:
+        s = 0.0
+    elif align_corners:
+        s = (n_in - 1) / (n_out - 1)
     else:
         s = n_in / n_out
     if mode == 'nearest' and half_pixel_for_nn:
-        return (o + 0.5) * s
+        return (o + 0.5) * n_in / n_out
     return (o + 0.5) * s - 0.5 if half_pixel else o * s
 
 
@@ -434,6 +449,10 @@ INTERP_CASES = [
     ((1, 2, 3, 4), {'output_size': (6, 8), 'mode': 'nearest'}),
     ((1, 2, 4, 6), {'output_size': (3, 5), 'mode': 'nearest', 'half_pixel_for_nn': True}),
     ((1, 2, 4, 6), {'output_size': (3, 9), 'mode': 'nearest', 'half_pixel': True}),
+    ((1, 2, 4, 6), {'output_size': (3, 9), 'mode': 'nearest', 'align_corners': True}),
+    ((1, 2, 4, 6), {'output_size': (1, 4), 'half_pixel': True}),
+    ((1, 2, 4, 6), {'output_size': (5, 4), 'mode': 'nearest', 'align_corners': True,
+                    'half_pixel_for_nn': True}),
     ((1, 3, 4, 2), {'output_size': (5, 3), 'channel_last': True}),
     ((1, 2, 3, 4, 2), {'scale': (1.5, 2.0, 1.0), 'align_corners': True}),
     ((2, 3, 2, 4, 3), {'output_size': (3, 2, 5), 'mode': 'nearest', 'channel_last': True}),
@@ -500,7 +519,7 @@ def bin_affine_grad(scaled):
         sw = _sign0(w2, quantize_zero_to)
         g = dy.reshape(-1, w2.shape[1]).astype(np.float64)
         if scaled:
-            g = g * np.abs(w2).mean(0)
+            sw = sw * np.abs(w2).mean(0)
         gx = (g @ sw.T).reshape(x.shape)
         gw = (x.reshape(-1, k).astype(np.float64).T @ g).reshape(w.shape)
         out = [gx, gw, None] + ([None] if scaled else [])

@@ -377,7 +377,10 @@ def _p2q_grad(xs, y, dy, sign=True, with_zero=True, n=8, m=1, quantize=True,
               ste_fine_grained=True):
     if not quantize or not ste_fine_grained:
         return [dy]
-    return [dy * (np.abs(xs[0]) <= 2.0 ** m)]
+    keep = np.abs(xs[0]) < 2.0 ** (m + 0.5)          # |x| does not round above 2^m
+    if not sign:
+        keep = keep & (xs[0] >= 0)
+    return [dy * keep]
 
 
 def pow2_off_grid(lo, hi):

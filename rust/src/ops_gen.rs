@@ -12,7 +12,7 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0x5d2ceb3c5ee62e63;
+pub const SIGNATURE: u64 = 0x2210ca5ece7df578;
 
 /// Unary ops, by op code.
 pub static UNARY: [OpInfo; 49] = [
@@ -572,7 +572,7 @@ fn pow2_quantize_fwd(x: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize
 }
 #[inline(always)]
 fn pow2_quantize_grad0(x: f32, y: f32, gy: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
-    if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if f32::abs(x) > f32::powf(2.0f32, m) { 0.0f32 } else { gy }
+    if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if f32::abs(x) >= f32::powf(2.0f32, m) * 1.4142135623730951f32 || !(sign != 0.0f32) && x < 0.0f32 { 0.0f32 } else { gy }
 }
 
 // Unlink (unary op 48): x
@@ -1497,7 +1497,7 @@ pub mod reference {
             44 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { 0.5f64 * gy } }
             45 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { gy } }
             46 => { let sign = p[0]; let n = p[1]; let delta = p[2]; let quantize = p[3]; let ste_fine_grained = p[4]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if x > (if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) || x < (if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 }) { 0.0f64 } else { gy } }
-            47 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if f64::abs(x) > f64::powf(2.0f64, m) { 0.0f64 } else { gy } }
+            47 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if f64::abs(x) >= f64::powf(2.0f64, m) * 1.4142135623730951f64 || !(sign != 0.0f64) && x < 0.0f64 { 0.0f64 } else { gy } }
             48 => { 0.0f64 }
             _ => f64::NAN,
         }
