@@ -305,18 +305,28 @@ class NmsDetection2d(Impl):
 
     def forward(self, inputs, outputs):
         x = d32(inputs[0]).astype(np.float64)
-        obj = x[..., 4]
+        thresh = self.args['thresh']
+        obj = np.where(x[..., 4] < thresh, 0.0, x[..., 4])
         prob = obj[..., None] * x[..., 5:]
-        prob = np.where(prob > self.args['thresh'], prob, 0.0)
+        prob = np.where(prob < thresh, 0.0, prob)
         over = _iou_xywh(x[..., :4]) > self.args['nms']                # (B, N, N)
         if self.args['nms_per_class']:
             keep = _greedy_keep(np.swapaxes(prob, 1, 2), over[:, None])   # (B, C, N)
             prob = prob * np.swapaxes(keep, 1, 2)
         else:
-            keep = _greedy_keep(obj, over)                              # (B, N)
+            # by objectness: a box goes when any box ranked above it overlaps it,
+            # whether or not that box survives itself
+            n = obj.shape[-1]
+            order = np.argsort(-obj, axis=-1, kind='stable')
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), order.shape), -1)
+            above = rank[..., None, :] < rank[..., :, None]
+            keep = ~(above & over).any(-1)
+            obj = obj * keep
             prob = prob * keep[..., None]
         y = dout(outputs[0])
-        y[..., :5] = x[..., :5]
+        y[..., :4] = x[..., :4]
+        y[..., 4] = obj
         y[..., 5:] = prob
 
     def backward(self, inputs, outputs, propagate_down, accum):
@@ -542,7 +552,9 @@ class MinMaxQuantize(Impl):
             np.copyto(dout(qr_max), hi)
         m = d32(qr_min).astype(np.float64)
         big = d32(qr_max).astype(np.float64)
-        big = np.maximum(big, m + a['eps'])
+        if update and (big - m < a['eps']).any():   # widen the range to eps, stored
+            big = np.where(big - m < a['eps'], m + a['eps'], big)
+            np.copyto(dout(qr_max), big)
         lq = d32(inputs[3]).astype(np.float64)
         hq = d32(inputs[4]).astype(np.float64)
         scale = (big - m) / (hq - lq)

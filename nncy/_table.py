@@ -394,8 +394,8 @@ FUNCTIONS = [
     S('NmsDetection2d', 'nms_detection2d', 'x',
       [('thresh', _FLOAT, 0.5), ('nms', _FLOAT, 0.45), ('nms_per_class', _BOOL, True)],
       'Non-maximum suppression of (x, y, w, h, objectness, class probabilities) boxes: '
-      'class scores become objectness * probability, zeroed below thresh or when a '
-      'better box overlaps with IoU above nms (per class, or by objectness).'),
+      'objectness and the class scores objectness * probability are zeroed below thresh, '
+      'and when a better box overlaps with IoU above nms (per class, or by objectness).'),
 
     S('Interpolate', 'interpolate', 'x',
       [('scale', 'floats', None), ('output_size', 'ints', None), ('mode', 'str', 'linear'),

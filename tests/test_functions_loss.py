@@ -343,14 +343,15 @@ def _iou_ref(a, b):
 
 
 def nms_ref(x, thresh=0.5, nms=0.45, nms_per_class=True):
-    """Greedy NMS, box by box, as written in the definition."""
+    """NMS box by box, as written in the definition."""
     x = x.astype(np.float64)
     y = x.copy()
     B, N, _ = x.shape
     for b in range(B):
-        prob = x[b, :, 4:5] * x[b, :, 5:]
-        prob[prob <= thresh] = 0
-        if nms_per_class:
+        obj = np.where(x[b, :, 4] < thresh, 0, x[b, :, 4])
+        prob = obj[:, None] * x[b, :, 5:]
+        prob[prob < thresh] = 0
+        if nms_per_class:      # greedy: suppressed boxes suppress nothing
             for k in range(prob.shape[1]):
                 order = sorted(range(N), key=lambda i: -prob[i, k])
                 for ii, i in enumerate(order):
@@ -359,16 +360,15 @@ def nms_ref(x, thresh=0.5, nms=0.45, nms_per_class=True):
                     for j in order[ii + 1:]:
                         if _iou_ref(x[b, i, :4], x[b, j, :4]) > nms:
                             prob[j, k] = 0
-        else:
-            obj = x[b, :, 4].copy()
+        else:                  # any better-ranked overlapping box suppresses
             order = sorted(range(N), key=lambda i: -obj[i])
-            for ii, i in enumerate(order):
-                if obj[i] <= 0:
-                    continue
-                for j in order[ii + 1:]:
-                    if obj[j] > 0 and _iou_ref(x[b, i, :4], x[b, j, :4]) > nms:
-                        obj[j] = 0
-                        prob[j] = 0
+            gone = [any(_iou_ref(x[b, order[r], :4], x[b, order[q], :4]) > nms
+                        for q in range(r)) for r in range(N)]
+            for r, i in enumerate(order):
+                if gone[r]:
+                    obj[i] = 0
+                    prob[i] = 0
+        y[b, :, 4] = obj
         y[b, :, 5:] = prob
     return y
 
@@ -649,6 +649,14 @@ def test_min_max_quantize_x_min_max(ema):
     np.testing.assert_allclose(vs[2].d, [hi], rtol=1e-5)
     want = mmq_ref(x, qmin, qmax, lmin, lmax, decay=0.9, x_min_max=True, ema=ema)
     np.testing.assert_allclose(y.d, want, atol=1e-5)
+
+
+def test_min_max_quantize_widens_a_narrow_range():
+    x = randn(4)
+    vs = [nn.Variable.from_numpy_array(np.array(a, np.float32))
+          for a in (x, [0.5], [0.5], [0.0], [255.0])]
+    F.min_max_quantize(*vs, eps=0.25).forward()
+    np.testing.assert_allclose(vs[2].d, [0.75])
 
 
 def test_min_max_quantize_errors():
