@@ -898,9 +898,11 @@ class STFT(Impl):
 
 @register('ISTFT')
 class ISTFT(Impl):
-    """Inverse of stft: inverse real FFT of every frame, windowed, overlap-added
-    and divided by the overlapped squared window (where it is not ~0); the
-    centre padding is cut off."""
+    """Inverse of stft: inverse real FFT of every frame, weighted by the window
+    over its squared sum along a frame's circular shifts by stride (one fixed
+    weight per position in the frame), overlap-added; the centre padding is
+    cut off.  The first and last fft_size - stride samples are therefore not
+    exactly reconstructed."""
 
     def setup(self, inputs):
         yr, yi = inputs
@@ -912,12 +914,14 @@ class ISTFT(Impl):
                              % (n // 2 + 1, yr.shape))
         if yi.shape != yr.shape:
             raise self.error('y_i', 'must have the shape of y_r %s, got %s' % (yr.shape, yi.shape))
-        self.win = _window(self, a['window_type'], a['window_size'], n)
+        if n % a['stride']:
+            raise self.error('stride', 'must divide fft_size=%d, got %d' % (n, a['stride']))
+        win = _window(self, a['window_type'], a['window_size'], n)
+        sq = sum(np.roll(win ** 2, i) for i in range(0, n, a['stride']))
+        self.win = np.where(sq > 0, win / np.where(sq > 0, sq, 1.0), 0.0)
         t = yr.shape[2]
         total = (t - 1) * a['stride'] + n
         self.pos = np.arange(t)[:, None] * a['stride'] + np.arange(n)[None, :]   # (T, N)
-        env = np.bincount(self.pos.reshape(-1), np.tile(self.win ** 2, t), total)
-        self.inv = np.where(env > 1e-11, 1.0 / np.maximum(env, 1e-11), 0.0)
         self.cut = n // 2 if a['center'] else 0
         self.total = total
         length = total - 2 * self.cut
@@ -940,7 +944,6 @@ class ISTFT(Impl):
         b = frames.shape[0]
         flat = (np.arange(b)[:, None, None] * self.total + self.pos[None]).reshape(-1)
         sig = np.bincount(flat, frames.reshape(-1), b * self.total).reshape(b, self.total)
-        sig = sig * self.inv
         np.copyto(dout(outputs[0]), sig[:, self.cut:self.total - self.cut])
 
     def backward(self, inputs, outputs, propagate_down, accum):
@@ -948,7 +951,7 @@ class ISTFT(Impl):
         b = g.shape[0]
         full = np.zeros((b, self.total))
         full[:, self.cut:self.total - self.cut] = g
-        gf = (full * self.inv)[:, self.pos] * self.win                        # (B, T, N)
+        gf = full[:, self.pos] * self.win                                     # (B, T, N)
         for i, m in ((0, self.C), (1, self.S)):
             if propagate_down[i]:
                 v = inputs[i]

@@ -454,8 +454,9 @@ FUNCTIONS = [
     S('ISTFT', 'istft', 'y_r, y_i',
       [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
        ('window_type', 'any', 'hanning'), ('center', _BOOL, True)],
-      'Inverse short-time Fourier transform: overlap-add of windowed inverse FFTs, '
-      'normalised by the overlapped squared window.', outputs='x'),
+      'Inverse short-time Fourier transform: overlap-add of inverse FFTs weighted by the '
+      'window over its squared sum along shifts by stride (fft_size a multiple of stride).',
+      outputs='x'),
 
     # ---- special use (elementwise) -------------------------------------------------
     P('Unlink', 'unlink', 'x', 'x', ['0'],

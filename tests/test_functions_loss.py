@@ -856,15 +856,16 @@ def stft_ref(x, window_size, stride, fft_size, window_type='hanning', center=Tru
 
 def istft_ref(yr, yi, window_size, stride, fft_size, window_type='hanning', center=True):
     win = _win_ref(window_type, window_size, fft_size)
+    sq = np.zeros(fft_size)
+    for i in range(0, fft_size, stride):
+        for j in range(fft_size):
+            sq[j] += win[(j - i) % fft_size] ** 2
     b, _, t = yr.shape
     total = (t - 1) * stride + fft_size
     sig = np.zeros((b, total))
-    env = np.zeros(total)
     for f in range(t):
         fr = np.fft.irfft(yr[:, :, f] + 1j * yi[:, :, f].astype(np.float64), n=fft_size)
-        sig[:, f * stride:f * stride + fft_size] += fr * win
-        env[f * stride:f * stride + fft_size] += win ** 2
-    sig = np.where(env > 1e-11, sig / np.maximum(env, 1e-11), 0)
+        sig[:, f * stride:f * stride + fft_size] += fr * win / sq
     cut = fft_size // 2 if center else 0
     return sig[:, cut:total - cut]
 
@@ -883,8 +884,11 @@ def test_stft(shape, args):
     check_function(F.stft, [randn(*shape)], stft_ref, args, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('shape,args', [c for c in STFT_CASES if 'pad_mode' not in c[1]],
-                         ids=[str(a) for _, a in STFT_CASES if 'pad_mode' not in a])
+ISTFT_CASES = [c for c in STFT_CASES if 'pad_mode' not in c[1] and
+               c[1]['fft_size'] % c[1]['stride'] == 0]
+
+
+@pytest.mark.parametrize('shape,args', ISTFT_CASES, ids=[str(a) for _, a in ISTFT_CASES])
 def test_istft(shape, args):
     yr, yi = (np.asarray(a, np.float32) for a in stft_ref(randn(*shape), **args))
     check_function(F.istft, [yr, yi], istft_ref, args, atol=1e-5, rtol=1e-4)
@@ -896,7 +900,8 @@ def test_stft_istft_roundtrip():
     yr, yi = F.stft(v, 16, 4, 16)
     z = F.istft(yr, yi, 16, 4, 16)
     z.forward()
-    np.testing.assert_allclose(z.d, x, atol=1e-5)
+    # exact away from the first and last fft_size - stride samples
+    np.testing.assert_allclose(z.d[:, 12:-12], x[:, 12:-12], atol=1e-5)
 
 
 def test_stft_errors():
@@ -916,3 +921,6 @@ def test_stft_errors():
                  match_words=['y_r'])
     check_raises(F.istft, [randn(2, 9, 3), y], {'window_size': 8, 'stride': 4,
                                                  'fft_size': 16}, match_words=['y_i'])
+    y = randn(2, 9, 3)
+    check_raises(F.istft, [y, y], {'window_size': 8, 'stride': 3, 'fft_size': 16},
+                 match_words=['stride'])
