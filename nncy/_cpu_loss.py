@@ -714,9 +714,10 @@ class INQAffine(Impl):
     """Affine layer whose weights are fixed to powers of two step by step
     (incremental network quantization).  Each forward pass counts; at a count
     listed in inq_iterations half of the still learnable weights become fixed
-    (all of them at the last listed count), chosen by largest magnitude or at
-    random.  Fixed weights (indicator 1) are written back quantized; only the
-    learnable ones receive a gradient."""
+    (all of them at the last listed count), chosen by largest magnitude or each
+    with probability 1/2.  Fixed weights (indicator 1) are written back
+    quantized, and restored at the next pass should anything change them; only
+    the learnable ones receive a gradient."""
 
     def setup(self, inputs):
         x, w, ind = inputs[0], inputs[1], inputs[2]
@@ -746,6 +747,7 @@ class INQAffine(Impl):
                              % (a['selection_algorithm'],))
         self.its = its
         self.count = 0
+        self.old = None      # (weights, fixed mask) after the last forward pass
         self.rng = np.random.RandomState(a['seed'] if a['seed'] >= 0 else None)
         self.k, self.n = k, _prod(w.shape[1:])
         return [x.shape[:base] + w.shape[1:]]
@@ -758,20 +760,22 @@ class INQAffine(Impl):
             if it == self.its[-1]:
                 fixed[:] = True
                 continue
-            m = len(free) // 2
             if self.args['selection_algorithm'] == 'largest_abs':
-                pick = free[np.argsort(-np.abs(w[free]), kind='stable')[:m]]
-            else:
-                pick = self.rng.permutation(free)[:m]
-            fixed[pick] = True
+                m = max(len(free) // 2, 1) if len(free) else 0
+                fixed[free[np.argsort(-np.abs(w[free]), kind='stable')[:m]]] = True
+            else:                   # each learnable weight with probability 1/2
+                fixed[free[self.rng.rand(len(free)) < 0.5]] = True
 
     def forward(self, inputs, outputs):
         wv, iv = inputs[1], inputs[2]
         w = np.array(d32(wv), copy=True).reshape(-1)
+        if self.old is not None:    # weights fixed by an earlier pass keep their values
+            w = np.where(self.old[1], self.old[0], w)
         fixed = d32(iv).reshape(-1) != 0
         self._fix_more(w, fixed)
         self.count += 1
         w = np.where(fixed, _inq_quantize(w, self.args['num_bits']), w)
+        self.old = (w.copy(), fixed.copy())
         np.copyto(dout(wv), w.reshape(wv.shape))
         np.copyto(dout(iv), fixed.reshape(iv.shape))
         y = d32(inputs[0]).reshape(-1, self.k) @ w.reshape(self.k, self.n)
