@@ -834,3 +834,198 @@ CASES.update({
     'image_augmentation': _case(None, None, {'flip_lr': True, 'angle': 0.2, 'min_scale': 0.9,
                                              'max_scale': 1.1, 'brightness': 0.1}),
 })
+
+
+def _with_args(make, args, torch_fn=None):
+    """``make`` with extra keyword arguments; ``torch_fn`` replaces its PyTorch
+    version (None: no PyTorch equivalent)."""
+    def wrapped(size):
+        inputs, a, np_fn, _ = make(size)
+        return inputs, dict(a, **args), np_fn, torch_fn
+    return wrapped
+
+
+# ---- losses, validation, quantization, signal processing ----------
+
+def _labelled(np_fn, torch_fn=None, probs=False):
+    def make(size):
+        x = _mat(SIZES[size])
+        if probs:
+            x = _np_softmax(x)
+        t = _rng().randint(0, x.shape[1], size=(x.shape[0], 1)).astype(np.int32)
+        return [x, t], {}, np_fn, torch_fn
+    return make
+
+
+def _cce_np(x, t):
+    return -np.log(np.take_along_axis(x, t.astype(np.int64), axis=1))
+
+
+def _top1_np(x, t):
+    thresh = np.take_along_axis(x, t.astype(np.int64), axis=1)
+    return ((x >= thresh).sum(axis=1, keepdims=True) > 1).astype(np.float32)
+
+
+def _confusion_np(x, t):
+    c = x.shape[1]
+    return np.bincount(t[:, 0] * c + x.argmax(axis=1), minlength=c * c).reshape(c, c)
+
+
+def _kl(size):
+    x = _np_softmax(_mat(SIZES[size]))
+    y = _np_softmax(_mat(SIZES[size])[::-1].copy())
+    return ([x, y], {}, lambda p, q: (p * np.log(p / q)).sum(axis=1, keepdims=True),
+            lambda t, p, q: (p * (p / q).log()).sum(dim=1, keepdim=True))
+
+
+def _prune(size):
+    x = _vec(SIZES[size])
+    def np_fn(x, rate=0.9):
+        a = np.abs(x)
+        return np.where(a < np.sort(a)[int((a.size - 1) * rate)], 0, x)
+    return [x], {}, np_fn, None
+
+
+def _fft(inverse):
+    def make(size):
+        n = 64 if size == 'small' else 1024
+        x = _rng().randn(16, n, 2).astype(np.float32)
+        fn = np.fft.ifft if inverse else np.fft.fft
+
+        def np_fn(x, signal_ndim=1):
+            z = fn(x[..., 0] + 1j * x[..., 1])
+            return np.stack([z.real, z.imag], -1)
+        return [x], {'signal_ndim': 1}, np_fn, None
+    return make
+
+
+def _nms(size):
+    n = 64 if size == 'small' else 1024
+    r = _rng()
+    x = np.concatenate([r.uniform(0.2, 0.8, (2, n, 2)), r.uniform(0.05, 0.3, (2, n, 2)),
+                        r.uniform(0, 1, (2, n, 1)), r.uniform(0, 1, (2, n, 4))], -1)
+    return [x.astype(np.float32)], {}, None, None
+
+
+def _interpolate(size):
+    n = 16 if size == 'small' else 128
+    x = _rng().randn(2, 4, n, n).astype(np.float32)
+    return ([x], {'output_size': (2 * n, 2 * n), 'half_pixel': True}, None,
+            lambda t, x: t.nn.functional.interpolate(x, size=(2 * n, 2 * n), mode='bilinear',
+                                                     align_corners=False))
+
+
+def _binary_affine(scaled):
+    def make(size):
+        n = 64 if size == 'small' else 1024
+        r = _rng()
+        x = r.randn(n, n).astype(np.float32)
+        w = r.randn(n, n).astype(np.float32)
+        extra = [np.zeros(n, np.float32)] if scaled else []
+
+        def np_fn(x, w, bw, *rest):
+            y = x @ np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+            return y * np.abs(w).mean(0) if scaled else y
+        return [x, w, np.zeros_like(w)] + extra, {}, np_fn, None
+    return make
+
+
+def _min_max_quantize(size):
+    x = _vec(SIZES[size])
+    one = np.ones(1, np.float32)
+    return [x, -2 * one, 2 * one, 0 * one, 255 * one], {}, None, None
+
+
+CASES.update({
+    'sigmoid_cross_entropy': _with_args(
+        binary(lambda x, t: np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))), None,
+               dom1=(0.0, 1.0)), {},
+        lambda t, x, y: t.nn.functional.binary_cross_entropy_with_logits(x, y, reduction='none')),
+    'binary_cross_entropy': _with_args(
+        binary(lambda x, t: -(t * np.log(x) + (1 - t) * np.log(1 - x)), None,
+               dom0=(0.05, 0.95), dom1=(0.0, 1.0)), {},
+        lambda t, x, y: t.nn.functional.binary_cross_entropy(x, y, reduction='none')),
+    'squared_error': _with_args(binary(lambda a, b: (a - b) ** 2, None), {},
+                                lambda t, a, b: (a - b) ** 2),
+    'absolute_error': _with_args(binary(lambda a, b: np.abs(a - b), None), {},
+                                 lambda t, a, b: (a - b).abs()),
+    'huber_loss': _with_args(binary(lambda a, b: np.where(np.abs(a - b) < 1, (a - b) ** 2,
+                                                          2 * np.abs(a - b) - 1), None), {}),
+    'epsilon_insensitive_loss': _with_args(binary(lambda a, b, epsilon=0.1: np.maximum(
+        np.abs(a - b) - epsilon, 0), None), {'epsilon': 0.1}),
+    'binary_error': _with_args(binary(lambda a, b: ((a >= 0.5) != (b >= 0.5)).astype(np.float32),
+                                      None), {}),
+    'binary_sigmoid': unary(lambda x: (x > 0).astype(np.float32), None,
+                            torch_fn=lambda t, x: (x > 0).float()),
+    'binary_tanh': unary(lambda x: np.where(x > 0, 1.0, -1.0).astype(np.float32), None,
+                         torch_fn=lambda t, x: t.where(x > 0, 1.0, -1.0)),
+    'fixed_point_quantize': unary(lambda x, **a: np.clip(np.sign(x) * np.floor(np.abs(x) / 0.0625 + 0.5)
+                                                         * 0.0625, -7.9375, 7.9375), None,
+                                  torch_fn=lambda t, x: t.clamp(t.round(x / 0.0625) * 0.0625,
+                                                                -7.9375, 7.9375)),
+    'unlink': unary(np.copy, 'clone'),
+    'categorical_cross_entropy': _labelled(_cce_np, probs=True),
+    'kl_multinomial': _kl,
+    'top_n_error': _labelled(_top1_np),
+    'confusion_matrix': _labelled(_confusion_np),
+    'prune': _prune,
+    'fft': _fft(False),
+    'ifft': _fft(True),
+    'nms_detection2d': _nms,
+    'interpolate': _interpolate,
+    'binary_connect_affine': _binary_affine(False),
+    'binary_weight_affine': _binary_affine(True),
+    'min_max_quantize': _min_max_quantize,
+})
+CASES['pow2_quantize'] = unary(lambda x: np.sign(x) * np.clip(2.0 ** np.round(np.log2(np.abs(x))),
+                                                             2.0 ** -62, 2.0), None,
+                               torch_fn=lambda t, x: t.sign(x) * t.clamp(
+                                   2.0 ** t.round(t.log2(x.abs())), 2.0 ** -62, 2.0))
+
+
+def _vat_noise(size):
+    x = _mat(SIZES[size])
+    return [x, np.zeros_like(x)], {}, None, None
+
+
+def _warp_by_flow(size):
+    n = 16 if size == 'small' else 128
+    r = _rng()
+    data = r.randn(2, 3, n, n).astype(np.float32)
+    flow = (2 * r.randn(2, 2, n, n)).astype(np.float32)
+    return [data, flow], {}, None, None
+
+
+CASES['vat_noise'] = _vat_noise
+CASES['warp_by_flow'] = _warp_by_flow
+
+
+def _inq_affine(size):
+    n = 64 if size == 'small' else 1024
+    r = _rng()
+    x = r.randn(n, n).astype(np.float32)
+    w = r.randn(n, n).astype(np.float32)
+    return [x, w, np.zeros_like(w)], {}, lambda x, w, i: x @ w, None
+
+
+CASES['inq_affine'] = _inq_affine
+
+
+def _stft(size):
+    n = 1 << 12 if size == 'small' else 1 << 16
+    x = _rng().randn(4, n).astype(np.float32)
+    return [x], {'window_size': 256, 'stride': 64, 'fft_size': 256}, None, None
+
+
+def _istft(size):
+    x, args, _, _ = _stft(size)
+    win = np.hanning(257)[:-1]
+    xp = np.pad(x[0], ((0, 0), (128, 128)), mode='reflect')
+    t = (xp.shape[1] - 256) // 64 + 1
+    frames = np.stack([xp[:, i * 64:i * 64 + 256] * win for i in range(t)], 1)
+    z = np.fft.rfft(frames, axis=-1).transpose(0, 2, 1)
+    return ([z.real.astype(np.float32), z.imag.astype(np.float32)], args, None, None)
+
+
+CASES['stft'] = _stft
+CASES['istft'] = _istft

@@ -580,6 +580,148 @@ FUNCTIONS = [
        ('contrast_each', _BOOL, False), ('noise', _FLOAT, 0.0), ('seed', _INT, -1)],
       'Random geometric (scale, aspect, rotation, flips, translation) and photometric '
       '(brightness, contrast, noise) changes of images (..., C, H, W).'),
+
+    # ---- losses (elementwise) ------------------------------------------------
+    P('SigmoidCrossEntropy', 'sigmoid_cross_entropy', 'x, target',
+      'max(x, 0) - x * target + log1p(exp(-abs(x)))',
+      ['gy * (sigmoid(x) - target)', '-gy * x'],
+      'Cross entropy of sigmoid(x) against targets in [0, 1], computed stably from the logits.'),
+    P('BinaryCrossEntropy', 'binary_cross_entropy', 'x, target',
+      '-(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))',
+      ['gy * ((1 - target) / (1 - x) if 1 - x > 1.17549435e-38 else 0) - '
+       'gy * (target / x if x > 1.17549435e-38 else 0)',
+       'gy * (log(max(1 - x, 1.17549435e-38)) - log(max(x, 1.17549435e-38)))'],
+      'Cross entropy of probabilities x against targets in [0, 1] (logs clamped away from 0).'),
+    P('SquaredError', 'squared_error', 'x0, x1', '(x0 - x1) * (x0 - x1)',
+      ['2 * gy * (x0 - x1)', '-2 * gy * (x0 - x1)'],
+      'Elementwise squared difference (x0 - x1)^2, with broadcasting.'),
+    P('AbsoluteError', 'absolute_error', 'x0, x1', 'abs(x0 - x1)',
+      ['gy if x0 > x1 else -gy', '-gy if x0 > x1 else gy'],
+      'Elementwise absolute difference |x0 - x1|, with broadcasting.'),
+    P('HuberLoss', 'huber_loss', 'x0, x1',
+      '(x0 - x1) * (x0 - x1) if abs(x0 - x1) < delta else delta * (2 * abs(x0 - x1) - delta)',
+      ['2 * gy * (x0 - x1) if abs(x0 - x1) < delta else (2 * gy * delta if x0 > x1 else -2 * gy * delta)',
+       '-2 * gy * (x0 - x1) if abs(x0 - x1) < delta else (-2 * gy * delta if x0 > x1 else 2 * gy * delta)'],
+      'Huber loss of d = x0 - x1: d^2 inside |d| < delta, delta (2|d| - delta) outside.',
+      args=[('delta', _FLOAT, 1.0)]),
+    P('EpsilonInsensitiveLoss', 'epsilon_insensitive_loss', 'x0, x1',
+      'abs(x0 - x1) - epsilon if abs(x0 - x1) > epsilon else 0',
+      ['(gy if x0 > x1 else -gy) if abs(x0 - x1) > epsilon else 0',
+       '(-gy if x0 > x1 else gy) if abs(x0 - x1) > epsilon else 0'],
+      'max(|x0 - x1| - epsilon, 0) elementwise, with broadcasting.',
+      args=[('epsilon', _FLOAT, REQUIRED)]),
+
+    # ---- validation (elementwise) ------------------------------------------------
+    P('BinaryError', 'binary_error', 'x, target', '(x >= 0.5) != (target >= 0.5)', ['0', '0'],
+      '1 where x and target fall on different sides of 0.5, else 0.'),
+
+    # ---- quantization (elementwise) ----------------------------------------------
+    P('BinarySigmoid', 'binary_sigmoid', 'x', '1 if x > 0 else 0',
+      ['0 if abs(x) >= 1 else 0.5 * gy'],
+      '1 where x > 0, else 0; straight-through gradient 1/2 inside |x| < 1.',
+      straight_through=True),
+    P('BinaryTanh', 'binary_tanh', 'x', '1 if x > 0 else -1',
+      ['0 if abs(x) >= 1 else gy'],
+      '1 where x > 0, else -1; straight-through gradient 1 inside |x| < 1.',
+      straight_through=True),
+    P('FixedPointQuantize', 'fixed_point_quantize', 'x', 'x if not quantize else (((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) else ((-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) if x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else (floor(abs(x) / delta + 0.5) * delta if x >= 0 else -floor(abs(x) / delta + 0.5) * delta)))',
+      ['gy if not quantize or not ste_fine_grained else (0 if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) or x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else gy)'],
+      'Rounds to multiples of delta within the range of an n-bit (signed or unsigned) fixed '
+      'point number; straight-through gradient, zero outside the range when ste_fine_grained.',
+      args=[('sign', _BOOL, True), ('n', _INT, 8), ('delta', _FLOAT, 0.0625),
+            ('quantize', _BOOL, True), ('ste_fine_grained', _BOOL, True)],
+      straight_through=True),
+
+    # ---- losses, validation, quantization, signal processing (structured) ---------
+    S('CategoricalCrossEntropy', 'categorical_cross_entropy', 'x, target', [_axis],
+      'Cross entropy -log x[target] of probabilities x against integer class labels '
+      'along an axis.'),
+    S('KLMultinomial', 'kl_multinomial', 'p, q', [('base_axis', _INT, 1)],
+      'Kullback-Leibler divergence sum p log(p / q) over the dimensions from base_axis on.'),
+    S('TopNError', 'top_n_error', 'x, target', [_axis, ('n', _INT, 1)],
+      '1 where the label\'s score is not among the n largest along the axis, else 0.'),
+    S('ConfusionMatrix', 'confusion_matrix', 'x, target', [_axis],
+      'Counts of (label, argmax prediction) pairs over all samples: a (C, C) matrix.'),
+    S('Prune', 'prune', 'x', [('rate', _FLOAT, 0.9)],
+      'Zeroes the elements whose magnitude lies below the rate-quantile of |x|; '
+      'straight-through gradient.'),
+    S('FFT', 'fft', 'x', [('signal_ndim', _INT, REQUIRED), ('normalized', _BOOL, False)],
+      'Complex discrete Fourier transform over 1 to 3 axes; (real, imag) in the last axis.'),
+    S('IFFT', 'ifft', 'x', [('signal_ndim', _INT, REQUIRED), ('normalized', _BOOL, False)],
+      'Inverse complex discrete Fourier transform over 1 to 3 axes; (real, imag) in the '
+      'last axis.'),
+
+    S('NmsDetection2d', 'nms_detection2d', 'x',
+      [('thresh', _FLOAT, 0.5), ('nms', _FLOAT, 0.45), ('nms_per_class', _BOOL, True)],
+      'Non-maximum suppression of (x, y, w, h, objectness, class probabilities) boxes: '
+      'objectness and the class scores objectness * probability are zeroed below thresh, '
+      'and when a better box overlaps with IoU above nms (per class, or by objectness).'),
+
+    S('Interpolate', 'interpolate', 'x',
+      [('scale', 'floats', None), ('output_size', 'ints', None), ('mode', 'str', 'linear'),
+       ('align_corners', _BOOL, False), ('half_pixel', _BOOL, False),
+       ('half_pixel_for_nn', _BOOL, False), ('channel_last', _BOOL, False)],
+      'Resizes the last len(output_size) (or len(scale)) spatial dimensions by linear or '
+      'nearest-neighbour interpolation.'),
+
+    S('BinaryConnectAffine', 'binary_connect_affine', 'x, weight@, binary_weight@, bias?@',
+      [('base_axis', _INT, 1), ('quantize_zero_to', _FLOAT, 1.0)],
+      'Affine layer over sign(weight) (written into binary_weight); the gradient reaches '
+      'weight straight through.'),
+    S('BinaryWeightAffine', 'binary_weight_affine',
+      'x, weight@, binary_weight@, alpha@, bias?@',
+      [('base_axis', _INT, 1), ('quantize_zero_to', _FLOAT, 1.0)],
+      'Affine layer over sign(weight) scaled per output by alpha = mean |weight| (both '
+      'written into their inputs); the gradient reaches weight straight through.'),
+
+    S('MinMaxQuantize', 'min_max_quantize', 'x, qr_min, qr_max, ql_min, ql_max',
+      [('decay', _FLOAT, 0.999), ('x_min_max', _BOOL, False), ('ema', _BOOL, False),
+       ('ste_fine_grained', _BOOL, True), ('eps', _FLOAT, 0.01), ('quantize', _BOOL, True)],
+      'Uniform quantization to the levels [ql_min, ql_max] over the range [qr_min, qr_max] '
+      '(nudged so that 0 is a level); the range is learnt, taken from x, or its moving '
+      'average, which is written back into qr_min and qr_max.'),
+
+    P('Pow2Quantize', 'pow2_quantize', 'x', 'x if not quantize else (((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else -(0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)))))) if sign else ((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else (0 if with_zero else pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)))))',
+      ['gy if not quantize or not ste_fine_grained else (0 if abs(x) >= pow(2, m) * 1.4142135623730951 '
+       'or (not sign and x < 0) else gy)'],
+      'Rounds |x| to a power of two (in the log domain) within [2^(m - 2^k + 1), 2^m], '
+      'k the bits left after sign and zero; below half a step of the smallest power it '
+      'becomes 0 when with_zero; straight-through gradient, zero where |x| rounds above '
+      '2^m (and, unsigned, for x < 0) when ste_fine_grained.',
+      args=[('sign', _BOOL, True), ('with_zero', _BOOL, True), ('n', _INT, 8), ('m', _INT, 1),
+            ('quantize', _BOOL, True), ('ste_fine_grained', _BOOL, True)],
+      straight_through=True),
+
+    S('VATNoise', 'vat_noise', 'x, w', [('base_axis', _INT, 1), ('eps', _FLOAT, 1.0)],
+      'Noise for virtual adversarial training: eps x / ||x|| per sample; backward stores '
+      'eps times the output gradient in w and gives x none.'),
+    S('WarpByFlow', 'warp_by_flow', 'data, flow', [],
+      'Bilinear resampling of (N, C, H, W) images at pixel positions displaced by a '
+      '(N, 2, H, W) flow, with border replication.'),
+
+    S('INQAffine', 'inq_affine', 'x, weight@, indicator_fixedweights@, bias?@',
+      [('base_axis', _INT, 1), ('num_bits', _INT, 4), ('inq_iterations', 'ints', ()),
+       ('selection_algorithm', 'str', 'largest_abs'), ('seed', _INT, -1)],
+      'Affine layer with incremental network quantization: weights are fixed to powers of '
+      'two in steps (half of the learnable ones at each listed forward count); only the '
+      'learnable ones get gradients.'),
+
+    S('STFT', 'stft', 'x',
+      [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
+       ('window_type', 'any', 'hanning'), ('center', _BOOL, True), ('pad_mode', 'str', 'reflect')],
+      'Short-time Fourier transform of (batch, samples) signals: real and imaginary parts, '
+      'each (batch, fft_size // 2 + 1, frames).', outputs='y_r, y_i'),
+    S('ISTFT', 'istft', 'y_r, y_i',
+      [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
+       ('window_type', 'any', 'hanning'), ('center', _BOOL, True)],
+      'Inverse short-time Fourier transform: overlap-add of inverse FFTs weighted by the '
+      'window over its squared sum along shifts by stride (fft_size a multiple of stride).',
+      outputs='x'),
+
+    # ---- special use (elementwise) -------------------------------------------------
+    P('Unlink', 'unlink', 'x', 'x', ['0'],
+      'Identity in the forward pass; no gradient flows back through it.',
+      straight_through=True),
 ]
 
 BY_NAME = {s.name: s for s in FUNCTIONS}

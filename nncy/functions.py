@@ -11,6 +11,7 @@ from nncy import _cpu_math  # noqa: F401  (reduction, logical and math functions
 from nncy import _cpu_array  # noqa: F401  (array manipulation)
 from nncy import _cpu_random  # noqa: F401  (stochasticity)
 from nncy import _composite  # noqa: F401  (composite rows: builders from F.* calls)
+from nncy import _cpu_loss  # noqa: F401  (losses, validation, quantization, fft)
 from nncy._table import FUNCTIONS, REQUIRED
 
 __all__ = []

@@ -23,7 +23,9 @@ ROOT = os.path.dirname(HERE)
 # C++ function: its multi_head_attention is written with other functions).
 NO_MESSAGE = {'MultiHeadAttention', 'ClipByNorm'}
 # Arguments without a field in their row's message: saved only at their default.
-UNMAPPED = {('PatchCorrelation', 'channel_last')} | {
+UNMAPPED = {('PatchCorrelation', 'channel_last'), ('Interpolate', 'scale'),
+            ('FixedPointQuantize', 'quantize'), ('Pow2Quantize', 'quantize'),
+            ('MinMaxQuantize', 'quantize')} | {
     (t, 'output_stat') for t in ('BatchNormalization', 'FusedBatchNormalization',
                                  'SyncBatchNormalization', 'LayerNormalization',
                                  'InstanceNormalization', 'GroupNormalization',

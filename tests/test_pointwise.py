@@ -370,6 +370,166 @@ REFS.update({
 })
 
 
+
+# ---- losses, validation, quantization, special use (issue 7) -----------------
+
+def _sce_ref(x, t):
+    return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+
+def _bce_ref(x, t):
+    tiny = np.finfo(np.float32).tiny
+    return -(t * np.log(np.maximum(x, tiny)) + (1 - t) * np.log(np.maximum(1 - x, tiny)))
+
+
+def _huber_ref(a, b, delta=1.0):
+    d = a - b
+    return np.where(np.abs(d) < delta, d * d, delta * (2 * np.abs(d) - delta))
+
+
+def _huber_grad(xs, y, dy, delta=1.0):
+    d = xs[0] - xs[1]
+    g = dy * np.where(np.abs(d) < delta, 2 * d, 2 * delta * np.sign(d))
+    return [g, -g]
+
+
+def _eps_ref(a, b, epsilon):
+    d = np.abs(a - b)
+    return np.where(d > epsilon, d - epsilon, 0.0)
+
+
+def _eps_grad(xs, y, dy, epsilon):
+    d = xs[0] - xs[1]
+    g = dy * np.where(np.abs(d) > epsilon, np.where(d > 0, 1.0, -1.0), 0.0)
+    return [g, -g]
+
+
+def _fpq_range(sign=True, n=8, delta=0.0625):
+    if sign:
+        hi = (2 ** (n - 1) - 1) * delta
+        return -hi, hi
+    return 0.0, (2 ** n - 1) * delta
+
+
+def _fpq_ref(x, sign=True, n=8, delta=0.0625, quantize=True, ste_fine_grained=True):
+    if not quantize:
+        return x.copy()
+    lo, hi = _fpq_range(sign, n, delta)
+    q = np.sign(x) * np.floor(np.abs(x) / delta + 0.5) * delta
+    return np.where(x > hi, hi, np.where(x < lo, lo, q))
+
+
+def _fpq_grad(xs, y, dy, sign=True, n=8, delta=0.0625, quantize=True,
+              ste_fine_grained=True):
+    if not quantize or not ste_fine_grained:
+        return [dy]
+    lo, hi = _fpq_range(sign, n, delta)
+    return [dy * ((xs[0] <= hi) & (xs[0] >= lo))]
+
+
+def off_grid(step, lo, hi):
+    """Multiples of ``step`` in [lo, hi], moved by +-0.3 step: away from rounding
+    boundaries (also after float16 storage)."""
+    def gen(rng, shape):
+        k = rng.randint(int(lo / step), int(hi / step) + 1, size=shape)
+        off = np.where(rng.rand(*shape) < 0.5, -0.3, 0.3)
+        return np.asarray((k + off) * step, dtype=np.float32).reshape(shape)
+    return gen
+
+
+
+def _p2q_range(sign=True, with_zero=True, n=8, m=1):
+    k = n - int(sign) - int(with_zero)
+    return 2.0 ** (m - (2 ** k - 1)), 2.0 ** m
+
+
+def _p2q_ref(x, sign=True, with_zero=True, n=8, m=1, quantize=True, ste_fine_grained=True):
+    if not quantize:
+        return x.copy()
+    pmin, pmax = _p2q_range(sign, with_zero, n, m)
+    a = np.abs(x)
+    q = np.clip(2.0 ** np.round(np.log2(np.maximum(a, 1e-30))), pmin, pmax)
+    if with_zero:
+        q = np.where(a < pmin * 2 ** -0.5, 0.0, q)
+    if sign:
+        return np.where(x >= 0, q, -q)
+    return np.where(x >= 0, q, 0.0 if with_zero else pmin)
+
+
+def _p2q_grad(xs, y, dy, sign=True, with_zero=True, n=8, m=1, quantize=True,
+              ste_fine_grained=True):
+    if not quantize or not ste_fine_grained:
+        return [dy]
+    keep = np.abs(xs[0]) < 2.0 ** (m + 0.5)          # |x| does not round above 2^m
+    if not sign:
+        keep = keep & (xs[0] >= 0)
+    return [dy * keep]
+
+
+def pow2_off_grid(lo, hi):
+    """+-2^(k + u), k integer in [lo, hi], |u| <= 0.4: away from the rounding
+    boundaries of a power-of-two quantizer (also after float16 storage)."""
+    def gen(rng, shape):
+        e = rng.randint(lo, hi + 1, size=shape) + rng.uniform(-0.4, 0.4, size=shape)
+        sign = np.where(rng.rand(*shape) < 0.5, -1.0, 1.0)
+        return np.asarray(sign * 2.0 ** e, dtype=np.float32).reshape(shape)
+    return gen
+
+
+FAR = away_from_zero(1.0, 2.0)     # with NEAR: |x0 - x1| >= 0.7, off the kink at 0
+NEAR = uniform(-0.3, 0.3)
+PROB = uniform(0.0, 1.0)
+
+REFS.update({
+    'sigmoid_cross_entropy': PW(_sce_ref,
+                                lambda xs, y, dy: [dy * (_sig(xs[0]) - xs[1]), -dy * xs[0]],
+                                [({}, [normal(2.0), PROB]), ({}, [normal(30.0), grid((0.0, 1.0))])],
+                                dict(TRANSC, atol=2e-5)),
+    'binary_cross_entropy': PW(_bce_ref,
+                               lambda xs, y, dy: [dy * (xs[0] - xs[1]) / (xs[0] * (1 - xs[0])),
+                                                  dy * (np.log(1 - xs[0]) - np.log(xs[0]))],
+                               [({}, [uniform(0.1, 0.9), PROB])], TRANSC),
+    'squared_error': PW(lambda a, b: (a - b) ** 2,
+                        lambda xs, y, dy: [2 * dy * (xs[0] - xs[1]), -2 * dy * (xs[0] - xs[1])],
+                        [({}, [N, N])], dict(EXACT, atol=1e-6, grad_atol=4e-6)),
+    'absolute_error': PW(lambda a, b: np.abs(a - b),
+                         lambda xs, y, dy: [dy * np.sign(xs[0] - xs[1]),
+                                            -dy * np.sign(xs[0] - xs[1])],
+                         [({}, [FAR, NEAR])], dict(EXACT, atol=1e-6)),
+    'huber_loss': PW(_huber_ref, _huber_grad,
+                     [({}, [N, N]), ({'delta': 0.5}, [N, N])],
+                     dict(EXACT, atol=1e-6, grad_atol=4e-6)),
+    'epsilon_insensitive_loss': PW(_eps_ref, _eps_grad,
+                                   [({'epsilon': 0.5}, [FAR, NEAR]),
+                                    ({'epsilon': 1.5}, [off_grid(1.0, -2.0, 2.0), uniform(-0.1, 0.1)])],
+                                   dict(EXACT, atol=1e-6)),
+    'binary_error': PW(lambda a, b: _f((a >= 0.5) != (b >= 0.5)), _zero2,
+                       [({}, [grid((0.0, 0.25, 0.5, 0.75, 1.0)), grid((0.0, 0.5, 1.0))]),
+                        ({}, [N, N])], NO_FD, nan=False),
+    'binary_sigmoid': PW(lambda x: _f(x > 0),
+                         lambda xs, y, dy: [0.5 * dy * (np.abs(xs[0]) < 1)],
+                         [({}, [normal(2.0)])], NO_FD, nan=False),
+    'binary_tanh': PW(lambda x: np.where(x > 0, 1.0, -1.0),
+                      lambda xs, y, dy: [dy * (np.abs(xs[0]) < 1)],
+                      [({}, [normal(2.0)])], NO_FD, nan=False),
+    'fixed_point_quantize': PW(_fpq_ref, _fpq_grad,
+                               [({}, [off_grid(0.0625, -10.0, 10.0)]),
+                                ({'sign': False, 'n': 4, 'delta': 0.25},
+                                 [off_grid(0.25, -1.0, 5.0)]),
+                                ({'ste_fine_grained': False}, [off_grid(0.0625, -10.0, 10.0)]),
+                                ({'quantize': False}, [N])], NO_FD),
+    'pow2_quantize': PW(_p2q_ref, _p2q_grad,
+                        [({}, [pow2_off_grid(-3, 2)]),
+                         ({'n': 3, 'm': 1}, [pow2_off_grid(-3, 2)]),
+                         ({'sign': False, 'n': 3, 'm': 2}, [pow2_off_grid(-2, 3)]),
+                         ({'with_zero': False, 'n': 3, 'm': 0, 'ste_fine_grained': False},
+                          [pow2_off_grid(-3, 2)]),
+                         ({'sign': False, 'with_zero': False, 'n': 3, 'm': 1},
+                          [pow2_off_grid(-3, 2)]),
+                         ({'quantize': False}, [N])], NO_FD, nan=False),
+    'unlink': PW(lambda x: x.copy(), lambda xs, y, dy: [0 * dy], [({}, [N])], NO_FD),
+})
+
 def _fn(spec):
     fn = getattr(F, spec.name, None)
     assert fn is not None, 'nncy.functions has no %s' % spec.name
@@ -541,7 +701,8 @@ def test_broadcast_property(spec, data):
 def test_incompatible_shapes_raise(spec):
     a = np.ones((2, 3), np.float32)
     b = np.ones((4,), np.float32)
-    check_raises(_fn(spec), [a, b], exc=ValueError, match_words=['2, 3'])
+    args = _entry(spec).cases[0][0]   # required arguments (epsilon_insensitive_loss)
+    check_raises(_fn(spec), [a, b], args, exc=ValueError, match_words=['2, 3'])
 
 
 # --------------------------------------------------------------------------

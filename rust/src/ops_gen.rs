@@ -12,10 +12,10 @@ use crate::vmath;
 use crate::{Error, Result};
 
 /// Hash of the table's pointwise rows (`nncy._codegen.signature()`).
-pub const SIGNATURE: u64 = 0x05b07bc4e5449ec8;
+pub const SIGNATURE: u64 = 0xe3a637cf8941ff5d;
 
 /// Unary ops, by op code.
-pub static UNARY: [OpInfo; 57] = [
+pub static UNARY: [OpInfo; 62] = [
     OpInfo { name: "relu", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
     OpInfo { name: "tanh", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: true })] },
@@ -73,10 +73,15 @@ pub static UNARY: [OpInfo; 57] = [
     OpInfo { name: "asinh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "acosh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
     OpInfo { name: "atanh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "binary_sigmoid", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "binary_tanh", n_params: 0, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "fixed_point_quantize", n_params: 5, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "pow2_quantize", n_params: 6, grads: &[Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "unlink", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false })] },
 ];
 
 /// Binary ops, by op code.
-pub static BINARY: [OpInfo; 17] = [
+pub static BINARY: [OpInfo; 24] = [
     OpInfo { name: "add2", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "sub2", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
     OpInfo { name: "mul2", n_params: 0, grads: &[Some(Uses { inputs: [false, true], y: false }), Some(Uses { inputs: [true, false], y: false })] },
@@ -94,6 +99,13 @@ pub static BINARY: [OpInfo; 17] = [
     OpInfo { name: "minimum2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
     OpInfo { name: "maximum2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
     OpInfo { name: "atan2", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "sigmoid_cross_entropy", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "binary_cross_entropy", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, false], y: false })] },
+    OpInfo { name: "squared_error", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "absolute_error", n_params: 0, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "huber_loss", n_params: 1, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "epsilon_insensitive_loss", n_params: 1, grads: &[Some(Uses { inputs: [true, true], y: false }), Some(Uses { inputs: [true, true], y: false })] },
+    OpInfo { name: "binary_error", n_params: 0, grads: &[Some(Uses { inputs: [false, false], y: false }), Some(Uses { inputs: [false, false], y: false })] },
 ];
 
 // ReLU (unary op 0): x if x > 0 else 0
@@ -666,6 +678,56 @@ fn atanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
     gy / (1.0f32 - x * x)
 }
 
+// BinarySigmoid (unary op 57): 1 if x > 0 else 0
+#[inline(always)]
+fn binary_sigmoid_fwd(x: f32) -> f32 {
+    if x > 0.0f32 { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn binary_sigmoid_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    if f32::abs(x) >= 1.0f32 { 0.0f32 } else { 0.5f32 * gy }
+}
+
+// BinaryTanh (unary op 58): 1 if x > 0 else -1
+#[inline(always)]
+fn binary_tanh_fwd(x: f32) -> f32 {
+    if x > 0.0f32 { 1.0f32 } else { -1.0f32 }
+}
+#[inline(always)]
+fn binary_tanh_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    if f32::abs(x) >= 1.0f32 { 0.0f32 } else { gy }
+}
+
+// FixedPointQuantize (unary op 59): x if not quantize else (((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) else ((-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) if x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else (floor(abs(x) / delta + 0.5) * delta if x >= 0 else -floor(abs(x) / delta + 0.5) * delta)))
+#[inline(always)]
+fn fixed_point_quantize_fwd(x: f32, sign: f32, n: f32, delta: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) { x } else if x > (if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) { if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta } } else if x < (if sign != 0.0f32 { -(if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) } else { 0.0f32 }) { if sign != 0.0f32 { -(if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) } else { 0.0f32 } } else if x >= 0.0f32 { f32::floor(f32::abs(x) / delta + 0.5f32) * delta } else { -f32::floor(f32::abs(x) / delta + 0.5f32) * delta }
+}
+#[inline(always)]
+fn fixed_point_quantize_grad0(x: f32, y: f32, gy: f32, sign: f32, n: f32, delta: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if x > (if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) || x < (if sign != 0.0f32 { -(if sign != 0.0f32 { (f32::powf(2.0f32, n - 1.0f32) - 1.0f32) * delta } else { (f32::powf(2.0f32, n) - 1.0f32) * delta }) } else { 0.0f32 }) { 0.0f32 } else { gy }
+}
+
+// Pow2Quantize (unary op 60): x if not quantize else (((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else -(0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)))))) if sign else ((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else (0 if with_zero else pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)))))
+#[inline(always)]
+fn pow2_quantize_fwd(x: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) { x } else if sign != 0.0f32 { if x >= 0.0f32 { if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) } } else { -(if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) }) } } else if x >= 0.0f32 { if with_zero != 0.0f32 && f32::abs(x) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) * 0.7071067811865476f32 { 0.0f32 } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) > f32::powf(2.0f32, m) { f32::powf(2.0f32, m) } else if f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) < f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) } else { f32::powf(2.0f32, f32::round(vmath::ln(f32::max(f32::abs(x), 1e-30f32)) * 1.4426950408889634f32)) } } else if with_zero != 0.0f32 { 0.0f32 } else { f32::powf(2.0f32, m - (f32::powf(2.0f32, n - (if sign != 0.0f32 { 1.0f32 } else { 0.0f32 }) - (if with_zero != 0.0f32 { 1.0f32 } else { 0.0f32 })) - 1.0f32)) }
+}
+#[inline(always)]
+fn pow2_quantize_grad0(x: f32, y: f32, gy: f32, sign: f32, with_zero: f32, n: f32, m: f32, quantize: f32, ste_fine_grained: f32) -> f32 {
+    if !(quantize != 0.0f32) || !(ste_fine_grained != 0.0f32) { gy } else if f32::abs(x) >= f32::powf(2.0f32, m) * 1.4142135623730951f32 || !(sign != 0.0f32) && x < 0.0f32 { 0.0f32 } else { gy }
+}
+
+// Unlink (unary op 61): x
+#[inline(always)]
+fn unlink_fwd(x: f32) -> f32 {
+    x
+}
+#[inline(always)]
+fn unlink_grad0(x: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
 // Add2 (binary op 0): x0 + x1
 #[inline(always)]
 fn add2_fwd(x0: f32, x1: f32) -> f32 {
@@ -904,6 +966,104 @@ fn atan2_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
     -gy * x0 / (x0 * x0 + x1 * x1)
 }
 
+// SigmoidCrossEntropy (binary op 17): max(x, 0) - x * target + log1p(exp(-abs(x)))
+#[inline(always)]
+fn sigmoid_cross_entropy_fwd(x: f32, target: f32) -> f32 {
+    f32::max(x, 0.0f32) - x * target + vmath::log1p(vmath::exp(-f32::abs(x)))
+}
+#[inline(always)]
+fn sigmoid_cross_entropy_grad0(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    gy * (vmath::sigmoid(x) - target)
+}
+#[inline(always)]
+fn sigmoid_cross_entropy_grad1(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    -gy * x
+}
+
+// BinaryCrossEntropy (binary op 18): -(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))
+#[inline(always)]
+fn binary_cross_entropy_fwd(x: f32, target: f32) -> f32 {
+    -(target * vmath::ln(f32::max(x, 1.17549435e-38f32)) + (1.0f32 - target) * vmath::ln(f32::max(1.0f32 - x, 1.17549435e-38f32)))
+}
+#[inline(always)]
+fn binary_cross_entropy_grad0(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    gy * (if 1.0f32 - x > 1.17549435e-38f32 { (1.0f32 - target) / (1.0f32 - x) } else { 0.0f32 }) - gy * (if x > 1.17549435e-38f32 { target / x } else { 0.0f32 })
+}
+#[inline(always)]
+fn binary_cross_entropy_grad1(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    gy * (vmath::ln(f32::max(1.0f32 - x, 1.17549435e-38f32)) - vmath::ln(f32::max(x, 1.17549435e-38f32)))
+}
+
+// SquaredError (binary op 19): (x0 - x1) * (x0 - x1)
+#[inline(always)]
+fn squared_error_fwd(x0: f32, x1: f32) -> f32 {
+    (x0 - x1) * (x0 - x1)
+}
+#[inline(always)]
+fn squared_error_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    2.0f32 * gy * (x0 - x1)
+}
+#[inline(always)]
+fn squared_error_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    -2.0f32 * gy * (x0 - x1)
+}
+
+// AbsoluteError (binary op 20): abs(x0 - x1)
+#[inline(always)]
+fn absolute_error_fwd(x0: f32, x1: f32) -> f32 {
+    f32::abs(x0 - x1)
+}
+#[inline(always)]
+fn absolute_error_grad0(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 > x1 { gy } else { -gy }
+}
+#[inline(always)]
+fn absolute_error_grad1(x0: f32, x1: f32, y: f32, gy: f32) -> f32 {
+    if x0 > x1 { -gy } else { gy }
+}
+
+// HuberLoss (binary op 21): (x0 - x1) * (x0 - x1) if abs(x0 - x1) < delta else delta * (2 * abs(x0 - x1) - delta)
+#[inline(always)]
+fn huber_loss_fwd(x0: f32, x1: f32, delta: f32) -> f32 {
+    if f32::abs(x0 - x1) < delta { (x0 - x1) * (x0 - x1) } else { delta * (2.0f32 * f32::abs(x0 - x1) - delta) }
+}
+#[inline(always)]
+fn huber_loss_grad0(x0: f32, x1: f32, y: f32, gy: f32, delta: f32) -> f32 {
+    if f32::abs(x0 - x1) < delta { 2.0f32 * gy * (x0 - x1) } else if x0 > x1 { 2.0f32 * gy * delta } else { -2.0f32 * gy * delta }
+}
+#[inline(always)]
+fn huber_loss_grad1(x0: f32, x1: f32, y: f32, gy: f32, delta: f32) -> f32 {
+    if f32::abs(x0 - x1) < delta { -2.0f32 * gy * (x0 - x1) } else if x0 > x1 { -2.0f32 * gy * delta } else { 2.0f32 * gy * delta }
+}
+
+// EpsilonInsensitiveLoss (binary op 22): abs(x0 - x1) - epsilon if abs(x0 - x1) > epsilon else 0
+#[inline(always)]
+fn epsilon_insensitive_loss_fwd(x0: f32, x1: f32, epsilon: f32) -> f32 {
+    if f32::abs(x0 - x1) > epsilon { f32::abs(x0 - x1) - epsilon } else { 0.0f32 }
+}
+#[inline(always)]
+fn epsilon_insensitive_loss_grad0(x0: f32, x1: f32, y: f32, gy: f32, epsilon: f32) -> f32 {
+    if f32::abs(x0 - x1) > epsilon { if x0 > x1 { gy } else { -gy } } else { 0.0f32 }
+}
+#[inline(always)]
+fn epsilon_insensitive_loss_grad1(x0: f32, x1: f32, y: f32, gy: f32, epsilon: f32) -> f32 {
+    if f32::abs(x0 - x1) > epsilon { if x0 > x1 { -gy } else { gy } } else { 0.0f32 }
+}
+
+// BinaryError (binary op 23): (x >= 0.5) != (target >= 0.5)
+#[inline(always)]
+fn binary_error_fwd(x: f32, target: f32) -> f32 {
+    if (if x >= 0.5f32 { 1.0f32 } else { 0.0f32 }) != (if target >= 0.5f32 { 1.0f32 } else { 0.0f32 }) { 1.0f32 } else { 0.0f32 }
+}
+#[inline(always)]
+fn binary_error_grad0(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+#[inline(always)]
+fn binary_error_grad1(x: f32, target: f32, y: f32, gy: f32) -> f32 {
+    0.0f32
+}
+
 /// y = op(x) elementwise (in place when `x` is `None`).
 pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
     match op {
@@ -1037,6 +1197,26 @@ pub fn unary(op: u32, x: Option<&[f32]>, y: &mut [f32], p: &[f32]) -> Result {
         54 => pointwise::unary(x, y, 8, #[inline(always)] move |x| asinh_fwd(x)),
         55 => pointwise::unary(x, y, 8, #[inline(always)] move |x| acosh_fwd(x)),
         56 => pointwise::unary(x, y, 8, #[inline(always)] move |x| atanh_fwd(x)),
+        57 => pointwise::unary(x, y, 1, #[inline(always)] move |x| binary_sigmoid_fwd(x)),
+        58 => pointwise::unary(x, y, 1, #[inline(always)] move |x| binary_tanh_fwd(x)),
+        59 => {
+            let sign = param(p, 0)?;
+            let n = param(p, 1)?;
+            let delta = param(p, 2)?;
+            let quantize = param(p, 3)?;
+            let ste_fine_grained = param(p, 4)?;
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| fixed_point_quantize_fwd(x, sign, n, delta, quantize, ste_fine_grained))
+        }
+        60 => {
+            let sign = param(p, 0)?;
+            let with_zero = param(p, 1)?;
+            let n = param(p, 2)?;
+            let m = param(p, 3)?;
+            let quantize = param(p, 4)?;
+            let ste_fine_grained = param(p, 5)?;
+            pointwise::unary(x, y, 8, #[inline(always)] move |x| pow2_quantize_fwd(x, sign, with_zero, n, m, quantize, ste_fine_grained))
+        }
+        61 => pointwise::unary(x, y, 1, #[inline(always)] move |x| unlink_fwd(x)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1175,6 +1355,26 @@ pub fn unary_grad(op: u32, x: &[f32], y: &[f32], gy: &[f32], gx: &mut [f32], p: 
         54 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| asinh_grad0(x, y, gy)),
         55 => pointwise::unary_grad(x, y, gy, gx, accum, 2, #[inline(always)] move |x, y, gy| acosh_grad0(x, y, gy)),
         56 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| atanh_grad0(x, y, gy)),
+        57 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| binary_sigmoid_grad0(x, y, gy)),
+        58 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| binary_tanh_grad0(x, y, gy)),
+        59 => {
+            let sign = param(p, 0)?;
+            let n = param(p, 1)?;
+            let delta = param(p, 2)?;
+            let quantize = param(p, 3)?;
+            let ste_fine_grained = param(p, 4)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| fixed_point_quantize_grad0(x, y, gy, sign, n, delta, quantize, ste_fine_grained))
+        }
+        60 => {
+            let sign = param(p, 0)?;
+            let with_zero = param(p, 1)?;
+            let n = param(p, 2)?;
+            let m = param(p, 3)?;
+            let quantize = param(p, 4)?;
+            let ste_fine_grained = param(p, 5)?;
+            pointwise::unary_grad(x, y, gy, gx, accum, 8, #[inline(always)] move |x, y, gy| pow2_quantize_grad0(x, y, gy, sign, with_zero, n, m, quantize, ste_fine_grained))
+        }
+        61 => pointwise::unary_grad(x, y, gy, gx, accum, 1, #[inline(always)] move |x, y, gy| unlink_grad0(x, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1200,6 +1400,19 @@ pub fn binary(op: u32, lay: &Layout<2>, x0: Operand, x1: Operand, y: &mut [f32],
         14 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| minimum2_fwd(x0, x1)),
         15 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| maximum2_fwd(x0, x1)),
         16 => pointwise::binary(lay, x0, x1, y, 8, #[inline(always)] move |x0, x1| atan2_fwd(x0, x1)),
+        17 => pointwise::binary(lay, x0, x1, y, 6, #[inline(always)] move |x, target| sigmoid_cross_entropy_fwd(x, target)),
+        18 => pointwise::binary(lay, x0, x1, y, 5, #[inline(always)] move |x, target| binary_cross_entropy_fwd(x, target)),
+        19 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| squared_error_fwd(x0, x1)),
+        20 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| absolute_error_fwd(x0, x1)),
+        21 => {
+            let delta = param(p, 0)?;
+            pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| huber_loss_fwd(x0, x1, delta))
+        }
+        22 => {
+            let epsilon = param(p, 0)?;
+            pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x0, x1| epsilon_insensitive_loss_fwd(x0, x1, epsilon))
+        }
+        23 => pointwise::binary(lay, x0, x1, y, 1, #[inline(always)] move |x, target| binary_error_fwd(x, target)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1254,6 +1467,32 @@ pub fn binary_grad(
         (15, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| maximum2_grad1(x0, x1, y, gy)),
         (16, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| atan2_grad0(x0, x1, y, gy)),
         (16, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| atan2_grad1(x0, x1, y, gy)),
+        (17, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 3, #[inline(always)] move |x, target, y, gy| sigmoid_cross_entropy_grad0(x, target, y, gy)),
+        (17, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x, target, y, gy| sigmoid_cross_entropy_grad1(x, target, y, gy)),
+        (18, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x, target, y, gy| binary_cross_entropy_grad0(x, target, y, gy)),
+        (18, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 5, #[inline(always)] move |x, target, y, gy| binary_cross_entropy_grad1(x, target, y, gy)),
+        (19, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| squared_error_grad0(x0, x1, y, gy)),
+        (19, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| squared_error_grad1(x0, x1, y, gy)),
+        (20, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| absolute_error_grad0(x0, x1, y, gy)),
+        (20, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| absolute_error_grad1(x0, x1, y, gy)),
+        (21, 0) => {
+            let delta = param(p, 0)?;
+            pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| huber_loss_grad0(x0, x1, y, gy, delta))
+        }
+        (21, 1) => {
+            let delta = param(p, 0)?;
+            pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| huber_loss_grad1(x0, x1, y, gy, delta))
+        }
+        (22, 0) => {
+            let epsilon = param(p, 0)?;
+            pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| epsilon_insensitive_loss_grad0(x0, x1, y, gy, epsilon))
+        }
+        (22, 1) => {
+            let epsilon = param(p, 0)?;
+            pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x0, x1, y, gy| epsilon_insensitive_loss_grad1(x0, x1, y, gy, epsilon))
+        }
+        (23, 0) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x, target, y, gy| binary_error_grad0(x, target, y, gy)),
+        (23, 1) => pointwise::binary_grad(lay, x0, x1, y, gy, g, accum, 1, #[inline(always)] move |x, target, y, gy| binary_error_grad1(x, target, y, gy)),
         _ => return Err(Error::Invalid),
     }
     Ok(())
@@ -1266,7 +1505,7 @@ pub mod reference {
     use crate::vmath::reference as vref;
 
     /// Parameter values for the tests, per unary op.
-    pub static UNARY_PARAMS: [&[f64]; 57] = [
+    pub static UNARY_PARAMS: [&[f64]; 62] = [
         &[],
         &[],
         &[],
@@ -1324,9 +1563,14 @@ pub mod reference {
         &[],
         &[],
         &[],
+        &[],
+        &[],
+        &[1.0f64, 8.0f64, 0.5625f64, 1.0f64, 1.0f64],
+        &[1.0f64, 1.0f64, 8.0f64, 1.0f64, 1.0f64, 1.0f64],
+        &[],
     ];
     /// Parameter values for the tests, per binary op.
-    pub static BINARY_PARAMS: [&[f64]; 17] = [
+    pub static BINARY_PARAMS: [&[f64]; 24] = [
         &[],
         &[],
         &[],
@@ -1343,12 +1587,19 @@ pub mod reference {
         &[],
         &[],
         &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[1.5f64],
+        &[0.5f64],
         &[],
     ];
     /// Per unary op: the gradient is a straight-through estimate, not the derivative.
-    pub static UNARY_STRAIGHT_THROUGH: [bool; 57] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false];
+    pub static UNARY_STRAIGHT_THROUGH: [bool; 62] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, false, false, false, false, false, false, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true];
     /// Per binary op: the gradient is a straight-through estimate, not the derivative.
-    pub static BINARY_STRAIGHT_THROUGH: [bool; 17] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false];
+    pub static BINARY_STRAIGHT_THROUGH: [bool; 24] = [false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false];
 
     pub fn unary(op: u32, x: f64, p: &[f64]) -> f64 {
         match op {
@@ -1409,6 +1660,11 @@ pub mod reference {
             54 => { f64::asinh(x) }
             55 => { f64::acosh(x) }
             56 => { f64::atanh(x) }
+            57 => { if x > 0.0f64 { 1.0f64 } else { 0.0f64 } }
+            58 => { if x > 0.0f64 { 1.0f64 } else { -1.0f64 } }
+            59 => { let sign = p[0]; let n = p[1]; let delta = p[2]; let quantize = p[3]; let ste_fine_grained = p[4]; if !(quantize != 0.0f64) { x } else if x > (if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) { if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta } } else if x < (if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 }) { if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 } } else if x >= 0.0f64 { f64::floor(f64::abs(x) / delta + 0.5f64) * delta } else { -f64::floor(f64::abs(x) / delta + 0.5f64) * delta } }
+            60 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) { x } else if sign != 0.0f64 { if x >= 0.0f64 { if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) } } else { -(if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) }) } } else if x >= 0.0f64 { if with_zero != 0.0f64 && f64::abs(x) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) * 0.7071067811865476f64 { 0.0f64 } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) > f64::powf(2.0f64, m) { f64::powf(2.0f64, m) } else if f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) < f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } else { f64::powf(2.0f64, f64::round(f64::ln(f64::max(f64::abs(x), 1e-30f64)) * 1.4426950408889634f64)) } } else if with_zero != 0.0f64 { 0.0f64 } else { f64::powf(2.0f64, m - (f64::powf(2.0f64, n - (if sign != 0.0f64 { 1.0f64 } else { 0.0f64 }) - (if with_zero != 0.0f64 { 1.0f64 } else { 0.0f64 })) - 1.0f64)) } }
+            61 => { x }
             _ => f64::NAN,
         }
     }
@@ -1472,6 +1728,11 @@ pub mod reference {
             54 => { gy / f64::sqrt(x * x + 1.0f64) }
             55 => { gy / f64::sqrt(x * x - 1.0f64) }
             56 => { gy / (1.0f64 - x * x) }
+            57 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { 0.5f64 * gy } }
+            58 => { if f64::abs(x) >= 1.0f64 { 0.0f64 } else { gy } }
+            59 => { let sign = p[0]; let n = p[1]; let delta = p[2]; let quantize = p[3]; let ste_fine_grained = p[4]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if x > (if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) || x < (if sign != 0.0f64 { -(if sign != 0.0f64 { (f64::powf(2.0f64, n - 1.0f64) - 1.0f64) * delta } else { (f64::powf(2.0f64, n) - 1.0f64) * delta }) } else { 0.0f64 }) { 0.0f64 } else { gy } }
+            60 => { let sign = p[0]; let with_zero = p[1]; let n = p[2]; let m = p[3]; let quantize = p[4]; let ste_fine_grained = p[5]; if !(quantize != 0.0f64) || !(ste_fine_grained != 0.0f64) { gy } else if f64::abs(x) >= f64::powf(2.0f64, m) * 1.4142135623730951f64 || !(sign != 0.0f64) && x < 0.0f64 { 0.0f64 } else { gy } }
+            61 => { 0.0f64 }
             _ => f64::NAN,
         }
     }
@@ -1495,6 +1756,13 @@ pub mod reference {
             14 => { if x0 < x1 { x0 } else { x1 } }
             15 => { if x0 > x1 { x0 } else { x1 } }
             16 => { f64::atan2(x0, x1) }
+            17 => { let x = x0; let target = x1; f64::max(x, 0.0f64) - x * target + f64::ln_1p(f64::exp(-f64::abs(x))) }
+            18 => { let x = x0; let target = x1; -(target * f64::ln(f64::max(x, 1.17549435e-38f64)) + (1.0f64 - target) * f64::ln(f64::max(1.0f64 - x, 1.17549435e-38f64))) }
+            19 => { (x0 - x1) * (x0 - x1) }
+            20 => { f64::abs(x0 - x1) }
+            21 => { let delta = p[0]; if f64::abs(x0 - x1) < delta { (x0 - x1) * (x0 - x1) } else { delta * (2.0f64 * f64::abs(x0 - x1) - delta) } }
+            22 => { let epsilon = p[0]; if f64::abs(x0 - x1) > epsilon { f64::abs(x0 - x1) - epsilon } else { 0.0f64 } }
+            23 => { let x = x0; let target = x1; if (if x >= 0.5f64 { 1.0f64 } else { 0.0f64 }) != (if target >= 0.5f64 { 1.0f64 } else { 0.0f64 }) { 1.0f64 } else { 0.0f64 } }
             _ => f64::NAN,
         }
     }
@@ -1535,6 +1803,20 @@ pub mod reference {
             (15, 1) => { if x0 > x1 { 0.0f64 } else { gy } }
             (16, 0) => { gy * x1 / (x0 * x0 + x1 * x1) }
             (16, 1) => { -gy * x0 / (x0 * x0 + x1 * x1) }
+            (17, 0) => { let x = x0; let target = x1; gy * (vref::sigmoid(x) - target) }
+            (17, 1) => { let x = x0; let target = x1; -gy * x }
+            (18, 0) => { let x = x0; let target = x1; gy * (if 1.0f64 - x > 1.17549435e-38f64 { (1.0f64 - target) / (1.0f64 - x) } else { 0.0f64 }) - gy * (if x > 1.17549435e-38f64 { target / x } else { 0.0f64 }) }
+            (18, 1) => { let x = x0; let target = x1; gy * (f64::ln(f64::max(1.0f64 - x, 1.17549435e-38f64)) - f64::ln(f64::max(x, 1.17549435e-38f64))) }
+            (19, 0) => { 2.0f64 * gy * (x0 - x1) }
+            (19, 1) => { -2.0f64 * gy * (x0 - x1) }
+            (20, 0) => { if x0 > x1 { gy } else { -gy } }
+            (20, 1) => { if x0 > x1 { -gy } else { gy } }
+            (21, 0) => { let delta = p[0]; if f64::abs(x0 - x1) < delta { 2.0f64 * gy * (x0 - x1) } else if x0 > x1 { 2.0f64 * gy * delta } else { -2.0f64 * gy * delta } }
+            (21, 1) => { let delta = p[0]; if f64::abs(x0 - x1) < delta { -2.0f64 * gy * (x0 - x1) } else if x0 > x1 { -2.0f64 * gy * delta } else { 2.0f64 * gy * delta } }
+            (22, 0) => { let epsilon = p[0]; if f64::abs(x0 - x1) > epsilon { if x0 > x1 { gy } else { -gy } } else { 0.0f64 } }
+            (22, 1) => { let epsilon = p[0]; if f64::abs(x0 - x1) > epsilon { if x0 > x1 { -gy } else { gy } } else { 0.0f64 } }
+            (23, 0) => { let x = x0; let target = x1; 0.0f64 }
+            (23, 1) => { let x = x0; let target = x1; 0.0f64 }
             _ => f64::NAN,
         }
     }

@@ -10,7 +10,7 @@
 #ifndef NNCY_POINTWISE_GEN_CU
 #define NNCY_POINTWISE_GEN_CU
 
-#define NNCY_OPS_SIGNATURE 0x05b07bc4e5449ec8ULL
+#define NNCY_OPS_SIGNATURE 0xe3a637cf8941ff5dULL
 
 __device__ __forceinline__ float nncy_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
@@ -72,7 +72,12 @@ __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : 
     X(atan, 53, 0) \
     X(asinh, 54, 0) \
     X(acosh, 55, 0) \
-    X(atanh, 56, 0)
+    X(atanh, 56, 0) \
+    X(binary_sigmoid, 57, 0) \
+    X(binary_tanh, 58, 0) \
+    X(fixed_point_quantize, 59, 5) \
+    X(pow2_quantize, 60, 6) \
+    X(unlink, 61, 0)
 
 #define NNCY_BINARY_OPS(X) \
     X(add2, 0, 0) \
@@ -91,7 +96,14 @@ __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : 
     X(logical_xor, 13, 0) \
     X(minimum2, 14, 0) \
     X(maximum2, 15, 0) \
-    X(atan2, 16, 0)
+    X(atan2, 16, 0) \
+    X(sigmoid_cross_entropy, 17, 0) \
+    X(binary_cross_entropy, 18, 0) \
+    X(squared_error, 19, 0) \
+    X(absolute_error, 20, 0) \
+    X(huber_loss, 21, 1) \
+    X(epsilon_insensitive_loss, 22, 1) \
+    X(binary_error, 23, 0)
 
 // ReLU (unary op 0): x if x > 0 else 0
 __device__ __forceinline__ float nncy_fwd_relu(float x) { return x > 0.0f ? x : 0.0f; }
@@ -321,6 +333,26 @@ __device__ __forceinline__ float nncy_grad0_acosh(float x, float y, float gy) { 
 __device__ __forceinline__ float nncy_fwd_atanh(float x) { return atanhf(x); }
 __device__ __forceinline__ float nncy_grad0_atanh(float x, float y, float gy) { return gy / (1.0f - x * x); }
 
+// BinarySigmoid (unary op 57): 1 if x > 0 else 0
+__device__ __forceinline__ float nncy_fwd_binary_sigmoid(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_binary_sigmoid(float x, float y, float gy) { return fabsf(x) >= 1.0f ? 0.0f : 0.5f * gy; }
+
+// BinaryTanh (unary op 58): 1 if x > 0 else -1
+__device__ __forceinline__ float nncy_fwd_binary_tanh(float x) { return x > 0.0f ? 1.0f : -1.0f; }
+__device__ __forceinline__ float nncy_grad0_binary_tanh(float x, float y, float gy) { return fabsf(x) >= 1.0f ? 0.0f : gy; }
+
+// FixedPointQuantize (unary op 59): x if not quantize else (((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if x > ((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) else ((-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) if x < (-((pow(2, n - 1) - 1) * delta if sign else (pow(2, n) - 1) * delta) if sign else 0) else (floor(abs(x) / delta + 0.5) * delta if x >= 0 else -floor(abs(x) / delta + 0.5) * delta)))
+__device__ __forceinline__ float nncy_fwd_fixed_point_quantize(float x, float sign, float n, float delta, float quantize, float ste_fine_grained) { return !(quantize != 0.0f) ? x : (x > (sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) ? (sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) : (x < (sign != 0.0f ? -(sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) : 0.0f) ? (sign != 0.0f ? -(sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) : 0.0f) : (x >= 0.0f ? floorf(fabsf(x) / delta + 0.5f) * delta : -floorf(fabsf(x) / delta + 0.5f) * delta))); }
+__device__ __forceinline__ float nncy_grad0_fixed_point_quantize(float x, float y, float gy, float sign, float n, float delta, float quantize, float ste_fine_grained) { return !(quantize != 0.0f) || !(ste_fine_grained != 0.0f) ? gy : (x > (sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) || x < (sign != 0.0f ? -(sign != 0.0f ? (powf(2.0f, n - 1.0f) - 1.0f) * delta : (powf(2.0f, n) - 1.0f) * delta) : 0.0f) ? 0.0f : gy); }
+
+// Pow2Quantize (unary op 60): x if not quantize else (((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else -(0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)))))) if sign else ((0 if with_zero and abs(x) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) * 0.7071067811865476 else (pow(2, m) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) > pow(2, m) else (pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) if pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634)) < pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)) else pow(2, round(log(max(abs(x), 1e-30)) * 1.4426950408889634))))) if x >= 0 else (0 if with_zero else pow(2, m - (pow(2, (n - (1 if sign else 0) - (1 if with_zero else 0))) - 1)))))
+__device__ __forceinline__ float nncy_fwd_pow2_quantize(float x, float sign, float with_zero, float n, float m, float quantize, float ste_fine_grained) { return !(quantize != 0.0f) ? x : (sign != 0.0f ? (x >= 0.0f ? (with_zero != 0.0f && fabsf(x) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) * 0.7071067811865476f ? 0.0f : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) > powf(2.0f, m) ? powf(2.0f, m) : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) ? powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) : powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f))))) : -(with_zero != 0.0f && fabsf(x) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) * 0.7071067811865476f ? 0.0f : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) > powf(2.0f, m) ? powf(2.0f, m) : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) ? powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) : powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)))))) : (x >= 0.0f ? (with_zero != 0.0f && fabsf(x) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) * 0.7071067811865476f ? 0.0f : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) > powf(2.0f, m) ? powf(2.0f, m) : (powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f)) < powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) ? powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f)) : powf(2.0f, roundf(logf(fmaxf(fabsf(x), 1e-30f)) * 1.4426950408889634f))))) : (with_zero != 0.0f ? 0.0f : powf(2.0f, m - (powf(2.0f, n - (sign != 0.0f ? 1.0f : 0.0f) - (with_zero != 0.0f ? 1.0f : 0.0f)) - 1.0f))))); }
+__device__ __forceinline__ float nncy_grad0_pow2_quantize(float x, float y, float gy, float sign, float with_zero, float n, float m, float quantize, float ste_fine_grained) { return !(quantize != 0.0f) || !(ste_fine_grained != 0.0f) ? gy : (fabsf(x) >= powf(2.0f, m) * 1.4142135623730951f || !(sign != 0.0f) && x < 0.0f ? 0.0f : gy); }
+
+// Unlink (unary op 61): x
+__device__ __forceinline__ float nncy_fwd_unlink(float x) { return x; }
+__device__ __forceinline__ float nncy_grad0_unlink(float x, float y, float gy) { return 0.0f; }
+
 // Add2 (binary op 0): x0 + x1
 __device__ __forceinline__ float nncy_fwd_add2(float x0, float x1) { return x0 + x1; }
 __device__ __forceinline__ float nncy_grad0_add2(float x0, float x1, float y, float gy) { return gy; }
@@ -405,5 +437,40 @@ __device__ __forceinline__ float nncy_grad1_maximum2(float x0, float x1, float y
 __device__ __forceinline__ float nncy_fwd_atan2(float x0, float x1) { return atan2f(x0, x1); }
 __device__ __forceinline__ float nncy_grad0_atan2(float x0, float x1, float y, float gy) { return gy * x1 / (x0 * x0 + x1 * x1); }
 __device__ __forceinline__ float nncy_grad1_atan2(float x0, float x1, float y, float gy) { return -gy * x0 / (x0 * x0 + x1 * x1); }
+
+// SigmoidCrossEntropy (binary op 17): max(x, 0) - x * target + log1p(exp(-abs(x)))
+__device__ __forceinline__ float nncy_fwd_sigmoid_cross_entropy(float x, float target) { return fmaxf(x, 0.0f) - x * target + log1pf(expf(-fabsf(x))); }
+__device__ __forceinline__ float nncy_grad0_sigmoid_cross_entropy(float x, float target, float y, float gy) { return gy * (nncy_sigmoidf(x) - target); }
+__device__ __forceinline__ float nncy_grad1_sigmoid_cross_entropy(float x, float target, float y, float gy) { return -gy * x; }
+
+// BinaryCrossEntropy (binary op 18): -(target * log(max(x, 1.17549435e-38)) + (1 - target) * log(max(1 - x, 1.17549435e-38)))
+__device__ __forceinline__ float nncy_fwd_binary_cross_entropy(float x, float target) { return -(target * logf(fmaxf(x, 1.17549435e-38f)) + (1.0f - target) * logf(fmaxf(1.0f - x, 1.17549435e-38f))); }
+__device__ __forceinline__ float nncy_grad0_binary_cross_entropy(float x, float target, float y, float gy) { return gy * (1.0f - x > 1.17549435e-38f ? (1.0f - target) / (1.0f - x) : 0.0f) - gy * (x > 1.17549435e-38f ? target / x : 0.0f); }
+__device__ __forceinline__ float nncy_grad1_binary_cross_entropy(float x, float target, float y, float gy) { return gy * (logf(fmaxf(1.0f - x, 1.17549435e-38f)) - logf(fmaxf(x, 1.17549435e-38f))); }
+
+// SquaredError (binary op 19): (x0 - x1) * (x0 - x1)
+__device__ __forceinline__ float nncy_fwd_squared_error(float x0, float x1) { return (x0 - x1) * (x0 - x1); }
+__device__ __forceinline__ float nncy_grad0_squared_error(float x0, float x1, float y, float gy) { return 2.0f * gy * (x0 - x1); }
+__device__ __forceinline__ float nncy_grad1_squared_error(float x0, float x1, float y, float gy) { return -2.0f * gy * (x0 - x1); }
+
+// AbsoluteError (binary op 20): abs(x0 - x1)
+__device__ __forceinline__ float nncy_fwd_absolute_error(float x0, float x1) { return fabsf(x0 - x1); }
+__device__ __forceinline__ float nncy_grad0_absolute_error(float x0, float x1, float y, float gy) { return x0 > x1 ? gy : -gy; }
+__device__ __forceinline__ float nncy_grad1_absolute_error(float x0, float x1, float y, float gy) { return x0 > x1 ? -gy : gy; }
+
+// HuberLoss (binary op 21): (x0 - x1) * (x0 - x1) if abs(x0 - x1) < delta else delta * (2 * abs(x0 - x1) - delta)
+__device__ __forceinline__ float nncy_fwd_huber_loss(float x0, float x1, float delta) { return fabsf(x0 - x1) < delta ? (x0 - x1) * (x0 - x1) : delta * (2.0f * fabsf(x0 - x1) - delta); }
+__device__ __forceinline__ float nncy_grad0_huber_loss(float x0, float x1, float y, float gy, float delta) { return fabsf(x0 - x1) < delta ? 2.0f * gy * (x0 - x1) : (x0 > x1 ? 2.0f * gy * delta : -2.0f * gy * delta); }
+__device__ __forceinline__ float nncy_grad1_huber_loss(float x0, float x1, float y, float gy, float delta) { return fabsf(x0 - x1) < delta ? -2.0f * gy * (x0 - x1) : (x0 > x1 ? -2.0f * gy * delta : 2.0f * gy * delta); }
+
+// EpsilonInsensitiveLoss (binary op 22): abs(x0 - x1) - epsilon if abs(x0 - x1) > epsilon else 0
+__device__ __forceinline__ float nncy_fwd_epsilon_insensitive_loss(float x0, float x1, float epsilon) { return fabsf(x0 - x1) > epsilon ? fabsf(x0 - x1) - epsilon : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_epsilon_insensitive_loss(float x0, float x1, float y, float gy, float epsilon) { return fabsf(x0 - x1) > epsilon ? (x0 > x1 ? gy : -gy) : 0.0f; }
+__device__ __forceinline__ float nncy_grad1_epsilon_insensitive_loss(float x0, float x1, float y, float gy, float epsilon) { return fabsf(x0 - x1) > epsilon ? (x0 > x1 ? -gy : gy) : 0.0f; }
+
+// BinaryError (binary op 23): (x >= 0.5) != (target >= 0.5)
+__device__ __forceinline__ float nncy_fwd_binary_error(float x, float target) { return (x >= 0.5f ? 1.0f : 0.0f) != (target >= 0.5f ? 1.0f : 0.0f) ? 1.0f : 0.0f; }
+__device__ __forceinline__ float nncy_grad0_binary_error(float x, float target, float y, float gy) { return 0.0f; }
+__device__ __forceinline__ float nncy_grad1_binary_error(float x, float target, float y, float gy) { return 0.0f; }
 
 #endif  // NNCY_POINTWISE_GEN_CU
