@@ -1029,3 +1029,23 @@ def _istft(size):
 
 CASES['stft'] = _stft
 CASES['istft'] = _istft
+
+
+def _quantized_conv(kind):
+    """binary_connect / binary_weight / inq convolution: 3x3 convolutions whose
+    weights are replaced by their quantized forms."""
+    def make(size):
+        x = _img(size)
+        c = x.shape[1]
+        w = (_rng().randn(c, c, 3, 3) * 0.1).astype(np.float32)
+        side = [np.zeros_like(w)] + ([np.zeros(c, np.float32)] if kind == 'binary_weight'
+                                     else [])
+        return [x, w] + side, {'pad': (1, 1)}, None, None
+    return make
+
+
+CASES.update({
+    'binary_connect_convolution': _quantized_conv('binary_connect'),
+    'binary_weight_convolution': _quantized_conv('binary_weight'),
+    'inq_convolution': _quantized_conv('inq'),
+})

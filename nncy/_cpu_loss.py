@@ -16,7 +16,8 @@ suppression, each covering all boxes at once.
 """
 import numpy as np
 
-from nncy._core import Impl, register, d32, dout, g32, gout
+from nncy._core import Impl, Variable, implementation, register, d32, dout, g32, gout
+from nncy._table import BY_TYPE
 from nncy._cpu import _axis, _prod, _split
 
 F32 = np.float32
@@ -709,8 +710,63 @@ def _inq_quantize(w, num_bits):
     return (np.sign(w) * q).astype(F32)
 
 
+class _INQWeights:
+    """The weight schedule of incremental network quantization, shared by
+    INQAffine and INQConvolution."""
+
+    def _setup_inq(self):
+        a = self.args
+        if a['num_bits'] < 2:
+            raise self.error('num_bits', 'must be at least 2, got %d' % a['num_bits'])
+        its = tuple(a['inq_iterations'] or ())
+        if any(i < 0 for i in its) or list(its) != sorted(its):
+            raise self.error('inq_iterations', 'must be non-negative and non-decreasing, got %r'
+                             % (its,))
+        if a['selection_algorithm'] not in ('largest_abs', 'random'):
+            raise self.error('selection_algorithm', "must be 'largest_abs' or 'random', got %r"
+                             % (a['selection_algorithm'],))
+        self.its = its
+        self.count = 0
+        self.old = None      # (weights, fixed mask) after the last forward pass
+        self.rng = np.random.RandomState(a['seed'] if a['seed'] >= 0 else None)
+
+    def weight(self, inputs):
+        """One forward pass of the schedule: fix more weights when due, write
+        weight and indicator back, and return the weights (flat)."""
+        wv, iv = inputs[1], inputs[2]
+        w = np.array(d32(wv), copy=True).reshape(-1)
+        if self.old is not None:    # weights fixed by an earlier pass keep their values
+            w = np.where(self.old[1], self.old[0], w)
+        fixed = d32(iv).reshape(-1) != 0
+        self._fix_more(w, fixed)
+        self.count += 1
+        w = np.where(fixed, _inq_quantize(w, self.args['num_bits']), w)
+        self.old = (w.copy(), fixed.copy())
+        np.copyto(dout(wv), w.reshape(wv.shape))
+        np.copyto(dout(iv), fixed.reshape(iv.shape))
+        return w
+
+    def weight_grad_mask(self, inputs):
+        """Only the learnable (not yet fixed) weights get gradients."""
+        return d32(inputs[2]) == 0
+
+    def _fix_more(self, w, fixed):
+        for it in self.its:
+            if it != self.count:
+                continue
+            free = np.flatnonzero(~fixed)
+            if it == self.its[-1]:
+                fixed[:] = True
+                continue
+            if self.args['selection_algorithm'] == 'largest_abs':
+                m = max(len(free) // 2, 1) if len(free) else 0
+                fixed[free[np.argsort(-np.abs(w[free]), kind='stable')[:m]]] = True
+            else:                   # each learnable weight with probability 1/2
+                fixed[free[self.rng.rand(len(free)) < 0.5]] = True
+
+
 @register('INQAffine')
-class INQAffine(Impl):
+class INQAffine(_INQWeights, Impl):
     """Affine layer whose weights are fixed to powers of two step by step
     (incremental network quantization).  Each forward pass counts; at a count
     listed in inq_iterations half of the still learnable weights become fixed
@@ -736,48 +792,12 @@ class INQAffine(Impl):
         self.has_bias = len(inputs) > 3
         if self.has_bias and inputs[3].shape != w.shape[1:]:
             raise self.error('bias', 'must have shape %s, got %s' % (w.shape[1:], inputs[3].shape))
-        if a['num_bits'] < 2:
-            raise self.error('num_bits', 'must be at least 2, got %d' % a['num_bits'])
-        its = tuple(a['inq_iterations'] or ())
-        if any(i < 0 for i in its) or list(its) != sorted(its):
-            raise self.error('inq_iterations', 'must be non-negative and non-decreasing, got %r'
-                             % (its,))
-        if a['selection_algorithm'] not in ('largest_abs', 'random'):
-            raise self.error('selection_algorithm', "must be 'largest_abs' or 'random', got %r"
-                             % (a['selection_algorithm'],))
-        self.its = its
-        self.count = 0
-        self.old = None      # (weights, fixed mask) after the last forward pass
-        self.rng = np.random.RandomState(a['seed'] if a['seed'] >= 0 else None)
+        self._setup_inq()
         self.k, self.n = k, _prod(w.shape[1:])
         return [x.shape[:base] + w.shape[1:]]
 
-    def _fix_more(self, w, fixed):
-        for it in self.its:
-            if it != self.count:
-                continue
-            free = np.flatnonzero(~fixed)
-            if it == self.its[-1]:
-                fixed[:] = True
-                continue
-            if self.args['selection_algorithm'] == 'largest_abs':
-                m = max(len(free) // 2, 1) if len(free) else 0
-                fixed[free[np.argsort(-np.abs(w[free]), kind='stable')[:m]]] = True
-            else:                   # each learnable weight with probability 1/2
-                fixed[free[self.rng.rand(len(free)) < 0.5]] = True
-
     def forward(self, inputs, outputs):
-        wv, iv = inputs[1], inputs[2]
-        w = np.array(d32(wv), copy=True).reshape(-1)
-        if self.old is not None:    # weights fixed by an earlier pass keep their values
-            w = np.where(self.old[1], self.old[0], w)
-        fixed = d32(iv).reshape(-1) != 0
-        self._fix_more(w, fixed)
-        self.count += 1
-        w = np.where(fixed, _inq_quantize(w, self.args['num_bits']), w)
-        self.old = (w.copy(), fixed.copy())
-        np.copyto(dout(wv), w.reshape(wv.shape))
-        np.copyto(dout(iv), fixed.reshape(iv.shape))
+        w = self.weight(inputs)
         y = d32(inputs[0]).reshape(-1, self.k) @ w.reshape(self.k, self.n)
         if self.has_bias:
             y += d32(inputs[3]).reshape(1, self.n)
@@ -799,6 +819,93 @@ class INQAffine(Impl):
         if self.has_bias and propagate_down[3]:
             b = inputs[3]
             _store(gout(b, accum[3]), gy.sum(axis=0).reshape(b.shape), accum[3])
+
+
+class _ConvOverWeight(Impl):
+    """A convolution whose weight is replaced by an effective one (binarized,
+    scaled, quantized) computed by ``weight(inputs)``; the weight's gradient is
+    that of the effective weight times ``weight_grad_mask(inputs)`` (straight
+    through).  ``n_side`` inputs after the weight receive no gradient."""
+    n_side = 1
+
+    def setup(self, inputs):
+        x, w = inputs[0], inputs[1]
+        for name, v in zip(self.spec.inputs[2:2 + self.n_side], inputs[2:2 + self.n_side]):
+            want = w.shape if name.name != 'alpha' else w.shape[:1]
+            if v.shape != want:
+                raise self.error(name.name, 'must have shape %s, got %s' % (want, v.shape))
+        conv = BY_TYPE['Convolution']
+        args = {k: self.args.get(k, d) for k, _, d in conv.args}
+        # the inner convolution reports errors under this function's name
+        self.conv = implementation('Convolution')(self.spec, args, self.ctx)
+        self.bias = list(inputs[2 + self.n_side:])
+        return self.conv.setup([x, w] + self.bias)
+
+    def weight_grad_mask(self, inputs):
+        return None
+
+    def forward(self, inputs, outputs):
+        w = Variable.from_numpy_array(np.asarray(self.weight(inputs), F32).reshape(inputs[1].shape))
+        self.conv.forward([inputs[0], w] + self.bias, outputs)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        w = Variable.from_numpy_array(self._effective(inputs))
+        nb = 2 + self.n_side          # the bias, if any, follows the side inputs
+        self.conv.backward([inputs[0], w] + self.bias, outputs,
+                           [propagate_down[0], propagate_down[1]] + list(propagate_down[nb:]),
+                           [accum[0], False] + list(accum[nb:]))
+        if propagate_down[1]:
+            g = w.g
+            mask = self.weight_grad_mask(inputs)
+            _store(gout(inputs[1], accum[1]), g if mask is None else g * mask, accum[1])
+        for i in range(2, 2 + self.n_side):
+            if propagate_down[i] and not accum[i]:
+                gout(inputs[i], False).fill(0)
+
+
+class _BinaryConv(_ConvOverWeight):
+    scaled = False
+
+    def weight(self, inputs):
+        w = d32(inputs[1])
+        bw = np.where(w > 0, F32(1), np.where(w < 0, F32(-1), F32(self.args['quantize_zero_to'])))
+        np.copyto(dout(inputs[2]), bw)
+        if not self.scaled:
+            return bw
+        alpha = np.abs(w).reshape(w.shape[0], -1).mean(axis=1, dtype=np.float64).astype(F32)
+        np.copyto(dout(inputs[3]), alpha.reshape(inputs[3].shape))
+        return bw * alpha.reshape((-1,) + (1,) * (w.ndim - 1))
+
+    def _effective(self, inputs):
+        bw = d32(inputs[2])
+        if not self.scaled:
+            return bw
+        return bw * d32(inputs[3]).reshape((-1,) + (1,) * (bw.ndim - 1))
+
+
+@register('BinaryConnectConvolution')
+class BinaryConnectConvolution(_BinaryConv):
+    pass
+
+
+@register('BinaryWeightConvolution')
+class BinaryWeightConvolution(_BinaryConv):
+    scaled = True
+    n_side = 2
+
+
+@register('INQConvolution')
+class INQConvolution(_INQWeights, _ConvOverWeight):
+    def setup(self, inputs):
+        shapes = _ConvOverWeight.setup(self, inputs)
+        self._setup_inq()
+        return shapes
+
+    def _effective(self, inputs):
+        return d32(inputs[1])
+
+    def weight_grad_mask(self, inputs):
+        return _INQWeights.weight_grad_mask(self, inputs)
 
 
 def _window(impl, kind, size, fft_size):

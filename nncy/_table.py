@@ -674,6 +674,19 @@ FUNCTIONS = [
       'Affine layer over sign(weight) scaled per output by alpha = mean |weight| (both '
       'written into their inputs); the gradient reaches weight straight through.'),
 
+    S('BinaryConnectConvolution', 'binary_connect_convolution',
+      'x, weight@, binary_weight@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('group', _INT, 1),
+       ('quantize_zero_to', _FLOAT, 1.0)],
+      'Convolution over sign(weight) (written into binary_weight); the gradient reaches '
+      'weight straight through.'),
+    S('BinaryWeightConvolution', 'binary_weight_convolution',
+      'x, weight@, binary_weight@, alpha@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('group', _INT, 1),
+       ('quantize_zero_to', _FLOAT, 1.0)],
+      'Convolution over sign(weight) scaled per output map by alpha = mean |weight| (both '
+      'written into their inputs); the gradient reaches weight straight through.'),
+
     S('MinMaxQuantize', 'min_max_quantize', 'x, qr_min, qr_max, ql_min, ql_max',
       [('decay', _FLOAT, 0.999), ('x_min_max', _BOOL, False), ('ema', _BOOL, False),
        ('ste_fine_grained', _BOOL, True), ('eps', _FLOAT, 0.01), ('quantize', _BOOL, True)],
@@ -705,6 +718,12 @@ FUNCTIONS = [
       'Affine layer with incremental network quantization: weights are fixed to powers of '
       'two in steps (half of the learnable ones at each listed forward count); only the '
       'learnable ones get gradients.'),
+
+    S('INQConvolution', 'inq_convolution', 'x, weight@, indicator_fixedweights@, bias?@',
+      [('base_axis', _INT, 1), _pad, _stride, _dilation, ('group', _INT, 1),
+       ('num_bits', _INT, 4), ('inq_iterations', 'ints', ()),
+       ('selection_algorithm', 'str', 'largest_abs'), ('seed', _INT, -1)],
+      'Convolution with incremental network quantization of its weights (as inq_affine).'),
 
     S('STFT', 'stft', 'x',
       [('window_size', _INT, REQUIRED), ('stride', _INT, REQUIRED), ('fft_size', _INT, REQUIRED),
