@@ -98,3 +98,14 @@ def test_benchmark_cases_are_table_rows():
     cases = importlib.import_module('benchmarks.cases')
     stale = set(cases.CASES) - {s.name for s in ROWS}
     assert not stale, stale
+
+
+def test_public_functions_equal_the_reference_list():
+    """nncy.functions exposes exactly the functions of the reference."""
+    with open(os.path.join(HERE, 'reference_functions.txt')) as f:
+        ref = {line.strip() for line in f if line.strip() and not line.startswith('#')}
+    ours = {s.name for s in ROWS}
+    assert ours == ref, ('missing: %s; not in the reference: %s'
+                         % (sorted(ref - ours), sorted(ours - ref)))
+    for name in ref:
+        assert callable(getattr(F, name)), name
