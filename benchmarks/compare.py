@@ -39,26 +39,30 @@ def cases(quick):
     m = 512 if quick else 2048
     rng = np.random.RandomState(0)
     a, b = rng.randn(n).astype(np.float32), rng.randn(n).astype(np.float32)
+    # every library writes into a preallocated output: kernels, not allocators
     xa, xb, out = _nd(a), _nd(b), nn.NdArray((n,))
-    ta = tb = None
+    o = np.empty_like(a)
+    ta = tb = to = None
     if torch is not None:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n)
     ma, mb = rng.randn(m, m).astype(np.float32), rng.randn(m, m).astype(np.float32)
-    nma, nmb, mo = _nd(ma), _nd(mb), nn.NdArray((m, m))
-    tma = tmb = None
+    nma, nmb, mo, mno = _nd(ma), _nd(mb), nn.NdArray((m, m)), np.empty((m, m), np.float32)
+    tma = tmb = tmo = None
     if torch is not None:
-        tma, tmb = torch.from_numpy(ma), torch.from_numpy(mb)
+        tma, tmb, tmo = torch.from_numpy(ma), torch.from_numpy(mb), torch.empty(m, m)
     yield ('affine %dx%d' % (m, m), lambda: F.affine(nma, nmb, outputs=[mo]),
-           lambda: np.matmul(ma, mb),
-           (lambda: torch.mm(tma, tmb)) if torch is not None else None)
+           lambda: np.matmul(ma, mb, out=mno),
+           (lambda: torch.mm(tma, tmb, out=tmo)) if torch is not None else None)
     for name, fn, npf, tf in (
-            ('relu', F.relu, lambda: np.maximum(a, 0), lambda: torch.relu(ta)),
-            ('exp', F.exp, lambda: np.exp(a), lambda: torch.exp(ta)),
-            ('sigmoid', F.sigmoid, lambda: 1 / (1 + np.exp(-a)), lambda: torch.sigmoid(ta))):
+            ('relu', F.relu, lambda: np.maximum(a, 0, out=o),
+             lambda: torch.clamp_min(ta, 0, out=to)),
+            ('exp', F.exp, lambda: np.exp(a, out=o), lambda: torch.exp(ta, out=to)),
+            ('sigmoid', F.sigmoid, None, lambda: torch.sigmoid(ta, out=to))):
         yield ('%s %dM' % (name, n >> 20), lambda fn=fn: fn(xa, outputs=[out]), npf,
                tf if torch is not None else None)
-    yield ('add2 %dM' % (n >> 20), lambda: F.add2(xa, xb, outputs=[out]), lambda: a + b,
-           (lambda: ta + tb) if torch is not None else None)
+    yield ('add2 %dM' % (n >> 20), lambda: F.add2(xa, xb, outputs=[out]),
+           lambda: np.add(a, b, out=o),
+           (lambda: torch.add(ta, tb, out=to)) if torch is not None else None)
     yield ('sum %dM' % (n >> 20), lambda: F.sum(xa), lambda: a.sum(),
            (lambda: ta.sum()) if torch is not None else None)
     shape = (8, 64, 28, 28) if quick else (32, 64, 56, 56)
