@@ -431,10 +431,6 @@ cdef class Variable(Operand):
     def recompute(self, value):
         self._recompute = bool(value)
 
-    @property
-    def function_references(self):
-        return []
-
     def apply(self, **kwargs):
         for k, v in kwargs.items():
             setattr(self, k, v)
