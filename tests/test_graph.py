@@ -795,3 +795,30 @@ def test_rewire_on_rejects_other_shape():
 def test_reshape_accepts_numpy_shape():
     x = nn.Variable((6,))
     assert F.reshape(x, np.array([3, 2])).shape == (3, 2)
+
+
+def test_recompute_frees_then_recomputes_in_backward():
+    """A variable marked recompute is freed by forward(clear_no_need_grad=True)
+    even though backward reads it, and is recomputed there: same gradients."""
+    a = np.array([0.3, -1.2, 2.0, 0.7], np.float32)
+    grads = []
+    for recompute in (False, True):
+        x = nn.Variable.from_numpy_array(a, need_grad=True)
+        h = F.sigmoid(F.mul_scalar(x, 2.0))        # sigmoid's backward reads h
+        h.recompute = recompute
+        y = F.sum(F.tanh(h))
+        y.forward(clear_no_need_grad=True)
+        assert h.data.clear_called == recompute
+        x.grad.zero()
+        y.backward()
+        grads.append(x.g.copy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+
+
+def test_global_recompute_flag():
+    nn.set_global_recompute(True)
+    try:
+        assert nn.Variable((2,)).recompute
+    finally:
+        nn.set_global_recompute(False)
+    assert not nn.Variable((2,)).recompute
