@@ -704,3 +704,117 @@ def transformer(src, tgt, embed_dim=512, num_heads=8, num_encoder_layers=6,
             add_attn_bias=add_attn_bias, fix_parameters=fix_parameters,
             name='decoder{:02d}'.format(i))
     return out
+
+
+# ---- binary and INQ layers ---------------------------------------------------
+
+def _quantized_layer(inp, fn, shape_w, inmaps, outmaps, kernel, side, w_init, b_init,
+                     fix_parameters, rng, with_bias, layer_args):
+    """A layer whose function takes ``W``, then state parameters ``side``
+    ({name: (shape, initializer)}, no gradient), then the bias."""
+    if w_init is None:
+        w_init = _glorot(inmaps, outmaps, kernel, rng)
+    w = _param('W', shape_w, w_init, fix_parameters)
+    extra = [_param(n, s, init, need_grad=False) for n, (s, init) in side.items()]
+    b = _param('b', (outmaps,), b_init or I.ConstantInitializer(), fix_parameters) \
+        if with_bias else None
+    return fn(inp, w, *extra, b, **layer_args)
+
+
+@parametric_function_api('bicon_affine')
+def binary_connect_affine(inp, n_outmaps, base_axis=1, quantize_zero_to=1.0, w_init=None,
+                          wb_init=None, b_init=None, fix_parameters=False, rng=None,
+                          with_bias=True):
+    """Affine layer over sign(W) (kept in ``Wb``), straight-through to ``W``."""
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    shape = (inmaps, n_outmaps)
+    return _quantized_layer(inp, F.binary_connect_affine, shape, inmaps, n_outmaps, (1, 1),
+                            {'Wb': (shape, wb_init or I.ConstantInitializer(0))}, w_init,
+                            b_init, fix_parameters,
+                            rng, with_bias, dict(base_axis=base_axis,
+                                                 quantize_zero_to=quantize_zero_to))
+
+
+@parametric_function_api('bwn_affine')
+def binary_weight_affine(inp, n_outmaps, base_axis=1, quantize_zero_to=1.0, w_init=None,
+                         wb_init=None, b_init=None, fix_parameters=False, rng=None,
+                         with_bias=True):
+    """Affine layer over sign(W) scaled by ``alpha`` = mean |W| per output."""
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    shape = (inmaps, n_outmaps)
+    side = {'Wb': (shape, wb_init or I.ConstantInitializer(0)),
+            'alpha': ((n_outmaps,), I.ConstantInitializer(0))}
+    return _quantized_layer(inp, F.binary_weight_affine, shape, inmaps, n_outmaps, (1, 1),
+                            side, w_init, b_init, fix_parameters, rng, with_bias,
+                            dict(base_axis=base_axis, quantize_zero_to=quantize_zero_to))
+
+
+def _conv_layer_args(base_axis, pad, stride, dilation, group):
+    return dict(base_axis=base_axis, pad=pad, stride=stride, dilation=dilation, group=group)
+
+
+@parametric_function_api('bicon_conv')
+def binary_connect_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
+                               group=1, quantize_zero_to=1.0, w_init=None, wb_init=None,
+                               b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                               with_bias=True):
+    """Convolution over sign(W) (kept in ``Wb``), straight-through to ``W``."""
+    inmaps = inp.shape[base_axis]
+    shape = (outmaps, inmaps // group) + tuple(kernel)
+    return _quantized_layer(inp, F.binary_connect_convolution, shape, inmaps, outmaps,
+                            tuple(kernel), {'Wb': (shape, wb_init or I.ConstantInitializer(0))},
+                            w_init, b_init, fix_parameters, rng, with_bias,
+                            dict(_conv_layer_args(base_axis, pad, stride, dilation, group),
+                                 quantize_zero_to=quantize_zero_to))
+
+
+@parametric_function_api('bwn_conv')
+def binary_weight_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
+                              group=1, quantize_zero_to=1.0, w_init=None, wb_init=None,
+                              b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                              with_bias=True):
+    """Convolution over sign(W) scaled by ``alpha`` = mean |W| per output map."""
+    inmaps = inp.shape[base_axis]
+    shape = (outmaps, inmaps // group) + tuple(kernel)
+    side = {'Wb': (shape, wb_init or I.ConstantInitializer(0)),
+            'alpha': ((outmaps,), I.ConstantInitializer(0))}
+    return _quantized_layer(inp, F.binary_weight_convolution, shape, inmaps, outmaps,
+                            tuple(kernel), side, w_init, b_init, fix_parameters, rng,
+                            with_bias,
+                            dict(_conv_layer_args(base_axis, pad, stride, dilation, group),
+                                 quantize_zero_to=quantize_zero_to))
+
+
+def _inq_args(num_bits, inq_iterations, selection_algorithm, seed):
+    return dict(num_bits=num_bits, inq_iterations=tuple(inq_iterations),
+                selection_algorithm=selection_algorithm, seed=seed)
+
+
+@parametric_function_api('inq_affine')
+def inq_affine(inp, n_outmaps, base_axis=1, num_bits=4, inq_iterations=(),
+               selection_algorithm='random', seed=-1, w_init=None, i_init=None, b_init=None,
+               fix_parameters=False, rng=None, with_bias=True):
+    """Affine layer with incremental network quantization (indicator ``I``)."""
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    shape = (inmaps, n_outmaps)
+    return _quantized_layer(inp, F.inq_affine, shape, inmaps, n_outmaps, (1, 1),
+                            {'I': (shape, i_init or I.ConstantInitializer(0))}, w_init,
+                            b_init, fix_parameters, rng, with_bias,
+                            dict(_inq_args(num_bits, inq_iterations, selection_algorithm,
+                                           seed), base_axis=base_axis))
+
+
+@parametric_function_api('inq_conv')
+def inq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
+                    num_bits=4, inq_iterations=(), selection_algorithm='random', seed=-1,
+                    w_init=None, i_init=None, b_init=None, base_axis=1,
+                    fix_parameters=False, rng=None, with_bias=True):
+    """Convolution with incremental network quantization (indicator ``I``)."""
+    inmaps = inp.shape[base_axis]
+    shape = (outmaps, inmaps // group) + tuple(kernel)
+    return _quantized_layer(inp, F.inq_convolution, shape, inmaps, outmaps, tuple(kernel),
+                            {'I': (shape, i_init or I.ConstantInitializer(0))}, w_init,
+                            b_init, fix_parameters, rng, with_bias,
+                            dict(_inq_args(num_bits, inq_iterations, selection_algorithm,
+                                           seed),
+                                 **_conv_layer_args(base_axis, pad, stride, dilation, group)))

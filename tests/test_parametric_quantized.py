@@ -1,0 +1,51 @@
+"""PF binary and INQ layers: NNabla's scope and parameter names and shapes,
+and outputs equal to the functions they wrap."""
+import numpy as np
+import pytest
+
+import nncy as nn
+import nncy.functions as F
+import nncy.parametric_functions as PF
+
+
+@pytest.fixture(autouse=True)
+def fresh_parameters():
+    nn.clear_parameters()
+    yield
+    nn.clear_parameters()
+
+
+def shapes():
+    return {k: v.shape for k, v in nn.get_parameters(grad_only=False).items()}
+
+
+def test_binary_and_inq_affine_parameters_and_values():
+    x = nn.Variable.from_numpy_array(np.random.RandomState(0).randn(2, 3, 2).astype(np.float32))
+    ys = [PF.binary_connect_affine(x, 5), PF.binary_weight_affine(x, 5),
+          PF.inq_affine(x, 5, inq_iterations=(0,))]
+    assert shapes() == {
+        'bicon_affine/W': (6, 5), 'bicon_affine/Wb': (6, 5), 'bicon_affine/b': (5,),
+        'bwn_affine/W': (6, 5), 'bwn_affine/Wb': (6, 5), 'bwn_affine/alpha': (5,),
+        'bwn_affine/b': (5,),
+        'inq_affine/W': (6, 5), 'inq_affine/I': (6, 5), 'inq_affine/b': (5,)}
+    params = nn.get_parameters(grad_only=False)
+    assert not params['bicon_affine/Wb'].need_grad and params['bicon_affine/W'].need_grad
+    nn.forward_all(ys)
+    w = params['bicon_affine/W'].d
+    np.testing.assert_allclose(ys[0].d, x.d.reshape(2, 6) @ np.where(w >= 0, 1, -1),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(params['bicon_affine/Wb'].d, np.where(w >= 0, 1, -1))
+    assert params['inq_affine/I'].d.all()     # inq_iterations=(0,): all fixed at once
+
+
+def test_binary_and_inq_convolution_parameters():
+    x = nn.Variable((2, 4, 6, 6))
+    PF.binary_connect_convolution(x, 8, (3, 3), pad=(1, 1))
+    PF.binary_weight_convolution(x, 8, (3, 3), group=2)
+    y = PF.inq_convolution(x, 8, (3, 3), with_bias=False)
+    assert shapes() == {
+        'bicon_conv/W': (8, 4, 3, 3), 'bicon_conv/Wb': (8, 4, 3, 3), 'bicon_conv/b': (8,),
+        'bwn_conv/W': (8, 2, 3, 3), 'bwn_conv/Wb': (8, 2, 3, 3), 'bwn_conv/alpha': (8,),
+        'bwn_conv/b': (8,),
+        'inq_conv/W': (8, 4, 3, 3), 'inq_conv/I': (8, 4, 3, 3)}
+    assert y.shape == (2, 8, 4, 4)
