@@ -818,3 +818,140 @@ def inq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, 
                             dict(_inq_args(num_bits, inq_iterations, selection_algorithm,
                                            seed),
                                  **_conv_layer_args(base_axis, pad, stride, dilation, group)))
+
+
+# ---- layers over quantized (or pruned) weights ------------------------------
+
+def _quantized_params(w_shape, w_init, b_shape, b_init, fix_parameters, with_bias,
+                      quantize_w, quantize_b):
+    """``W`` (and ``b``) plus the quantized copies ``W_q`` (``b_q``) that the
+    quantizer writes into and the layer reads."""
+    w = _param('W', w_shape, w_init, fix_parameters)
+    wq = _param('W_q', w_shape, w_init, need_grad=False)
+    qw = quantize_w(w, outputs=[wq.data])
+    qb = None
+    if with_bias:
+        b = _param('b', b_shape, b_init or I.ConstantInitializer(), fix_parameters)
+        bq = _param('b_q', b_shape, b_init or I.ConstantInitializer(), need_grad=False)
+        qb = quantize_b(b, outputs=[bq.data])
+    return qw, qb
+
+
+def _quantizer(fn, **args):
+    return lambda v, outputs: fn(v, outputs=outputs, **args)
+
+
+def _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng, with_bias,
+                 qw, qb):
+    outs = _as_list(n_outmaps)
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    w_init = w_init or _glorot(inmaps, int(np.prod(outs)), rng=rng)
+    w, b = _quantized_params([inmaps] + outs, w_init, outs, b_init, fix_parameters,
+                             with_bias, qw, qb)
+    return F.affine(inp, w, b, base_axis)
+
+
+def _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init, b_init,
+               fix_parameters, rng, with_bias, qw, qb):
+    kernel = tuple(kernel)
+    inmaps = inp.shape[base_axis]
+    w_init = w_init or _glorot(inmaps, outmaps, kernel, rng)
+    w, b = _quantized_params((outmaps, inmaps // group) + kernel, w_init, (outmaps,), b_init,
+                             fix_parameters, with_bias, qw, qb)
+    return F.convolution(inp, w, b, base_axis, pad, stride, dilation, group)
+
+
+def _fixed_point(prefix, kw):
+    return _quantizer(F.fixed_point_quantize, sign=kw['sign_' + prefix], n=kw['n_' + prefix],
+                      delta=kw['delta_' + prefix], quantize=kw['quantize_' + prefix],
+                      ste_fine_grained=kw['ste_fine_grained_' + prefix])
+
+
+def _pow2(prefix, kw):
+    return _quantizer(F.pow2_quantize, sign=kw['sign_' + prefix],
+                      with_zero=kw['with_zero_' + prefix], n=kw['n_' + prefix],
+                      m=kw['m_' + prefix], quantize=kw['quantize_' + prefix],
+                      ste_fine_grained=kw['ste_fine_grained_' + prefix])
+
+
+_FP_DEFAULTS = dict(quantize_w=True, sign_w=True, n_w=8, delta_w=2 ** -4,
+                    ste_fine_grained_w=True, quantize_b=True, sign_b=True, n_b=8,
+                    delta_b=2 ** -4, ste_fine_grained_b=True)
+_P2_DEFAULTS = dict(quantize_w=True, sign_w=True, with_zero_w=False, n_w=8, m_w=2,
+                    ste_fine_grained_w=True, quantize_b=True, sign_b=True, with_zero_b=False,
+                    n_b=8, m_b=2, ste_fine_grained_b=True)
+
+
+def _with_defaults(defaults, kw, who):
+    unknown = set(kw) - set(defaults)
+    if unknown:
+        raise TypeError('%s: unexpected arguments %s' % (who, sorted(unknown)))
+    return dict(defaults, **kw)
+
+
+@parametric_function_api('fp_quantized_affine')
+def fixed_point_quantized_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None,
+                                 fix_parameters=False, rng=None, with_bias=True, **quant):
+    """Affine layer over fixed-point quantized ``W``/``b`` (kept in ``W_q``/``b_q``);
+    quantizer arguments ``quantize_w, sign_w, n_w, delta_w, ste_fine_grained_w``
+    and the same with ``_b``."""
+    kw = _with_defaults(_FP_DEFAULTS, quant, 'fixed_point_quantized_affine')
+    return _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng,
+                        with_bias, _fixed_point('w', kw), _fixed_point('b', kw))
+
+
+@parametric_function_api('fp_quantized_conv')
+def fixed_point_quantized_convolution(inp, outmaps, kernel, pad=None, stride=None,
+                                      dilation=None, group=1, w_init=None, b_init=None,
+                                      base_axis=1, fix_parameters=False, rng=None,
+                                      with_bias=True, **quant):
+    """Convolution over fixed-point quantized ``W``/``b``."""
+    kw = _with_defaults(_FP_DEFAULTS, quant, 'fixed_point_quantized_convolution')
+    return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
+                      b_init, fix_parameters, rng, with_bias, _fixed_point('w', kw),
+                      _fixed_point('b', kw))
+
+
+@parametric_function_api('pow2_quantized_affine')
+def pow2_quantized_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None,
+                          fix_parameters=False, rng=None, with_bias=True, **quant):
+    """Affine layer over power-of-two quantized ``W``/``b``; quantizer arguments
+    ``quantize_w, sign_w, with_zero_w, n_w, m_w, ste_fine_grained_w`` and ``_b``."""
+    kw = _with_defaults(_P2_DEFAULTS, quant, 'pow2_quantized_affine')
+    return _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng,
+                        with_bias, _pow2('w', kw), _pow2('b', kw))
+
+
+@parametric_function_api('pow2_quantized_conv')
+def pow2_quantized_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
+                               group=1, w_init=None, b_init=None, base_axis=1,
+                               fix_parameters=False, rng=None, with_bias=True, **quant):
+    """Convolution over power-of-two quantized ``W``/``b``."""
+    kw = _with_defaults(_P2_DEFAULTS, quant, 'pow2_quantized_convolution')
+    return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
+                      b_init, fix_parameters, rng, with_bias, _pow2('w', kw), _pow2('b', kw))
+
+
+@parametric_function_api('pruned_affine')
+def pruned_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None,
+                  fix_parameters=False, rng=None, with_bias=True, prune_w=True, rate_w=0.9,
+                  prune_b=True, rate_b=0.9):
+    """Affine layer over pruned ``W``/``b`` (the smallest ``rate`` zeroed)."""
+    def pruner(on, rate):
+        return (_quantizer(F.prune, rate=rate) if on
+                else (lambda v, outputs: F.identity(v, outputs=outputs)))
+    return _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng,
+                        with_bias, pruner(prune_w, rate_w), pruner(prune_b, rate_b))
+
+
+@parametric_function_api('pruned_conv')
+def pruned_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
+                       w_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                       with_bias=True, prune_w=True, rate_w=0.9, prune_b=True, rate_b=0.9):
+    """Convolution over pruned ``W``/``b``."""
+    def pruner(on, rate):
+        return (_quantizer(F.prune, rate=rate) if on
+                else (lambda v, outputs: F.identity(v, outputs=outputs)))
+    return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
+                      b_init, fix_parameters, rng, with_bias, pruner(prune_w, rate_w),
+                      pruner(prune_b, rate_b))

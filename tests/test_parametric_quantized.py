@@ -49,3 +49,39 @@ def test_binary_and_inq_convolution_parameters():
         'bwn_conv/b': (8,),
         'inq_conv/W': (8, 4, 3, 3), 'inq_conv/I': (8, 4, 3, 3)}
     assert y.shape == (2, 8, 4, 4)
+
+
+def test_fixed_point_quantized_affine_values_and_gradient():
+    rng = np.random.RandomState(1)
+    x = nn.Variable.from_numpy_array(rng.randn(4, 6).astype(np.float32))
+    y = PF.fixed_point_quantized_affine(x, 3, n_w=6, delta_w=0.125)
+    y.forward()
+    p = nn.get_parameters(grad_only=False)
+    w, wq = p['fp_quantized_affine/W'].d, p['fp_quantized_affine/W_q'].d
+    lim = (2 ** 5 - 1) * 0.125                          # signed, 6 bits
+    np.testing.assert_allclose(wq, np.clip(np.round(w / 0.125) * 0.125, -lim, lim))
+    np.testing.assert_allclose(y.d, x.d @ wq + p['fp_quantized_affine/b_q'].d,
+                               rtol=1e-5, atol=1e-5)
+    p['fp_quantized_affine/W'].grad.zero()
+    y.backward(np.ones((4, 3), np.float32))
+    # straight through: the weight receives x^T gy where |w| is inside the range
+    inside = np.abs(w) <= lim
+    np.testing.assert_allclose(p['fp_quantized_affine/W'].g[inside],
+                               np.broadcast_to(x.d.sum(0)[:, None], w.shape)[inside],
+                               rtol=1e-5)
+
+
+def test_other_quantized_layers_parameters():
+    x = nn.Variable((2, 3, 5, 5))
+    PF.pow2_quantized_convolution(x, 4, (3, 3))
+    PF.pruned_affine(x, 7, rate_w=0.5)
+    PF.fixed_point_quantized_convolution(x, 4, (3, 3), with_bias=False)
+    PF.pow2_quantized_affine(x, 2)
+    PF.pruned_convolution(x, 4, (1, 1))
+    s = shapes()
+    assert s['pow2_quantized_conv/W_q'] == (4, 3, 3, 3) and s['pow2_quantized_conv/b_q'] == (4,)
+    assert s['pruned_affine/W'] == (75, 7) and s['pruned_affine/W_q'] == (75, 7)
+    assert 'fp_quantized_conv/b' not in s and s['fp_quantized_conv/W_q'] == (4, 3, 3, 3)
+    assert s['pow2_quantized_affine/W'] == (75, 2) and s['pruned_conv/W'] == (4, 3, 1, 1)
+    with pytest.raises(TypeError, match='n_bits'):
+        PF.fixed_point_quantized_affine(x, 2, n_bits=3, name='bad')
