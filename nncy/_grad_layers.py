@@ -1,0 +1,461 @@
+"""``nn.grad`` for layers and array manipulation: their gradients as graphs of
+other functions, so that they can be differentiated again.
+
+* Rearranging functions whose output elements are copies of input elements
+  at positions fixed by the shapes (slice, pad, tile, concatenate, ...) get an
+  *index map*: the function is run once on the 1-based positions of its
+  inputs' elements, and the gradient scatters the output gradient back with
+  ``scatter_nd(add=True)``.  ``gather_nd`` and ``scatter_nd`` are each other's
+  gradients, so these are differentiable any number of times.
+* Convolutions and poolings get a *graph form* (see ``_grad_norm``): the
+  forward rewritten with a static ``gather_nd`` of the windows (im2col),
+  ``batch_matmul`` and reductions.
+* Data-dependent ones (max, embed, where, dropout, ...) are written directly.
+"""
+import numpy as np
+
+import nncy.functions as F
+from nncy import _grad as G
+from nncy._core import Variable
+from nncy._grad_norm import graph_form, _impl
+
+_const = G._const
+
+
+def _ints(a):
+    return Variable.from_numpy_array(np.ascontiguousarray(a, dtype=np.int64), need_grad=False)
+
+
+def _flat(v):
+    n = int(np.prod(v.shape))
+    return v if v.shape == (n,) else F.reshape(v, (n,), inplace=False)
+
+
+def _reshape(v, shape):
+    shape = tuple(shape)
+    return v if v.shape == shape else F.reshape(v, shape, inplace=False)
+
+
+def _gather_static(x, idx, fill=0.0):
+    """Elements of x at flat positions ``idx`` (a NumPy array of any shape;
+    -1 reads ``fill``)."""
+    xf = _flat(x)
+    n = xf.shape[0]
+    idx = np.asarray(idx, np.int64)
+    if (idx < 0).any():
+        xf = F.concatenate(xf, _const(np.float32(fill), (1,)), axis=0)
+        idx = np.where(idx < 0, n, idx)
+    return F.gather_nd(xf, _ints(idx.reshape((1,) + idx.shape)))
+
+
+def _scatter_static(v, idx, shape):
+    """The adjoint of a gather: adds the elements of v into an array of
+    ``shape`` at flat positions ``idx`` (of v's shape; -1 drops)."""
+    size = int(np.prod(shape))
+    idx = np.asarray(idx, np.int64)
+    drop = (idx < 0).any()
+    if drop:
+        idx = np.where(idx < 0, size, idx)
+    out = F.scatter_nd(v, _ints(idx.reshape((1,) + idx.shape)),
+                       shape=(size + 1 if drop else size,), add=True)
+    if drop:
+        out = F.slice(out, (0,), (size,), (1,))
+    return _reshape(out, shape)
+
+
+# ---- gather_nd / scatter_nd ------------------------------------------------------
+
+@G.grad_builder('GatherNd')
+def _gather_nd(f, inputs, outputs, gys):
+    data, idx = inputs
+    return [F.scatter_nd(gys[0], idx, shape=data.shape, add=True), None]
+
+
+@G.grad_builder('ScatterNd')
+def _scatter_nd(f, inputs, outputs, gys):
+    data, idx = inputs
+    if getattr(_impl(f), 'keep', False):
+        raise NotImplementedError('grad: scatter_nd into out= has no gradient graph yet')
+    return [F.gather_nd(gys[0], idx), None]
+
+
+# ---- index maps ------------------------------------------------------------------
+
+_MAPS = {}
+
+
+def _index_maps(f, inputs, outputs):
+    """Per output: the flat position (over the inputs laid end to end) of the
+    input element each output element copies, -1 where it is a constant."""
+    sizes = [int(np.prod(x.shape)) for x in inputs]
+    total = int(np.sum(sizes))
+    if total >= 2 ** 24:
+        raise NotImplementedError('grad: %s: input too large for an index map'
+                                  % f.spec.name)
+    probes, off = [], 0
+    for x, n in zip(inputs, sizes):
+        a = (np.arange(n, dtype=np.float64) + 1 + off).astype(np.float32)
+        probes.append(Variable.from_numpy_array(a.reshape(x.shape)))
+        off += n
+    args = dict(f.args)
+    if f.spec.type_name == 'Pad':
+        args['constant_value'] = 0.0
+    outs = getattr(F, f.spec.name)(*probes, **args)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    maps = []
+    for o in outs:
+        o.forward()
+        maps.append(np.rint(np.asarray(o.d, np.float64)).astype(np.int64) - 1)
+    return maps, sizes
+
+
+def _by_index_map(f, inputs, outputs, gys):
+    maps, sizes = _index_maps(f, inputs, outputs)
+    total = int(np.sum(sizes))
+    g = [_flat(gy) for gy in gys]
+    idx = np.concatenate([m.reshape(-1) for m in maps])
+    g = g[0] if len(g) == 1 else F.concatenate(*g, axis=0)
+    gall = _scatter_static(g, idx, (total,))
+    out, off = [], 0
+    for x, n in zip(inputs, sizes):
+        if not x.need_grad:
+            out.append(None)
+        else:
+            part = gall if n == total else F.slice(gall, (off,), (off + n,), (1,))
+            out.append(_reshape(part, x.shape))
+        off += n
+    return out
+
+
+for _t in ('Slice', 'Pad', 'Tile', 'Concatenate', 'Split', 'Stack', 'Shift',
+           'MatrixDiag', 'MatrixDiagPart', 'Unpooling', 'BroadcastTo'):
+    G.grad_builder(_t)(_by_index_map)
+
+
+@G.grad_builder('Transpose')
+def _transpose(f, inputs, outputs, gys):
+    axes = [a % len(inputs[0].shape) for a in f.args['axes']]
+    return [F.transpose(gys[0], tuple(int(i) for i in np.argsort(axes)))]
+
+
+@G.grad_builder('Broadcast')
+def _broadcast(f, inputs, outputs, gys):
+    return [G._sum_to(gys[0], inputs[0].shape)]
+
+
+@G.grad_builder('Flip')
+def _flip(f, inputs, outputs, gys):
+    return [F.flip(gys[0], f.args['axes'])]
+
+
+# ---- data-dependent functions ------------------------------------------------------
+
+def _extreme(name):
+    def build(f, inputs, outputs, gys):
+        x = inputs[0]
+        if f.args['only_index']:
+            return [None]
+        axes = sorted(G._reduction_axes(f, x))
+        kept = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+        # (a fresh index node: the node's own index output may be gone)
+        ind = getattr(F, name)(x, axis=f.args['axis'], keepdims=True, only_index=True)
+        ind = _reshape(ind, kept)
+        span = tuple(x.shape[i] if i in axes else 1 for i in range(len(x.shape)))
+        iota = np.arange(int(np.prod(span)), dtype=np.float32).reshape(span)
+        mask = F.equal(_const(iota, span), ind)
+        return [F.mul2(mask, _reshape(gys[0], kept))]
+    return build
+
+
+G.grad_builder('Max')(_extreme('max'))
+G.grad_builder('Min')(_extreme('min'))
+
+
+@G.grad_builder('Prod')
+def _prod(f, inputs, outputs, gys):
+    x = inputs[0]
+    axes = G._reduction_axes(f, x)
+    kept = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    gy_y = F.mul2(_reshape(gys[0], kept), _reshape(outputs[0], kept))
+    return [F.div2(gy_y, x)]
+
+
+@G.grad_builder('Where')
+def _where(f, inputs, outputs, gys):
+    c, xt, xf = inputs
+    gy = gys[0]
+    zero = _const(0.0, gy.shape)
+    return [None, F.where(c, gy, zero), F.where(c, zero, gy)]
+
+
+@G.grad_builder('Embed')
+def _embed(f, inputs, outputs, gys):
+    x0, w = inputs
+    ind = _reshape(x0, (1,) + tuple(x0.shape))
+    return [None, F.scatter_nd(gys[0], ind, shape=w.shape, add=True)]
+
+
+@G.grad_builder('Dropout')
+def _dropout(f, inputs, outputs, gys):
+    # the mask is where the output is non-zero (exact unless x is exactly 0)
+    p = f.args['p']
+    mask = F.mul_scalar(F.not_equal_scalar(outputs[0], 0.0), 1.0 / (1.0 - p))
+    return [F.mul2(gys[0], mask)]
+
+
+def _spread_all(x, gy, scale):
+    g = _reshape(gy, (1,) * len(x.shape))
+    if scale != 1.0:
+        g = F.mul_scalar(g, scale)
+    return F.add2(_const(0.0, x.shape), g)
+
+
+@G.grad_builder('ReduceSum')
+def _reduce_sum(f, inputs, outputs, gys):
+    return [_spread_all(inputs[0], gys[0], 1.0)]
+
+
+@G.grad_builder('ReduceMean')
+def _reduce_mean(f, inputs, outputs, gys):
+    return [_spread_all(inputs[0], gys[0], 1.0 / max(int(np.prod(inputs[0].shape)), 1))]
+
+
+@G.grad_builder('GlobalAveragePooling')
+def _global_average_pooling(f, inputs, outputs, gys):
+    x = inputs[0]
+    size = int(np.prod(x.shape[2:]))
+    g = _reshape(gys[0], tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2))
+    g = F.mul_scalar(g, 1.0 / size if size else float('nan'))
+    return [F.add2(_const(0.0, x.shape), g)]
+
+
+@G.grad_builder('AddN')
+def _add_n(f, inputs, outputs, gys):
+    return [gys[0] for _ in inputs]
+
+
+@G.grad_builder('MulN')
+def _mul_n(f, inputs, outputs, gys):
+    out = []
+    for i in range(len(inputs)):
+        others = [x for j, x in enumerate(inputs) if j != i]
+        p = others[0] if len(others) == 1 else F.mul_n(*others)
+        out.append(F.mul2(gys[0], p))
+    return out
+
+
+@G.grad_builder('BatchInv')
+def _batch_inv(f, inputs, outputs, gys):
+    y = outputs[0]
+    g = F.batch_matmul(F.batch_matmul(y, gys[0], transpose_a=True), y, transpose_b=True)
+    return [F.mul_scalar(g, -1.0)]
+
+
+@G.grad_builder('BatchDet')
+def _batch_det(f, inputs, outputs, gys):
+    x = inputs[0]
+    b = x.shape[0]
+    s = _reshape(F.mul2(gys[0], outputs[0]), (b, 1, 1))
+    return [F.mul2(s, F.transpose(F.batch_inv(x), (0, 2, 1)))]
+
+
+# ---- convolutions and poolings as graph forms -----------------------------------------
+
+def _per(v, n, default):
+    if v is None:
+        return (default,) * n
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(v)
+    return v * n if len(v) == 1 and n > 1 else v
+
+
+def _grid(*sizes):
+    return np.meshgrid(*[np.arange(s) for s in sizes], indexing='ij', sparse=False) \
+        if sizes else []
+
+
+def _conv_geometry(f, x, w, out_shape, cl, transposed):
+    base = f.args['base_axis']
+    lead = tuple(x.shape[:base])
+    ns = len(x.shape) - base - 1
+    pad = _per(f.args['pad'], ns, 0)
+    stride = _per(f.args['stride'], ns, 1)
+    dil = _per(f.args['dilation'], ns, 1)
+    kernel = tuple(w.shape[1:-1]) if cl else tuple(w.shape[2:])
+    if cl:
+        xs, ys = tuple(x.shape[base:-1]), tuple(out_shape[base:-1])
+    else:
+        xs, ys = tuple(x.shape[base + 1:]), tuple(out_shape[base + 1:])
+    return lead, ns, pad, stride, dil, kernel, xs, ys
+
+
+def _window_index(B, G, Cg, src_sp, win_sp, kernel, pad, stride, dil, cl, src_shape):
+    """Flat positions in ``src_shape`` ((B, C, *src_sp) or channel last) of
+    src[b, g*Cg + c, o*stride - pad + k*dil], laid out (G, B, O..., Cg, K...)
+    (channel last: (G, B, O..., K..., Cg)); -1 outside."""
+    ns = len(kernel)
+    grids = _grid(G, B, *win_sp, Cg, *kernel)
+    g, b = grids[0], grids[1]
+    o = grids[2:2 + ns]
+    c = grids[2 + ns]
+    k = grids[3 + ns:]
+    ch = g * Cg + c
+    valid = np.ones(g.shape, bool)
+    sp = []
+    for i in range(ns):
+        s = o[i] * stride[i] - pad[i] + k[i] * dil[i]
+        valid &= (s >= 0) & (s < src_sp[i])
+        sp.append(np.clip(s, 0, src_sp[i] - 1))
+    coords = [b] + sp + [ch] if cl else [b, ch] + sp
+    idx = np.ravel_multi_index(coords, src_shape)
+    idx = np.where(valid, idx, -1)
+    if cl:
+        idx = np.moveaxis(idx, 2 + ns, -1)
+    return idx
+
+
+def _bias(y, b, out_shape, cl, base):
+    shape = [1] * len(out_shape)
+    shape[len(out_shape) - 1 if cl else base] = b.shape[0]
+    return F.add2(y, _reshape(b, shape))
+
+
+def _conv_form(f, x, w, b, G_, w_view, out_shape):
+    """Convolution of x by w (viewed as (OC, Cg, K...) or channel last)."""
+    cl = f.args.get('channel_last', False)
+    lead, ns, pad, stride, dil, kernel, xs, ys = _conv_geometry(f, x, w_view, out_shape,
+                                                                cl, False)
+    B = int(np.prod(lead))
+    OC = w_view.shape[0]
+    Cg = w_view.shape[-1] if cl else w_view.shape[1]
+    OCg = OC // G_
+    P, Kn = int(np.prod(ys)), int(np.prod(kernel))
+    src_shape = (B,) + xs + (G_ * Cg,) if cl else (B, G_ * Cg) + xs
+    idx = _window_index(B, G_, Cg, xs, ys, kernel, pad, stride, dil, cl, src_shape)
+    cols = _reshape(_gather_static(x, idx), (G_, B * P, Cg * Kn))
+    wm = _reshape(w, (G_, OCg, Cg * Kn))
+    y = _reshape(F.batch_matmul(cols, wm, transpose_b=True), (G_, B, P, OCg))
+    y = F.transpose(y, (1, 2, 0, 3) if cl else (1, 0, 3, 2))
+    y = _reshape(y, out_shape)
+    if b is not None:
+        y = _bias(y, b, out_shape, cl, len(lead))
+    return y
+
+
+def _deconv_form(f, x, w, b, G_, w_view, out_shape):
+    """Transposed convolution of x by w (viewed as (IC, OCg, K...) or channel last)."""
+    cl = f.args.get('channel_last', False)
+    lead, ns, pad, stride, dil, kernel, xs, ys = _conv_geometry(f, x, w_view, out_shape,
+                                                                cl, True)
+    B = int(np.prod(lead))
+    IC = w_view.shape[0]
+    OCg = w_view.shape[-1] if cl else w_view.shape[1]
+    ICg = IC // G_
+    P, Kn = int(np.prod(xs)), int(np.prod(kernel))
+    # x as (G, B * P, ICg): positions with kernel 1, stride 1
+    x_shape = (B,) + xs + (IC,) if cl else (B, IC) + xs
+    xi = _window_index(B, G_, ICg, xs, xs, (1,) * ns, (0,) * ns, (1,) * ns, (1,) * ns,
+                       cl, x_shape)
+    cols = _reshape(_gather_static(x, xi), (G_, B * P, ICg))
+    wm = _reshape(w, (G_, ICg, OCg * Kn))
+    z = F.batch_matmul(cols, wm)          # (G, B*P, OCg*Kn), columns (o, k) or (k, o)
+    y_shape = (B,) + ys + (G_ * OCg,) if cl else (B, G_ * OCg) + ys
+    yi = _window_index(B, G_, OCg, ys, xs, kernel, pad, stride, dil, cl, y_shape)
+    y = _scatter_static(_reshape(z, yi.shape), yi, y_shape)
+    y = _reshape(y, out_shape)
+    if b is not None:
+        y = _bias(y, b, out_shape, cl, len(lead))
+    return y
+
+
+def _xwb(inputs):
+    return inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+
+
+class _View:
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+@graph_form('Convolution')
+def _convolution(f, inputs):
+    x, w, b = _xwb(inputs)
+    return _conv_form(f, x, w, b, f.args['group'], w, f.outputs[0].shape)
+
+
+@graph_form('DepthwiseConvolution')
+def _depthwise_convolution(f, inputs):
+    x, w, b = _xwb(inputs)
+    c = x.shape[f.args['base_axis']]
+    view = _View((w.shape[0], 1) + tuple(w.shape[1:]))
+    return _conv_form(f, x, w, b, c, view, f.outputs[0].shape)
+
+
+@graph_form('Deconvolution')
+def _deconvolution(f, inputs):
+    x, w, b = _xwb(inputs)
+    return _deconv_form(f, x, w, b, f.args['group'], w, f.outputs[0].shape)
+
+
+@graph_form('DepthwiseDeconvolution')
+def _depthwise_deconvolution(f, inputs):
+    x, w, b = _xwb(inputs)
+    c = x.shape[f.args['base_axis']]
+    view = _View((w.shape[0], 1) + tuple(w.shape[1:]))
+    return _deconv_form(f, x, w, b, c // f.args['divisor'], view, f.outputs[0].shape)
+
+
+def _pool_index(f, x, out_shape):
+    kernel = tuple(f.args['kernel'])
+    nk = len(kernel)
+    stride = _per(f.args['stride'], nk, None)
+    stride = kernel if stride[0] is None else stride
+    pad = _per(f.args['pad'], nk, 0)
+    cl = f.args['channel_last']
+    nd = len(x.shape)
+    first = nd - nk - (1 if cl else 0)
+    grids = _grid(*(tuple(out_shape) + kernel))
+    coords, valid = [], np.ones(grids[0].shape if grids else (), bool)
+    for a in range(nd):
+        if first <= a < first + nk:
+            i = a - first
+            s = grids[a] * stride[i] - pad[i] + grids[nd + i]
+            valid &= (s >= 0) & (s < x.shape[a])
+            coords.append(np.clip(s, 0, x.shape[a] - 1))
+        else:
+            coords.append(grids[a])
+    idx = np.ravel_multi_index(coords, x.shape)
+    idx = np.where(valid, idx, -1)
+    return idx.reshape(tuple(out_shape) + (-1,))
+
+
+@graph_form('MaxPooling')
+def _max_pooling(f, inputs):
+    x = inputs[0]
+    out_shape = f.outputs[0].shape
+    idx = _pool_index(f, x, out_shape)
+    patches = _gather_static(x, idx, fill=float(np.finfo(np.float32).min))
+    return F.max(patches, axis=len(out_shape))
+
+
+@graph_form('SumPooling')
+def _sum_pooling(f, inputs):
+    x = inputs[0]
+    out_shape = f.outputs[0].shape
+    idx = _pool_index(f, x, out_shape)
+    return F.sum(_gather_static(x, idx), axis=len(out_shape))
+
+
+@graph_form('AveragePooling')
+def _average_pooling(f, inputs):
+    x = inputs[0]
+    out_shape = f.outputs[0].shape
+    idx = _pool_index(f, x, out_shape)
+    ones = Variable.from_numpy_array(np.ones(x.shape, np.float32))
+    avg = F.average_pooling(ones, **f.args)
+    avg.forward()
+    n = np.maximum((idx >= 0).sum(-1), 1).astype(np.float32)
+    weight = np.asarray(avg.d, np.float32) / n
+    s = F.sum(_gather_static(x, idx), axis=len(out_shape))
+    return F.mul2(s, _const(weight, out_shape))

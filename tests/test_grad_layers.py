@@ -1,0 +1,152 @@
+"""nn.grad of layers and array manipulation (nncy/_grad_layers.py): first-order
+gradients agree with backward, and Hessian-vector products built by a second
+nn.grad agree with central differences of the first-order gradients."""
+import numpy as np
+import pytest
+
+import nncy as nn
+import nncy.functions as F
+
+
+def _conv(**kw):
+    return lambda x, w, b: F.convolution(x, w, b, **kw)
+
+
+def _deconv(**kw):
+    return lambda x, w, b: F.deconvolution(x, w, b, **kw)
+
+
+def _idx(a):
+    return nn.Variable.from_numpy_array(np.asarray(a))
+
+
+# name: (shapes of the differentiated inputs, function of them)
+CASES = {
+    'convolution': ([(2, 3, 5, 5), (4, 3, 3, 3), (4,)], _conv(pad=(1, 1), stride=(2, 1))),
+    'convolution_group_dilation': ([(1, 4, 6, 5), (2, 2, 2, 2), (2,)],
+                                   _conv(pad=(1, 0), dilation=(2, 1), group=2)),
+    'convolution_channel_last': ([(2, 4, 5, 3), (4, 3, 2, 3), (4,)],
+                                 _conv(pad=(1, 1), channel_last=True)),
+    'convolution_1d': ([(2, 2, 7), (3, 2, 3)],
+                       lambda x, w: F.convolution(x, w, stride=(2,))),
+    'deconvolution': ([(2, 3, 3, 4), (3, 2, 3, 3), (2,)], _deconv(pad=(1, 1), stride=(2, 2))),
+    'deconvolution_group': ([(1, 4, 3, 3), (4, 1, 2, 2), (2,)],
+                            _deconv(group=2, stride=(2, 2), output_padding=(1, 1),
+                                    dilation=(1, 2))),
+    'deconvolution_channel_last': ([(2, 3, 3, 2), (2, 2, 2, 3), (3,)],
+                                   _deconv(channel_last=True, stride=(2, 1))),
+    'depthwise_convolution': ([(2, 3, 5, 5), (6, 3, 3), (6,)],
+                              lambda x, w, b: F.depthwise_convolution(x, w, b, pad=(1, 1),
+                                                                      multiplier=2)),
+    'depthwise_deconvolution': ([(2, 4, 3, 3), (4, 2, 2), (2,)],
+                                lambda x, w, b: F.depthwise_deconvolution(
+                                    x, w, b, stride=(2, 2), divisor=2)),
+    'max_pooling': ([(2, 3, 6, 5)], lambda x: F.max_pooling(x, (2, 2))),
+    'max_pooling_pad': ([(1, 2, 5, 6)], lambda x: F.max_pooling(x, (3, 3), (2, 2),
+                                                                pad=(1, 1))),
+    'max_pooling_border': ([(1, 2, 5, 5)], lambda x: F.max_pooling(x, (2, 2),
+                                                                   ignore_border=False)),
+    'max_pooling_channel_last': ([(2, 4, 4, 3)], lambda x: F.max_pooling(
+        x, (2, 2), (1, 2), channel_last=True)),
+    'average_pooling': ([(2, 2, 5, 5)], lambda x: F.average_pooling(x, (3, 3), (2, 2),
+                                                                     pad=(1, 1))),
+    'average_pooling_excluding_pad': ([(2, 2, 5, 5)], lambda x: F.average_pooling(
+        x, (3, 2), (2, 2), pad=(1, 1), including_pad=False, ignore_border=False)),
+    'sum_pooling': ([(2, 2, 5, 4)], lambda x: F.sum_pooling(x, (2, 3), (1, 1))),
+    'global_average_pooling': ([(2, 3, 3, 2)], lambda x: F.global_average_pooling(x)),
+    'unpooling': ([(2, 2, 2, 3)], lambda x: F.unpooling(x, (2, 3))),
+    'slice': ([(3, 5)], lambda x: F.slice(x, (1, 0), (3, 4), (1, 2))),
+    'slice_negative_step': ([(4, 5)], lambda x: F.slice(x, (3, 4), (0, 0), (-2, -1))),
+    'concatenate': ([(2, 3), (2, 2)], lambda a, b: F.concatenate(a, b, axis=1)),
+    'split': ([(3, 4)], lambda x: F.mul2(F.split(x, axis=0)[0], F.split(x, axis=0)[2])),
+    'stack': ([(2, 3), (2, 3)], lambda a, b: F.stack(a, F.tanh(b), axis=1)),
+    'transpose': ([(2, 3, 4)], lambda x: F.transpose(x, (2, 0, 1))),
+    'broadcast': ([(3, 1)], lambda x: F.broadcast(x, (2, 3, 4))),
+    'broadcast_to': ([(3, 4), (3,)], lambda x, y: F.add2(x, F.broadcast_to(x, y, axis=0))),
+    'tile': ([(2, 3)], lambda x: F.tile(x, (2, 1, 2))),
+    'flip': ([(3, 4)], lambda x: F.flip(x, (0, 1))),
+    'pad_constant': ([(2, 3)], lambda x: F.pad(x, (1, 0, 2, 1), constant_value=0.5)),
+    'pad_reflect': ([(2, 4)], lambda x: F.pad(x, (1, 2, 2, 1), mode='reflect')),
+    'pad_repeat': ([(2, 3)], lambda x: F.pad(x, (2, 1), mode='repeat')),
+    'shift': ([(3, 4)], lambda x: F.shift(x, (1, -2))),
+    'matrix_diag': ([(2, 3)], lambda x: F.matrix_diag(x)),
+    'matrix_diag_part': ([(2, 3, 3)], lambda x: F.matrix_diag_part(x)),
+    'embed': ([(5, 3)], lambda w: F.embed(_idx([[0, 2], [4, 2]]), w)),
+    'gather_nd': ([(3, 4)], lambda x: F.gather_nd(x, [[0, 2, 2], [1, 3, 1]])),
+    'scatter_nd': ([(3,)], lambda x: F.scatter_nd(x, [[0, 2, 0]], shape=(4,), add=True)),
+    'max': ([(3, 4, 2)], lambda x: F.max(x, axis=(0, 2), keepdims=True)),
+    'max_with_index': ([(3, 4)], lambda x: F.max(x, axis=1, with_index=True)[0]),
+    'min': ([(3, 4)], lambda x: F.min(x, axis=0)),
+    'min_all': ([(3, 4)], lambda x: F.min(x)),
+    'prod': ([(3, 4)], lambda x: F.prod(x, axis=1)),
+    'where': ([(2, 3), (2, 3)], lambda a, b: F.where(_idx([[1, 0, 1], [0, 0, 1]]), a, b)),
+    'add_n': ([(2, 3), (2, 3)], lambda a, b: F.add_n(a, F.tanh(b), a)),
+    'mul_n': ([(2, 3), (2, 3)], lambda a, b: F.mul_n(a, b, F.tanh(b))),
+    'batch_inv': ([(2, 3, 3)], lambda x: F.batch_inv(F.add2(x, nn.Variable.from_numpy_array(
+        np.eye(3, dtype=np.float32) * 3)))),
+    'batch_det': ([(2, 3, 3)], lambda x: F.batch_det(x)),
+}
+
+
+def _build(name, seed):
+    rng = np.random.RandomState(seed)
+    shapes, fn = CASES[name]
+    leaves = [nn.Variable.from_numpy_array((0.5 * rng.randn(*s)).astype(np.float32),
+                                           need_grad=True) for s in shapes]
+    y = fn(*leaves)
+    r = nn.Variable.from_numpy_array(np.asarray(rng.randn(*y.shape), np.float32))
+    loss = F.sum(F.mul2(F.tanh(y), r))
+    return leaves, loss, rng
+
+
+def _value(v):
+    v.forward()
+    return v.d.copy()
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_first_order_matches_backward(name):
+    leaves, loss, _ = _build(name, 0)
+    grads = nn.grad([loss], leaves)
+    values = [_value(g) for g in grads]
+    loss.forward()
+    for x in leaves:
+        x.grad.zero()
+    loss.backward()
+    for x, g in zip(leaves, values):
+        np.testing.assert_allclose(g, x.g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_second_order_by_finite_differences(name):
+    """The Hessian-vector product H v against central differences of the
+    gradients along v."""
+    leaves, loss, rng = _build(name, 1)
+    grads = nn.grad([loss], leaves)
+    vs = [rng.randn(*x.shape).astype(np.float32) for x in leaves]
+    dot = F.add_n(*[F.sum(F.mul2(g, nn.Variable.from_numpy_array(v)))
+                    for g, v in zip(grads, vs)]) if len(leaves) > 1 else \
+        F.sum(F.mul2(grads[0], nn.Variable.from_numpy_array(vs[0])))
+    hv = nn.grad([dot], leaves)
+    hv = [np.zeros(x.shape, np.float32) if h is None else _value(h) for h, x in zip(hv, leaves)]
+    x0 = [x.d.copy() for x in leaves]
+    eps = 3e-3
+    sides = []
+    for s in (eps, -eps):
+        for x, d, v in zip(leaves, x0, vs):
+            x.d = d + s * v
+        sides.append([_value(g).astype(np.float64) for g in grads])
+    for x, d in zip(leaves, x0):
+        x.d = d
+    for h, gp, gm in zip(hv, *sides):
+        np.testing.assert_allclose(h, (gp - gm) / (2 * eps), rtol=3e-2, atol=3e-3)
+
+
+def test_dropout_uses_the_forward_mask():
+    rng = np.random.RandomState(0)
+    x = nn.Variable.from_numpy_array(rng.randn(4, 5).astype(np.float32), need_grad=True)
+    r = rng.randn(4, 5).astype(np.float32)
+    d = F.dropout(x, p=0.3)
+    (gx,) = nn.grad([F.sum(F.mul2(d, nn.Variable.from_numpy_array(r)))], [x])
+    gx.forward()
+    np.testing.assert_allclose(gx.d, r * (d.d != 0) / 0.7, rtol=1e-5)
