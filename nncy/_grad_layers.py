@@ -459,3 +459,78 @@ def _average_pooling(f, inputs):
     weight = np.asarray(avg.d, np.float32) / n
     s = F.sum(_gather_static(x, idx), axis=len(out_shape))
     return F.mul2(s, _const(weight, out_shape))
+
+
+# ---- sorting and top-k ------------------------------------------------------------------
+
+def _scatter_by(gy, flat_ind, shape):
+    """Adds gy into an array of ``shape`` at the flat positions held by the
+    Variable ``flat_ind`` (of gy's shape)."""
+    n = int(np.prod(gy.shape))
+    ind = _reshape(flat_ind, (1, n))
+    size = int(np.prod(shape))
+    return _reshape(F.scatter_nd(_flat(gy), ind, shape=(size,), add=True), shape)
+
+
+@G.grad_builder('Sort')
+def _sort(f, inputs, outputs, gys):
+    x = inputs[0]
+    if f.args['only_index']:
+        return [None]
+    nd = len(x.shape)
+    axis = f.args['axis'] % nd
+    ind = F.sort(x, axis=f.args['axis'], reverse=f.args['reverse'], only_index=True)
+    stride = int(np.prod(x.shape[axis + 1:]))
+    grids = _grid(*x.shape)
+    base = np.ravel_multi_index([g if i != axis else np.zeros_like(g)
+                                 for i, g in enumerate(grids)], x.shape)
+    flat = F.add2(F.mul_scalar(ind, float(stride)), _const(base.astype(np.float32), x.shape))
+    return [_scatter_by(gys[0], flat, x.shape)]
+
+
+def _top_k_positions(x, k, use_abs, base):
+    """Flat positions in x of the k largest entries (by magnitude with abs) of
+    each sample, (m, k)."""
+    m = int(np.prod(x.shape[:base]))
+    n = int(np.prod(x.shape[base:]))
+    key = _reshape(x, (m, n))
+    if use_abs:
+        key = F.abs(key)
+    ind = F.sort(key, axis=1, reverse=True, only_index=True)
+    ind = F.slice(ind, (0, 0), (m, k), (1, 1)) if k < n else ind
+    rows = (np.arange(m, dtype=np.float32) * n).reshape(m, 1)
+    return F.add2(ind, _const(rows, (m, 1)))
+
+
+@G.grad_builder('TopKData')
+def _top_k_data(f, inputs, outputs, gys):
+    x = inputs[0]
+    k, base = f.args['k'], f.args['base_axis'] % max(len(x.shape), 1)
+    pos = _top_k_positions(x, k, f.args['abs'], base)
+    gy = gys[0]
+    if f.args['reduce']:
+        return [_scatter_by(gy, pos, x.shape)]
+    ones = _const(1.0, pos.shape)
+    mask = _scatter_by(ones, pos, x.shape)
+    return [F.mul2(gy, mask)]
+
+
+@G.grad_builder('TopKGrad')
+def _top_k_grad(f, inputs, outputs, gys):
+    return [F.top_k_data(gys[0], f.args['k'], abs=f.args['abs'], reduce=False,
+                         base_axis=f.args['base_axis'])]
+
+
+@G.grad_builder('Assign')
+def _assign(f, inputs, outputs, gys):
+    return [gys[0], None]
+
+
+def _no_gradient(f, inputs, outputs, gys):
+    return [None] * len(inputs)
+
+
+# generators and integer-valued outputs: nothing flows back
+for _t in ('Constant', 'Arange', 'Rand', 'Randint', 'Randn', 'RandBinomial', 'RandBeta',
+           'RandGamma', 'OneHot'):
+    G.grad_builder(_t)(_no_gradient)

@@ -84,6 +84,12 @@ CASES = {
     'mul_n': ([(2, 3), (2, 3)], lambda a, b: F.mul_n(a, b, F.tanh(b))),
     'batch_inv': ([(2, 3, 3)], lambda x: F.batch_inv(F.add2(x, nn.Variable.from_numpy_array(
         np.eye(3, dtype=np.float32) * 3)))),
+    'sort': ([(3, 4)], lambda x: F.mul2(F.sort(x, axis=0), F.sort(x, axis=1, reverse=True))),
+    'top_k_data': ([(2, 6)], lambda x: F.top_k_data(x, 3)),
+    'top_k_data_abs_full': ([(2, 2, 3)], lambda x: F.top_k_data(x, 2, abs=True, reduce=False)),
+    'top_k_grad': ([(2, 5)], lambda x: F.mul2(F.top_k_grad(F.tanh(x), 2, abs=True), x)),
+    'generators': ([(2, 3)], lambda x: F.add2(x, F.add2(F.constant(1.0, (2, 3)),
+                                                        F.arange(0, 3)))),
     'batch_det': ([(2, 3, 3)], lambda x: F.batch_det(x)),
 }
 
@@ -117,7 +123,11 @@ def test_first_order_matches_backward(name):
         np.testing.assert_allclose(g, x.g, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+# top_k_grad's gradient is not the derivative of its (identity) forward
+NOT_DERIVATIVES = {'top_k_grad'}
+
+
+@pytest.mark.parametrize('name', sorted(set(CASES) - NOT_DERIVATIVES))
 def test_second_order_by_finite_differences(name):
     """The Hessian-vector product H v against central differences of the
     gradients along v."""
@@ -150,3 +160,11 @@ def test_dropout_uses_the_forward_mask():
     (gx,) = nn.grad([F.sum(F.mul2(d, nn.Variable.from_numpy_array(r)))], [x])
     gx.forward()
     np.testing.assert_allclose(gx.d, r * (d.d != 0) / 0.7, rtol=1e-5)
+
+
+def test_random_generators_have_no_gradient():
+    x = nn.Variable.from_numpy_array(np.ones((2, 3), np.float32), need_grad=True)
+    y = F.sum(F.mul2(x, F.add2(F.randn(shape=(2, 3)), F.rand(shape=(2, 3)))))
+    (gx,) = nn.grad([y], [x])
+    gx.forward()
+    assert gx.shape == (2, 3)
