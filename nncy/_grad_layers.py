@@ -534,3 +534,102 @@ def _no_gradient(f, inputs, outputs, gys):
 for _t in ('Constant', 'Arange', 'Rand', 'Randint', 'Randn', 'RandBinomial', 'RandBeta',
            'RandGamma', 'OneHot'):
     G.grad_builder(_t)(_no_gradient)
+
+
+# ---- recurrent networks as graph forms ---------------------------------------------------
+
+def _take(v, axis, i):
+    """v[..., i, ...] along ``axis`` with the axis removed."""
+    start = [0] * len(v.shape)
+    stop = list(v.shape)
+    start[axis], stop[axis] = i, i + 1
+    out = F.slice(v, tuple(start), tuple(stop), (1,) * len(v.shape))
+    return _reshape(out, tuple(s for k, s in enumerate(v.shape) if k != axis))
+
+
+def _cols(v, a, b):
+    """v[:, a:b] of a 2-D v."""
+    return F.slice(v, (0, a), (v.shape[0], b), (1, 1))
+
+
+def _recurrent_form(cell):
+    gates = {'rnn': 1, 'lstm': 4, 'gru': 3}[cell]
+    blocks = {'rnn': 1, 'lstm': 4, 'gru': 4}[cell]
+
+    def form(f, inputs):
+        from nncy._grad_norm import _by_name
+        v = _by_name(f, inputs)
+        a = f.args
+        x, h_init = v['x'], v['h']
+        T, B, I = x.shape
+        L, D, _, H = h_init.shape
+        GH = gates * H
+        if a['training'] and a['dropout'] and L > 1:
+            raise NotImplementedError('grad: %s with dropout between layers has no '
+                                      'gradient graph yet' % f.spec.name)
+        relu = a.get('nonlinearity') == 'relu'
+        bias = v.get('bias')
+        if bias is not None:
+            bias = _reshape(bias, (L, D, blocks * H))
+        layer_in = _reshape(x, (T * B, I))
+        hn, cn = [], []
+        for l in range(L):
+            if l == 0:
+                W_all = _reshape(v['weight_l0'], (D, GH, I + H))
+            else:
+                W_all = _reshape(_take(v['weight'], 0, l - 1), (D, GH, D * H + H))
+            n_in = layer_in.shape[1]
+            seqs, hn_l, cn_l = [], [], []
+            for d in range(D):
+                W = _take(W_all, 0, d)
+                wx, wh = _cols(W, 0, n_in), _cols(W, n_in, n_in + H)
+                gx = F.batch_matmul(layer_in, wx, transpose_b=True)
+                bhn = None
+                if bias is not None:
+                    bld = _take(_take(bias, 0, l), 0, d)
+                    gx = F.add2(gx, _reshape(F.slice(bld, (0,), (GH,), (1,)), (1, GH)))
+                    if cell == 'gru':
+                        bhn = _reshape(F.slice(bld, (GH,), (GH + H,), (1,)), (1, H))
+                gx = _reshape(gx, (T, B, GH))
+                h = _take(_take(h_init, 0, l), 0, d)
+                c = _take(_take(v['c'], 0, l), 0, d) if cell == 'lstm' else None
+                outs = [None] * T
+                for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                    g = _take(gx, 0, t)
+                    hw = F.batch_matmul(h, wh, transpose_b=True)
+                    if cell == 'rnn':
+                        pre = F.add2(g, hw)
+                        h = F.relu(pre) if relu else F.tanh(pre)
+                    elif cell == 'lstm':
+                        pre = F.add2(g, hw)
+                        i_, f_, g_, o_ = [_cols(pre, k * H, (k + 1) * H) for k in range(4)]
+                        c = F.add2(F.mul2(F.sigmoid(f_), c), F.mul2(F.sigmoid(i_), F.tanh(g_)))
+                        h = F.mul2(F.sigmoid(o_), F.tanh(c))
+                    else:
+                        r = F.sigmoid(F.add2(_cols(g, 0, H), _cols(hw, 0, H)))
+                        z = F.sigmoid(F.add2(_cols(g, H, 2 * H), _cols(hw, H, 2 * H)))
+                        hn_pre = _cols(hw, 2 * H, 3 * H)
+                        if bhn is not None:
+                            hn_pre = F.add2(hn_pre, bhn)
+                        n = F.tanh(F.add2(_cols(g, 2 * H, 3 * H), F.mul2(r, hn_pre)))
+                        h = F.add2(F.mul2(F.r_sub_scalar(z, 1.0), n), F.mul2(z, h))
+                    outs[t] = h
+                seqs.append(F.stack(*outs, axis=0))
+                hn_l.append(h)
+                if c is not None:
+                    cn_l.append(c)
+            y_l = seqs[0] if D == 1 else F.concatenate(*seqs, axis=2)
+            hn.append(F.stack(*hn_l, axis=0))
+            if cn_l:
+                cn.append(F.stack(*cn_l, axis=0))
+            layer_in = _reshape(y_l, (T * B, D * H))
+        outs = [y_l, F.stack(*hn, axis=0)]
+        if cell == 'lstm':
+            outs.append(F.stack(*cn, axis=0))
+        return outs
+    return form
+
+
+graph_form('RNN')(_recurrent_form('rnn'))
+graph_form('LSTM')(_recurrent_form('lstm'))
+graph_form('GRU')(_recurrent_form('gru'))

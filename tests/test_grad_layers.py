@@ -90,6 +90,17 @@ CASES = {
     'top_k_grad': ([(2, 5)], lambda x: F.mul2(F.top_k_grad(F.tanh(x), 2, abs=True), x)),
     'generators': ([(2, 3)], lambda x: F.add2(x, F.add2(F.constant(1.0, (2, 3)),
                                                         F.arange(0, 3)))),
+    'rnn': ([(3, 2, 3), (2, 2, 2, 2), (2, 2, 5), (1, 2, 2, 6), (2, 2, 2)],
+            lambda x, h, w0, w, b: F.mul2(*F.rnn(x, h, w0, w, b, num_layers=2,
+                                                 bidirectional=True)[:1] * 2)),
+    'rnn_relu': ([(3, 2, 3), (1, 1, 2, 2), (1, 2, 5)],
+                 lambda x, h, w0: F.rnn(x, h, w0, nonlinearity='relu')[1]),
+    'lstm': ([(3, 2, 3), (1, 2, 2, 2), (1, 2, 2, 2), (2, 4, 2, 5), (1, 2, 4, 2)],
+             lambda x, h, c, w0, b: F.add2(F.lstm(x, h, c, w0, None, b, bidirectional=True)[2],
+                                           F.lstm(x, h, c, w0, None, b,
+                                                  bidirectional=True)[1])),
+    'gru': ([(3, 2, 3), (2, 1, 2, 2), (1, 3, 2, 5), (1, 1, 3, 2, 4), (2, 1, 4, 2)],
+            lambda x, h, w0, w, b: F.gru(x, h, w0, w, b, num_layers=2)[0]),
     'batch_det': ([(2, 3, 3)], lambda x: F.batch_det(x)),
 }
 
