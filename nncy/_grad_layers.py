@@ -633,3 +633,62 @@ def _recurrent_form(cell):
 graph_form('RNN')(_recurrent_form('rnn'))
 graph_form('LSTM')(_recurrent_form('lstm'))
 graph_form('GRU')(_recurrent_form('gru'))
+
+
+# ---- multi-head attention as a graph form --------------------------------------------------
+
+def _project(x, w, b, scale=1.0):
+    """(L, B, D) x (D, E) + b, times scale."""
+    L, B, D = x.shape
+    y = F.batch_matmul(_reshape(x, (L * B, D)), w)
+    if b is not None:
+        y = F.add2(y, _reshape(b, (1, w.shape[1])))
+    if scale != 1.0:
+        y = F.mul_scalar(y, scale)
+    return _reshape(y, (L, B, w.shape[1]))
+
+
+@graph_form('MultiHeadAttention')
+def _multi_head_attention(f, inputs):
+    from nncy._grad_norm import _by_name
+    v = _by_name(f, inputs)
+    H = f.args['num_heads']
+    if f.args['dropout']:
+        raise NotImplementedError('grad: multi_head_attention with dropout has no gradient '
+                                  'graph yet')
+    query, key, value = v['query'], v['key'], v['value']
+    Lt, B, _ = query.shape
+    Ls = key.shape[0]
+    E, Ev = v['q_weight'].shape[1], v['v_weight'].shape[1]
+    hd, hv = E // H, Ev // H
+    Q = _project(query, v['q_weight'], v.get('q_bias'), float(hd) ** -0.5)
+    Kp = _project(key, v['k_weight'], v.get('k_bias'))
+    Vp = _project(value, v['v_weight'], v.get('v_bias'))
+    S = Ls
+    if v.get('attn_bias_k') is not None:
+        S = Ls + 1
+        Kp = F.concatenate(Kp, F.broadcast(_reshape(v['attn_bias_k'], (1, 1, E)), (1, B, E)),
+                           axis=0)
+        Vp = F.concatenate(Vp, F.broadcast(_reshape(v['attn_bias_v'], (1, 1, Ev)),
+                                           (1, B, Ev)), axis=0)
+    BH = B * H
+    Qb = F.transpose(_reshape(Q, (Lt, BH, hd)), (1, 0, 2))
+    Kb = F.transpose(_reshape(Kp, (S, BH, hd)), (1, 0, 2))
+    Vb = F.transpose(_reshape(Vp, (S, BH, hv)), (1, 0, 2))
+    A = _reshape(F.batch_matmul(Qb, Kb, transpose_b=True), (B, H, Lt, S))
+    if v.get('additive_mask') is not None:
+        m = v['additive_mask']
+        if S > Ls:
+            m = F.pad(m, (0, S - Ls))
+        A = F.add2(A, m)
+    if v.get('key_padding_mask') is not None:
+        m = F.not_equal_scalar(v['key_padding_mask'], 0.0)
+        if S > Ls:
+            m = F.pad(m, (0, S - Ls))
+        m = _reshape(m, (B, 1, 1, S))
+        A = F.add2(F.mul2(A, F.r_sub_scalar(m, 1.0)), F.mul_scalar(m, -1e30))
+    P = F.softmax(A, axis=3)
+    O = F.batch_matmul(_reshape(P, (BH, Lt, S)), Vb)                 # (BH, Lt, hv)
+    O = F.transpose(O, (1, 0, 2))                                    # (Lt, BH, hv)
+    y = _project(_reshape(O, (Lt, B, Ev)), v['out_weight'], v.get('out_bias'))
+    return [y, F.mean(P, axis=1)]

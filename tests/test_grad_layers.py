@@ -101,6 +101,14 @@ CASES = {
                                                   bidirectional=True)[1])),
     'gru': ([(3, 2, 3), (2, 1, 2, 2), (1, 3, 2, 5), (1, 1, 3, 2, 4), (2, 1, 4, 2)],
             lambda x, h, w0, w, b: F.gru(x, h, w0, w, b, num_layers=2)[0]),
+    'mha': ([(3, 2, 4), (2, 2, 3), (2, 2, 3), (4, 4), (3, 4), (3, 2), (2, 3), (4,), (4,), (2,),
+             (3,), (4,), (2,)],
+            lambda q, k, val, wq, wk, wv, wo, bq, bk, bv, bo, abk, abv: F.mul2(
+                F.multi_head_attention(q, k, val, 2, wq, wk, wv, wo, bq, bk, bv, bo, abk, abv,
+                                       additive_mask=nn.Variable.from_numpy_array(
+                                           np.array([[0, -1], [0.5, 0], [0, 0]], np.float32)),
+                                       key_padding_mask=_idx([[0, 1], [0, 0]]))[0],
+                F.sum(F.multi_head_attention(q, k, val, 2, wq, wk, wv, wo)[1]))),
     'batch_det': ([(2, 3, 3)], lambda x: F.batch_det(x)),
 }
 
