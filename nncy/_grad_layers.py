@@ -692,3 +692,101 @@ def _multi_head_attention(f, inputs):
     O = F.transpose(O, (1, 0, 2))                                    # (Lt, BH, hv)
     y = _project(_reshape(O, (Lt, B, Ev)), v['out_weight'], v.get('out_bias'))
     return [y, F.mean(P, axis=1)]
+
+
+# ---- convolutions with the engine's own kernels ---------------------------------------------
+# Channel-first convolutions and deconvolutions get their gradients from each
+# other: the input gradient of a convolution is a deconvolution of gy by the
+# same weight (and the reverse), and the weight gradient is a convolution of
+# the transposed (channel <-> batch) input by the transposed output gradient.
+# Channel-last ones keep the im2col graph forms above.
+
+def _channel_first_3d(v, base):
+    """(lead..., C, S...) -> (B, C, S...)."""
+    lead = int(np.prod(v.shape[:base]))
+    return _reshape(v, (lead,) + tuple(v.shape[base:]))
+
+
+def _filter_grad(x, gy, kernel, pad, stride, dil, group):
+    """Weight gradient (OC, C / group, K...) of the convolution of x (B, C, S...)
+    giving gy (B, OC, O...)."""
+    ns = len(kernel)
+    perm = (1, 0) + tuple(range(2, ns + 2))
+    C, OC = x.shape[1], gy.shape[1]
+    Cg, OCg = C // group, OC // group
+    outs = []
+    for g in range(group):
+        xg, gyg = x, gy
+        if group > 1:
+            xg = F.slice(x, (0, g * Cg) + (0,) * ns, (x.shape[0], (g + 1) * Cg) + x.shape[2:],
+                         (1,) * (ns + 2))
+            gyg = F.slice(gy, (0, g * OCg) + (0,) * ns,
+                          (gy.shape[0], (g + 1) * OCg) + gy.shape[2:], (1,) * (ns + 2))
+        w = F.convolution(F.transpose(xg, perm), F.transpose(gyg, perm), None, base_axis=1,
+                          pad=pad, stride=dil, dilation=stride)     # (Cg, OCg, K'...)
+        if tuple(w.shape[2:]) != tuple(kernel):
+            w = F.slice(w, (0,) * (ns + 2), (Cg, OCg) + tuple(kernel), (1,) * (ns + 2))
+        outs.append(F.transpose(w, perm))
+    return outs[0] if group == 1 else F.concatenate(*outs, axis=0)
+
+
+def _bias_grad(gy, base):
+    axes = tuple(i for i in range(len(gy.shape)) if i != base)
+    return F.sum(gy, axes)
+
+
+def _window_args(f, ns):
+    return (_per(f.args['pad'], ns, 0), _per(f.args['stride'], ns, 1),
+            _per(f.args['dilation'], ns, 1))
+
+
+_conv_im2col = G._BUILDERS['Convolution']
+_deconv_im2col = G._BUILDERS['Deconvolution']
+
+
+@G.grad_builder('Convolution')
+def _convolution_grad(f, inputs, outputs, gys):
+    if f.args['channel_last']:
+        return _conv_im2col(f, inputs, outputs, gys)
+    x, w = inputs[0], inputs[1]
+    gy = gys[0]
+    base, group = f.args['base_axis'], f.args['group']
+    ns = len(x.shape) - base - 1
+    pad, stride, dil = _window_args(f, ns)
+    kernel = tuple(w.shape[2:])
+    S = x.shape[base + 1:]
+    out = [None] * len(inputs)
+    if x.need_grad:
+        opad = tuple((S[i] + 2 * pad[i] - dil[i] * (kernel[i] - 1) - 1) % stride[i]
+                     for i in range(ns))
+        out[0] = F.deconvolution(gy, w, None, base_axis=base, pad=pad, stride=stride,
+                                 dilation=dil, group=group,
+                                 output_padding=opad if any(opad) else None)
+    if w.need_grad:
+        out[1] = _filter_grad(_channel_first_3d(x, base), _channel_first_3d(gy, base),
+                              kernel, pad, stride, dil, group)
+    if len(inputs) > 2 and inputs[2].need_grad:
+        out[2] = _bias_grad(gy, base)
+    return out
+
+
+@G.grad_builder('Deconvolution')
+def _deconvolution_grad(f, inputs, outputs, gys):
+    if f.args['channel_last']:
+        return _deconv_im2col(f, inputs, outputs, gys)
+    x, w = inputs[0], inputs[1]
+    gy = gys[0]
+    base, group = f.args['base_axis'], f.args['group']
+    ns = len(x.shape) - base - 1
+    pad, stride, dil = _window_args(f, ns)
+    kernel = tuple(w.shape[2:])
+    out = [None] * len(inputs)
+    if x.need_grad:
+        out[0] = F.convolution(gy, w, None, base_axis=base, pad=pad, stride=stride,
+                               dilation=dil, group=group)
+    if w.need_grad:
+        out[1] = _filter_grad(_channel_first_3d(gy, base), _channel_first_3d(x, base),
+                              kernel, pad, stride, dil, group)
+    if len(inputs) > 2 and inputs[2].need_grad:
+        out[2] = _bias_grad(gy, base)
+    return out
