@@ -790,3 +790,20 @@ def _deconvolution_grad(f, inputs, outputs, gys):
     if len(inputs) > 2 and inputs[2].need_grad:
         out[2] = _bias_grad(gy, base)
     return out
+
+
+@graph_form('AdaptiveSeparableConvolution')
+def _adaptive_separable_convolution(f, inputs):
+    # y[b, c, h, w] = sum_{j, i} kv[b, j, h, w] kh[b, i, h, w] x[b, c, h + j, w + i]
+    x, kv, kh = inputs
+    B, C, Hx, Wx = x.shape
+    Kv, Kh = kv.shape[1], kh.shape[1]
+    OH, OW = Hx - Kv + 1, Wx - Kh + 1
+    b, c, j, i, h, w = _grid(B, C, Kv, Kh, OH, OW)
+    idx = np.ravel_multi_index((b, c, h + j, w + i), x.shape)
+    patches = _gather_static(x, idx)
+    kv = F.slice(kv, (0, 0, 0, 0), (B, Kv, OH, OW), (1, 1, 1, 1))
+    kh = F.slice(kh, (0, 0, 0, 0), (B, Kh, OH, OW), (1, 1, 1, 1))
+    prod = F.mul2(F.mul2(patches, _reshape(kv, (B, 1, Kv, 1, OH, OW))),
+                  _reshape(kh, (B, 1, 1, Kh, OH, OW)))
+    return F.sum(prod, (2, 3))

@@ -45,6 +45,9 @@ CASES = {
     'depthwise_deconvolution': ([(2, 4, 3, 3), (4, 2, 2), (2,)],
                                 lambda x, w, b: F.depthwise_deconvolution(
                                     x, w, b, stride=(2, 2), divisor=2)),
+    'adaptive_separable_convolution': ([(2, 2, 5, 4), (2, 2, 5, 4), (2, 3, 4, 3)],
+                                       lambda x, kv, kh: F.adaptive_separable_convolution(
+                                           x, kv, kh)),
     'max_pooling': ([(2, 3, 6, 5)], lambda x: F.max_pooling(x, (2, 2))),
     'max_pooling_pad': ([(1, 2, 5, 6)], lambda x: F.max_pooling(x, (3, 3), (2, 2),
                                                                 pad=(1, 1))),
