@@ -807,3 +807,52 @@ def _adaptive_separable_convolution(f, inputs):
     prod = F.mul2(F.mul2(patches, _reshape(kv, (B, 1, Kv, 1, OH, OW))),
                   _reshape(kh, (B, 1, 1, Kh, OH, OW)))
     return F.sum(prod, (2, 3))
+
+
+def _pair_arg(v, n=2):
+    v = tuple(v)
+    if len(v) == 1:
+        v = v * n
+    elif n == 4 and len(v) == 2:
+        v = (v[0], v[0], v[1], v[1])
+    return v
+
+
+@graph_form('PatchCorrelation')
+def _patch_correlation(f, inputs):
+    # y[n, iy, ix, oy, ox] = sum_{c, ky, kx} x1[n, c, y + ky, x + kx]
+    #                                        * x2[n, c, y + ky + sy, x + kx + sx]
+    # with y = oy * step_h - pad_top, x = ox * step_w - pad_left, (sy, sx) the
+    # shift number (iy, ix); zero outside the image.
+    x1, x2 = inputs
+    a = f.args
+    patch, shift = _pair_arg(a['patch']), _pair_arg(a['shift'])
+    step, sstep = _pair_arg(a['patch_step']), _pair_arg(a['shift_step'])
+    pad = _pair_arg(a['padding'], 4)
+    cl = a['channel_last']
+    out_shape = f.outputs[0].shape
+    if cl:
+        N, Hh, W, C = x1.shape
+        _, oh, ow, cy, cx = out_shape
+        n, oy, ox, iy, ix, c, ky, kx = _grid(N, oh, ow, cy, cx, C, patch[0], patch[1])
+    else:
+        N, C, Hh, W = x1.shape
+        _, cy, cx, oh, ow = out_shape
+        n, iy, ix, oy, ox, c, ky, kx = _grid(N, cy, cx, oh, ow, C, patch[0], patch[1])
+    y = oy * step[0] - pad[0] + ky
+    x = ox * step[1] - pad[2] + kx
+    sy = iy * sstep[0] - shift[0]
+    sx = ix * sstep[1] - shift[1]
+
+    def index(yy, xx, valid):
+        valid = valid & (yy >= 0) & (yy < Hh) & (xx >= 0) & (xx < W)
+        yy, xx = np.clip(yy, 0, Hh - 1), np.clip(xx, 0, W - 1)
+        coords = (n, yy, xx, c) if cl else (n, c, yy, xx)
+        return valid, np.ravel_multi_index(coords, x1.shape)
+
+    v1, i1 = index(y, x, np.ones(y.shape, bool))
+    v2, i2 = index(y + sy, x + sx, v1)
+    i1 = np.where(v2, i1, -1)
+    i2 = np.where(v2, i2, -1)
+    prod = F.mul2(_gather_static(x1, i1), _gather_static(x2, i2))
+    return F.sum(prod, (5, 6, 7))

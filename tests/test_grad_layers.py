@@ -48,6 +48,12 @@ CASES = {
     'adaptive_separable_convolution': ([(2, 2, 5, 4), (2, 2, 5, 4), (2, 3, 4, 3)],
                                        lambda x, kv, kh: F.adaptive_separable_convolution(
                                            x, kv, kh)),
+    'patch_correlation': ([(2, 2, 5, 6), (2, 2, 5, 6)],
+                          lambda a, b: F.patch_correlation(a, b, (2, 3), (1, 2), (2, 1), (1, 2),
+                                                           (1, 0, 1, 2))),
+    'patch_correlation_channel_last': ([(1, 4, 5, 2), (1, 4, 5, 2)],
+                                       lambda a, b: F.patch_correlation(
+                                           a, b, (1, 2), (1, 1), channel_last=True)),
     'max_pooling': ([(2, 3, 6, 5)], lambda x: F.max_pooling(x, (2, 2))),
     'max_pooling_pad': ([(1, 2, 5, 6)], lambda x: F.max_pooling(x, (3, 3), (2, 2),
                                                                 pad=(1, 1))),
