@@ -200,3 +200,31 @@ def test_random_generators_have_no_gradient():
     (gx,) = nn.grad([y], [x])
     gx.forward()
     assert gx.shape == (2, 3)
+
+
+def test_gradient_penalty_of_a_small_cnn_trains():
+    """WGAN-GP style: the input-gradient norm of a conv / pool / affine critic is
+    pushed towards 1 by gradient descent on the penalty."""
+    rng = np.random.RandomState(3)
+    x = nn.Variable.from_numpy_array(rng.randn(4, 1, 6, 6).astype(np.float32), need_grad=True)
+    w = nn.Variable.from_numpy_array((0.3 * rng.randn(3, 1, 3, 3)).astype(np.float32),
+                                     need_grad=True)
+    b = nn.Variable.from_numpy_array(np.zeros(3, np.float32), need_grad=True)
+    a = nn.Variable.from_numpy_array((0.3 * rng.randn(12, 1)).astype(np.float32),
+                                     need_grad=True)
+    h = F.max_pooling(F.tanh(F.convolution(x, w, b, pad=(1, 1))), (3, 3))
+    out = F.sum(F.affine(h, a))
+    (gx,) = nn.grad([out], [x])
+    norm = F.pow_scalar(F.add_scalar(F.sum(F.pow_scalar(gx, 2.0), (1, 2, 3)), 1e-6), 0.5)
+    penalty = F.mean(F.pow_scalar(F.add_scalar(norm, -1.0), 2.0))
+    penalty.forward()
+    first = float(penalty.d)
+    for _ in range(60):
+        penalty.forward()
+        for p in (w, b, a):
+            p.grad.zero()
+        penalty.backward()
+        for p in (w, b, a):
+            p.d -= 0.1 * p.g
+    penalty.forward()
+    assert float(penalty.d) < 0.3 * first
