@@ -2,7 +2,7 @@
 other functions, so that they can be differentiated again.
 
 * Rearranging functions whose output elements are copies of input elements
-  at positions fixed by the shapes (slice, pad, tile, concatenate, ...) get an
+  at positions fixed by the shapes (pad, tile, shift, strided slice, ...) get an
   *index map*: the function is run once on the 1-based positions of its
   inputs' elements, and the gradient scatters the output gradient back with
   ``scatter_nd(add=True)``.  ``gather_nd`` and ``scatter_nd`` are each other's
@@ -10,7 +10,11 @@ other functions, so that they can be differentiated again.
 * Convolutions and poolings get a *graph form* (see ``_grad_norm``): the
   forward rewritten with a static ``gather_nd`` of the windows (im2col),
   ``batch_matmul`` and reductions.
-* Data-dependent ones (max, embed, where, dropout, ...) are written directly.
+  Channel-first convolutions and deconvolutions instead use each other (and a
+  convolution of transposed tensors for the weight gradient); recurrent
+  networks, attention and patch correlation have graph forms too.
+* Data-dependent ones (max, embed, where, dropout, ...) and the commonest
+  rearrangements (transpose, slice, concatenate, ...) are written directly.
 """
 import numpy as np
 
@@ -127,8 +131,8 @@ def _by_index_map(f, inputs, outputs, gys):
     return out
 
 
-for _t in ('Slice', 'Pad', 'Tile', 'Concatenate', 'Split', 'Stack', 'Shift',
-           'MatrixDiag', 'MatrixDiagPart', 'Unpooling', 'BroadcastTo'):
+# (slice with steps other than 1 uses it too; see _slice below)
+for _t in ('Pad', 'Tile', 'Shift', 'MatrixDiag', 'MatrixDiagPart', 'Unpooling', 'BroadcastTo'):
     G.grad_builder(_t)(_by_index_map)
 
 
@@ -856,3 +860,59 @@ def _patch_correlation(f, inputs):
     i2 = np.where(v2, i2, -1)
     prod = F.mul2(_gather_static(x1, i1), _gather_static(x2, i2))
     return F.sum(prod, (5, 6, 7))
+
+
+# ---- direct forms of the commonest rearrangements (no index map) ------------------------------
+
+@G.grad_builder('Slice')
+def _slice(f, inputs, outputs, gys):
+    x = inputs[0]
+    widths = []
+    for i, n in enumerate(x.shape):
+        sl = getattr(_impl(f), 'slices', ())
+        if i >= len(sl):
+            widths += [0, 0]
+            continue
+        a, b, s = sl[i].indices(n)
+        if s != 1:
+            return _by_index_map(f, inputs, outputs, gys)
+        length = len(range(a, b, s))
+        widths += [a, n - a - length]
+    if not any(widths):
+        return [gys[0]]
+    return [F.pad(gys[0], tuple(widths))]
+
+
+def _axis_pieces(gy, axis, sizes):
+    """gy cut along ``axis`` into pieces of the given sizes."""
+    out, off = [], 0
+    nd = len(gy.shape)
+    for n in sizes:
+        start = [0] * nd
+        stop = list(gy.shape)
+        start[axis], stop[axis] = off, off + n
+        out.append(F.slice(gy, tuple(start), tuple(stop), (1,) * nd))
+        off += n
+    return out
+
+
+@G.grad_builder('Concatenate')
+def _concatenate(f, inputs, outputs, gys):
+    nd = len(inputs[0].shape)
+    axis = f.args['axis']
+    axis = nd - 1 if axis is None else axis % nd
+    pieces = _axis_pieces(gys[0], axis, [x.shape[axis] for x in inputs])
+    return [p if x.need_grad else None for p, x in zip(pieces, inputs)]
+
+
+@G.grad_builder('Stack')
+def _stack(f, inputs, outputs, gys):
+    nd = len(outputs[0].shape)
+    axis = f.args['axis'] % nd
+    pieces = _axis_pieces(gys[0], axis, [1] * len(inputs))
+    return [_reshape(p, x.shape) if x.need_grad else None for p, x in zip(pieces, inputs)]
+
+
+@G.grad_builder('Split')
+def _split(f, inputs, outputs, gys):
+    return [F.stack(*gys, axis=f.args['axis'] % len(inputs[0].shape))]
