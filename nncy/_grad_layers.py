@@ -175,13 +175,47 @@ G.grad_builder('Max')(_extreme('max'))
 G.grad_builder('Min')(_extreme('min'))
 
 
+def _products_of_others(x, axes):
+    """For each element, the product of the other elements of its group (the
+    axes reduced), as prod over j of (x_j off the diagonal, 1 on it): exact
+    and smooth with zeros, at n * n memory per group of n."""
+    nd = len(x.shape)
+    rest = [i for i in range(nd) if i not in axes]
+    perm = tuple(rest + list(axes))
+    n = int(np.prod([x.shape[a] for a in axes]))
+    m = int(np.prod([x.shape[a] for a in rest]))
+    xt = F.transpose(x, perm) if perm != tuple(range(nd)) else x
+    x2 = _reshape(xt, (m, 1, n))
+    eye = np.eye(n, dtype=np.float32)
+    rep = F.add2(F.mul2(x2, _const(1.0 - eye, (n, n))), _const(eye, (n, n)))
+    others = _reshape(F.prod(rep, 2), tuple(xt.shape))
+    if perm != tuple(range(nd)):
+        others = F.transpose(others, tuple(int(i) for i in np.argsort(perm)))
+    return others
+
+
 @G.grad_builder('Prod')
 def _prod(f, inputs, outputs, gys):
     x = inputs[0]
-    axes = G._reduction_axes(f, x)
+    axis = f.args['axis']
+    axes = tuple(sorted(G._reduction_axes(f, x)))
     kept = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
-    gy_y = F.mul2(_reshape(gys[0], kept), _reshape(outputs[0], kept))
-    return [F.div2(gy_y, x)]
+    n = int(np.prod([x.shape[a] for a in axes]))
+    if n * n * (int(np.prod(x.shape)) // max(n, 1)) <= 2 ** 22:
+        others = _products_of_others(x, axes)
+    else:
+        # Exact values with zeros (z the zero mask, p the product of the
+        # non-zeros): p / x_i where the group has no zero, p at the zero of a
+        # group with exactly one, else 0; its own gradient is exact away
+        # from zeros only.
+        z = F.equal_scalar(x, 0.0)
+        nonzero = F.r_sub_scalar(z, 1.0)
+        xs = F.add2(F.mul2(x, nonzero), z)             # the zeros replaced by ones
+        p = _reshape(F.prod(xs, axis, keepdims=True), kept)
+        nz = _reshape(F.sum(z, axis, keepdims=True), kept)
+        others = F.add2(F.mul2(F.mul2(nonzero, F.equal_scalar(nz, 0.0)), F.div2(p, xs)),
+                        F.mul2(F.mul2(z, F.equal_scalar(nz, 1.0)), p))
+    return [F.mul2(_reshape(gys[0], kept), others)]
 
 
 @G.grad_builder('Where')

@@ -96,6 +96,8 @@ CASES = {
     'min': ([(3, 4)], lambda x: F.min(x, axis=0)),
     'min_all': ([(3, 4)], lambda x: F.min(x)),
     'prod': ([(3, 4)], lambda x: F.prod(x, axis=1)),
+    'prod_with_zeros': ([(3, 4)], lambda x: F.prod(x, axis=1, keepdims=True)),
+    'prod_all': ([(2, 3)], lambda x: F.prod(x)),
     'where': ([(2, 3), (2, 3)], lambda a, b: F.where(_idx([[1, 0, 1], [0, 0, 1]]), a, b)),
     'add_n': ([(2, 3), (2, 3)], lambda a, b: F.add_n(a, F.tanh(b), a)),
     'mul_n': ([(2, 3), (2, 3)], lambda a, b: F.mul_n(a, b, F.tanh(b))),
@@ -130,11 +132,17 @@ CASES = {
 }
 
 
+# leaves with exact zeros: none, one and two in a row
+ZEROS = {'prod_with_zeros': [(0, 1), (2, 0), (2, 3)]}
+
+
 def _build(name, seed):
     rng = np.random.RandomState(seed)
     shapes, fn = CASES[name]
-    leaves = [nn.Variable.from_numpy_array((0.5 * rng.randn(*s)).astype(np.float32),
-                                           need_grad=True) for s in shapes]
+    data = [(0.5 * rng.randn(*s)).astype(np.float32) for s in shapes]
+    for i in ZEROS.get(name, ()):
+        data[0][i] = 0.0
+    leaves = [nn.Variable.from_numpy_array(d, need_grad=True) for d in data]
     y = fn(*leaves)
     r = nn.Variable.from_numpy_array(np.asarray(rng.randn(*y.shape), np.float32))
     loss = F.sum(F.mul2(F.tanh(y), r))
@@ -232,3 +240,22 @@ def test_gradient_penalty_of_a_small_cnn_trains():
             p.d -= 0.1 * p.g
     penalty.forward()
     assert float(penalty.d) < 0.3 * first
+
+
+def test_prod_of_long_groups_with_zeros():
+    """Long groups take the division form of prod's gradient; its values are
+    exact with zeros too."""
+    rng = np.random.RandomState(4)
+    a = (1 + 0.01 * rng.randn(3, 1500)).astype(np.float32)
+    a[1, 7] = 0.0
+    a[2, 3] = a[2, 9] = 0.0
+    x = nn.Variable.from_numpy_array(a, need_grad=True)
+    y = F.sum(F.mul2(F.prod(x, axis=1), nn.Variable.from_numpy_array(
+        np.array([1.0, 2.0, 3.0], np.float32))))
+    (gx,) = nn.grad([y], [x])
+    gx.forward()
+    y.forward()
+    x.grad.zero()
+    y.backward()
+    np.testing.assert_allclose(gx.d, x.g, rtol=1e-3, atol=1e-6)
+    assert gx.d[1, 7] != 0 and gx.d[1, 8] == 0 and not gx.d[2].any()
