@@ -411,11 +411,6 @@ def _xwb(inputs):
     return inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
 
 
-class _View:
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-
 @graph_form('Convolution')
 def _convolution(f, inputs):
     x, w, b = _xwb(inputs)
@@ -424,10 +419,13 @@ def _convolution(f, inputs):
 
 @graph_form('DepthwiseConvolution')
 def _depthwise_convolution(f, inputs):
+    # a convolution with one group per input channel
     x, w, b = _xwb(inputs)
     c = x.shape[f.args['base_axis']]
-    view = _View((w.shape[0], 1) + tuple(w.shape[1:]))
-    return _conv_form(f, x, w, b, c, view, f.outputs[0].shape)
+    a = f.args
+    return F.convolution(x, _reshape(w, (w.shape[0], 1) + tuple(w.shape[1:])), b,
+                         base_axis=a['base_axis'], pad=a['pad'], stride=a['stride'],
+                         dilation=a['dilation'], group=c)
 
 
 @graph_form('Deconvolution')
@@ -438,10 +436,13 @@ def _deconvolution(f, inputs):
 
 @graph_form('DepthwiseDeconvolution')
 def _depthwise_deconvolution(f, inputs):
+    # a deconvolution with one group per output channel
     x, w, b = _xwb(inputs)
     c = x.shape[f.args['base_axis']]
-    view = _View((w.shape[0], 1) + tuple(w.shape[1:]))
-    return _deconv_form(f, x, w, b, c // f.args['divisor'], view, f.outputs[0].shape)
+    a = f.args
+    return F.deconvolution(x, _reshape(w, (w.shape[0], 1) + tuple(w.shape[1:])), b,
+                           base_axis=a['base_axis'], pad=a['pad'], stride=a['stride'],
+                           dilation=a['dilation'], group=c // a['divisor'])
 
 
 def _pool_index(f, x, out_shape):
@@ -747,25 +748,22 @@ def _channel_first_3d(v, base):
 
 def _filter_grad(x, gy, kernel, pad, stride, dil, group):
     """Weight gradient (OC, C / group, K...) of the convolution of x (B, C, S...)
-    giving gy (B, OC, O...)."""
+    giving gy (B, OC, O...): one grouped convolution of x as (C / group,
+    group * B, S...) by gy as (OC, B, O...), stride and dilation swapped."""
     ns = len(kernel)
-    perm = (1, 0) + tuple(range(2, ns + 2))
-    C, OC = x.shape[1], gy.shape[1]
-    Cg, OCg = C // group, OC // group
-    outs = []
-    for g in range(group):
-        xg, gyg = x, gy
-        if group > 1:
-            xg = F.slice(x, (0, g * Cg) + (0,) * ns, (x.shape[0], (g + 1) * Cg) + x.shape[2:],
-                         (1,) * (ns + 2))
-            gyg = F.slice(gy, (0, g * OCg) + (0,) * ns,
-                          (gy.shape[0], (g + 1) * OCg) + gy.shape[2:], (1,) * (ns + 2))
-        w = F.convolution(F.transpose(xg, perm), F.transpose(gyg, perm), None, base_axis=1,
-                          pad=pad, stride=dil, dilation=stride)     # (Cg, OCg, K'...)
-        if tuple(w.shape[2:]) != tuple(kernel):
-            w = F.slice(w, (0,) * (ns + 2), (Cg, OCg) + tuple(kernel), (1,) * (ns + 2))
-        outs.append(F.transpose(w, perm))
-    return outs[0] if group == 1 else F.concatenate(*outs, axis=0)
+    sp = tuple(range(2, ns + 2))
+    B, C = x.shape[0], x.shape[1]
+    OC = gy.shape[1]
+    Cg = C // group
+    xt = _reshape(x, (B, group, Cg) + tuple(x.shape[2:]))
+    xt = _reshape(F.transpose(xt, (2, 1, 0) + tuple(a + 1 for a in sp)),
+                  (Cg, group * B) + tuple(x.shape[2:]))
+    gyt = F.transpose(gy, (1, 0) + sp)
+    w = F.convolution(xt, gyt, None, base_axis=1, pad=pad, stride=dil, dilation=stride,
+                      group=group)                                   # (Cg, OC, K'...)
+    if tuple(w.shape[2:]) != tuple(kernel):
+        w = F.slice(w, (0,) * (ns + 2), (Cg, OC) + tuple(kernel), (1,) * (ns + 2))
+    return F.transpose(w, (1, 0) + sp)
 
 
 def _bias_grad(gy, base):

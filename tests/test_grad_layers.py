@@ -42,6 +42,9 @@ CASES = {
     'depthwise_convolution': ([(2, 3, 5, 5), (6, 3, 3), (6,)],
                               lambda x, w, b: F.depthwise_convolution(x, w, b, pad=(1, 1),
                                                                       multiplier=2)),
+    'depthwise_convolution_dilation': ([(1, 2, 7, 6), (2, 2, 3)],
+                                       lambda x, w: F.depthwise_convolution(
+                                           x, w, stride=(2, 1), dilation=(2, 2))),
     'depthwise_deconvolution': ([(2, 4, 3, 3), (4, 2, 2), (2,)],
                                 lambda x, w, b: F.depthwise_deconvolution(
                                     x, w, b, stride=(2, 2), divisor=2)),
