@@ -7,12 +7,13 @@ other functions, so that they can be differentiated again.
   inputs' elements, and the gradient scatters the output gradient back with
   ``scatter_nd(add=True)``.  ``gather_nd`` and ``scatter_nd`` are each other's
   gradients, so these are differentiable any number of times.
-* Convolutions and poolings get a *graph form* (see ``_grad_norm``): the
-  forward rewritten with a static ``gather_nd`` of the windows (im2col),
-  ``batch_matmul`` and reductions.
-  Channel-first convolutions and deconvolutions instead use each other (and a
-  convolution of transposed tensors for the weight gradient); recurrent
-  networks, attention and patch correlation have graph forms too.
+* Poolings, patch correlation and adaptive separable convolution get a *graph
+  form* (see ``_grad_norm``): the forward rewritten with a static
+  ``gather_nd`` of the windows and reductions; recurrent networks and
+  attention get theirs from affine steps and cells.
+* Convolutions and deconvolutions use each other for the input gradient and
+  a convolution of transposed tensors for the weight gradient (channel-last
+  and depthwise ones go through the channel-first grouped ones).
 * Data-dependent ones (max, embed, where, dropout, ...) and the commonest
   rearrangements (transpose, slice, concatenate, ...) are written directly.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import nncy.functions as F
 from nncy import _grad as G
 from nncy._core import Variable
-from nncy._grad_norm import graph_form, _impl
+from nncy._grad_norm import _backprop, _impl, graph_form
 
 _const = G._const
 
@@ -313,108 +314,8 @@ def _grid(*sizes):
         if sizes else []
 
 
-def _conv_geometry(f, x, w, out_shape, cl, transposed):
-    base = f.args['base_axis']
-    lead = tuple(x.shape[:base])
-    ns = len(x.shape) - base - 1
-    pad = _per(f.args['pad'], ns, 0)
-    stride = _per(f.args['stride'], ns, 1)
-    dil = _per(f.args['dilation'], ns, 1)
-    kernel = tuple(w.shape[1:-1]) if cl else tuple(w.shape[2:])
-    if cl:
-        xs, ys = tuple(x.shape[base:-1]), tuple(out_shape[base:-1])
-    else:
-        xs, ys = tuple(x.shape[base + 1:]), tuple(out_shape[base + 1:])
-    return lead, ns, pad, stride, dil, kernel, xs, ys
-
-
-def _window_index(B, G, Cg, src_sp, win_sp, kernel, pad, stride, dil, cl, src_shape):
-    """Flat positions in ``src_shape`` ((B, C, *src_sp) or channel last) of
-    src[b, g*Cg + c, o*stride - pad + k*dil], laid out (G, B, O..., Cg, K...)
-    (channel last: (G, B, O..., K..., Cg)); -1 outside."""
-    ns = len(kernel)
-    grids = _grid(G, B, *win_sp, Cg, *kernel)
-    g, b = grids[0], grids[1]
-    o = grids[2:2 + ns]
-    c = grids[2 + ns]
-    k = grids[3 + ns:]
-    ch = g * Cg + c
-    valid = np.ones(g.shape, bool)
-    sp = []
-    for i in range(ns):
-        s = o[i] * stride[i] - pad[i] + k[i] * dil[i]
-        valid &= (s >= 0) & (s < src_sp[i])
-        sp.append(np.clip(s, 0, src_sp[i] - 1))
-    coords = [b] + sp + [ch] if cl else [b, ch] + sp
-    idx = np.ravel_multi_index(coords, src_shape)
-    idx = np.where(valid, idx, -1)
-    if cl:
-        idx = np.moveaxis(idx, 2 + ns, -1)
-    return idx
-
-
-def _bias(y, b, out_shape, cl, base):
-    shape = [1] * len(out_shape)
-    shape[len(out_shape) - 1 if cl else base] = b.shape[0]
-    return F.add2(y, _reshape(b, shape))
-
-
-def _conv_form(f, x, w, b, G_, w_view, out_shape):
-    """Convolution of x by w (viewed as (OC, Cg, K...) or channel last)."""
-    cl = f.args.get('channel_last', False)
-    lead, ns, pad, stride, dil, kernel, xs, ys = _conv_geometry(f, x, w_view, out_shape,
-                                                                cl, False)
-    B = int(np.prod(lead))
-    OC = w_view.shape[0]
-    Cg = w_view.shape[-1] if cl else w_view.shape[1]
-    OCg = OC // G_
-    P, Kn = int(np.prod(ys)), int(np.prod(kernel))
-    src_shape = (B,) + xs + (G_ * Cg,) if cl else (B, G_ * Cg) + xs
-    idx = _window_index(B, G_, Cg, xs, ys, kernel, pad, stride, dil, cl, src_shape)
-    cols = _reshape(_gather_static(x, idx), (G_, B * P, Cg * Kn))
-    wm = _reshape(w, (G_, OCg, Cg * Kn))
-    y = _reshape(F.batch_matmul(cols, wm, transpose_b=True), (G_, B, P, OCg))
-    y = F.transpose(y, (1, 2, 0, 3) if cl else (1, 0, 3, 2))
-    y = _reshape(y, out_shape)
-    if b is not None:
-        y = _bias(y, b, out_shape, cl, len(lead))
-    return y
-
-
-def _deconv_form(f, x, w, b, G_, w_view, out_shape):
-    """Transposed convolution of x by w (viewed as (IC, OCg, K...) or channel last)."""
-    cl = f.args.get('channel_last', False)
-    lead, ns, pad, stride, dil, kernel, xs, ys = _conv_geometry(f, x, w_view, out_shape,
-                                                                cl, True)
-    B = int(np.prod(lead))
-    IC = w_view.shape[0]
-    OCg = w_view.shape[-1] if cl else w_view.shape[1]
-    ICg = IC // G_
-    P, Kn = int(np.prod(xs)), int(np.prod(kernel))
-    # x as (G, B * P, ICg): positions with kernel 1, stride 1
-    x_shape = (B,) + xs + (IC,) if cl else (B, IC) + xs
-    xi = _window_index(B, G_, ICg, xs, xs, (1,) * ns, (0,) * ns, (1,) * ns, (1,) * ns,
-                       cl, x_shape)
-    cols = _reshape(_gather_static(x, xi), (G_, B * P, ICg))
-    wm = _reshape(w, (G_, ICg, OCg * Kn))
-    z = F.batch_matmul(cols, wm)          # (G, B*P, OCg*Kn), columns (o, k) or (k, o)
-    y_shape = (B,) + ys + (G_ * OCg,) if cl else (B, G_ * OCg) + ys
-    yi = _window_index(B, G_, OCg, ys, xs, kernel, pad, stride, dil, cl, y_shape)
-    y = _scatter_static(_reshape(z, yi.shape), yi, y_shape)
-    y = _reshape(y, out_shape)
-    if b is not None:
-        y = _bias(y, b, out_shape, cl, len(lead))
-    return y
-
-
 def _xwb(inputs):
     return inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
-
-
-@graph_form('Convolution')
-def _convolution(f, inputs):
-    x, w, b = _xwb(inputs)
-    return _conv_form(f, x, w, b, f.args['group'], w, f.outputs[0].shape)
 
 
 @graph_form('DepthwiseConvolution')
@@ -426,12 +327,6 @@ def _depthwise_convolution(f, inputs):
     return F.convolution(x, _reshape(w, (w.shape[0], 1) + tuple(w.shape[1:])), b,
                          base_axis=a['base_axis'], pad=a['pad'], stride=a['stride'],
                          dilation=a['dilation'], group=c)
-
-
-@graph_form('Deconvolution')
-def _deconvolution(f, inputs):
-    x, w, b = _xwb(inputs)
-    return _deconv_form(f, x, w, b, f.args['group'], w, f.outputs[0].shape)
 
 
 @graph_form('DepthwiseDeconvolution')
@@ -738,7 +633,7 @@ def _multi_head_attention(f, inputs):
 # other: the input gradient of a convolution is a deconvolution of gy by the
 # same weight (and the reverse), and the weight gradient is a convolution of
 # the transposed (channel <-> batch) input by the transposed output gradient.
-# Channel-last ones keep the im2col graph forms above.
+# Channel-last ones go through transposes to the channel-first ones.
 
 def _channel_first_3d(v, base):
     """(lead..., C, S...) -> (B, C, S...)."""
@@ -776,14 +671,33 @@ def _window_args(f, ns):
             _per(f.args['dilation'], ns, 1))
 
 
-_conv_im2col = G._BUILDERS['Convolution']
-_deconv_im2col = G._BUILDERS['Deconvolution']
+def _channel_last_form(fn):
+    """Graph form of a channel-last (de)convolution: the channel-first one
+    between transposes."""
+    def form(f, inputs):
+        x, w, b = _xwb(inputs)
+        base = f.args['base_axis']
+        nd = len(x.shape)
+        ns = nd - base - 1
+        lead = tuple(range(base))
+        args = dict(f.args, channel_last=False)
+        y = fn(F.transpose(x, lead + (nd - 1,) + tuple(range(base, nd - 1))),
+               F.transpose(w, (0, ns + 1) + tuple(range(1, ns + 1))), b, **args)
+        return F.transpose(y, lead + tuple(range(base + 1, nd)) + (base,))
+
+    def build(f, inputs, outputs, gys):
+        return _backprop([form(f, list(inputs))], list(inputs), gys[:1])
+    return build
+
+
+_conv_channel_last = _channel_last_form(F.convolution)
+_deconv_channel_last = _channel_last_form(F.deconvolution)
 
 
 @G.grad_builder('Convolution')
 def _convolution_grad(f, inputs, outputs, gys):
     if f.args['channel_last']:
-        return _conv_im2col(f, inputs, outputs, gys)
+        return _conv_channel_last(f, inputs, outputs, gys)
     x, w = inputs[0], inputs[1]
     gy = gys[0]
     base, group = f.args['base_axis'], f.args['group']
@@ -809,7 +723,7 @@ def _convolution_grad(f, inputs, outputs, gys):
 @G.grad_builder('Deconvolution')
 def _deconvolution_grad(f, inputs, outputs, gys):
     if f.args['channel_last']:
-        return _deconv_im2col(f, inputs, outputs, gys)
+        return _deconv_channel_last(f, inputs, outputs, gys)
     x, w = inputs[0], inputs[1]
     gy = gys[0]
     base, group = f.args['base_axis'], f.args['group']
