@@ -98,6 +98,8 @@ CASES = {
     'max_with_index': ([(3, 4)], lambda x: F.max(x, axis=1, with_index=True)[0]),
     'min': ([(3, 4)], lambda x: F.min(x, axis=0)),
     'min_all': ([(3, 4)], lambda x: F.min(x)),
+    'reduce_sum': ([(2, 3)], lambda x: F.mul_scalar(F.reduce_sum(F.tanh(x)), 0.5)),
+    'reduce_mean': ([(2, 3)], lambda x: F.reduce_mean(F.mul2(x, x))),
     'prod': ([(3, 4)], lambda x: F.prod(x, axis=1)),
     'prod_with_zeros': ([(3, 4)], lambda x: F.prod(x, axis=1, keepdims=True)),
     'prod_all': ([(2, 3)], lambda x: F.prod(x)),
