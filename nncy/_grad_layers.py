@@ -862,3 +862,69 @@ def _stack(f, inputs, outputs, gys):
 @G.grad_builder('Split')
 def _split(f, inputs, outputs, gys):
     return [F.stack(*gys, axis=f.args['axis'] % len(inputs[0].shape))]
+
+
+# ---- random crops, flips and shifts ------------------------------------------------------------
+# Their outputs copy input elements at positions drawn anew by every forward.
+# The gradient graph scatters gy back through an index Variable that the node
+# refreshes after each of its forwards (its forward is wrapped once), so it
+# always follows the last draw, as backward does.
+
+def _flip_sources(impl, shape, out_shape):
+    return impl._apply(np.arange(int(np.prod(shape))).reshape(shape))
+
+
+def _crop_sources(impl, shape, out_shape):
+    src = np.arange(int(np.prod(shape))).reshape(shape)
+    y = np.empty((impl.m,) + tuple(out_shape[impl.base:]), np.int64)
+    for i, xs, sl in impl._views(src):
+        y[i] = xs[sl]
+    return y
+
+
+def _shift_sources(impl, shape, out_shape):
+    from nncy._cpu_array import _gather_axes
+    src = np.arange(int(np.prod(shape))).reshape((impl.m,) + tuple(shape[impl.base:]))
+    return np.stack([_gather_axes(src[i], impl._maps(i, src.shape[1:]))
+                     for i in range(impl.m)])
+
+
+_SOURCES = {'RandomFlip': (_flip_sources, 'flips'), 'RandomCrop': (_crop_sources, 'offsets'),
+            'RandomShift': (_shift_sources, 'drawn')}
+
+
+def _random_selection(f, inputs, outputs, gys):
+    x, y = inputs[0], outputs[0]
+    impl = _impl(f)
+    sources, drawn = _SOURCES[f.spec.type_name]
+    shape, out_shape = tuple(x.shape), tuple(y.shape)
+    size = int(np.prod(shape))
+    if size >= 2 ** 24:
+        raise NotImplementedError('grad: %s: input too large for an index map' % f.spec.name)
+    idx = Variable.from_numpy_array(np.zeros((1,) + out_shape, np.float32), need_grad=False)
+
+    def refresh(var):
+        var.d = np.asarray(sources(impl, shape, out_shape), np.float32).reshape(
+            (1,) + out_shape)
+
+    sinks = impl.__dict__.get('_grad_index_sinks')
+    if sinks is None:
+        sinks = impl._grad_index_sinks = []
+        inner = impl.forward
+
+        def forward(ins, outs):
+            inner(ins, outs)
+            for var in sinks:
+                refresh(var)
+        impl.forward = forward
+    sinks.append(idx)
+    if getattr(impl, drawn, None) is not None:
+        refresh(idx)
+    # idx + 0 * (y == y): read only after the node has run (and refreshed idx)
+    after = F.mul_scalar(F.equal(y, y), 0.0)
+    idx = F.add2(idx, _reshape(after, (1,) + out_shape))
+    return [_reshape(F.scatter_nd(gys[0], idx, shape=(size,), add=True), shape)]
+
+
+for _t in _SOURCES:
+    G.grad_builder(_t)(_random_selection)

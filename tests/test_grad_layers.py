@@ -264,3 +264,30 @@ def test_prod_of_long_groups_with_zeros():
     y.backward()
     np.testing.assert_allclose(gx.d, x.g, rtol=1e-3, atol=1e-6)
     assert gx.d[1, 7] != 0 and gx.d[1, 8] == 0 and not gx.d[2].any()
+
+
+@pytest.mark.parametrize('make', [
+    lambda x: F.random_flip(x, axes=(2, 3)),
+    lambda x: F.random_crop(x, shape=(3, 2)),
+    lambda x: F.random_shift(x, shifts=(1, 2), border_mode='reflect'),
+], ids=['random_flip', 'random_crop', 'random_shift'])
+def test_random_selections_follow_the_last_draw(make):
+    rng = np.random.RandomState(5)
+    x = nn.Variable.from_numpy_array(rng.randn(3, 2, 4, 4).astype(np.float32), need_grad=True)
+    y = make(x)
+    r = nn.Variable.from_numpy_array(rng.randn(*y.shape).astype(np.float32))
+    loss = F.sum(F.mul2(F.tanh(y), r))
+    (gx,) = nn.grad([loss], [x])
+    for _ in range(3):
+        gx.forward()             # draws anew
+        x.grad.zero()
+        loss.backward()          # the same draw
+        np.testing.assert_allclose(gx.d, x.g, rtol=1e-5, atol=1e-6)
+    # second order: d/dx of <gx, v> against backward of the same quantity
+    v = nn.Variable.from_numpy_array(rng.randn(*x.shape).astype(np.float32))
+    dot = F.sum(F.mul2(gx, v))
+    (hv,) = nn.grad([dot], [x])
+    hv.forward()
+    x.grad.zero()
+    dot.backward()
+    np.testing.assert_allclose(hv.d, x.g, rtol=1e-4, atol=1e-5)
