@@ -236,9 +236,9 @@ def _embed(f, inputs, outputs, gys):
 
 @G.grad_builder('Dropout')
 def _dropout(f, inputs, outputs, gys):
-    # the mask is where the output is non-zero (exact unless x is exactly 0)
-    p = f.args['p']
-    mask = F.mul_scalar(F.not_equal_scalar(outputs[0], 0.0), 1.0 / (1.0 - p))
+    # the mask (0 or 1 / (1 - p)) of the node's last forward
+    impl = _impl(f)
+    mask = _state_variable(f, tuple(outputs[0].shape), lambda: impl.mask, 'mask')
     return [F.mul2(gys[0], mask)]
 
 
@@ -893,6 +893,35 @@ _SOURCES = {'RandomFlip': (_flip_sources, 'flips'), 'RandomCrop': (_crop_sources
             'RandomShift': (_shift_sources, 'drawn')}
 
 
+def _state_variable(f, shape, compute, drawn):
+    """A Variable of ``shape`` holding ``compute()`` (the node's random state
+    of its last forward): refreshed after every forward of node ``f`` (its
+    forward is wrapped once), and read only after the node has run."""
+    impl = _impl(f)
+    var = Variable.from_numpy_array(np.zeros(shape, np.float32), need_grad=False)
+
+    def refresh(v):
+        v.d = np.asarray(compute(), np.float32).reshape(shape)
+
+    sinks = impl.__dict__.get('_grad_state_sinks')
+    if sinks is None:
+        sinks = impl._grad_state_sinks = []
+        inner = impl.forward
+
+        def forward(ins, outs):
+            inner(ins, outs)
+            for v, fn in sinks:
+                fn(v)
+        impl.forward = forward
+    sinks.append((var, refresh))
+    if getattr(impl, drawn, None) is not None:
+        refresh(var)
+    # var + 0 * (y == y): an input that depends on the node's output
+    y = f.outputs[0]
+    # (shape holds as many elements as y)
+    return F.add2(var, _reshape(F.mul_scalar(F.equal(y, y), 0.0), shape))
+
+
 def _random_selection(f, inputs, outputs, gys):
     x, y = inputs[0], outputs[0]
     impl = _impl(f)
@@ -901,28 +930,7 @@ def _random_selection(f, inputs, outputs, gys):
     size = int(np.prod(shape))
     if size >= 2 ** 24:
         raise NotImplementedError('grad: %s: input too large for an index map' % f.spec.name)
-    idx = Variable.from_numpy_array(np.zeros((1,) + out_shape, np.float32), need_grad=False)
-
-    def refresh(var):
-        var.d = np.asarray(sources(impl, shape, out_shape), np.float32).reshape(
-            (1,) + out_shape)
-
-    sinks = impl.__dict__.get('_grad_index_sinks')
-    if sinks is None:
-        sinks = impl._grad_index_sinks = []
-        inner = impl.forward
-
-        def forward(ins, outs):
-            inner(ins, outs)
-            for var in sinks:
-                refresh(var)
-        impl.forward = forward
-    sinks.append(idx)
-    if getattr(impl, drawn, None) is not None:
-        refresh(idx)
-    # idx + 0 * (y == y): read only after the node has run (and refreshed idx)
-    after = F.mul_scalar(F.equal(y, y), 0.0)
-    idx = F.add2(idx, _reshape(after, (1,) + out_shape))
+    idx = _state_variable(f, (1,) + out_shape, lambda: sources(impl, shape, out_shape), drawn)
     return [_reshape(F.scatter_nd(gys[0], idx, shape=(size,), add=True), shape)]
 
 
