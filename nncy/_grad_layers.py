@@ -889,8 +889,13 @@ def _shift_sources(impl, shape, out_shape):
                      for i in range(impl.m)])
 
 
+def _choice_sources(impl, shape, out_shape):
+    # row r's draw idx[r, j] comes from x's flat position r * n + idx[r, j]
+    return np.arange(impl.b)[:, None] * impl.n + impl.idx
+
+
 _SOURCES = {'RandomFlip': (_flip_sources, 'flips'), 'RandomCrop': (_crop_sources, 'offsets'),
-            'RandomShift': (_shift_sources, 'drawn')}
+            'RandomShift': (_shift_sources, 'drawn'), 'RandomChoice': (_choice_sources, 'idx')}
 
 
 def _state_variable(f, shape, compute, drawn):
@@ -936,3 +941,16 @@ def _random_selection(f, inputs, outputs, gys):
 
 for _t in _SOURCES:
     G.grad_builder(_t)(_random_selection)
+
+
+@G.grad_builder('RandomErase')
+def _random_erase(f, inputs, outputs, gys):
+    if not f.args['ste_fine_grained']:
+        return [gys[0]]
+    impl = _impl(f)
+    keep = _state_variable(f, tuple(outputs[0].shape), lambda: ~impl.mask, 'mask')
+    return [F.mul2(gys[0], keep)]
+
+
+# image_augmentation passes no gradient back (as in NNabla)
+G.grad_builder('ImageAugmentation')(_no_gradient)

@@ -91,8 +91,12 @@ def test_gradient_penalty_trains():
     assert float(penalty.d) < 0.2 * first
 
 
-def test_unknown_function_is_a_clear_error():
-    x = _leaf(np.ones((2, 3)))
-    y = F.sum(F.random_erase(F.reshape(x, (1, 1, 2, 3)), prob=1.0))
-    with pytest.raises(NotImplementedError, match='random_erase'):
+def test_unsupported_function_is_a_clear_error():
+    """Dropout between the layers of a recurrent network has no gradient graph."""
+    rng = np.random.RandomState(3)
+    x = _leaf(rng.randn(3, 2, 2))
+    h = _leaf(np.zeros((2, 1, 2, 2)))
+    w0, w = _leaf(rng.randn(1, 2, 4)), _leaf(rng.randn(1, 1, 2, 4))
+    y = F.sum(F.rnn(x, h, w0, w, num_layers=2, dropout=0.5)[0])
+    with pytest.raises(NotImplementedError, match='rnn'):
         nn.grad([y], [x])

@@ -276,7 +276,10 @@ def test_prod_of_long_groups_with_zeros():
     lambda x: F.random_flip(x, axes=(2, 3)),
     lambda x: F.random_crop(x, shape=(3, 2)),
     lambda x: F.random_shift(x, shifts=(1, 2), border_mode='reflect'),
-], ids=['random_flip', 'random_crop', 'random_shift'])
+    lambda x: F.random_choice(F.reshape(x, (6, 16)), nn.Variable.from_numpy_array(
+        np.ones((6, 16), np.float32)), shape=(5,)),
+    lambda x: F.random_erase(x, prob=0.8, area_ratios=(0.1, 0.3), n=2),
+], ids=['random_flip', 'random_crop', 'random_shift', 'random_choice', 'random_erase'])
 def test_random_selections_follow_the_last_draw(make):
     rng = np.random.RandomState(5)
     x = nn.Variable.from_numpy_array(rng.randn(3, 2, 4, 4).astype(np.float32), need_grad=True)
