@@ -86,9 +86,6 @@ def _scatter_nd(f, inputs, outputs, gys):
 
 # ---- index maps ------------------------------------------------------------------
 
-_MAPS = {}
-
-
 def _index_maps(f, inputs, outputs):
     """Per output: the flat position (over the inputs laid end to end) of the
     input element each output element copies, -1 where it is a constant."""
