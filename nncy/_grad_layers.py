@@ -495,9 +495,8 @@ def _recurrent_form(cell):
         T, B, I = x.shape
         L, D, _, H = h_init.shape
         GH = gates * H
-        if a['training'] and a['dropout'] and L > 1:
-            raise NotImplementedError('grad: %s with dropout between layers has no '
-                                      'gradient graph yet' % f.spec.name)
+        impl = _impl(f)
+        dropout = bool(a['training'] and a['dropout'] and L > 1)
         relu = a.get('nonlinearity') == 'relu'
         bias = v.get('bias')
         if bias is not None:
@@ -554,6 +553,10 @@ def _recurrent_form(cell):
             if cn_l:
                 cn.append(F.stack(*cn_l, axis=0))
             layer_in = _reshape(y_l, (T * B, D * H))
+            if dropout and l < L - 1:   # the mask of the node's last forward
+                mask = _state_variable(f, (T * B, D * H),
+                                       lambda l=l: impl._cache[l][2], '_cache')
+                layer_in = F.mul2(layer_in, mask)
         outs = [y_l, F.stack(*hn, axis=0)]
         if cell == 'lstm':
             outs.append(F.stack(*cn, axis=0))
@@ -561,9 +564,19 @@ def _recurrent_form(cell):
     return form
 
 
-graph_form('RNN')(_recurrent_form('rnn'))
-graph_form('LSTM')(_recurrent_form('lstm'))
-graph_form('GRU')(_recurrent_form('gru'))
+def _stateful_form(form):
+    """Builder from a graph form that reads the node's own outputs (random
+    state variables): the gradient pass stops at those outputs too."""
+    def build(f, inputs, outputs, gys):
+        outs = form(f, list(inputs))
+        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        stop = list(inputs) + list(f.outputs)
+        return _backprop(outs, stop, gys[:len(outs)])[:len(inputs)]
+    return build
+
+
+for _t, _cell in (('RNN', 'rnn'), ('LSTM', 'lstm'), ('GRU', 'gru')):
+    G.grad_builder(_t)(_stateful_form(_recurrent_form(_cell)))
 
 
 # ---- multi-head attention as a graph form --------------------------------------------------
@@ -579,14 +592,10 @@ def _project(x, w, b, scale=1.0):
     return _reshape(y, (L, B, w.shape[1]))
 
 
-@graph_form('MultiHeadAttention')
 def _multi_head_attention(f, inputs):
     from nncy._grad_norm import _by_name
     v = _by_name(f, inputs)
     H = f.args['num_heads']
-    if f.args['dropout']:
-        raise NotImplementedError('grad: multi_head_attention with dropout has no gradient '
-                                  'graph yet')
     query, key, value = v['query'], v['key'], v['value']
     Lt, B, _ = query.shape
     Ls = key.shape[0]
@@ -619,10 +628,16 @@ def _multi_head_attention(f, inputs):
         m = _reshape(m, (B, 1, 1, S))
         A = F.add2(F.mul2(A, F.r_sub_scalar(m, 1.0)), F.mul_scalar(m, -1e30))
     P = F.softmax(A, axis=3)
+    if f.args['dropout']:   # the mask of the node's last forward
+        impl = _impl(f)
+        P = F.mul2(P, _state_variable(f, (B, H, Lt, S), lambda: impl._cache[4], '_cache'))
     O = F.batch_matmul(_reshape(P, (BH, Lt, S)), Vb)                 # (BH, Lt, hv)
     O = F.transpose(O, (1, 0, 2))                                    # (Lt, BH, hv)
     y = _project(_reshape(O, (Lt, B, Ev)), v['out_weight'], v.get('out_bias'))
     return [y, F.mean(P, axis=1)]
+
+
+G.grad_builder('MultiHeadAttention')(_stateful_form(_multi_head_attention))
 
 
 # ---- convolutions with the engine's own kernels ---------------------------------------------
@@ -920,8 +935,10 @@ def _state_variable(f, shape, compute, drawn):
         refresh(var)
     # var + 0 * (y == y): an input that depends on the node's output
     y = f.outputs[0]
-    # (shape holds as many elements as y)
-    return F.add2(var, _reshape(F.mul_scalar(F.equal(y, y), 0.0), shape))
+    after = F.mul_scalar(F.equal(y, y), 0.0)
+    if int(np.prod(shape)) == int(np.prod(y.shape)):
+        return F.add2(var, _reshape(after, shape))
+    return F.add2(var, F.sum(after))
 
 
 def _random_selection(f, inputs, outputs, gys):

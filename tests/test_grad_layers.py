@@ -16,6 +16,11 @@ def _deconv(**kw):
     return lambda x, w, b: F.deconvolution(x, w, b, **kw)
 
 
+def _const(shape, seed=7):
+    return nn.Variable.from_numpy_array(
+        (0.5 * np.random.RandomState(seed).randn(*shape)).astype(np.float32))
+
+
 def _idx(a):
     return nn.Variable.from_numpy_array(np.asarray(a))
 
@@ -279,7 +284,14 @@ def test_prod_of_long_groups_with_zeros():
     lambda x: F.random_choice(F.reshape(x, (6, 16)), nn.Variable.from_numpy_array(
         np.ones((6, 16), np.float32)), shape=(5,)),
     lambda x: F.random_erase(x, prob=0.8, area_ratios=(0.1, 0.3), n=2),
-], ids=['random_flip', 'random_crop', 'random_shift', 'random_choice', 'random_erase'])
+    lambda x: F.lstm(F.reshape(x, (3, 2, 16)), _const((2, 1, 2, 3)), _const((2, 1, 2, 3)),
+                     _const((1, 4, 3, 19)), _const((1, 1, 4, 3, 6)), num_layers=2,
+                     dropout=0.5)[0],
+    lambda x: F.multi_head_attention(
+        F.reshape(x, (3, 2, 16)), F.reshape(x, (3, 2, 16)), F.reshape(x, (3, 2, 16)), 2,
+        _const((16, 4)), _const((16, 4)), _const((16, 4)), _const((4, 5)), dropout=0.4)[0],
+], ids=['random_flip', 'random_crop', 'random_shift', 'random_choice', 'random_erase',
+        'lstm_dropout', 'multi_head_attention_dropout'])
 def test_random_selections_follow_the_last_draw(make):
     rng = np.random.RandomState(5)
     x = nn.Variable.from_numpy_array(rng.randn(3, 2, 4, 4).astype(np.float32), need_grad=True)
