@@ -78,9 +78,8 @@ def _gather_nd(f, inputs, outputs, gys):
 
 @G.grad_builder('ScatterNd')
 def _scatter_nd(f, inputs, outputs, gys):
+    # (also into out=: the earlier values of out are no input)
     data, idx = inputs
-    if getattr(_impl(f), 'keep', False):
-        raise NotImplementedError('grad: scatter_nd into out= has no gradient graph yet')
     return [F.gather_nd(gys[0], idx), None]
 
 
