@@ -85,29 +85,38 @@ def _scatter_nd(f, inputs, outputs, gys):
 
 # ---- index maps ------------------------------------------------------------------
 
-def _index_maps(f, inputs, outputs):
-    """Per output: the flat position (over the inputs laid end to end) of the
-    input element each output element copies, -1 where it is a constant."""
-    sizes = [int(np.prod(x.shape)) for x in inputs]
-    total = int(np.sum(sizes))
-    if total >= 2 ** 24:
-        raise NotImplementedError('grad: %s: input too large for an index map'
-                                  % f.spec.name)
-    probes, off = [], 0
-    for x, n in zip(inputs, sizes):
-        a = (np.arange(n, dtype=np.float64) + 1 + off).astype(np.float32)
-        probes.append(Variable.from_numpy_array(a.reshape(x.shape)))
-        off += n
+def _run_on(f, values):
+    """Outputs (NumPy) of node ``f``'s function applied to constant inputs."""
     args = dict(f.args)
     if f.spec.type_name == 'Pad':
         args['constant_value'] = 0.0
-    outs = getattr(F, f.spec.name)(*probes, **args)
+    outs = getattr(F, f.spec.name)(*[Variable.from_numpy_array(v) for v in values], **args)
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-    maps = []
+    res = []
     for o in outs:
         o.forward()
-        maps.append(np.rint(np.asarray(o.d, np.float64)).astype(np.int64) - 1)
-    return maps, sizes
+        res.append(np.rint(np.asarray(o.d, np.float64)).astype(np.int64))
+    return res
+
+
+def _index_maps(f, inputs, outputs):
+    """Per output: the flat position (over the inputs laid end to end) of the
+    input element each output element copies, -1 where it is a constant.
+    The function runs on the 1-based positions (0 marks the constants), in
+    two parts (high and low digits) when float32 cannot hold them exactly."""
+    sizes = [int(np.prod(x.shape)) for x in inputs]
+    total = int(np.sum(sizes))
+    pos, off = [], 0
+    for x, n in zip(inputs, sizes):
+        pos.append((np.arange(n, dtype=np.int64) + off).reshape(x.shape))
+        off += n
+    if total < 2 ** 24:
+        maps = _run_on(f, [(p + 1).astype(np.float32) for p in pos])
+        return [m - 1 for m in maps], sizes
+    base = 4096
+    hi = _run_on(f, [(p // base + 1).astype(np.float32) for p in pos])
+    lo = _run_on(f, [(p % base + 1).astype(np.float32) for p in pos])
+    return [np.where(h > 0, (h - 1) * base + (l - 1), -1) for h, l in zip(hi, lo)], sizes
 
 
 def _by_index_map(f, inputs, outputs, gys):
