@@ -346,3 +346,5 @@ def grad(outputs, inputs, grad_outputs=None, persistent_outputs=None,
 
 
 from nncy import _grad_norm  # noqa: E402,F401  (activation and normalization rows)
+
+from nncy import _grad_layers  # noqa: E402,F401  (layers and array manipulation)

@@ -91,8 +91,19 @@ def test_gradient_penalty_trains():
     assert float(penalty.d) < 0.2 * first
 
 
-def test_unknown_function_is_a_clear_error():
+def test_function_without_gradient_graph_is_a_clear_error(monkeypatch):
+    from nncy import _grad
+    monkeypatch.delitem(_grad._BUILDERS, 'Transpose')
     x = _leaf(np.ones((2, 3)))
-    y = F.sum(x[0:1])
-    with pytest.raises(NotImplementedError, match='slice'):
+    y = F.sum(F.transpose(x, (1, 0)))
+    with pytest.raises(NotImplementedError, match='transpose'):
         nn.grad([y], [x])
+
+
+def test_scatter_nd_into_out():
+    x = _leaf([1.0, 2.0])
+    out = nn.Variable.from_numpy_array(np.full(4, 5.0, np.float32))
+    y = F.sum(F.mul2(F.scatter_nd(x, [[0, 2]], out=out), nn.Variable.from_numpy_array(
+        np.arange(4, dtype=np.float32))))
+    (gx,) = nn.grad([y], [x])
+    np.testing.assert_allclose(_value(gx), [0.0, 2.0])
