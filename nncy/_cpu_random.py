@@ -105,26 +105,22 @@ class RandBinomial(_Sampler):
         return self.rng.binomial(self.args['n'], self.args['p'], shape)
 
 
-@register('RandBeta')
-class RandBeta(_Sampler):
-    def check(self):
-        for k in ('alpha', 'beta'):
-            if not self.args[k] > 0:
-                raise self.error(k, 'must be positive, got %r' % self.args[k])
+def _positive_parameter_sampler(type_name, method, a, b):
+    """A sampler of ``rng.<method>(args[a], args[b], shape)``, both positive."""
+    class Sampler(_Sampler):
+        def check(self):
+            for k in (a, b):
+                if not self.args[k] > 0:
+                    raise self.error(k, 'must be positive, got %r' % self.args[k])
 
-    def sample(self, shape):
-        return self.rng.beta(self.args['alpha'], self.args['beta'], shape)
+        def sample(self, shape):
+            return getattr(self.rng, method)(self.args[a], self.args[b], shape)
+    Sampler.__name__ = Sampler.__qualname__ = type_name
+    return register(type_name)(Sampler)
 
 
-@register('RandGamma')
-class RandGamma(_Sampler):
-    def check(self):
-        for k in ('k', 'theta'):
-            if not self.args[k] > 0:
-                raise self.error(k, 'must be positive, got %r' % self.args[k])
-
-    def sample(self, shape):
-        return self.rng.gamma(self.args['k'], self.args['theta'], shape)
+RandBeta = _positive_parameter_sampler('RandBeta', 'beta', 'alpha', 'beta')
+RandGamma = _positive_parameter_sampler('RandGamma', 'gamma', 'k', 'theta')
 
 
 @register('Dropout')
