@@ -826,17 +826,14 @@ def normalize_args(spec, tuple values):
     return _make_args(spec, values)
 
 
-cdef Variable _wrap_ndarray(NdArray a):
-    return _new_variable(a, False)
-
-
 def call(spec, tuple inputs, tuple args, outputs=None):
     """Create a function node for ``spec`` on ``inputs`` with argument values
     ``args`` (in table order); run it at once in auto-forward or imperative
-    mode.  Returns the output Variable(s), or NdArray(s) for NdArray inputs."""
+    mode.  Returns the output Variable(s); when any input is an NdArray the call
+    is imperative and returns NdArray(s) (Variables then count as their data)."""
     cdef Context ctx = _ctx
     cdef list ins = []
-    cdef int n_nd = 0, n_var = 0, i = 0
+    cdef int n_nd = 0, i = 0
     cdef bint need_grad = False
     cdef Variable v
     cdef tuple omitted = ()
@@ -845,13 +842,12 @@ def call(spec, tuple inputs, tuple args, outputs=None):
         if isinstance(x, Variable):
             v = <Variable>x
             v._consumers += 1
-            n_var += 1
             if v._need_grad:
                 need_grad = True
             ins.append(v)
         elif isinstance(x, NdArray):
             n_nd += 1
-            ins.append(_wrap_ndarray(<NdArray>x))
+            ins.append(_new_variable(<NdArray>x, False))
         elif x is None and i < len(specs_in) and specs_in[i].optional:
             omitted += (specs_in[i].name,)
         else:
