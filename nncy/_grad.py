@@ -348,3 +348,5 @@ def grad(outputs, inputs, grad_outputs=None, persistent_outputs=None,
 from nncy import _grad_norm  # noqa: E402,F401  (activation and normalization rows)
 
 from nncy import _grad_layers  # noqa: E402,F401  (layers and array manipulation)
+
+from nncy import _grad_loss  # noqa: E402,F401  (losses, quantization, signal processing)

@@ -955,3 +955,77 @@ def pruned_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=Non
     return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
                       b_init, fix_parameters, rng, with_bias, pruner(prune_w, rate_w),
                       pruner(prune_b, rate_b))
+
+
+# ---- min-max quantization ----------------------------------------------------
+
+@parametric_function_api('min_max_quantize')
+def min_max_quantize(x, ql_min=0, ql_max=255, decay=0.999, x_min_max=False, ema=False,
+                     ste_fine_grained=True, eps=0.01, qr_min_init=None, qr_max_init=None,
+                     fix_parameters=False, outputs=None):
+    """Min-max quantization of ``x`` with the range parameters ``qr_min`` and
+    ``qr_max`` (learnt unless both x_min_max and ema) and, for numbers given as
+    ``ql_min``/``ql_max``, the level parameters ``ql_min``/``ql_max``."""
+    levels = []
+    for pname, v in (('ql_min', ql_min), ('ql_max', ql_max)):
+        if isinstance(v, (int, float)):
+            shape = (1,) * len(x.shape)
+            v = _param(pname, shape, np.full(shape, v, np.float32), need_grad=False)
+        levels.append(v)
+    ql_min, ql_max = levels
+    learnt = not (x_min_max and ema)
+    qr = [_param(pname, ql_min.shape, init or I.ConstantInitializer(default), fix_parameters,
+                 need_grad=learnt)
+          for pname, init, default in (('qr_min', qr_min_init, -6.0),
+                                       ('qr_max', qr_max_init, 6.0))]
+    return F.min_max_quantize(x, qr[0], qr[1], ql_min, ql_max, decay=decay,
+                              x_min_max=x_min_max, ema=ema,
+                              ste_fine_grained=ste_fine_grained, eps=eps, outputs=outputs)
+
+
+_MM_DEFAULTS = dict(quantize_w=True, ql_min_w=0, ql_max_w=255, w_min_max=False,
+                    qr_min_w_init=None, qr_max_w_init=None, ste_fine_grained_w=True,
+                    quantize_b=True, ql_min_b=0, ql_max_b=255, b_min_max=False,
+                    qr_min_b_init=None, qr_max_b_init=None, ste_fine_grained_b=True,
+                    eps=0.01)
+
+
+def _min_max(prefix, kw, fix_parameters):
+    """The quantizer of W (prefix 'w', range -2..2 by default) or b ('b', -6..6),
+    its parameters in the scope ``min_max_quantize_<prefix>`` (as NNabla)."""
+    default = 2.0 if prefix == 'w' else 6.0
+
+    def quantize(v, outputs):
+        if not kw['quantize_' + prefix]:
+            return F.identity(v, outputs=outputs)
+        with parameter_scope('min_max_quantize_' + prefix):
+            return min_max_quantize(
+                v, kw['ql_min_' + prefix], kw['ql_max_' + prefix], 0.999,
+                kw[prefix + '_min_max'], False, kw['ste_fine_grained_' + prefix], kw['eps'],
+                kw['qr_min_%s_init' % prefix] or I.ConstantInitializer(-default),
+                kw['qr_max_%s_init' % prefix] or I.ConstantInitializer(default),
+                fix_parameters, outputs)
+    return quantize
+
+
+@parametric_function_api('min_max_quantized_affine')
+def min_max_quantized_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None,
+                             fix_parameters=False, rng=None, with_bias=True, **quant):
+    """Affine layer over min-max quantized ``W``/``b`` (kept in ``W_q``/``b_q``);
+    quantizer arguments ``quantize_w, ql_min_w, ql_max_w, w_min_max, qr_min_w_init,
+    qr_max_w_init, ste_fine_grained_w``, the same for ``b`` and ``eps``."""
+    kw = _with_defaults(_MM_DEFAULTS, quant, 'min_max_quantized_affine')
+    return _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng,
+                        with_bias, _min_max('w', kw, fix_parameters),
+                        _min_max('b', kw, fix_parameters))
+
+
+@parametric_function_api('min_max_quantized_conv')
+def min_max_quantized_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
+                                  group=1, w_init=None, b_init=None, base_axis=1,
+                                  fix_parameters=False, rng=None, with_bias=True, **quant):
+    """Convolution over min-max quantized ``W``/``b``."""
+    kw = _with_defaults(_MM_DEFAULTS, quant, 'min_max_quantized_convolution')
+    return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
+                      b_init, fix_parameters, rng, with_bias, _min_max('w', kw, fix_parameters),
+                      _min_max('b', kw, fix_parameters))

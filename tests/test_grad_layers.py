@@ -139,6 +139,47 @@ CASES = {
                                        key_padding_mask=_idx([[0, 1], [0, 0]]))[0],
                 F.sum(F.multi_head_attention(q, k, val, 2, wq, wk, wv, wo)[1]))),
     'batch_det': ([(2, 3, 3)], lambda x: F.batch_det(x)),
+    # nncy/_grad_loss.py
+    'categorical_cross_entropy': ([(3, 4)], lambda x: F.categorical_cross_entropy(
+        F.softmax(x), _idx([[1], [-1], [3]]))),
+    'categorical_cross_entropy_axis0': ([(4, 3)], lambda x: F.categorical_cross_entropy(
+        F.softmax(x, axis=0), _idx([2, 0, 3]), axis=0)),
+    'kl_multinomial': ([(2, 3), (2, 3)], lambda p, q: F.kl_multinomial(F.softmax(p),
+                                                                       F.softmax(q))),
+    'prune': ([(3, 4)], lambda x: F.prune(x, rate=0.5)),
+    'binary_connect_affine': ([(2, 3), (3, 4), (4,)], lambda x, w, b: F.binary_connect_affine(
+        x, w, _const((3, 4)), b)),
+    'binary_weight_affine': ([(2, 3), (3, 4)], lambda x, w: F.binary_weight_affine(
+        x, w, _const((3, 4)), _const((4,)))),
+    'binary_connect_convolution': ([(2, 2, 4, 4), (3, 2, 2, 2), (3,)],
+                                   lambda x, w, b: F.binary_connect_convolution(
+                                       x, w, _const((3, 2, 2, 2)), b, pad=(1, 0))),
+    'binary_weight_convolution': ([(2, 2, 4, 4), (3, 2, 2, 2)],
+                                  lambda x, w: F.binary_weight_convolution(
+                                      x, w, _const((3, 2, 2, 2)), _const((3,)), stride=(2, 1))),
+    'inq_affine': ([(2, 3), (3, 4), (4,)], lambda x, w, b: F.inq_affine(
+        x, w, _idx(np.array([[1, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]], np.float32)), b)),
+    'inq_convolution': ([(2, 2, 4, 4), (3, 2, 2, 2)], lambda x, w: F.inq_convolution(
+        x, w, _idx((np.arange(24).reshape(3, 2, 2, 2) % 3 == 0).astype(np.float32)),
+        pad=(1, 1))),
+    'min_max_quantize': ([(3, 4), (1,), (1,)], lambda x, lo, hi: F.min_max_quantize(
+        x, F.add_scalar(F.mul_scalar(lo, 0.1), -0.5), F.add_scalar(F.mul_scalar(hi, 0.1), 0.5),
+        _idx(np.zeros(1, np.float32)), _idx(np.full(1, 255.0, np.float32)))),
+    'min_max_quantize_off': ([(3, 4)], lambda x: F.min_max_quantize(
+        x, _idx(np.full(1, -0.5, np.float32)), _idx(np.full(1, 0.5, np.float32)),
+        _idx(np.zeros(1, np.float32)), _idx(np.full(1, 255.0, np.float32)), quantize=False)),
+    'interpolate_linear': ([(2, 2, 3, 4)], lambda x: F.interpolate(x, output_size=(5, 3))),
+    'interpolate_nearest_channel_last': ([(1, 3, 2, 2)], lambda x: F.interpolate(
+        x, scale=(2.0,), mode='nearest', channel_last=True)),
+    'fft': ([(2, 4, 3, 2)], lambda x: F.fft(x, 2)),
+    'ifft_normalized': ([(3, 5, 2)], lambda x: F.ifft(x, 1, normalized=True)),
+    'ifft': ([(2, 3, 4, 2)], lambda x: F.ifft(x, 1)),
+    'stft': ([(2, 16)], lambda x: F.mul2(*F.stft(x, 6, 3, 8))),
+    'stft_constant': ([(1, 12)], lambda x: F.stft(x, 4, 2, 4, window_type='hamming',
+                                                  pad_mode='constant')[1]),
+    'istft': ([(2, 5, 4), (2, 5, 4)], lambda r, i: F.istft(r, i, 8, 4, 8)),
+    'warp_by_flow': ([(2, 2, 4, 5), (2, 2, 4, 5)],
+                     lambda d, fl: F.warp_by_flow(d, F.mul_scalar(fl, 2.0))),
 }
 
 
@@ -178,7 +219,10 @@ def test_first_order_matches_backward(name):
 
 
 # top_k_grad's gradient is not the derivative of its (identity) forward
-NOT_DERIVATIVES = {'top_k_grad'}
+# nor are the straight-through ones of steps (prune, binarized and quantized weights)
+NOT_DERIVATIVES = {'top_k_grad', 'prune', 'binary_connect_affine', 'binary_weight_affine',
+                   'binary_connect_convolution', 'binary_weight_convolution',
+                   'min_max_quantize'}
 
 
 @pytest.mark.parametrize('name', sorted(set(CASES) - NOT_DERIVATIVES))
@@ -312,3 +356,22 @@ def test_random_selections_follow_the_last_draw(make):
     x.grad.zero()
     dot.backward()
     np.testing.assert_allclose(hv.d, x.g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('make', [
+    lambda x: F.top_n_error(x, _idx([[1], [0], [2]]), n=2),
+    lambda x: F.confusion_matrix(x, _idx([[1], [0], [2]])),
+    lambda x: F.vat_noise(x, nn.Variable((3, 4))),
+], ids=['top_n_error', 'confusion_matrix', 'vat_noise'])
+def test_steps_and_counts_pass_no_gradient(make):
+    x = nn.Variable.from_numpy_array(np.random.RandomState(6).randn(3, 4).astype(np.float32),
+                                     need_grad=True)
+    (gx,) = nn.grad([F.sum(make(x))], [x])
+    assert gx is None
+
+
+def test_nms_detection2d_passes_no_gradient():
+    x = nn.Variable.from_numpy_array(np.random.RandomState(6).rand(1, 4, 7).astype(np.float32),
+                                     need_grad=True)
+    (gx,) = nn.grad([F.sum(F.nms_detection2d(x))], [x])
+    assert gx is None

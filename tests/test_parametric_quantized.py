@@ -85,3 +85,39 @@ def test_other_quantized_layers_parameters():
     assert s['pow2_quantized_affine/W'] == (75, 2) and s['pruned_conv/W'] == (4, 3, 1, 1)
     with pytest.raises(TypeError, match='n_bits'):
         PF.fixed_point_quantized_affine(x, 2, n_bits=3, name='bad')
+
+
+def test_min_max_quantized_affine_and_convolution():
+    rng = np.random.RandomState(2)
+    x = nn.Variable.from_numpy_array(rng.randn(4, 6).astype(np.float32))
+    y = PF.min_max_quantized_affine(x, 3, ql_max_w=15)
+    y.forward()
+    p = nn.get_parameters(grad_only=False)
+    pre = 'min_max_quantized_affine/'
+    w, wq = p[pre + 'W'].d, p[pre + 'W_q'].d
+    qmin = p[pre + 'min_max_quantize_w/min_max_quantize/qr_min']
+    assert qmin.shape == (1, 1) and float(qmin.d.reshape(())) == -2.0 and qmin.need_grad
+    assert p[pre + 'min_max_quantize_b/min_max_quantize/qr_max'].d == 6.0
+    assert p[pre + 'min_max_quantize_w/min_max_quantize/ql_max'].d == 15.0
+    scale = 4.0 / 15
+    # 16 levels over the nudged range around [-2, 2]
+    levels = np.unique(np.round(wq / scale, 3))
+    assert len(levels) <= 16 and np.abs(wq - w).max() <= scale / 2 + 1e-6
+    np.testing.assert_allclose(y.d, x.d @ wq + p[pre + 'b_q'].d, rtol=1e-5, atol=1e-5)
+    for v in p.values():
+        v.grad.zero()
+    y.backward(np.ones(y.shape, np.float32))
+    np.testing.assert_allclose(p[pre + 'W'].g, np.repeat(x.d.sum(0)[:, None], 3, 1),
+                               rtol=1e-5, atol=1e-5)
+
+    xc = nn.Variable((2, 3, 5, 5))
+    yc = PF.min_max_quantized_convolution(xc, 4, (3, 3), pad=(1, 1), with_bias=False,
+                                          quantize_b=False)
+    assert yc.shape == (2, 4, 5, 5)
+    s = shapes()
+    assert s['min_max_quantized_conv/W'] == (4, 3, 3, 3)
+    assert s['min_max_quantized_conv/W_q'] == (4, 3, 3, 3)
+    assert s['min_max_quantized_conv/min_max_quantize_w/min_max_quantize/qr_min'] == \
+        (1, 1, 1, 1)
+    with pytest.raises(TypeError):
+        PF.min_max_quantized_affine(x, 2, n_w=3, name='bad')
