@@ -148,3 +148,34 @@ def test_small_cnn_trains():
         solver.update()
         losses.append(float(loss.d))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_parameter_registry_scopes_and_dict_scopes():
+    from nncy import parameter as P
+    x = nn.Variable((2, 3))
+    with nn.parameter_scope('net'):
+        with nn.parameter_scope('conv1/inner'):
+            PF.affine(x, 4)
+            assert nn.parameter.get_current_parameter_scope() == 'net/conv1/inner'
+    assert set(shapes()) == {'net/conv1/inner/affine/W', 'net/conv1/inner/affine/b'}
+    with nn.parameter_scope('net'):
+        assert set(nn.get_parameters()) == {'conv1/inner/affine/W', 'conv1/inner/affine/b'}
+        w = P.get_parameter('conv1/inner/affine/W')
+        assert w is not None and w.shape == (3, 4)
+        P.set_parameter('extra/v', nn.Variable((5,), need_grad=False))
+        assert 'extra/v' not in nn.get_parameters(grad_only=True)
+        assert 'extra/v' in nn.get_parameters(grad_only=False)
+        assert P.pop_parameter('extra/v').shape == (5,)
+        assert P.get_parameter('extra/v') is None
+    store = {}
+    with nn.parameter_scope('side', store):      # a dict as the scope's storage
+        PF.affine(x, 2, name='fc')
+    assert set(store['fc']) == {'W', 'b'}
+    assert not any(k.startswith('side') or k.startswith('fc') for k in shapes())
+    v = P.get_parameter_or_create('made/z', (2, 2), lambda s: np.ones(s))
+    np.testing.assert_array_equal(v.d, 1.0)
+    assert P.get_parameter_or_create('made/z') is v
+    with pytest.raises(ValueError, match='made/z'):
+        P.get_parameter_or_create('made/z', (3,))
+    nn.clear_parameters()
+    assert shapes() == {}
