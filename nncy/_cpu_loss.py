@@ -18,6 +18,7 @@ import numpy as np
 
 from nncy._core import Impl, Variable, implementation, register, d32, dout, g32, gout
 from nncy._table import BY_TYPE
+from nncy import random as _random
 from nncy._cpu import _axis, _prod, _split
 
 F32 = np.float32
@@ -728,7 +729,7 @@ class _INQWeights:
         self.its = its
         self.count = 0
         self.old = None      # (weights, fixed mask) after the last forward pass
-        self.rng = np.random.RandomState(a['seed'] if a['seed'] >= 0 else None)
+        self.rng = _random.generator(a['seed']) if a['seed'] >= 0 else _random.prng
 
     def weight(self, inputs):
         """One forward pass of the schedule: fix more weights when due, write

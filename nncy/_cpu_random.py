@@ -4,7 +4,7 @@ random_flip and random_shift.
 
 Generators: ``seed=-1`` draws from the global ``nncy.random.prng`` (looked up at
 each forward, so ``nncy.random.seed(n)`` resets it); any other seed gives the
-function node its own ``numpy.random.RandomState(seed)``, created with the node,
+function node its own Philox stream (``nncy.random.generator(seed)``), created with the node,
 so two nodes built with one seed draw the same samples, and successive
 forwards of one node continue its stream (as NNabla does).  Samples are drawn
 with NumPy's vectorised generators."""
@@ -30,7 +30,7 @@ class _Random(Impl):
         if seed < -1 or seed >= 2 ** 32:
             raise self.error('seed', 'must be -1 (global generator) or in [0, 2**32), got %d'
                              % seed)
-        self._rng = None if seed == -1 else np.random.RandomState(seed)
+        self._rng = None if seed == -1 else _random.generator(seed)
 
     @property
     def rng(self):
