@@ -4,9 +4,18 @@ by ``nncy._core.Pointwise``).  Each class checks its arguments in ``setup``
 import numpy as np
 
 from nncy import _kernels as K
-from nncy._core import Impl, register, d32, dout, g32, gout, sum_to
+from nncy._core import Impl, register, d32, dout, g32, gout
 
 F32 = np.float32
+
+
+def store(gx, value, accum):
+    """gx (+)= value: a gradient written, or added when accumulating (value may
+    broadcast to gx's shape)."""
+    if accum:
+        gx += value
+    else:
+        gx[...] = value
 
 
 def _prod(shape):
@@ -249,12 +258,7 @@ class Reshape(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:
             x = inputs[0]
-            gy = g32(outputs[0]).reshape(x.shape)
-            gx = gout(x, accum[0])
-            if accum[0]:
-                gx += gy
-            else:
-                np.copyto(gx, gy)
+            store(gout(x, accum[0]), g32(outputs[0]).reshape(x.shape), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False

@@ -10,6 +10,7 @@ import numpy as np
 
 from nncy import _kernels as K
 from nncy._core import Impl, register, d32, dout, g32, gout, sum_to, NdArray, Variable
+from nncy._cpu import store
 from nncy._table import BY_NAME
 
 F32 = np.float32
@@ -30,14 +31,6 @@ def _norm_axis(impl, ndim, axis, name='axis', extra=0):
         raise impl.error(name, 'must lie in [%d, %d) for a %d-D input, got %d'
                          % (-n, n, ndim, axis))
     return axis % n
-
-
-def _put(gx, value, accum):
-    """gx (+)= value (any array broadcastable to gx's shape)."""
-    if accum:
-        gx += value
-    else:
-        gx[...] = value
 
 
 def _copy(name, view, out, accum=False):
@@ -121,7 +114,7 @@ class Split(Impl):
         if propagate_down[0]:
             gx = np.moveaxis(gout(inputs[0], accum[0]), self.axis, 0)
             for i, y in enumerate(outputs):
-                _put(gx[i], g32(y), accum[0])
+                store(gx[i], g32(y), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -250,7 +243,7 @@ class ScatterNd(Impl):
         data, idx = inputs
         if propagate_down[0]:
             c = _coords(self, idx, self.shape, 'the output')
-            _put(gout(data, accum[0]), g32(outputs[0])[c], accum[0])
+            store(gout(data, accum[0]), g32(outputs[0])[c], accum[0])
         if propagate_down[1]:
             _zero_grad(idx, accum[1])
 
@@ -538,7 +531,7 @@ class Pad(Impl):
         if self.args['mode'] == 'constant':
             _copy(self.spec.name, gy[self.inner], gout(x, accum[0]), accum[0])
         else:
-            _put(gout(x, accum[0]), _scatter_axes(gy, self.maps, x.shape), accum[0])
+            store(gout(x, accum[0]), _scatter_axes(gy, self.maps, x.shape), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -581,7 +574,7 @@ class Shift(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:
             x = inputs[0]
-            _put(gout(x, accum[0]), _scatter_axes(g32(outputs[0]), self.maps, x.shape),
+            store(gout(x, accum[0]), _scatter_axes(g32(outputs[0]), self.maps, x.shape),
                  accum[0])
 
     def grad_depends_input_data(self, i, j):
@@ -631,7 +624,7 @@ class Sort(Impl):
         idx = self.order(d32(x))
         g = np.empty(x.shape, F32)
         np.put_along_axis(g, idx, g32(outputs[0]), self.axis)
-        _put(gout(x, accum[0]), g, accum[0])
+        store(gout(x, accum[0]), g, accum[0])
 
 
 def _top_k(impl, v, k, use_abs):
@@ -683,7 +676,7 @@ class TopKData(Impl):
         g = np.zeros((self.m, self.n), F32)
         vals = gy if self.args['reduce'] else np.take_along_axis(gy, idx, 1)
         np.put_along_axis(g, idx, vals, 1)
-        _put(gout(x, accum[0]), g.reshape(x.shape), accum[0])
+        store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
 
 
 @register('TopKGrad')
@@ -704,7 +697,7 @@ class TopKGrad(Impl):
         idx = _top_k(self, gy, self.args['k'], self.args['abs'])
         g = np.zeros((self.m, self.n), F32)
         np.put_along_axis(g, idx, np.take_along_axis(gy, idx, 1), 1)
-        _put(gout(x, accum[0]), g.reshape(x.shape), accum[0])
+        store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -766,7 +759,7 @@ class BatchInv(Impl):
             inv = d32(outputs[0]).astype(np.float64)
             it = inv.transpose(0, 2, 1)
             g = -it @ g32(outputs[0]) @ it
-            _put(gout(inputs[0], accum[0]), g, accum[0])
+            store(gout(inputs[0], accum[0]), g, accum[0])
 
     def grad_depends_output_data(self, i, o):
         return True
@@ -789,7 +782,7 @@ class BatchDet(Impl):
             x = d32(inputs[0]).astype(np.float64)
             det = np.linalg.det(x)
             g = (g32(outputs[0]) * det)[:, None, None] * np.linalg.inv(x).transpose(0, 2, 1)
-            _put(gout(inputs[0], accum[0]), g, accum[0])
+            store(gout(inputs[0], accum[0]), g, accum[0])
 
 
 @register('Assign')
@@ -810,7 +803,7 @@ class Assign(Impl):
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:
-            _put(gout(inputs[0], accum[0]), g32(outputs[0]), accum[0])
+            store(gout(inputs[0], accum[0]), g32(outputs[0]), accum[0])
         if propagate_down[1]:
             _zero_grad(inputs[1], accum[1])
 

@@ -19,18 +19,10 @@ import numpy as np
 from nncy._core import Impl, Variable, implementation, register, d32, dout, g32, gout
 from nncy._table import BY_TYPE
 from nncy import random as _random
-from nncy._cpu import _axis, _prod, _split
+from nncy._cpu import _axis, _prod, _split, store
 
 F32 = np.float32
 _TINY = np.finfo(np.float32).tiny
-
-
-def _store(gx, value, accum):
-    """gx (+)= value."""
-    if accum:
-        gx += value
-    else:
-        np.copyto(gx, value)
 
 
 class _LabelAxis(Impl):
@@ -95,7 +87,7 @@ class CategoricalCrossEntropy(_LabelAxis):
         gy = g32(outputs[0]).reshape(self.outer, 1, self.inner)
         g = np.zeros((self.outer, self.c, self.inner), F32)
         np.put_along_axis(g, keep, np.where(ti < 0, F32(0), -gy / np.maximum(p, _TINY)), 1)
-        _store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
+        store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
 
 
 @register('TopNError')
@@ -166,10 +158,10 @@ class KLMultinomial(Impl):
         p, q = (d32(v) for v in inputs)
         gy = g32(outputs[0]).reshape(outputs[0].shape[:-1] + (1,) * len(self.axes))
         if propagate_down[0]:
-            _store(gout(inputs[0], accum[0]), gy * (np.log(p + F32(1e-8)) - np.log(q + F32(1e-8))
+            store(gout(inputs[0], accum[0]), gy * (np.log(p + F32(1e-8)) - np.log(q + F32(1e-8))
                                                      + 1), accum[0])
         if propagate_down[1]:
-            _store(gout(inputs[1], accum[1]), -gy * p / q, accum[1])
+            store(gout(inputs[1], accum[1]), -gy * p / q, accum[1])
 
 
 @register('Prune')
@@ -192,7 +184,7 @@ class Prune(Impl):
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:   # straight through
-            _store(gout(inputs[0], accum[0]), g32(outputs[0]), accum[0])
+            store(gout(inputs[0], accum[0]), g32(outputs[0]), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -238,7 +230,7 @@ class _FFT(Impl):
             norm = 'forward'
         z = fn(c, axes=self.axes, norm=norm)
         gx = gout(inputs[0], accum[0])
-        _store(gx, np.stack([z.real, z.imag], axis=-1).astype(F32), accum[0])
+        store(gx, np.stack([z.real, z.imag], axis=-1).astype(F32), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -416,7 +408,7 @@ class Interpolate(Impl):
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if propagate_down[0]:
-            _store(gout(inputs[0], accum[0]), self._apply(g32(outputs[0]), True), accum[0])
+            store(gout(inputs[0], accum[0]), self._apply(g32(outputs[0]), True), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -481,17 +473,17 @@ class _BinaryAffine(Impl):
             x = inputs[0]
             if self.scaled:       # the effective weight is alpha * binary_weight
                 bw = bw * d32(inputs[3]).reshape(1, self.n)
-            _store(gout(x, accum[0]), (gy @ bw.T).reshape(x.shape), accum[0])
+            store(gout(x, accum[0]), (gy @ bw.T).reshape(x.shape), accum[0])
         if propagate_down[1]:
             # the gradient of the effective (binarized, scaled) weight, straight
             # through to weight
             w = inputs[1]
             xd = d32(inputs[0]).reshape(-1, self.k)
-            _store(gout(w, accum[1]), (xd.T @ gy).reshape(w.shape), accum[1])
+            store(gout(w, accum[1]), (xd.T @ gy).reshape(w.shape), accum[1])
         if self.has_bias and propagate_down[-1]:
             b = inputs[-1]
             gb = g32(outputs[0]).reshape(-1, self.n).sum(axis=0)
-            _store(gout(b, accum[-1]), gb.reshape(b.shape), accum[-1])
+            store(gout(b, accum[-1]), gb.reshape(b.shape), accum[-1])
 
 
 @register('BinaryConnectAffine')
@@ -580,13 +572,13 @@ class MinMaxQuantize(Impl):
         m, big, _ = self._range(inputs, False)
         if propagate_down[0]:
             g = gy * ((x >= m) & (x <= big)) if a['ste_fine_grained'] and a['quantize'] else gy
-            _store(gout(inputs[0], accum[0]), g, accum[0])
+            store(gout(inputs[0], accum[0]), g, accum[0])
         learn = not a['x_min_max'] and not a['ema']
         for i, mask in ((1, x < m), (2, x > big)):
             if propagate_down[i]:
                 v = inputs[i]
                 g = _reduce_to(gy * mask, v.shape) if learn else np.zeros(v.shape, F32)
-                _store(gout(v, accum[i]), g, accum[i])
+                store(gout(v, accum[i]), g, accum[i])
         for i in (3, 4):
             if propagate_down[i] and not accum[i]:
                 gout(inputs[i], False).fill(0)
@@ -684,7 +676,7 @@ class WarpByFlow(Impl):
                                 (y1, x0, wy4 * (1 - wx4)), (y1, x1, wy4 * wx4)):
                 idx = base + (yy * w + xx)[:, None]
                 g += np.bincount(idx.reshape(-1), (gy * wgt).reshape(-1), n * ch * h * w)
-            _store(gout(data, accum[0]), g.reshape(data.shape), accum[0])
+            store(gout(data, accum[0]), g.reshape(data.shape), accum[0])
         if propagate_down[1]:
             d = d32(data).astype(np.float64)
             a, b, c, e = self._corners(d, x0, x1, y0, y1)
@@ -692,7 +684,7 @@ class WarpByFlow(Impl):
             dx = ((1 - wy4) * (b - a) + wy4 * (e - c)) * gy
             dy = ((1 - wx4) * (c - a) + wx4 * (e - b)) * gy
             gf = np.stack([dx.sum(1) * inx, dy.sum(1) * iny], axis=1)
-            _store(gout(flow, accum[1]), gf, accum[1])
+            store(gout(flow, accum[1]), gf, accum[1])
 
 
 def _inq_quantize(w, num_bits):
@@ -809,17 +801,17 @@ class INQAffine(_INQWeights, Impl):
         w = d32(inputs[1]).reshape(self.k, self.n)
         if propagate_down[0]:
             x = inputs[0]
-            _store(gout(x, accum[0]), (gy @ w.T).reshape(x.shape), accum[0])
+            store(gout(x, accum[0]), (gy @ w.T).reshape(x.shape), accum[0])
         if propagate_down[1]:
             wv = inputs[1]
             free = d32(inputs[2]).reshape(self.k, self.n) == 0
             g = (d32(inputs[0]).reshape(-1, self.k).T @ gy) * free
-            _store(gout(wv, accum[1]), g.reshape(wv.shape), accum[1])
+            store(gout(wv, accum[1]), g.reshape(wv.shape), accum[1])
         if propagate_down[2] and not accum[2]:
             gout(inputs[2], False).fill(0)
         if self.has_bias and propagate_down[3]:
             b = inputs[3]
-            _store(gout(b, accum[3]), gy.sum(axis=0).reshape(b.shape), accum[3])
+            store(gout(b, accum[3]), gy.sum(axis=0).reshape(b.shape), accum[3])
 
 
 class _ConvOverWeight(Impl):
@@ -858,7 +850,7 @@ class _ConvOverWeight(Impl):
         if propagate_down[1]:
             g = w.g
             mask = self.weight_grad_mask(inputs)
-            _store(gout(inputs[1], accum[1]), g if mask is None else g * mask, accum[1])
+            store(gout(inputs[1], accum[1]), g if mask is None else g * mask, accum[1])
         for i in range(2, 2 + self.n_side):
             if propagate_down[i] and not accum[i]:
                 gout(inputs[i], False).fill(0)
@@ -1002,7 +994,7 @@ class STFT(Impl):
         keep = idx >= 0
         flat = (np.arange(b)[:, None, None] * self.L + idx)[keep]
         g = np.bincount(flat, gf[keep], b * self.L).reshape(b, self.L)
-        _store(gout(x, accum[0]), g, accum[0])
+        store(gout(x, accum[0]), g, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -1067,7 +1059,7 @@ class ISTFT(Impl):
         for i, m in ((0, self.C), (1, self.S)):
             if propagate_down[i]:
                 v = inputs[i]
-                _store(gout(v, accum[i]), (gf @ m.T).transpose(0, 2, 1), accum[i])
+                store(gout(v, accum[i]), (gf @ m.T).transpose(0, 2, 1), accum[i])
 
     def grad_depends_input_data(self, i, j):
         return False

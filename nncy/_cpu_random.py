@@ -12,6 +12,7 @@ import numpy as np
 
 from nncy import random as _random
 from nncy._core import Impl, register, d32, dout, g32, gout
+from nncy._cpu import store
 from nncy._cpu_array import _gather_axes, _scatter_axes, shift_maps, _BORDER_MODES
 
 F32 = np.float32
@@ -147,11 +148,7 @@ class Dropout(_Random):
         if self.mask is None:
             raise RuntimeError('dropout: backward before forward (no mask drawn yet)')
         g = g32(outputs[0]) * self.mask
-        gx = gout(inputs[0], accum[0])
-        if accum[0]:
-            gx += g
-        else:
-            gx[...] = g
+        store(gout(inputs[0], accum[0]), g, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -281,11 +278,7 @@ class RandomCrop(_Random):
         g = np.zeros(x.shape, F32)
         for i, gs, sl in self._views(g):
             gs[sl] = gy[i]
-        gx = gout(x, accum[0])
-        if accum[0]:
-            gx += g
-        else:
-            gx[...] = g
+        store(gout(x, accum[0]), g, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -328,11 +321,7 @@ class RandomFlip(_Random):
         x = inputs[0]
         # flips along distinct axes commute, so the same flips undo them
         g = self._apply(g32(outputs[0])).reshape(x.shape)
-        gx = gout(x, accum[0])
-        if accum[0]:
-            gx += g
-        else:
-            gx[...] = g
+        store(gout(x, accum[0]), g, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -382,11 +371,7 @@ class RandomShift(_Random):
         g = np.empty((self.m,) + inner, F32)
         for i in range(self.m):
             g[i] = _scatter_axes(gy[i], self._maps(i, inner), inner)
-        gx = gout(x, accum[0])
-        if accum[0]:
-            gx += g.reshape(x.shape)
-        else:
-            gx[...] = g.reshape(x.shape)
+        store(gout(x, accum[0]), g.reshape(x.shape), accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
@@ -482,11 +467,7 @@ class RandomErase(_Random):
             return
         gy = g32(outputs[0])
         g = np.where(self.mask, 0, gy) if self.args['ste_fine_grained'] else gy
-        gx = gout(inputs[0], accum[0])
-        if accum[0]:
-            gx += g
-        else:
-            gx[...] = g
+        store(gout(inputs[0], accum[0]), g, accum[0])
 
     def grad_depends_input_data(self, i, j):
         return False
