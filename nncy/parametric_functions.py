@@ -932,16 +932,20 @@ def pow2_quantized_convolution(inp, outmaps, kernel, pad=None, stride=None, dila
                       b_init, fix_parameters, rng, with_bias, _pow2('w', kw), _pow2('b', kw))
 
 
+def _pruner(on, rate):
+    """F.prune at ``rate``, or a plain copy when pruning is off."""
+    if on:
+        return _quantizer(F.prune, rate=rate)
+    return lambda v, outputs: F.identity(v, outputs=outputs)
+
+
 @parametric_function_api('pruned_affine')
 def pruned_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None,
                   fix_parameters=False, rng=None, with_bias=True, prune_w=True, rate_w=0.9,
                   prune_b=True, rate_b=0.9):
     """Affine layer over pruned ``W``/``b`` (the smallest ``rate`` zeroed)."""
-    def pruner(on, rate):
-        return (_quantizer(F.prune, rate=rate) if on
-                else (lambda v, outputs: F.identity(v, outputs=outputs)))
     return _affine_over(inp, n_outmaps, base_axis, w_init, b_init, fix_parameters, rng,
-                        with_bias, pruner(prune_w, rate_w), pruner(prune_b, rate_b))
+                        with_bias, _pruner(prune_w, rate_w), _pruner(prune_b, rate_b))
 
 
 @parametric_function_api('pruned_conv')
@@ -949,12 +953,9 @@ def pruned_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=Non
                        w_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
                        with_bias=True, prune_w=True, rate_w=0.9, prune_b=True, rate_b=0.9):
     """Convolution over pruned ``W``/``b``."""
-    def pruner(on, rate):
-        return (_quantizer(F.prune, rate=rate) if on
-                else (lambda v, outputs: F.identity(v, outputs=outputs)))
     return _conv_over(inp, outmaps, kernel, pad, stride, dilation, group, base_axis, w_init,
-                      b_init, fix_parameters, rng, with_bias, pruner(prune_w, rate_w),
-                      pruner(prune_b, rate_b))
+                      b_init, fix_parameters, rng, with_bias, _pruner(prune_w, rate_w),
+                      _pruner(prune_b, rate_b))
 
 
 # ---- min-max quantization ----------------------------------------------------
