@@ -7,6 +7,7 @@ cimport numpy as cnp
 cdef extern from "nncy_kernels.h" nogil:
     uint64_t nncy_ops_signature()
     size_t nncy_num_threads()
+    int32_t nncy_heap_bytes(size_t* current, size_t* peak, int32_t reset)
     int32_t nncy_unary_f32(uint32_t op, const float* x, float* y, size_t n,
                            const float* p, size_t np)
     int32_t nncy_unary_grad_f32(uint32_t op, const float* x, const float* y,

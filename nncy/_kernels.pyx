@@ -50,6 +50,14 @@ def num_threads():
     return nncy_num_threads()
 
 
+def heap_bytes(reset=False):
+    """(bytes the Rust kernels hold now, the most they held since the last
+    ``heap_bytes(reset=True)``); NumPy buffers are not included."""
+    cdef size_t cur = 0, peak = 0
+    nncy_heap_bytes(&cur, &peak, 1 if reset else 0)
+    return cur, peak
+
+
 cdef int unary(const char* name, uint32_t op, cnp.ndarray x, cnp.ndarray y,
                cnp.ndarray p) except -1:
     cdef size_t n = cnp.PyArray_SIZE(y)

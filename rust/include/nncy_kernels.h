@@ -20,6 +20,10 @@ uint64_t nncy_ops_signature(void);
 // Number of threads the kernels use (`NNCY_NUM_THREADS`, default: cores).
 size_t nncy_num_threads(void);
 
+// Bytes the kernels hold now and at most since the last reset; `reset`
+// non-zero starts a new peak window first.
+int32_t nncy_heap_bytes(size_t *current, size_t *peak, int32_t reset);
+
 // y[i] = op(x[i]; p) for i < n.  x == y is allowed (in place).
 int32_t nncy_unary_f32(uint32_t op, const float *x, float *y, size_t n, const float *p, size_t np);
 

@@ -145,6 +145,27 @@ pub extern "C" fn nncy_num_threads() -> usize {
     catch_unwind(par::num_threads).unwrap_or(1)
 }
 
+/// Bytes the kernels hold now and at most since the last reset; `reset`
+/// non-zero starts a new peak window first.
+#[no_mangle]
+pub extern "C" fn nncy_heap_bytes(current: *mut usize, peak: *mut usize, reset: i32) -> i32 {
+    guard(|| {
+        if current.is_null() || peak.is_null() {
+            return Err(Error::Invalid);
+        }
+        if reset != 0 {
+            crate::alloc::reset_peak();
+        }
+        let (c, p) = crate::alloc::stats();
+        // SAFETY: both pointers were checked non-null and point to one usize each.
+        unsafe {
+            *current = c;
+            *peak = p;
+        }
+        Ok(())
+    })
+}
+
 /// y[i] = op(x[i]; p) for i < n.  x == y is allowed (in place).
 #[no_mangle]
 pub extern "C" fn nncy_unary_f32(op: u32, x: *const f32, y: *mut f32, n: usize, p: *const f32, np: usize) -> i32 {

@@ -11,6 +11,7 @@
 //! `python -m nncy._codegen` into [`ops_gen`]; the generic kernels that run
 //! them live in [`pointwise`].
 
+pub mod alloc;
 pub mod ffi;
 pub mod gemm;
 pub mod math;
