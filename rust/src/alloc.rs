@@ -66,16 +66,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_buffer_shows_in_current_and_peak() {
+    fn a_buffer_raises_the_peak() {
+        // other tests allocate concurrently: only lower bounds hold
         reset_peak();
         let (before, _) = stats();
-        let v = vec![0u8; 1 << 24];
-        let (now, peak) = stats();
-        // other tests allocate concurrently: only lower bounds hold
-        assert!(peak >= before + (1 << 24));
-        assert!(now + (1 << 22) >= before + (1 << 24) || peak >= now);
+        let v = vec![1u8; 1 << 24];
+        assert!(stats().1 >= before + (1 << 24));
         drop(v);
-        let (_, peak2) = stats();
-        assert!(peak2 >= before + (1 << 24));
+        assert!(stats().1 >= before + (1 << 24));
     }
 }
