@@ -1156,6 +1156,35 @@ cdef bint _reads_output(Variable v):
     return True
 
 
+cdef cnp.ndarray _inplace_out(Variable x, cnp.ndarray xa, Variable y, bint want):
+    """The float32 array that y's data is written to, for a function asked
+    (``want``) to write its output over its input x, whose float32 storage is
+    ``xa``.  In place only over an intermediate that owns its buffer, feeds only
+    this function, and whose producer does not read it in backward: never into
+    a leaf, a persistent variable, or memory shared through a view.  Then y
+    shares xa (and it is returned); otherwise y gets its own storage, never xa
+    (an earlier forward may have shared it)."""
+    cdef cnp.ndarray ya
+    if want and x._parent is not None and not x.persistent and x._consumers == 1 and \
+            xa is x._data._arr and cnp.PyArray_BASE(xa) == NULL and \
+            y._data._shape == (<object>xa).shape and not _reads_output(x):
+        y._data._arr = xa
+        y._data._dtype = _F32
+        return xa
+    ya = _out32(y._data)
+    if ya is xa:
+        y._data._arr = ya = _np_empty(y._data._shape, _F32)
+    return ya
+
+
+def inplace_out(Variable x, Variable y):
+    """For implementations written in Python with an ``inplace`` argument: the
+    float32 array to write y's data into, x's own storage (``d32(x)``, then
+    shared by y) where the in-place rules allow overwriting x, else y's own
+    storage."""
+    return _inplace_out(x, _f32(x._data), y, True)
+
+
 cdef class Pointwise(Impl):
     """Forward and gradient of a pointwise row, by op code, in the generic Rust
     kernels generated from the table's expressions."""
@@ -1188,20 +1217,7 @@ cdef class Pointwise(Impl):
     def forward(self, list inputs, list outputs):
         cdef Variable y = outputs[0]
         cdef cnp.ndarray xa = _f32((<Variable>inputs[0])._data)
-        cdef cnp.ndarray ya
-        cdef Variable x0 = inputs[0]
-        # In place only over an intermediate that owns its buffer, feeds only
-        # this function, and whose producer does not read it in backward: never
-        # into a leaf, a persistent variable, or memory shared through a view.
-        if self.inplace and x0._parent is not None and not x0.persistent and \
-                x0._consumers == 1 and xa is x0._data._arr and \
-                cnp.PyArray_BASE(xa) == NULL and \
-                (self.nin == 1 or y._data._shape == (<object>xa).shape) and \
-                not _reads_output(x0):
-            y._data._arr = xa
-            ya = xa
-        else:
-            ya = _out32(y._data)
+        cdef cnp.ndarray ya = _inplace_out(inputs[0], xa, y, self.inplace)
         if self.nin == 1:
             K.unary(self.cname, self.code, xa, ya, self.params)
         else:

@@ -1,6 +1,6 @@
 """CPU implementations of the stochastic functions: rand, randint, randn,
 rand_binomial, rand_beta, rand_gamma, dropout, random_choice, random_crop,
-random_flip and random_shift.
+random_flip, random_shift, random_erase and image_augmentation.
 
 Generators: ``seed=-1`` draws from the global ``nncy.random.prng`` (looked up at
 each forward, so ``nncy.random.seed(n)`` resets it); any other seed gives the
@@ -11,7 +11,7 @@ with NumPy's vectorised generators."""
 import numpy as np
 
 from nncy import random as _random
-from nncy._core import Impl, register, d32, dout, g32, gout
+from nncy._core import Impl, register, d32, dout, g32, gout, inplace_out
 from nncy._cpu import store
 from nncy._cpu_array import _gather_axes, _scatter_axes, shift_maps, _BORDER_MODES
 
@@ -390,7 +390,14 @@ class RandomErase(_Random):
     """Per sample (and per feature when share is False) up to n boxes over the two
     spatial axes, each erased with probability prob and filled with uniform values
     from replacements.  Layout: (samples..., features..., H, W), or with
-    channel_last (samples..., H, W, C)."""
+    channel_last (samples..., H, W, C).
+
+    inplace=True writes the erased values into x's buffer, which y then shares
+    (as in NNabla), wherever the engine's in-place rules allow it (x an
+    intermediate that owns its buffer, feeds only this function and is not read
+    by its producer's backward); elsewhere (a leaf, a persistent variable, a
+    view) it is a hint and y gets its own buffer.  Backward never reads x, so
+    the gradient is the same either way."""
     def setup(self, inputs):
         s = inputs[0].shape
         base = _sample_axes(self, s)
@@ -403,9 +410,6 @@ class RandomErase(_Random):
         self.n = 1 if a['n'] is None else a['n']
         if self.n < 1:
             raise self.error('n', 'must be at least 1, got %r' % a['n'])
-        if a['inplace']:
-            raise self.error('inplace', 'True is not supported: the output is always a '
-                             'new array', NotImplementedError)
         feat = s[base:]
         if a['channel_last']:
             if len(feat) != 3:
@@ -455,12 +459,16 @@ class RandomErase(_Random):
         return m.reshape(shape)
 
     def forward(self, inputs, outputs):
-        x = inputs[0]
+        x, y = inputs[0], outputs[0]
         m = np.broadcast_to(self._layout(self._mask(), x.shape), x.shape)
         self.mask = m
         lo, hi = self.repl
         vals = self.rng.uniform(lo, hi, x.shape)
-        dout(outputs[0])[...] = np.where(m, vals, d32(x))
+        xa = d32(x)
+        ya = inplace_out(x, y) if self.args['inplace'] else dout(y)
+        if ya is not xa:
+            ya[...] = xa
+        np.copyto(ya, vals, where=m, casting='unsafe')
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
@@ -472,14 +480,28 @@ class RandomErase(_Random):
     def grad_depends_input_data(self, i, j):
         return False
 
+    def inplace_data(self, i):
+        return int(self.args['inplace'])
+
 
 @register('ImageAugmentation')
 class ImageAugmentation(_Random):
     """Per image (the axes before the last three; the third-last is the channel
     axis): a random similarity transform (scale, aspect ratio, rotation, flips,
-    translation by up to pad pixels) sampled bilinearly into the output size
+    translation by up to pad pixels), preceded by a random radial lens
+    distortion when distortion > 0, sampled bilinearly into the output size
     (zero outside the input), then random brightness, contrast and noise.  No
-    gradient flows back (as in NNabla)."""
+    gradient flows back (as in NNabla).
+
+    Distortion, as in NNabla: per image k = exp(u) - 1 with u uniform in
+    [-distortion, distortion]; each output pixel's offset p from the output
+    centre, normalised so the border pixels' centres lie at +-1 on each axis
+    (NNabla measures from size/2 in units of size/2; the centred pixel grid
+    keeps flips exact), becomes p (1 + k |p|^2) / (1 + k) before the
+    similarity transform.  The
+    centre and the midpoints of the borders stay put, the corners (|p|^2 = 2)
+    move outwards (k > 0) or inwards (k < 0), and no pixel moves by more than
+    (e^distortion - 1) times half the output size along either axis."""
     def setup(self, inputs):
         s = inputs[0].shape
         a = self.args
@@ -500,12 +522,9 @@ class ImageAugmentation(_Random):
             raise self.error('aspect_ratio', 'must be at least 1.0, got %r' % a['aspect_ratio'])
         if not a['contrast'] > 0:
             raise self.error('contrast', 'must be positive, got %r' % a['contrast'])
-        for k in ('angle', 'brightness', 'noise'):
+        for k in ('angle', 'distortion', 'brightness', 'noise'):
             if not a[k] >= 0:
                 raise self.error(k, 'must not be negative, got %r' % a[k])
-        if a['distortion'] != 0:
-            raise self.error('distortion', 'is not supported (only 0.0), got %r'
-                             % a['distortion'], NotImplementedError)
         self.oh, self.ow = shape[-2:]
         self.ih, self.iw = s[-2:]
         self.c = s[-3] if len(s) >= 3 else 1
@@ -528,6 +547,14 @@ class ImageAugmentation(_Random):
         tx = rng.randint(-px, px + 1, b)
         oy = (np.arange(self.oh) - (self.oh - 1) / 2.0)[None, :, None]
         ox = (np.arange(self.ow) - (self.ow - 1) / 2.0)[None, None, :]
+        if a['distortion'] > 0:
+            # drawn last of the geometric draws and only when asked, so the
+            # other draws of a seeded stream stay where they were
+            k = (np.exp(rng.uniform(-a['distortion'], a['distortion'], b)) - 1)[:, None, None]
+            r2 = (oy / max((self.oh - 1) / 2.0, 0.5)) ** 2 + \
+                (ox / max((self.ow - 1) / 2.0, 0.5)) ** 2
+            f = (1 + k * r2) / (1 + k)
+            oy, ox = oy * f, ox * f
         c, s = np.cos(th)[:, None, None], np.sin(th)[:, None, None]
         # output offsets, rotated back, unscaled, unflipped, into the input
         ry = (c * oy - s * ox) / sy[:, None, None] * fy[:, None, None]

@@ -1,5 +1,6 @@
 """Stochastic functions: rand, randint, randn, rand_binomial, rand_beta,
-rand_gamma, dropout, random_choice, random_crop, random_flip, random_shift.
+rand_gamma, dropout, random_choice, random_crop, random_flip, random_shift,
+random_erase, image_augmentation.
 
 Distributions are checked statistically with fixed seeds (moments within a few
 standard errors, and a Kolmogorov-Smirnov distance against the CDF); seeds
@@ -300,6 +301,119 @@ def test_random_erase_channel_last_and_ste():
     check_raises(F.random_erase, [xa[:, 0, 0]], match_words=['x'])
 
 
+# random_erase(inplace=True): x's buffer takes the erased values where the
+# engine's in-place rules allow it; the values, the stream and the gradient
+# are those of inplace=False.
+
+ERASE = dict(prob=0.7, area_ratios=(0.1, 0.3), aspect_ratios=(0.5, 2.0),
+             replacements=(2.0, 3.0), seed=11)
+
+
+def _erase_pair(xa, producer=F.identity, **kw):
+    """(leaf, x, y) for inplace=True and the same for inplace=False."""
+    out = []
+    for inplace in (True, False):
+        leaf = nn.Variable.from_numpy_array(xa, need_grad=True)
+        x = producer(leaf)
+        out.append((leaf, x, F.random_erase(x, inplace=inplace, **dict(ERASE, **kw))))
+    return out
+
+
+@pytest.mark.parametrize('ste', [True, False])
+def test_random_erase_inplace_writes_through(ste):
+    xa = np.full((30, 2, 6, 7), -1.0, np.float32)
+    (leaf, x, y), (leaf0, x0, y0) = _erase_pair(xa, ste_fine_grained=ste)
+    g = randn(*xa.shape)
+    for _ in range(2):      # a static graph: the producer rewrites x, the stream goes on
+        y.forward()
+        y0.forward()
+        np.testing.assert_array_equal(y.d, y0.d)
+        er = y.d != -1
+        assert 0 < er.mean() < 0.5
+        np.testing.assert_array_equal(x.d, y.d)           # x holds the erased result
+        assert np.shares_memory(x.d, y.d)
+        np.testing.assert_array_equal(leaf.d, xa)         # the leaf is not touched
+        np.testing.assert_array_equal(x0.d, xa)           # inplace=False leaves x alone
+        for v in (leaf, leaf0):
+            v.g = 0
+        y.backward(g)
+        y0.backward(g)
+        np.testing.assert_array_equal(leaf.g, np.where(er, 0, g) if ste else g)
+        np.testing.assert_array_equal(leaf.g, leaf0.g)
+    x.d = 5.0                                             # write-through, both ways
+    assert (y.d == 5.0).all()
+
+
+def test_random_erase_inplace_auto_forward_and_clear_buffer():
+    xa = randn(20, 3, 5, 5)
+    with nn.auto_forward():
+        (leaf, x, y), (_, _, y0) = _erase_pair(xa, share=False)
+        np.testing.assert_array_equal(y.d, y0.d)
+        np.testing.assert_array_equal(x.d, y.d)
+        assert np.shares_memory(x.d, y.d)
+        assert (y.d != xa).any()
+        np.testing.assert_array_equal(leaf.d, xa)
+        g = randn(*xa.shape)
+        y.backward(g)
+        np.testing.assert_array_equal(leaf.g, np.where(y.d != xa, 0, g))
+    (leaf, x, y), (leaf0, _, y0) = _erase_pair(xa)
+    s = F.sum(F.mul_scalar(y, 2.0))
+    s0 = F.sum(F.mul_scalar(y0, 2.0))
+    for v in (s, s0):
+        v.forward(clear_buffer=True)
+        v.backward(clear_buffer=True)
+    np.testing.assert_allclose(s.d, s0.d, rtol=1e-6)
+    np.testing.assert_array_equal(leaf.g, leaf0.g)
+
+
+def test_random_erase_inplace_is_a_hint_where_overwriting_is_unsafe():
+    xa = randn(20, 3, 5, 5)
+    ref = F.random_erase(nn.Variable.from_numpy_array(xa), **ERASE)
+    ref.forward()
+    # a leaf, a persistent intermediate, a view of a leaf: never overwritten
+    leaf = nn.Variable.from_numpy_array(xa)
+    y = F.random_erase(leaf, inplace=True, **ERASE)
+    y.forward()
+    np.testing.assert_array_equal(y.d, ref.d)
+    np.testing.assert_array_equal(leaf.d, xa)
+    leaf = nn.Variable.from_numpy_array(xa)
+    h = F.identity(leaf)
+    h.persistent = True
+    y = F.random_erase(h, inplace=True, **ERASE)
+    y.forward()
+    np.testing.assert_array_equal(y.d, ref.d)
+    np.testing.assert_array_equal(h.d, xa)
+    leaf = nn.Variable.from_numpy_array(xa.reshape(20, 75))
+    y = F.random_erase(F.reshape(leaf, xa.shape), inplace=True, **ERASE)
+    y.forward()
+    np.testing.assert_array_equal(y.d, ref.d)
+    np.testing.assert_array_equal(leaf.d, xa.reshape(20, 75))
+    # another consumer of x sees x, whichever runs first
+    for first in (True, False):
+        leaf = nn.Variable.from_numpy_array(xa)
+        h = F.identity(leaf)
+        if first:
+            other = F.mul_scalar(h, 2.0)
+        y = F.random_erase(h, inplace=True, **ERASE)
+        if not first:
+            other = F.mul_scalar(h, 2.0)
+        F.sink(y, other).forward()
+        np.testing.assert_array_equal(y.d, ref.d)
+        np.testing.assert_allclose(other.d, 2 * xa, rtol=1e-6)
+    # a producer whose backward reads its output (exp) keeps it
+    leaf = nn.Variable.from_numpy_array(xa, need_grad=True)
+    h = F.exp(leaf)
+    y = F.random_erase(h, inplace=True, **ERASE)
+    y.forward()
+    np.testing.assert_allclose(h.d, np.exp(xa), rtol=1e-6)
+    g = randn(*xa.shape)
+    leaf.g = 0
+    y.backward(g)
+    er = y.d != h.d
+    assert er.any()
+    np.testing.assert_allclose(leaf.g, np.where(er, 0, g) * np.exp(xa), rtol=1e-5)
+
+
 # --------------------------------------------------------------------------
 # image_augmentation
 
@@ -370,8 +484,108 @@ def test_image_augmentation_errors():
                  match_words=['min_scale'])
     check_raises(F.image_augmentation, [xa], {'contrast': 0.0}, match_words=['contrast'])
     check_raises(F.image_augmentation, [xa], {'pad': (1, -1)}, match_words=['pad'])
-    with pytest.raises(NotImplementedError, match='distortion'):
-        F.image_augmentation(nn.Variable.from_numpy_array(xa), distortion=0.1)
+    check_raises(F.image_augmentation, [xa], {'distortion': -0.1}, match_words=['distortion'])
+
+
+# --------------------------------------------------------------------------
+# image_augmentation(distortion=...): the radial distortion of NNabla, per image
+# k = exp(U(-d, d)) - 1 and each normalised output offset p -> p (1 + k|p|^2) / (1 + k).
+
+def _coord_image(b, h, w):
+    """Images whose two channels hold each pixel's row and column."""
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32),
+                         indexing='ij')
+    return np.broadcast_to(np.stack([yy, xx]), (b, 2, h, w)).copy()
+
+
+def _augment(xa, **kw):
+    y = F.image_augmentation(nn.Variable.from_numpy_array(xa), **kw)
+    y.forward()
+    return y.d.copy()
+
+
+def test_image_augmentation_distortion_zero_and_seed():
+    xa = randn(6, 3, 7, 9)
+    kw = dict(angle=0.3, min_scale=0.8, max_scale=1.2, aspect_ratio=1.3, flip_lr=True,
+              pad=(1, 2), brightness=0.1, contrast=1.5, noise=0.05, seed=4)
+    np.testing.assert_array_equal(_augment(xa, distortion=0.0, **kw), _augment(xa, **kw))
+    a = _augment(xa, distortion=0.3, **kw)
+    np.testing.assert_array_equal(a, _augment(xa, distortion=0.3, **kw))   # a fixed seed
+    assert not np.allclose(a, _augment(xa, distortion=0.3, **dict(kw, seed=5)))
+    assert not np.allclose(a, _augment(xa, **kw))
+    nncy.random.seed(3)
+    b = _augment(xa, distortion=0.3)
+    nncy.random.seed(3)
+    np.testing.assert_array_equal(b, _augment(xa, distortion=0.3))
+    # no gradient, as for the other transforms: x.g gets nothing added
+    x = nn.Variable.from_numpy_array(xa, need_grad=True)
+    y = F.image_augmentation(x, distortion=0.3, seed=1)
+    y.forward()
+    x.g = 1.0
+    y.backward(randn(*y.shape))
+    assert (x.g == 1).all()
+
+
+def test_image_augmentation_distortion_keeps_values_in_range():
+    # scale 2 keeps every (distorted, rotated) sample inside the image
+    kw = dict(distortion=0.3, min_scale=2.0, max_scale=2.0, angle=0.5, flip_lr=True,
+              flip_ud=True, seed=2)
+    xa = np.broadcast_to(np.array([0.5, -2.0, 3.0], np.float32)[None, :, None, None],
+                         (8, 3, 9, 9)).copy()
+    np.testing.assert_allclose(_augment(xa, **kw), xa, rtol=1e-6)      # constant stays
+    xa = randn(8, 3, 9, 9)
+    y = _augment(xa, **kw)
+    lo, hi = xa.min(axis=(1, 2, 3)), xa.max(axis=(1, 2, 3))
+    assert (y.min(axis=(1, 2, 3)) >= lo - 1e-5).all() and (y.max(axis=(1, 2, 3)) <= hi + 1e-5).all()
+
+
+@pytest.mark.parametrize('d', [0.1, 0.4])
+def test_image_augmentation_distortion_moves_samples_radially_and_boundedly(d):
+    b, h, w, s = 300, 9, 13, 2.0
+    xa = _coord_image(b, h, w)
+    base = _augment(xa, min_scale=s, max_scale=s, seed=7)
+    y = _augment(xa, min_scale=s, max_scale=s, distortion=d, seed=7)
+    # the pixel values are the sampled (row, column): undistorted, the centred grid over s
+    oy = np.arange(h) - (h - 1) / 2.0
+    ox = np.arange(w) - (w - 1) / 2.0
+    np.testing.assert_allclose(base[:, 0] - (h - 1) / 2.0, np.broadcast_to(oy[:, None] / s,
+                               (b, h, w)), atol=1e-5)
+    dy, dx = y[:, 0] - base[:, 0], y[:, 1] - base[:, 1]
+    # bounded: within (e^d - 1) half sizes (over the scale), so within d * size
+    assert np.abs(dy).max() <= (np.exp(d) - 1) * (h - 1) / 2 / s + 1e-4
+    assert np.abs(dx).max() <= (np.exp(d) - 1) * (w - 1) / 2 / s + 1e-4
+    assert np.abs(dy).max() <= d * h and np.abs(dx).max() <= d * w
+    # radial with one factor per image: the centre and the border midpoints stay
+    np.testing.assert_allclose(dy[:, h // 2, w // 2], 0, atol=1e-5)
+    np.testing.assert_allclose(dx[:, h // 2, w // 2], 0, atol=1e-5)
+    np.testing.assert_allclose(dy[:, [0, -1], w // 2], 0, atol=1e-4)
+    np.testing.assert_allclose(dx[:, h // 2, [0, -1]], 0, atol=1e-4)
+    py = oy[:, None] / ((h - 1) / 2.0)
+    px = ox[None, :] / ((w - 1) / 2.0)
+    r2 = py ** 2 + px ** 2
+    f_corner = (y[:, 0, 0, 0] - (h - 1) / 2.0) * s / oy[0]     # (1 + 2k) / (1 + k)
+    k = (f_corner - 1) / (2 - f_corner)
+    assert (k >= np.exp(-d) - 1 - 1e-4).all() and (k <= np.exp(d) - 1 + 1e-4).all()
+    assert (k < -d / 4).any() and (k > d / 4).any()       # both signs occur
+    model = (1 + k[:, None, None] * r2) / (1 + k[:, None, None])
+    np.testing.assert_allclose(y[:, 0] - (h - 1) / 2.0, oy[:, None] * model / s, atol=1e-4)
+    np.testing.assert_allclose(y[:, 1] - (w - 1) / 2.0, ox[None, :] * model / s, atol=1e-4)
+    # k = exp(u) - 1 with u uniform in [-d, d]
+    u = np.log1p(k)
+    assert abs(u.mean()) < 4 * d / math.sqrt(3 * b)
+    assert abs(u.var() - d * d / 3) < 0.3 * d * d / 3
+
+
+def test_image_augmentation_distortion_with_rotation_and_flips_is_bounded():
+    b, h, w, s, d = 100, 11, 11, 2.0, 0.3
+    xa = _coord_image(b, h, w)
+    kw = dict(min_scale=s, max_scale=s, angle=0.7, flip_lr=True, flip_ud=True, seed=12)
+    base = _augment(xa, **kw)
+    y = _augment(xa, distortion=d, **kw)
+    moved = np.hypot(y[:, 0] - base[:, 0], y[:, 1] - base[:, 1])
+    assert moved.max() <= math.sqrt(2) * (np.exp(d) - 1) * (h - 1) / 2 / s + 1e-4
+    assert moved.max() > 0.05
+    np.testing.assert_allclose(moved[:, h // 2, w // 2], 0, atol=1e-5)
 
 
 def test_streams_are_counter_based_philox():
