@@ -327,7 +327,8 @@ cdef class NdArray(Operand):
 
     def cast(self, dtype, ctx=None):
         """Convert the storage to ``dtype`` in place (if needed).  Returns the
-        storage array, or None when a context is given (as NNabla does)."""
+        storage array, or None when a context is given (as NNabla does); a
+        GPU context moves the array to the device."""
         dtype = np.dtype(dtype)
         if self._on_dev:
             self._pull()
@@ -337,7 +338,11 @@ cdef class NdArray(Operand):
         elif self._arr.dtype != dtype:
             self._arr = self._arr.astype(dtype)
         self._dtype = dtype
-        return self._arr if ctx is None else None
+        if ctx is None:
+            return self._arr
+        if (<Context?>ctx)._key and (<Context>ctx)._key[0] in ('cuda', 'cudnn'):
+            self.device()   # a GPU context: make the device copy current
+        return None
 
     def copy_from(self, NdArray other):
         self.get()[...] = other.get()
