@@ -32,7 +32,8 @@ class _CupyArrays:
                 and dev.flags.c_contiguous and host.flags.c_contiguous):
             dev.set(host)
             return dev
-        return cp.ascontiguousarray(cp.asarray(host))
+        dev = cp.asarray(host)
+        return dev if dev.flags.c_contiguous else dev.copy()
 
     def download(self, dev, host):
         if (host is not None and host.shape == dev.shape and host.dtype == dev.dtype

@@ -39,7 +39,8 @@ def _store(g, value, accum):
 
 def _f(a, dtype):
     """``a`` as a contiguous array of ``dtype`` (no copy when it is one)."""
-    return cp.ascontiguousarray(a.astype(dtype, copy=False))
+    a = a.astype(dtype, copy=False)
+    return a if a.flags.c_contiguous else a.copy()
 
 
 def _sum_to(full, shape):
