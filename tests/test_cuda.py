@@ -159,3 +159,36 @@ def test_cpu_fallback_in_a_cuda_context(rng):
     """Functions without a GPU implementation run on the CPU in the same graph."""
     x = rng.randn(2, 3, 4).astype(np.float32)
     same(lambda v: F.relu(F.transpose(F.tanh(v), (2, 0, 1))), [x])
+
+
+SOLVERS = ['Sgd', 'Momentum', 'Nesterov', 'Lars', 'Adadelta', 'Adagrad', 'AdaBelief', 'RMSprop',
+           'RMSpropGraves', 'Adam', 'AdaBound', 'Adamax', 'AMSGRAD', 'AMSBound', 'AdamW',
+           'SgdW', 'Lamb', 'Lion']
+
+
+@pytest.mark.parametrize('name', SOLVERS)
+def test_solver_update_on_device(rng, name):
+    import nncy.solvers as S
+    w0 = rng.randn(3, 4).astype(np.float32)
+    x0 = rng.randn(3, 4).astype(np.float32)
+
+    def train(ctx):
+        w = nn.Variable.from_numpy_array(w0, need_grad=True)
+        x = nn.Variable.from_numpy_array(x0)
+        with nn.context_scope(ctx):
+            loss = F.sum(F.tanh(F.mul2(x, w)))
+        solver = getattr(S, name)()
+        solver.set_parameters({'w': w})
+        for _ in range(3):
+            loss.forward()
+            solver.zero_grad()
+            loss.backward()
+            if not name.endswith('W'):   # SgdW and AdamW take wd at construction
+                solver.weight_decay(1e-3)
+            solver.update()
+        return w.d.copy(), w.data.device_array is not None
+
+    ref, _ = train(CPU)
+    got, on_device = train(CUDA)
+    assert on_device
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)

@@ -32,9 +32,18 @@ def pointwise_names():
     return names
 
 
+# Rule codes of solvers.cu (those of rust/src/optim.rs).
+SOLVER_RULES = range(13)
+
+
+def solver_names():
+    return ['nncy_solver_update<%d>' % r for r in SOLVER_RULES]
+
+
 # file name -> function returning its name expressions.
 NAME_EXPRESSIONS = {
     'pointwise_gen.cu': pointwise_names,
+    'solvers.cu': solver_names,
 }
 
 
