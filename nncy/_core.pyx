@@ -176,6 +176,15 @@ def get_device_backend():
     return _device
 
 
+cdef object _need_device():
+    """The GPU backend's array operations, loading nncy.cuda (and CuPy) on
+    first use; ImportError naming CuPy when it is missing."""
+    if _device is None:
+        import importlib
+        importlib.import_module('nncy.cuda').cupy()
+    return _device
+
+
 cdef class NdArray(Operand):
     """An n-dimensional buffer.  ``.data`` is the NumPy array itself; storage is
     allocated on first use.
@@ -212,12 +221,11 @@ cdef class NdArray(Operand):
     cdef object device(self):
         """The device copy, up to date (uploaded from the host if needed)."""
         if not self._on_dev:
-            if _device is None:
-                raise RuntimeError('NdArray: no GPU backend is loaded (use a cuda context)')
+            dev = _need_device()
             if self._arr is None:
-                self._dev = _device.zeros(self._shape, self._dtype)
+                self._dev = dev.zeros(self._shape, self._dtype)
             else:
-                self._dev = _device.upload(self._arr, self._dev)
+                self._dev = dev.upload(self._arr, self._dev)
             self._on_dev = True
         return self._dev
 
@@ -225,9 +233,7 @@ cdef class NdArray(Operand):
         """A device array that the caller overwrites entirely."""
         d = self._dev
         if d is None or d.shape != self._shape or d.dtype != self._dtype:
-            if _device is None:
-                raise RuntimeError('NdArray: no GPU backend is loaded (use a cuda context)')
-            self._dev = _device.empty(self._shape, self._dtype)
+            self._dev = _need_device().empty(self._shape, self._dtype)
         self._on_dev = True
         return self._dev
 
@@ -256,13 +262,13 @@ cdef class NdArray(Operand):
     @data.setter
     def data(self, value):
         if self._dev is not None:
-            self.device()[...] = value
+            self.device()[...] = _device.asarray(value)
         else:
             self.get()[...] = value
 
     @property
     def __cuda_array_interface__(self):
-        if _device is None:
+        if _device is None:   # absent on CPU only, so that probing with hasattr works
             raise AttributeError('__cuda_array_interface__: no GPU backend is loaded')
         return self.device().__cuda_array_interface__
 

@@ -73,11 +73,30 @@ def device():
 FAKE = nn.Context(['fake:float', 'cpu:float'])
 
 
-def test_no_device_copy_without_a_backend():
+@pytest.fixture
+def no_device():
+    prev = _core.get_device_backend()
+    _core.set_device_backend(None)
+    yield
+    _core.set_device_backend(prev)
+
+
+def test_no_device_copy_without_a_backend(no_device):
     a = nn.NdArray.from_numpy_array(np.ones(3, np.float32))
     assert isinstance(a.data, np.ndarray)
     assert a.device_array is None
     assert not hasattr(a, '__cuda_array_interface__')
+
+
+def test_moving_to_a_gpu_without_cupy_names_cupy(no_device):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip('CuPy is installed')
+    except ImportError:
+        pass
+    a = nn.NdArray.from_numpy_array(np.ones(3, np.float32))
+    with pytest.raises(ImportError, match='CuPy'):
+        a.cast(np.float32, nn.Context(['cuda:float', 'cpu:float']))
 
 
 def test_host_writes_reach_the_device_and_back(device):

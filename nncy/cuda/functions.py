@@ -81,6 +81,9 @@ class Pointwise(_core.Pointwise):
         self._params = np.array(nums or [0.0], np.float32)
         self._dev = {}   # per device: parameters and broadcast layout
 
+    def inplace_data(self, i):
+        return 0   # outputs are always fresh device arrays
+
     def _consts(self, shapes):
         key = (cp.cuda.runtime.getDevice(), shapes)
         c = self._dev.get(key)
