@@ -10,7 +10,10 @@ parses them with :mod:`ast` and writes
   the op descriptions used for argument checks, f64 reference versions for the
   Rust tests, and the table signature;
 * ``nncy/cuda/kernels/pointwise_gen.cu``: the same expressions as CUDA device
-  functions ``nncy_fwd_<name>`` and ``nncy_grad<i>_<name>``.
+  functions ``nncy_fwd_<name>`` and ``nncy_grad<i>_<name>``, selected by op
+  code in four ``__global__`` kernel templates (unary and binary, forward and
+  gradient, binary ones over a broadcast layout) that serve every row;
+  ``nncy/cuda/_sources.py`` lists the instantiations.
 
 Usage::
 
