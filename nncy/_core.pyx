@@ -346,7 +346,8 @@ cdef class NdArray(Operand):
         self._dtype = dtype
         if ctx is None:
             return self._arr
-        if (<Context?>ctx)._key and (<Context>ctx)._key[0] in ('cuda', 'cudnn'):
+        if isinstance(ctx, Context) and (<Context>ctx)._key and \
+                (<Context>ctx)._key[0] in ('cuda', 'cudnn'):
             self.device()   # a GPU context: make the device copy current
         return None
 
