@@ -10,7 +10,10 @@ parses them with :mod:`ast` and writes
   the op descriptions used for argument checks, f64 reference versions for the
   Rust tests, and the table signature;
 * ``nncy/cuda/kernels/pointwise_gen.cu``: the same expressions as CUDA device
-  functions ``nncy_fwd_<name>`` and ``nncy_grad<i>_<name>``.
+  functions ``nncy_fwd_<name>`` and ``nncy_grad<i>_<name>``, selected by op
+  code in four ``__global__`` kernel templates (unary and binary, forward and
+  gradient, binary ones over a broadcast layout) that serve every row;
+  ``nncy/cuda/_sources.py`` lists the instantiations.
 
 Usage::
 
@@ -693,15 +696,130 @@ _CUDA_HEADER = '''\
 //   float nncy_grad<i>_<name>(inputs..., y, gy, params...)   gradient for input i
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
-// codes as in the Rust kernels.
+// codes as in the Rust kernels.  At the end, __global__ kernels templated on
+// the storage type and the op code serve every row:
+//
+//   nncy_unary_fwd<T, OP>, nncy_unary_grad<T, OP>,
+//   nncy_binary_fwd<T, OP>, nncy_binary_grad<T, OP, I>
 #ifndef NNCY_POINTWISE_GEN_CU
 #define NNCY_POINTWISE_GEN_CU
+
+#include <cuda_fp16.h>
 
 #define NNCY_OPS_SIGNATURE 0x%016xULL
 
 __device__ __forceinline__ float nncy_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float nncy_signf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
 '''
+
+# The kernels: templated on the storage type T (float or __half; arithmetic is
+# always float) and on the op code, which selects the specialisation of
+# nncy_unary_fwd_op<OP> etc. generated per row below.  The Python loader
+# (nncy/cuda/_sources.py) lists the instantiations it needs.
+_CUDA_KERNELS = '''
+// ---- kernels ----------------------------------------------------------------
+// Inputs of the binary kernels are read through a broadcast layout: nd == 0
+// means that x0, x1 and y are contiguous arrays of n elements; otherwise
+// m[0..nd) is the output shape and m[nd..2nd), m[2nd..3nd) are the element
+// strides of x0 and x1 (0 along broadcast axes).  The gradient kernels of
+// binary ops write an output-shaped g; reducing it to a broadcast input's
+// shape is left to the caller.  Parameters are float values at p[0], p[1], ...
+
+__device__ __forceinline__ float nncy_f(float x) { return x; }
+__device__ __forceinline__ float nncy_f(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T nncy_t(float v);
+template <> __device__ __forceinline__ float nncy_t<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half nncy_t<__half>(float v) { return __float2half(v); }
+
+#define NNCY_LOOP(i, n) \\
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \\
+         i += (long long)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ void nncy_offsets(long long i, int nd, const long long* m,
+                                             long long& o0, long long& o1) {
+    if (nd == 0) { o0 = o1 = i; return; }
+    o0 = o1 = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+        long long k = i % m[d];
+        i /= m[d];
+        o0 += k * m[nd + d];
+        o1 += k * m[2 * nd + d];
+    }
+}
+
+template <typename T, int OP>
+__global__ void nncy_unary_fwd(long long n, const T* x, T* y, const float* p) {
+    NNCY_LOOP(i, n) y[i] = nncy_t<T>(nncy_unary_fwd_op<OP>(nncy_f(x[i]), p));
+}
+
+// gx = (accum ? gx : 0) + grad(x, y, gy); x and y may alias gy when the
+// gradient does not read them.
+template <typename T, int OP>
+__global__ void nncy_unary_grad(long long n, const T* x, const T* y, const T* gy, T* gx,
+                                const float* p, int accum) {
+    NNCY_LOOP(i, n) {
+        float g = nncy_unary_grad_op<OP>(nncy_f(x[i]), nncy_f(y[i]), nncy_f(gy[i]), p);
+        gx[i] = nncy_t<T>(accum ? nncy_f(gx[i]) + g : g);
+    }
+}
+
+template <typename T, int OP>
+__global__ void nncy_binary_fwd(long long n, int nd, const long long* m, const T* x0,
+                                const T* x1, T* y, const float* p) {
+    NNCY_LOOP(i, n) {
+        long long o0, o1;
+        nncy_offsets(i, nd, m, o0, o1);
+        y[i] = nncy_t<T>(nncy_binary_fwd_op<OP>(nncy_f(x0[o0]), nncy_f(x1[o1]), p));
+    }
+}
+
+// g (output-shaped) = (accum ? g : 0) + gradient for input I.
+template <typename T, int OP, int I>
+__global__ void nncy_binary_grad(long long n, int nd, const long long* m, const T* x0,
+                                 const T* x1, const T* y, const T* gy, T* g, const float* p,
+                                 int accum) {
+    NNCY_LOOP(i, n) {
+        long long o0, o1;
+        nncy_offsets(i, nd, m, o0, o1);
+        float v = nncy_binary_grad_op<OP, I>(nncy_f(x0[o0]), nncy_f(x1[o1]), nncy_f(y[i]),
+                                             nncy_f(gy[i]), p);
+        g[i] = nncy_t<T>(accum ? nncy_f(g[i]) + v : v);
+    }
+}
+'''
+
+
+def _cuda_dispatch(unary, binary):
+    """Specialisations selecting each row's device functions by op code."""
+    def call(op, fn, lead):
+        ps = ['p[%d]' % k for k in range(len(op.params))]
+        return '%s(%s)' % (fn, ', '.join(lead + ps))
+    out = ['\n// ---- dispatch by op code ------------------------------------------------------\n',
+           'template <int OP> __device__ float nncy_unary_fwd_op(float x, const float* p);\n',
+           'template <int OP> __device__ float nncy_unary_grad_op(float x, float y, float gy, '
+           'const float* p);\n',
+           'template <int OP> __device__ float nncy_binary_fwd_op(float x0, float x1, '
+           'const float* p);\n',
+           'template <int OP, int I> __device__ float nncy_binary_grad_op(float x0, float x1, '
+           'float y, float gy, const float* p);\n']
+    spec = 'template <> __device__ __forceinline__ float '
+    for op in unary:
+        out.append('%snncy_unary_fwd_op<%d>(float x, const float* p) { return %s; }\n'
+                   % (spec, op.code, call(op, 'nncy_fwd_' + op.name, ['x'])))
+        if op.grads['cuda'][0] is not None:
+            out.append('%snncy_unary_grad_op<%d>(float x, float y, float gy, const float* p) '
+                       '{ return %s; }\n'
+                       % (spec, op.code, call(op, 'nncy_grad0_' + op.name, ['x', 'y', 'gy'])))
+    for op in binary:
+        out.append('%snncy_binary_fwd_op<%d>(float x0, float x1, const float* p) { return %s; }\n'
+                   % (spec, op.code, call(op, 'nncy_fwd_' + op.name, ['x0', 'x1'])))
+        for i, g in enumerate(op.grads['cuda']):
+            if g is not None:
+                out.append('%snncy_binary_grad_op<%d, %d>(float x0, float x1, float y, float gy, '
+                           'const float* p) { return %s; }\n'
+                           % (spec, op.code, i, call(op, 'nncy_grad%d_%s' % (i, op.name),
+                                                     ['x0', 'x1', 'y', 'gy'])))
+    return ''.join(out)
 
 
 def cuda_source(unary, binary, sig):
@@ -722,6 +840,8 @@ def cuda_source(unary, binary, sig):
             sig_args = ', '.join('float %s' % a for a in op.grad_args())
             out.append('__device__ __forceinline__ float nncy_grad%d_%s(%s) { return %s; }\n'
                        % (i, op.name, sig_args, g))
+    out.append(_cuda_dispatch(unary, binary))
+    out.append(_CUDA_KERNELS)
     out.append('\n#endif  // NNCY_POINTWISE_GEN_CU\n')
     return ''.join(out)
 

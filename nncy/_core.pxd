@@ -16,9 +16,16 @@ cdef class NdArray(Operand):
     cdef object _arr
     cdef tuple _shape
     cdef object _dtype
+    cdef object _dev         # device copy (set by a GPU backend), or None
+    cdef bint _on_dev        # the device copy is newer than _arr
     cdef object __weakref__
     cdef object get(self)
     cdef object get_empty(self)
+    cdef _pull(self)
+    cdef object device(self)
+    cdef object device_empty(self)
+    cdef drop(self)
+    cdef bint has_data(self)
 
 
 cdef class Variable(Operand):

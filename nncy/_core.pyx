@@ -158,10 +158,42 @@ cdef class Operand:
 
 cdef dict _BUFFER_FORMATS = {}
 
+# The GPU backend's array operations (nncy.cuda sets it; None on CPU only):
+# an object with zeros(shape, dtype), empty(shape, dtype), upload(host, dev)
+# -> dev (reusing ``dev`` when it fits), download(dev, host) -> host (reusing
+# ``host`` when it fits) and asarray(obj) for objects with
+# __cuda_array_interface__.
+cdef object _device = None
+
+
+def set_device_backend(backend):
+    """Install the array operations of a GPU backend (see ``_device``)."""
+    global _device
+    _device = backend
+
+
+def get_device_backend():
+    return _device
+
+
+cdef object _need_device():
+    """The GPU backend's array operations, loading nncy.cuda (and CuPy) on
+    first use; ImportError naming CuPy when it is missing."""
+    if _device is None:
+        import importlib
+        importlib.import_module('nncy.cuda').cupy()
+    return _device
+
 
 cdef class NdArray(Operand):
     """An n-dimensional buffer.  ``.data`` is the NumPy array itself; storage is
-    allocated on first use."""
+    allocated on first use.
+
+    Under a GPU backend an NdArray may also hold a device copy.  Whichever side
+    was accessed last is current: reading the host array (``.d``, NumPy
+    interop, CPU kernels) first copies a newer device copy back, and device
+    access uploads a host copy that may have been written since.  For arrays
+    with a device copy, ``.data`` is the device array (CuPy)."""
 
     def __init__(self, shape=(), dtype=None):
         self._shape = _as_shape(shape)
@@ -169,14 +201,54 @@ cdef class NdArray(Operand):
         self._dtype = _ctx._dtype if dtype is None else np.dtype(dtype)
 
     cdef object get(self):
+        if self._on_dev:
+            self._pull()
         if self._arr is None:
             self._arr = _np_zeros(self._shape, self._dtype)
         return self._arr
 
     cdef object get_empty(self):
+        self._on_dev = False   # the caller overwrites every element
         if self._arr is None:
             self._arr = _np_empty(self._shape, self._dtype)
         return self._arr
+
+    cdef _pull(self):
+        """Copy the (newer) device copy to the host."""
+        self._arr = _device.download(self._dev, self._arr)
+        self._on_dev = False
+
+    cdef object device(self):
+        """The device copy, up to date (uploaded from the host if needed)."""
+        if not self._on_dev:
+            dev = _need_device()
+            if self._arr is None:
+                self._dev = dev.zeros(self._shape, self._dtype)
+            else:
+                self._dev = dev.upload(self._arr, self._dev)
+            self._on_dev = True
+        return self._dev
+
+    cdef object device_empty(self):
+        """A device array that the caller overwrites entirely."""
+        d = self._dev
+        if d is None or d.shape != self._shape or d.dtype != self._dtype:
+            self._dev = _need_device().empty(self._shape, self._dtype)
+        self._on_dev = True
+        return self._dev
+
+    cdef drop(self):
+        self._arr = None
+        self._dev = None
+        self._on_dev = False
+
+    cdef bint has_data(self):
+        return self._arr is not None or self._on_dev
+
+    @property
+    def device_array(self):
+        """The device copy, up to date, or None when the array has none."""
+        return self.device() if self._dev is not None else None
 
     @staticmethod
     def from_numpy_array(nparr):
@@ -185,11 +257,20 @@ cdef class NdArray(Operand):
 
     @property
     def data(self):
-        return self.get()
+        return self.device() if self._dev is not None else self.get()
 
     @data.setter
     def data(self, value):
-        self.get()[...] = value
+        if self._dev is not None:
+            self.device()[...] = _device.asarray(value)
+        else:
+            self.get()[...] = value
+
+    @property
+    def __cuda_array_interface__(self):
+        if _device is None:   # absent on CPU only, so that probing with hasattr works
+            raise AttributeError('__cuda_array_interface__: no GPU backend is loaded')
+        return self.device().__cuda_array_interface__
 
     def writable(self):
         """The storage array, allocated without initialisation if absent (for
@@ -197,11 +278,18 @@ cdef class NdArray(Operand):
         return self.get_empty()
 
     def set_array(self, arr):
-        """Make ``arr`` (of this shape) the storage, without copying."""
+        """Make ``arr`` (of this shape; NumPy, or a device array under a GPU
+        backend) the storage, without copying."""
         if tuple(arr.shape) != self._shape:
             raise ValueError('NdArray.set_array: shape %s differs from %s'
                              % (arr.shape, self._shape))
-        self._arr = arr
+        if not isinstance(arr, np.ndarray) and _device is not None and \
+                hasattr(arr, '__cuda_array_interface__'):
+            self._dev = _device.asarray(arr)
+            self._on_dev = True
+        else:
+            self._arr = arr
+            self._on_dev = False
         self._dtype = arr.dtype
 
     @property
@@ -221,16 +309,19 @@ cdef class NdArray(Operand):
 
     @property
     def dtype(self):
+        if self._on_dev:
+            return self._dev.dtype
         return self._dtype if self._arr is None else self._arr.dtype
 
     @property
     def clear_called(self):
-        return self._arr is None
+        return not self.has_data()
 
     def zero(self):
         self.fill(0)
 
     def fill(self, value):
+        self._on_dev = False
         if self._arr is None:
             self._arr = np.full(self._shape, value, self._dtype)
         else:
@@ -238,19 +329,27 @@ cdef class NdArray(Operand):
 
     def clear(self):
         """Release the storage; it is allocated again (zero-filled) on next use."""
-        self._arr = None
+        self.drop()
 
     def cast(self, dtype, ctx=None):
         """Convert the storage to ``dtype`` in place (if needed).  Returns the
-        storage array, or None when a context is given (as NNabla does)."""
+        storage array, or None when a context is given (as NNabla does); a
+        GPU context moves the array to the device."""
         dtype = np.dtype(dtype)
+        if self._on_dev:
+            self._pull()
         if self._arr is None:
             self._dtype = dtype
             self.get()
         elif self._arr.dtype != dtype:
             self._arr = self._arr.astype(dtype)
         self._dtype = dtype
-        return self._arr if ctx is None else None
+        if ctx is None:
+            return self._arr
+        if isinstance(ctx, Context) and (<Context>ctx)._key and \
+                (<Context>ctx)._key[0] in ('cuda', 'cudnn'):
+            self.device()   # a GPU context: make the device copy current
+        return None
 
     def copy_from(self, NdArray other):
         self.get()[...] = other.get()
@@ -447,13 +546,14 @@ cdef class Variable(Operand):
             if not force:
                 raise ValueError('Variable.reset_shape: size of %s differs from that of %s; '
                                  'pass force=True to drop the data' % (shape, self._data._shape))
-            self._data._arr = None
-            self._grad._arr = None
+            self._data.drop()
+            self._grad.drop()
         else:
-            if self._data._arr is not None:
-                self._data._arr = self._data._arr.reshape(shape)
-            if self._grad._arr is not None:
-                self._grad._arr = self._grad._arr.reshape(shape)
+            for a in (self._data, self._grad):
+                if (<NdArray>a)._arr is not None:
+                    (<NdArray>a)._arr = (<NdArray>a)._arr.reshape(shape)
+                if (<NdArray>a)._dev is not None:
+                    (<NdArray>a)._dev = (<NdArray>a)._dev.reshape(shape)
         self._data._shape = shape
         self._grad._shape = shape
 
@@ -632,6 +732,9 @@ cdef class Impl:
     # Names of the optional inputs the call left out (given as None); the
     # inputs list an implementation receives holds only those given.
     omitted = ()
+    # True for implementations that compute on float16 storage themselves;
+    # the others run on float32 copies under a half context (HalfStorage).
+    native_half = False
 
     def __init__(self, spec, args, ctx):
         self.spec = spec
@@ -739,11 +842,26 @@ def implementation(type_name, backend='cpu'):
     return _registry.get((type_name, backend))
 
 
+cdef bint _gpu_loaded = False
+
+
+cdef _load_gpu():
+    """Import the GPU backend, which registers its implementations (and needs
+    CuPy: the ImportError says so)."""
+    global _gpu_loaded
+    import importlib
+    importlib.import_module('nncy.cuda').cupy()
+    importlib.import_module('nncy.cuda.functions')
+    _gpu_loaded = True
+
+
 cdef object _lookup(spec, Context ctx):
     key = (spec.type_name, ctx._key)
     cls = _impl_cache.get(key)
     if cls is not None:
         return cls
+    if not _gpu_loaded and ('cuda' in ctx._key or 'cudnn' in ctx._key):
+        _load_gpu()
     for b in ctx._key:
         cls = _registry.get((spec.type_name, b))
         if cls is not None:
@@ -860,7 +978,7 @@ def call(spec, tuple inputs, tuple args, outputs=None):
     impl = cls(spec, a, ctx)
     if omitted:
         impl.omitted = omitted   # optional inputs given as None (absent from ins)
-    if ctx._dtype is not _F32:
+    if ctx._dtype is not _F32 and not cls.native_half:
         impl = HalfStorage(impl)
     shapes = impl.setup(ins)
     cdef Function f = Function.__new__(Function)
@@ -1008,13 +1126,13 @@ cdef _forward_graph(object roots, bint clear_buffer, bint clear_no_need_grad, pr
             remaining[k] -= 1
             if (remaining[k] == 0 and v._parent is not None and not v.persistent
                     and k not in root_ids and k not in keep):
-                v._data._arr = None
+                v._data.drop()
 
 
 cdef _ensure_data(Variable v):
     """Recompute a freed intermediate (``recompute``) from its parent."""
     cdef Function p = v._parent
-    if v._data._arr is not None or p is None:
+    if v._data.has_data() or p is None:
         return
     for x in p._inputs:
         _ensure_data(<Variable>x)
@@ -1077,8 +1195,8 @@ cdef _backward_graph(Variable root, grad, bint clear_buffer, pre, post):
         if clear_buffer:
             for o in outs:
                 if not o.persistent and o is not root:
-                    o._grad._arr = None
-                    o._data._arr = None
+                    o._grad.drop()
+                    o._data.drop()
 
 
 # ---------------------------------------------------------------------------
@@ -1098,6 +1216,7 @@ cdef inline cnp.ndarray _f32(NdArray a):
 
 cdef inline cnp.ndarray _out32(NdArray a):
     """A float32 storage array that a kernel will overwrite entirely."""
+    a._on_dev = False
     arr = a._arr
     if arr is None or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or \
             not cnp.PyArray_IS_C_CONTIGUOUS(arr):
@@ -1129,6 +1248,29 @@ def g32(Variable v):
 def gout(Variable v, bint accum):
     """Gradient of ``v`` to write: the existing one when accumulating."""
     return _grad_out(v._grad, accum)
+
+
+# The same for implementations on a GPU backend: device arrays (in the
+# storage dtype; conversions are the implementation's business).
+def dev_data(Variable v):
+    """Data of ``v`` on the device (read)."""
+    return v._data.device()
+
+
+def dev_data_out(Variable v):
+    """Data of ``v`` on the device, to be overwritten."""
+    return v._data.device_empty()
+
+
+def dev_grad(Variable v):
+    """Gradient of ``v`` on the device (read)."""
+    return v._grad.device()
+
+
+def dev_grad_out(Variable v, bint accum):
+    """Gradient of ``v`` on the device to write: the existing one when
+    accumulating."""
+    return v._grad.device() if accum else v._grad.device_empty()
 
 
 cdef tuple _broadcast_shape(spec, tuple a, tuple b):

@@ -58,14 +58,14 @@ class SolverState:
 def _f32_buffer(nd):
     """(float32 C-contiguous array to compute on, array to copy it back into
     or None) for an NdArray: its own storage when that already fits."""
-    arr = nd.data
+    arr = np.asarray(nd)   # the host storage (brought up to date from a device copy)
     if arr.dtype == np.float32 and arr.flags.c_contiguous:
         return arr, None
     return np.array(arr, dtype=np.float32, order="C"), arr
 
 
 def _f32_read(nd):
-    arr = nd.data
+    arr = np.asarray(nd)
     if arr.dtype == np.float32 and arr.flags.c_contiguous:
         return arr
     return np.array(arr, dtype=np.float32, order="C")
@@ -389,6 +389,11 @@ class Solver:
                 update_post_hook()
 
     def _update_one(self, v, st):
+        if v.data.device_array is not None:   # a parameter on the GPU: update it there
+            from nncy.cuda import solvers as gpu
+            if gpu.update(self.name, self._rule, v, list(st.pstate.values()),
+                          self._params(st.t)):
+                return
         w, back = _f32_buffer(v.data)
         g = _f32_read(v.grad)
         bufs = [_f32_buffer(s.data) for s in st.pstate.values()]

@@ -6,9 +6,15 @@
 //   float nncy_grad<i>_<name>(inputs..., y, gy, params...)   gradient for input i
 //
 // NNCY_UNARY_OPS(X) / NNCY_BINARY_OPS(X) list the ops as X(name, code, n_params),
-// codes as in the Rust kernels.
+// codes as in the Rust kernels.  At the end, __global__ kernels templated on
+// the storage type and the op code serve every row:
+//
+//   nncy_unary_fwd<T, OP>, nncy_unary_grad<T, OP>,
+//   nncy_binary_fwd<T, OP>, nncy_binary_grad<T, OP, I>
 #ifndef NNCY_POINTWISE_GEN_CU
 #define NNCY_POINTWISE_GEN_CU
+
+#include <cuda_fp16.h>
 
 #define NNCY_OPS_SIGNATURE 0xe3a637cf8941ff5dULL
 
@@ -472,5 +478,277 @@ __device__ __forceinline__ float nncy_grad1_epsilon_insensitive_loss(float x0, f
 __device__ __forceinline__ float nncy_fwd_binary_error(float x, float target) { return (x >= 0.5f ? 1.0f : 0.0f) != (target >= 0.5f ? 1.0f : 0.0f) ? 1.0f : 0.0f; }
 __device__ __forceinline__ float nncy_grad0_binary_error(float x, float target, float y, float gy) { return 0.0f; }
 __device__ __forceinline__ float nncy_grad1_binary_error(float x, float target, float y, float gy) { return 0.0f; }
+
+// ---- dispatch by op code ------------------------------------------------------
+template <int OP> __device__ float nncy_unary_fwd_op(float x, const float* p);
+template <int OP> __device__ float nncy_unary_grad_op(float x, float y, float gy, const float* p);
+template <int OP> __device__ float nncy_binary_fwd_op(float x0, float x1, const float* p);
+template <int OP, int I> __device__ float nncy_binary_grad_op(float x0, float x1, float y, float gy, const float* p);
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<0>(float x, const float* p) { return nncy_fwd_relu(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<0>(float x, float y, float gy, const float* p) { return nncy_grad0_relu(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<1>(float x, const float* p) { return nncy_fwd_sigmoid(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<1>(float x, float y, float gy, const float* p) { return nncy_grad0_sigmoid(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<2>(float x, const float* p) { return nncy_fwd_tanh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<2>(float x, float y, float gy, const float* p) { return nncy_grad0_tanh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<3>(float x, const float* p) { return nncy_fwd_swish(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<3>(float x, float y, float gy, const float* p) { return nncy_grad0_swish(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<4>(float x, const float* p) { return nncy_fwd_elu(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<4>(float x, float y, float gy, const float* p) { return nncy_grad0_elu(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<5>(float x, const float* p) { return nncy_fwd_selu(x, p[0], p[1]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<5>(float x, float y, float gy, const float* p) { return nncy_grad0_selu(x, y, gy, p[0], p[1]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<6>(float x, const float* p) { return nncy_fwd_gelu(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<6>(float x, float y, float gy, const float* p) { return nncy_grad0_gelu(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<7>(float x, const float* p) { return nncy_fwd_leaky_relu(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<7>(float x, float y, float gy, const float* p) { return nncy_grad0_leaky_relu(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<8>(float x, const float* p) { return nncy_fwd_relu6(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<8>(float x, float y, float gy, const float* p) { return nncy_grad0_relu6(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<9>(float x, const float* p) { return nncy_fwd_hard_sigmoid(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<9>(float x, float y, float gy, const float* p) { return nncy_grad0_hard_sigmoid(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<10>(float x, const float* p) { return nncy_fwd_hard_tanh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<10>(float x, float y, float gy, const float* p) { return nncy_grad0_hard_tanh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<11>(float x, const float* p) { return nncy_fwd_log_sigmoid(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<11>(float x, float y, float gy, const float* p) { return nncy_grad0_log_sigmoid(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<12>(float x, const float* p) { return nncy_fwd_softplus(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<12>(float x, float y, float gy, const float* p) { return nncy_grad0_softplus(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<13>(float x, const float* p) { return nncy_fwd_softsign(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<13>(float x, float y, float gy, const float* p) { return nncy_grad0_softsign(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<14>(float x, const float* p) { return nncy_fwd_tanh_shrink(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<14>(float x, float y, float gy, const float* p) { return nncy_grad0_tanh_shrink(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<15>(float x, const float* p) { return nncy_fwd_sinc(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<15>(float x, float y, float gy, const float* p) { return nncy_grad0_sinc(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<16>(float x, const float* p) { return nncy_fwd_add_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<16>(float x, float y, float gy, const float* p) { return nncy_grad0_add_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<17>(float x, const float* p) { return nncy_fwd_mul_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<17>(float x, float y, float gy, const float* p) { return nncy_grad0_mul_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<18>(float x, const float* p) { return nncy_fwd_pow_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<18>(float x, float y, float gy, const float* p) { return nncy_grad0_pow_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<19>(float x, const float* p) { return nncy_fwd_r_sub_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<19>(float x, float y, float gy, const float* p) { return nncy_grad0_r_sub_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<20>(float x, const float* p) { return nncy_fwd_r_div_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<20>(float x, float y, float gy, const float* p) { return nncy_grad0_r_div_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<21>(float x, const float* p) { return nncy_fwd_r_pow_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<21>(float x, float y, float gy, const float* p) { return nncy_grad0_r_pow_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<22>(float x, const float* p) { return nncy_fwd_abs(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<22>(float x, float y, float gy, const float* p) { return nncy_grad0_abs(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<23>(float x, const float* p) { return nncy_fwd_exp(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<23>(float x, float y, float gy, const float* p) { return nncy_grad0_exp(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<24>(float x, const float* p) { return nncy_fwd_log(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<24>(float x, float y, float gy, const float* p) { return nncy_grad0_log(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<25>(float x, const float* p) { return nncy_fwd_identity(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<25>(float x, float y, float gy, const float* p) { return nncy_grad0_identity(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<26>(float x, const float* p) { return nncy_fwd_equal_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<26>(float x, float y, float gy, const float* p) { return nncy_grad0_equal_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<27>(float x, const float* p) { return nncy_fwd_not_equal_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<27>(float x, float y, float gy, const float* p) { return nncy_grad0_not_equal_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<28>(float x, const float* p) { return nncy_fwd_greater_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<28>(float x, float y, float gy, const float* p) { return nncy_grad0_greater_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<29>(float x, const float* p) { return nncy_fwd_greater_equal_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<29>(float x, float y, float gy, const float* p) { return nncy_grad0_greater_equal_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<30>(float x, const float* p) { return nncy_fwd_less_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<30>(float x, float y, float gy, const float* p) { return nncy_grad0_less_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<31>(float x, const float* p) { return nncy_fwd_less_equal_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<31>(float x, float y, float gy, const float* p) { return nncy_grad0_less_equal_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<32>(float x, const float* p) { return nncy_fwd_logical_and_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<32>(float x, float y, float gy, const float* p) { return nncy_grad0_logical_and_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<33>(float x, const float* p) { return nncy_fwd_logical_or_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<33>(float x, float y, float gy, const float* p) { return nncy_grad0_logical_or_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<34>(float x, const float* p) { return nncy_fwd_logical_xor_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<34>(float x, float y, float gy, const float* p) { return nncy_grad0_logical_xor_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<35>(float x, const float* p) { return nncy_fwd_logical_not(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<35>(float x, float y, float gy, const float* p) { return nncy_grad0_logical_not(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<36>(float x, const float* p) { return nncy_fwd_sign(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<36>(float x, float y, float gy, const float* p) { return nncy_grad0_sign(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<37>(float x, const float* p) { return nncy_fwd_minimum_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<37>(float x, float y, float gy, const float* p) { return nncy_grad0_minimum_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<38>(float x, const float* p) { return nncy_fwd_maximum_scalar(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<38>(float x, float y, float gy, const float* p) { return nncy_grad0_maximum_scalar(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<39>(float x, const float* p) { return nncy_fwd_isnan(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<39>(float x, float y, float gy, const float* p) { return nncy_grad0_isnan(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<40>(float x, const float* p) { return nncy_fwd_isinf(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<40>(float x, float y, float gy, const float* p) { return nncy_grad0_isinf(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<41>(float x, const float* p) { return nncy_fwd_reset_nan(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<41>(float x, float y, float gy, const float* p) { return nncy_grad0_reset_nan(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<42>(float x, const float* p) { return nncy_fwd_reset_inf(x, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<42>(float x, float y, float gy, const float* p) { return nncy_grad0_reset_inf(x, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<43>(float x, const float* p) { return nncy_fwd_round(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<43>(float x, float y, float gy, const float* p) { return nncy_grad0_round(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<44>(float x, const float* p) { return nncy_fwd_ceil(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<44>(float x, float y, float gy, const float* p) { return nncy_grad0_ceil(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<45>(float x, const float* p) { return nncy_fwd_floor(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<45>(float x, float y, float gy, const float* p) { return nncy_grad0_floor(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<46>(float x, const float* p) { return nncy_fwd_sin(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<46>(float x, float y, float gy, const float* p) { return nncy_grad0_sin(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<47>(float x, const float* p) { return nncy_fwd_cos(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<47>(float x, float y, float gy, const float* p) { return nncy_grad0_cos(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<48>(float x, const float* p) { return nncy_fwd_tan(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<48>(float x, float y, float gy, const float* p) { return nncy_grad0_tan(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<49>(float x, const float* p) { return nncy_fwd_sinh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<49>(float x, float y, float gy, const float* p) { return nncy_grad0_sinh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<50>(float x, const float* p) { return nncy_fwd_cosh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<50>(float x, float y, float gy, const float* p) { return nncy_grad0_cosh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<51>(float x, const float* p) { return nncy_fwd_asin(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<51>(float x, float y, float gy, const float* p) { return nncy_grad0_asin(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<52>(float x, const float* p) { return nncy_fwd_acos(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<52>(float x, float y, float gy, const float* p) { return nncy_grad0_acos(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<53>(float x, const float* p) { return nncy_fwd_atan(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<53>(float x, float y, float gy, const float* p) { return nncy_grad0_atan(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<54>(float x, const float* p) { return nncy_fwd_asinh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<54>(float x, float y, float gy, const float* p) { return nncy_grad0_asinh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<55>(float x, const float* p) { return nncy_fwd_acosh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<55>(float x, float y, float gy, const float* p) { return nncy_grad0_acosh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<56>(float x, const float* p) { return nncy_fwd_atanh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<56>(float x, float y, float gy, const float* p) { return nncy_grad0_atanh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<57>(float x, const float* p) { return nncy_fwd_binary_sigmoid(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<57>(float x, float y, float gy, const float* p) { return nncy_grad0_binary_sigmoid(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<58>(float x, const float* p) { return nncy_fwd_binary_tanh(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<58>(float x, float y, float gy, const float* p) { return nncy_grad0_binary_tanh(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<59>(float x, const float* p) { return nncy_fwd_fixed_point_quantize(x, p[0], p[1], p[2], p[3], p[4]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<59>(float x, float y, float gy, const float* p) { return nncy_grad0_fixed_point_quantize(x, y, gy, p[0], p[1], p[2], p[3], p[4]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<60>(float x, const float* p) { return nncy_fwd_pow2_quantize(x, p[0], p[1], p[2], p[3], p[4], p[5]); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<60>(float x, float y, float gy, const float* p) { return nncy_grad0_pow2_quantize(x, y, gy, p[0], p[1], p[2], p[3], p[4], p[5]); }
+template <> __device__ __forceinline__ float nncy_unary_fwd_op<61>(float x, const float* p) { return nncy_fwd_unlink(x); }
+template <> __device__ __forceinline__ float nncy_unary_grad_op<61>(float x, float y, float gy, const float* p) { return nncy_grad0_unlink(x, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<0>(float x0, float x1, const float* p) { return nncy_fwd_add2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<0, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_add2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<0, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_add2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<1>(float x0, float x1, const float* p) { return nncy_fwd_sub2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<1, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_sub2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<1, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_sub2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<2>(float x0, float x1, const float* p) { return nncy_fwd_mul2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<2, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_mul2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<2, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_mul2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<3>(float x0, float x1, const float* p) { return nncy_fwd_div2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<3, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_div2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<3, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_div2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<4>(float x0, float x1, const float* p) { return nncy_fwd_pow2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<4, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_pow2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<4, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_pow2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<5>(float x0, float x1, const float* p) { return nncy_fwd_equal(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<5, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<5, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<6>(float x0, float x1, const float* p) { return nncy_fwd_not_equal(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<6, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_not_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<6, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_not_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<7>(float x0, float x1, const float* p) { return nncy_fwd_greater(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<7, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_greater(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<7, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_greater(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<8>(float x0, float x1, const float* p) { return nncy_fwd_greater_equal(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<8, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_greater_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<8, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_greater_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<9>(float x0, float x1, const float* p) { return nncy_fwd_less(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<9, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_less(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<9, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_less(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<10>(float x0, float x1, const float* p) { return nncy_fwd_less_equal(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<10, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_less_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<10, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_less_equal(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<11>(float x0, float x1, const float* p) { return nncy_fwd_logical_and(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<11, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_logical_and(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<11, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_logical_and(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<12>(float x0, float x1, const float* p) { return nncy_fwd_logical_or(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<12, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_logical_or(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<12, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_logical_or(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<13>(float x0, float x1, const float* p) { return nncy_fwd_logical_xor(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<13, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_logical_xor(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<13, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_logical_xor(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<14>(float x0, float x1, const float* p) { return nncy_fwd_minimum2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<14, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_minimum2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<14, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_minimum2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<15>(float x0, float x1, const float* p) { return nncy_fwd_maximum2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<15, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_maximum2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<15, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_maximum2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<16>(float x0, float x1, const float* p) { return nncy_fwd_atan2(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<16, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_atan2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<16, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_atan2(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<17>(float x0, float x1, const float* p) { return nncy_fwd_sigmoid_cross_entropy(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<17, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_sigmoid_cross_entropy(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<17, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_sigmoid_cross_entropy(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<18>(float x0, float x1, const float* p) { return nncy_fwd_binary_cross_entropy(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<18, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_binary_cross_entropy(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<18, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_binary_cross_entropy(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<19>(float x0, float x1, const float* p) { return nncy_fwd_squared_error(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<19, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_squared_error(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<19, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_squared_error(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<20>(float x0, float x1, const float* p) { return nncy_fwd_absolute_error(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<20, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_absolute_error(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<20, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_absolute_error(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<21>(float x0, float x1, const float* p) { return nncy_fwd_huber_loss(x0, x1, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<21, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_huber_loss(x0, x1, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<21, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_huber_loss(x0, x1, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<22>(float x0, float x1, const float* p) { return nncy_fwd_epsilon_insensitive_loss(x0, x1, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<22, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_epsilon_insensitive_loss(x0, x1, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<22, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_epsilon_insensitive_loss(x0, x1, y, gy, p[0]); }
+template <> __device__ __forceinline__ float nncy_binary_fwd_op<23>(float x0, float x1, const float* p) { return nncy_fwd_binary_error(x0, x1); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<23, 0>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad0_binary_error(x0, x1, y, gy); }
+template <> __device__ __forceinline__ float nncy_binary_grad_op<23, 1>(float x0, float x1, float y, float gy, const float* p) { return nncy_grad1_binary_error(x0, x1, y, gy); }
+
+// ---- kernels ----------------------------------------------------------------
+// Inputs of the binary kernels are read through a broadcast layout: nd == 0
+// means that x0, x1 and y are contiguous arrays of n elements; otherwise
+// m[0..nd) is the output shape and m[nd..2nd), m[2nd..3nd) are the element
+// strides of x0 and x1 (0 along broadcast axes).  The gradient kernels of
+// binary ops write an output-shaped g; reducing it to a broadcast input's
+// shape is left to the caller.  Parameters are float values at p[0], p[1], ...
+
+__device__ __forceinline__ float nncy_f(float x) { return x; }
+__device__ __forceinline__ float nncy_f(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T nncy_t(float v);
+template <> __device__ __forceinline__ float nncy_t<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half nncy_t<__half>(float v) { return __float2half(v); }
+
+#define NNCY_LOOP(i, n) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ void nncy_offsets(long long i, int nd, const long long* m,
+                                             long long& o0, long long& o1) {
+    if (nd == 0) { o0 = o1 = i; return; }
+    o0 = o1 = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+        long long k = i % m[d];
+        i /= m[d];
+        o0 += k * m[nd + d];
+        o1 += k * m[2 * nd + d];
+    }
+}
+
+template <typename T, int OP>
+__global__ void nncy_unary_fwd(long long n, const T* x, T* y, const float* p) {
+    NNCY_LOOP(i, n) y[i] = nncy_t<T>(nncy_unary_fwd_op<OP>(nncy_f(x[i]), p));
+}
+
+// gx = (accum ? gx : 0) + grad(x, y, gy); x and y may alias gy when the
+// gradient does not read them.
+template <typename T, int OP>
+__global__ void nncy_unary_grad(long long n, const T* x, const T* y, const T* gy, T* gx,
+                                const float* p, int accum) {
+    NNCY_LOOP(i, n) {
+        float g = nncy_unary_grad_op<OP>(nncy_f(x[i]), nncy_f(y[i]), nncy_f(gy[i]), p);
+        gx[i] = nncy_t<T>(accum ? nncy_f(gx[i]) + g : g);
+    }
+}
+
+template <typename T, int OP>
+__global__ void nncy_binary_fwd(long long n, int nd, const long long* m, const T* x0,
+                                const T* x1, T* y, const float* p) {
+    NNCY_LOOP(i, n) {
+        long long o0, o1;
+        nncy_offsets(i, nd, m, o0, o1);
+        y[i] = nncy_t<T>(nncy_binary_fwd_op<OP>(nncy_f(x0[o0]), nncy_f(x1[o1]), p));
+    }
+}
+
+// g (output-shaped) = (accum ? g : 0) + gradient for input I.
+template <typename T, int OP, int I>
+__global__ void nncy_binary_grad(long long n, int nd, const long long* m, const T* x0,
+                                 const T* x1, const T* y, const T* gy, T* g, const float* p,
+                                 int accum) {
+    NNCY_LOOP(i, n) {
+        long long o0, o1;
+        nncy_offsets(i, nd, m, o0, o1);
+        float v = nncy_binary_grad_op<OP, I>(nncy_f(x0[o0]), nncy_f(x1[o1]), nncy_f(y[i]),
+                                             nncy_f(gy[i]), p);
+        g[i] = nncy_t<T>(accum ? nncy_f(g[i]) + v : v);
+    }
+}
 
 #endif  // NNCY_POINTWISE_GEN_CU

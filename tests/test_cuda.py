@@ -1,0 +1,194 @@
+"""The cuda backend against the CPU backend: every GPU implementation runs
+forward and backward on the same inputs under both contexts and the results
+must agree.  Skipped without CuPy or without a GPU."""
+import numpy as np
+import pytest
+
+cupy = pytest.importorskip('cupy', reason='needs CuPy (pip install nncy[cuda])')
+
+import nncy as nn  # noqa: E402
+import nncy.functions as F  # noqa: E402
+from nncy import _table  # noqa: E402
+from nncy.cuda import is_available  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not is_available(), reason='needs a CUDA GPU')
+
+from test_pointwise import REFS, _seed  # noqa: E402
+
+CPU = nn.Context(['cpu:float'])
+CUDA = nn.Context(['cuda:float', 'cpu:float'])
+TOL = dict(rtol=2e-4, atol=2e-5, equal_nan=True)
+
+
+def run(ctx, fn, arrays, need_grad=None, seed=0):
+    """(y, [grads]) of ``fn`` on leaf variables holding ``arrays``."""
+    need_grad = need_grad or [True] * len(arrays)
+    xs = [nn.Variable.from_numpy_array(a, need_grad=g) for a, g in zip(arrays, need_grad)]
+    with nn.context_scope(ctx):
+        y = fn(*xs)
+    y.forward()
+    dy = np.asarray(np.random.RandomState(seed).randn(*y.shape), np.float32).reshape(y.shape)
+    y.backward(dy)
+    return y.d.copy(), [x.g.copy() for x, g in zip(xs, need_grad) if g]
+
+
+def same(fn, arrays, tol=TOL, **kw):
+    ref = run(CPU, fn, arrays, **kw)
+    got = run(CUDA, fn, arrays, **kw)
+    np.testing.assert_allclose(got[0], ref[0], **tol)
+    for g, r in zip(got[1], ref[1]):
+        np.testing.assert_allclose(g, r, **tol)
+
+
+def _params(rows):
+    return [pytest.param(s, k, id='%s-%d' % (s.name, k))
+            for s in rows for k in range(len(REFS[s.name].cases))]
+
+
+@pytest.mark.parametrize('shape', [(), (7,), (3, 1000)], ids=str)
+@pytest.mark.parametrize('spec,case', _params(_table.UNARY))
+def test_unary_rows(spec, case, shape):
+    args, domains = REFS[spec.name].cases[case]
+    rng = np.random.RandomState(_seed(spec.name, case, shape))
+    x = domains[0](rng, shape)
+    fn = getattr(F, spec.name)
+    same(lambda v: fn(v, **args), [x])
+
+
+@pytest.mark.parametrize('shapes', [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 1)),
+                                    ((3, 1), (2, 3, 4)), ((), (2, 3)), ((2, 1, 4), (3, 1))],
+                         ids=str)
+@pytest.mark.parametrize('spec,case', _params(_table.BINARY))
+def test_binary_rows_broadcast(spec, case, shapes):
+    args, domains = REFS[spec.name].cases[case]
+    rng = np.random.RandomState(_seed(spec.name, case, shapes))
+    xs = [d(rng, s) for d, s in zip(domains, shapes)]
+    fn = getattr(F, spec.name)
+    same(lambda a, b: fn(a, b, **args), xs)
+
+
+def test_half_storage_pointwise(rng):
+    x = rng.randn(64).astype(np.float32)
+    half = nn.Context(['cuda:half', 'cpu:half'])
+    v = nn.Variable.from_numpy_array(x)
+    with nn.context_scope(half), nn.auto_forward():
+        y = F.tanh(F.add2(v, v))
+    assert y.data.data.dtype == np.float16
+    np.testing.assert_allclose(y.d, np.tanh(2 * x), atol=2e-3)
+
+
+def test_data_interop(rng):
+    x = rng.randn(5).astype(np.float32)
+    v = nn.Variable.from_numpy_array(x)
+    with nn.context_scope(CUDA), nn.auto_forward():
+        y = F.relu(v)
+    assert isinstance(y.data.data, cupy.ndarray)        # device array
+    assert type(y.d) is np.ndarray                      # host view, NNabla-style
+    np.testing.assert_array_equal(y.d, np.maximum(x, 0))
+    c = cupy.asarray(y.data)                            # __cuda_array_interface__
+    np.testing.assert_array_equal(c.get(), np.maximum(x, 0))
+    y.d[0] = 42.0                                        # host write, then device read
+    assert float(y.data.data[0]) == 42.0
+
+
+def test_module_is_compiled_once():
+    from nncy.cuda import _module
+    with nn.context_scope(CUDA), nn.auto_forward():
+        F.sigmoid(nn.Variable.from_numpy_array(np.ones(3, np.float32)))
+    mods = dict(_module._modules)
+    with nn.context_scope(CUDA), nn.auto_forward():
+        F.exp(nn.Variable.from_numpy_array(np.ones(3, np.float32)))
+    assert _module._modules == mods
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_affine(rng, bias):
+    arrays = [rng.randn(4, 3, 5).astype(np.float32), rng.randn(15, 6).astype(np.float32)]
+    if bias:
+        arrays.append(rng.randn(6).astype(np.float32))
+    same(lambda *v: F.affine(*v, base_axis=1), arrays, dict(TOL, rtol=1e-3, atol=1e-4))
+
+
+@pytest.mark.parametrize('ta,tb', [(False, False), (True, False), (False, True), (True, True)])
+def test_batch_matmul(rng, ta, tb):
+    a = rng.randn(2, 3, 4, 5).astype(np.float32)   # (m, k) = (4, 5)
+    b = rng.randn(3, 5, 6).astype(np.float32)      # (k, n) = (5, 6), batch broadcast
+    if ta:
+        a = np.ascontiguousarray(np.swapaxes(a, -1, -2))
+    if tb:
+        b = np.ascontiguousarray(np.swapaxes(b, -1, -2))
+    same(lambda x, y: F.batch_matmul(x, y, transpose_a=ta, transpose_b=tb), [a, b],
+         dict(TOL, rtol=1e-3, atol=1e-4))
+
+
+@pytest.mark.parametrize('name', ['sum', 'mean'])
+@pytest.mark.parametrize('axis,keep', [(None, False), (1, True), ((0, 2), False)])
+def test_reductions(rng, name, axis, keep):
+    x = rng.randn(3, 4, 5).astype(np.float32)
+    fn = getattr(F, name)
+    same(lambda v: fn(v, axis=axis, keepdims=keep), [x], dict(TOL, rtol=1e-4, atol=1e-5))
+
+
+@pytest.mark.parametrize('name', ['softmax', 'log_softmax'])
+@pytest.mark.parametrize('axis', [0, 1, 2])
+def test_softmax(rng, name, axis):
+    x = (rng.randn(3, 4, 5) * 3).astype(np.float32)
+    fn = getattr(F, name)
+    same(lambda v: fn(v, axis=axis), [x])
+
+
+@pytest.mark.parametrize('axis', [1, 2])
+def test_softmax_cross_entropy(rng, axis):
+    x = (rng.randn(3, 4, 5) * 3).astype(np.float32)
+    shape = list(x.shape)
+    c = shape[axis]
+    shape[axis] = 1
+    t = rng.randint(0, c, size=shape).astype(np.float32)
+    same(lambda v, lab: F.softmax_cross_entropy(v, lab, axis=axis), [x, t],
+         need_grad=[True, False])
+
+
+def test_softmax_cross_entropy_bad_label(rng):
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3).astype(np.float32))
+    t = nn.Variable.from_numpy_array(np.array([[0], [3]], np.float32))
+    with nn.context_scope(CUDA), pytest.raises(ValueError):
+        F.softmax_cross_entropy(x, t).forward()
+
+
+def test_cpu_fallback_in_a_cuda_context(rng):
+    """Functions without a GPU implementation run on the CPU in the same graph."""
+    x = rng.randn(2, 3, 4).astype(np.float32)
+    same(lambda v: F.relu(F.transpose(F.tanh(v), (2, 0, 1))), [x])
+
+
+SOLVERS = ['Sgd', 'Momentum', 'Nesterov', 'Lars', 'Adadelta', 'Adagrad', 'AdaBelief', 'RMSprop',
+           'RMSpropGraves', 'Adam', 'AdaBound', 'Adamax', 'AMSGRAD', 'AMSBound', 'AdamW',
+           'SgdW', 'Lamb', 'Lion']
+
+
+@pytest.mark.parametrize('name', SOLVERS)
+def test_solver_update_on_device(rng, name):
+    import nncy.solvers as S
+    w0 = rng.randn(3, 4).astype(np.float32)
+    x0 = rng.randn(3, 4).astype(np.float32)
+
+    def train(ctx):
+        w = nn.Variable.from_numpy_array(w0, need_grad=True)
+        x = nn.Variable.from_numpy_array(x0)
+        with nn.context_scope(ctx):
+            loss = F.sum(F.tanh(F.mul2(x, w)))
+        solver = getattr(S, name)()
+        solver.set_parameters({'w': w})
+        for _ in range(3):
+            loss.forward()
+            solver.zero_grad()
+            loss.backward()
+            if not name.endswith('W'):   # SgdW and AdamW take wd at construction
+                solver.weight_decay(1e-3)
+            solver.update()
+        return w.d.copy(), w.data.device_array is not None
+
+    ref, _ = train(CPU)
+    got, on_device = train(CUDA)
+    assert on_device
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
