@@ -46,13 +46,6 @@ cdef extern from "nncy_kernels.h" nogil:
                                 const float* lhs, ssize_t lhs_bs, ssize_t lhs_rs, ssize_t lhs_cs,
                                 const float* rhs, ssize_t rhs_bs, ssize_t rhs_rs, ssize_t rhs_cs,
                                 float alpha, float beta)
-    int32_t nncy_sgd_update_f32(float* w, const float* g, size_t n, float lr)
-    int32_t nncy_momentum_update_f32(float* w, const float* g, float* v, size_t n,
-                                     float lr, float momentum)
-    int32_t nncy_adam_update_f32(float* w, const float* g, float* m, float* v,
-                                 size_t n, float alpha_t, float beta1, float beta2,
-                                 float eps)
-    # normalization, PReLU, clipping (rust/src/norm.rs)
     int32_t nncy_norm_moments_f32(const float* x, size_t p, size_t a, size_t c, size_t b,
                                   float* mean, float* var)
     int32_t nncy_norm_sums_f32(const float* u, const float* v, const float* center,

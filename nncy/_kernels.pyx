@@ -339,58 +339,6 @@ def gemm(name, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, float alpha=0.0,
     check(st, name)
 
 
-def sgd_update(cnp.ndarray w, cnp.ndarray g, float lr):
-    need_f32(w, 'Sgd'); need_f32(g, 'Sgd')
-    if w.size != g.size:
-        raise ValueError('Sgd: parameter and gradient sizes differ')
-    cdef int32_t st
-    cdef float* _t0 = fptr(w)
-    cdef float* _t1 = fptr(g)
-    cdef size_t _t2 = cnp.PyArray_SIZE(w)
-    with nogil:
-        st = nncy_sgd_update_f32(_t0, _t1, _t2, lr)
-    check(st, 'Sgd')
-
-
-def momentum_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray v, float lr, float momentum):
-    for a in (w, g, v):
-        need_f32(a, 'Momentum')
-    if not w.size == g.size == v.size:
-        raise ValueError('Momentum: parameter, gradient and state sizes differ')
-    cdef int32_t st
-    cdef float* _t0 = fptr(w)
-    cdef float* _t1 = fptr(g)
-    cdef float* _t2 = fptr(v)
-    cdef size_t _t3 = cnp.PyArray_SIZE(w)
-    with nogil:
-        st = nncy_momentum_update_f32(_t0, _t1, _t2, _t3,
-                                      lr, momentum)
-    check(st, 'Momentum')
-
-
-def adam_update(cnp.ndarray w, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v,
-                float alpha_t, float beta1, float beta2, float eps):
-    for a in (w, g, m, v):
-        need_f32(a, 'Adam')
-    if not w.size == g.size == m.size == v.size:
-        raise ValueError('Adam: parameter, gradient and state sizes differ')
-    cdef int32_t st
-    cdef float* _t0 = fptr(w)
-    cdef float* _t1 = fptr(g)
-    cdef float* _t2 = fptr(m)
-    cdef float* _t3 = fptr(v)
-    cdef size_t _t4 = cnp.PyArray_SIZE(w)
-    with nogil:
-        st = nncy_adam_update_f32(_t0, _t1, _t2, _t3, _t4,
-                                  alpha_t, beta1, beta2, eps)
-    check(st, 'Adam')
-
-
-# ---------------------------------------------------------------------------
-# Neural-network layers: batched matrix products, recurrent cells,
-# embedding, patch correlation.
-# ---------------------------------------------------------------------------
-
 cdef int _sized(cnp.ndarray a, Py_ssize_t n, name) except -1:
     """`a` is a C-contiguous float32 array of `n` elements."""
     need_f32(a, name)

@@ -127,16 +127,16 @@ fn stream() {
         28 * N,
         best(10, || {
             assert_eq!(
-                nncy_adam_update_f32(
+                nncy_solver_update_f32(
+                    7,
                     w.as_mut_ptr(),
                     x.as_ptr(),
                     m.as_mut_ptr(),
                     v.as_mut_ptr(),
+                    std::ptr::null_mut(),
                     N,
-                    1e-3,
-                    0.9,
-                    0.999,
-                    1e-8
+                    [1e-3f32, 0.9, 0.999, 1e-8, 0.0, f32::NEG_INFINITY, f32::INFINITY].as_ptr(),
+                    7
                 ),
                 0
             )

@@ -67,15 +67,6 @@ int32_t nncy_gemm_f32(size_t m, size_t n, size_t k, float *dst, ptrdiff_t dst_rs
 // views of batch b starting b * bs elements after those of batch 0.
 int32_t nncy_batch_gemm_f32(size_t batch, size_t m, size_t n, size_t k, float *dst, ptrdiff_t dst_bs, ptrdiff_t dst_rs, ptrdiff_t dst_cs, const float *lhs, ptrdiff_t lhs_bs, ptrdiff_t lhs_rs, ptrdiff_t lhs_cs, const float *rhs, ptrdiff_t rhs_bs, ptrdiff_t rhs_rs, ptrdiff_t rhs_cs, float alpha, float beta);
 
-// w -= lr * g
-int32_t nncy_sgd_update_f32(float *w, const float *g, size_t n, float lr);
-
-// v = momentum * v + lr * g; w -= v
-int32_t nncy_momentum_update_f32(float *w, const float *g, float *v, size_t n, float lr, float momentum);
-
-// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= alpha_t m / (sqrt(v) + eps)
-int32_t nncy_adam_update_f32(float *w, const float *g, float *m, float *v, size_t n, float alpha_t, float beta1, float beta2, float eps);
-
 // mean[g], var[g] = mean and biased variance of group g of x.
 int32_t nncy_norm_moments_f32(const float *x, size_t p, size_t a, size_t c, size_t b, float *mean, float *var);
 

@@ -565,56 +565,6 @@ fn states<const N: usize>(ptrs: [*mut f32; N], n: usize) -> Result<[Region<f32>;
     Ok(out)
 }
 
-/// w -= lr * g
-#[no_mangle]
-pub extern "C" fn nncy_sgd_update_f32(w: *mut f32, g: *const f32, n: usize, lr: f32) -> i32 {
-    guard(|| {
-        let [w] = states([w], n)?;
-        // SAFETY: the caller passes n floats in each buffer.
-        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w]) };
-        optim::sgd(unsafe { w.write() }, &g, lr)
-    })
-}
-
-/// v = momentum * v + lr * g; w -= v
-#[no_mangle]
-pub extern "C" fn nncy_momentum_update_f32(
-    w: *mut f32,
-    g: *const f32,
-    v: *mut f32,
-    n: usize,
-    lr: f32,
-    momentum: f32,
-) -> i32 {
-    guard(|| {
-        let [w, v] = states([w, v], n)?;
-        // SAFETY: the caller passes n floats in each buffer.
-        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w, v]) };
-        optim::momentum(unsafe { w.write() }, &g, unsafe { v.write() }, lr, momentum)
-    })
-}
-
-/// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= alpha_t m / (sqrt(v) + eps)
-#[no_mangle]
-pub extern "C" fn nncy_adam_update_f32(
-    w: *mut f32,
-    g: *const f32,
-    m: *mut f32,
-    v: *mut f32,
-    n: usize,
-    alpha_t: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-) -> i32 {
-    guard(|| {
-        let [w, m, v] = states([w, m, v], n)?;
-        // SAFETY: the caller passes n floats in each buffer.
-        let g = unsafe { Region::contiguous(g, n)?.read_apart(&[w, m, v]) };
-        optim::adam(unsafe { w.write() }, &g, unsafe { m.write() }, unsafe { v.write() }, alpha_t, beta1, beta2, eps)
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Normalization, PReLU and clipping (see `crate::norm`).  Arrays are viewed as
 // (p, a, c, b); per-group arrays hold p * c values.  Optional pointers may be
@@ -1158,28 +1108,6 @@ mod tests {
             0
         );
         assert_eq!(bd, [1.0, 2.0, 3.0, 4.0, 2.0, 4.0, 6.0, 8.0]);
-    }
-
-    #[test]
-    fn solver_entry_points() {
-        let mut w = [1.0f32; 3];
-        let g = [0.5f32; 3];
-        let mut v = [0.0f32; 3];
-        assert_eq!(nncy_sgd_update_f32(w.as_mut_ptr(), g.as_ptr(), 3, 2.0), 0);
-        assert_eq!(w, [0.0; 3]);
-        assert_eq!(nncy_momentum_update_f32(w.as_mut_ptr(), g.as_ptr(), v.as_mut_ptr(), 3, 1.0, 0.9), 0);
-        assert_eq!((w, v), ([-0.5; 3], [0.5; 3]));
-        let wp = w.as_mut_ptr();
-        assert_eq!(nncy_momentum_update_f32(wp, g.as_ptr(), wp, 3, 1.0, 0.9), 1);
-        let mut m = [0.0f32; 3];
-        assert_eq!(
-            nncy_adam_update_f32(w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8),
-            0
-        );
-        assert_eq!(
-            nncy_adam_update_f32(w.as_mut_ptr(), null(), m.as_mut_ptr(), v.as_mut_ptr(), 3, 0.1, 0.9, 0.999, 1e-8),
-            1
-        );
     }
 }
 
