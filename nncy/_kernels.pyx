@@ -514,42 +514,39 @@ def _bad_index(name, idx, rows):
                      % (name, bad[0], rows))
 
 
-def embed(name, cnp.ndarray idx, cnp.ndarray w, cnp.ndarray y):
-    """y[k] = w[idx[k]]; w is (rows, width), y (len(idx), width)."""
+ctypedef int32_t (*_embed_fn)(const int64_t*, size_t, const float*, size_t, size_t,
+                              float*) noexcept nogil
+
+
+cdef _embed(name, _embed_fn fn, cnp.ndarray idx, cnp.ndarray table, cnp.ndarray rows_in,
+            cnp.ndarray rows_out):
+    """fn over indices ``idx`` into the 2-D ``table``; ``rows_in``/``rows_out``
+    are (len(idx), width) or the table, whichever the direction reads/writes."""
     _indices(name, idx)
-    if w.ndim != 2:
-        raise ValueError('%s: embed needs a 2-D table' % name)
-    cdef size_t n = cnp.PyArray_SIZE(idx), rows = w.shape[0], width = w.shape[1]
-    _sized(w, rows * width, name)
-    _sized(y, n * width, name)
+    if table.ndim != 2:
+        raise ValueError('%s: the embedding table must be 2-D' % name)
+    cdef size_t n = cnp.PyArray_SIZE(idx), rows = table.shape[0], width = table.shape[1]
+    _sized(table, rows * width, name)
+    _sized(rows_out if rows_in is table else rows_in, n * width, name)
     cdef int32_t st
-    cdef int64_t* _t0 = iptr(idx)
-    cdef float* _t1 = fptr(w)
-    cdef float* _t2 = fptr(y)
+    cdef int64_t* ip = iptr(idx)
+    cdef float* src = fptr(rows_in)
+    cdef float* dst = fptr(rows_out)
     with nogil:
-        st = nncy_embed_f32(_t0, n, _t1, rows, width, _t2)
+        st = fn(ip, n, src, rows, width, dst)
     if st == 2:
         _bad_index(name, idx, rows)
     check(st, name)
+
+
+def embed(name, cnp.ndarray idx, cnp.ndarray w, cnp.ndarray y):
+    """y[k] = w[idx[k]]; w is (rows, width), y (len(idx), width)."""
+    _embed(name, nncy_embed_f32, idx, w, w, y)
 
 
 def embed_grad(name, cnp.ndarray idx, cnp.ndarray gy, cnp.ndarray gw):
     """gw[idx[k]] += gy[k]; gw is (rows, width)."""
-    _indices(name, idx)
-    if gw.ndim != 2:
-        raise ValueError('%s: embed_grad needs a 2-D table' % name)
-    cdef size_t n = cnp.PyArray_SIZE(idx), rows = gw.shape[0], width = gw.shape[1]
-    _sized(gw, rows * width, name)
-    _sized(gy, n * width, name)
-    cdef int32_t st
-    cdef int64_t* _t0 = iptr(idx)
-    cdef float* _t1 = fptr(gy)
-    cdef float* _t2 = fptr(gw)
-    with nogil:
-        st = nncy_embed_grad_f32(_t0, n, _t1, rows, width, _t2)
-    if st == 2:
-        _bad_index(name, idx, rows)
-    check(st, name)
+    _embed(name, nncy_embed_grad_f32, idx, gw, gy, gw)
 
 
 def _correlation_sizes(name, tuple dims, tuple params):
