@@ -471,14 +471,8 @@ class Sgd(Solver):
         return (self.lr,)
 
 
-class Momentum(Solver):
-    r"""SGD with momentum: :math:`v \leftarrow \gamma v + \eta \Delta w,\ w \leftarrow w - v`.
-
-    Args:
-        lr (float): learning rate :math:`\eta`.
-        momentum (float): decay rate :math:`\gamma` of the momentum.
-    """
-    _rule = _MOMENTUM
+class _WithMomentum(Solver):
+    """Solvers whose hyper-parameters are a learning rate and a momentum."""
     _state_names = ('m',)
 
     def __init__(self, lr=1e-3, momentum=0.9):
@@ -488,6 +482,16 @@ class Momentum(Solver):
 
     def _params(self, t):
         return (self.lr, self.momentum)
+
+
+class Momentum(_WithMomentum):
+    r"""SGD with momentum: :math:`v \leftarrow \gamma v + \eta \Delta w,\ w \leftarrow w - v`.
+
+    Args:
+        lr (float): learning rate :math:`\eta`.
+        momentum (float): decay rate :math:`\gamma` of the momentum.
+    """
+    _rule = _MOMENTUM
 
 
 class _FixedWd(Solver):
@@ -526,7 +530,7 @@ class SgdW(_FixedWd):
         return (self.lr, self.momentum - self.lr / self.init_lr * self.wd)
 
 
-class Nesterov(Solver):
+class Nesterov(_WithMomentum):
     r"""Nesterov accelerated gradient:
     :math:`v' \leftarrow \gamma v - \eta \Delta w,\ w \leftarrow w - \gamma v + (1 + \gamma) v'`.
 
@@ -535,15 +539,6 @@ class Nesterov(Solver):
         momentum (float): decay rate :math:`\gamma` of the momentum.
     """
     _rule = _NESTEROV
-    _state_names = ('m',)
-
-    def __init__(self, lr=1e-3, momentum=0.9):
-        super().__init__()
-        self.lr, self.momentum = float(lr), float(momentum)
-        self.info = {'lr': lr, 'momentum': momentum}
-
-    def _params(self, t):
-        return (self.lr, self.momentum)
 
 
 class Lars(Solver):
