@@ -7,11 +7,21 @@
 No training graph is built: the function implementations are created and
 set up once per batch size (a *plan*), with argument and shape checks done
 then, and each ``run`` calls their forward methods in order.  Parameters need
-no gradient and no gradient buffer is ever allocated.  The plan also records,
-for every intermediate buffer, the step after which nothing reads it: the
-buffer is released right there (as ``forward(clear_buffer=True)`` does), so
-a run holds only the live intermediates at any time.  Output arrays are
-handed to the caller and not reused by the next run.
+no gradient and no gradient buffer is ever allocated.
+
+The plan also lays out the memory once: every intermediate gets a buffer
+that outlives the run, and buffers are shared between intermediates whose
+lifetimes (from the step that writes them to the last step that reads them)
+do not overlap, so a run allocates nothing and holds no more than the
+largest set of live intermediates needs at any step.  Output arrays are
+copies handed to the caller, never reused by the next run.
+
+At planning, a batch normalization in inference mode (``batch_stat`` False)
+whose input is a convolution's output read by nothing else is folded into
+that convolution: the weights are scaled per output channel by
+gamma / sqrt(var + eps) and the bias becomes beta + (bias - mean) * scale,
+computed in double precision; results agree with the two functions run
+apart to float rounding.  The model's own parameters are left untouched.
 
 Importing this module and running a model whose parameters are stored as
 ``parameter.protobuf`` imports neither h5py nor CuPy.
@@ -26,12 +36,95 @@ __all__ = ['load', 'Model']
 
 
 class _Step:
-    __slots__ = ('impl', 'ins', 'outs', 'release', 'name', 'type_name')
+    __slots__ = ('impl', 'ins', 'outs', 'name', 'type_name', 'spec', 'args', 'cls')
 
-    def __init__(self, impl, ins, outs, name, type_name):
+    def __init__(self, impl, ins, outs, name, type_name, spec=None, args=None, cls=None):
         self.impl, self.ins, self.outs, self.name, self.type_name = \
             impl, ins, outs, name, type_name
-        self.release = []
+        self.spec, self.args, self.cls = spec, args, cls
+
+    def named_inputs(self):
+        """Input name (from the function table) -> Variable, for the inputs given."""
+        omitted = self.impl.omitted
+        names = [i.name for i in self.spec.inputs if i.name not in omitted]
+        return dict(zip(names, self.ins))
+
+
+def _fold_batch_norm(conv, bn, ctx):
+    """A Convolution step computing conv followed by bn, or None when the pair
+    does not fold (bn trains, normalizes other axes, or reads computed
+    statistics).  Scale and shift are worked out in double precision."""
+    from nncy._core import Variable
+    a = bn.args
+    if a['batch_stat'] or a['output_stat'] or len(bn.outs) != 1:
+        return None
+    cin, bin_ = conv.named_inputs(), bn.named_inputs()
+    if bin_.get('x') is not conv.outs[0] or 'mean' not in bin_ or 'variance' not in bin_:
+        return None
+    y = conv.outs[0]
+    channel_axis = len(y.shape) - 1 if conv.args['channel_last'] else conv.args['base_axis']
+    if tuple(a['axes']) != (channel_axis,):
+        return None
+    oc = y.shape[channel_axis]
+    stats = {}
+    for n in ('beta', 'gamma', 'mean', 'variance'):
+        v = bin_.get(n)
+        if v is None:
+            continue
+        if v.parent is not None or v.data.clear_called or v.size != oc:
+            return None
+        stats[n] = v.d.reshape(oc).astype(np.float64)
+    w = cin['weight'].d
+    scale = 1.0 / np.sqrt(stats['variance'] + a['eps'])
+    if 'gamma' in stats:
+        scale = scale * stats['gamma']
+    bias = -stats['mean'] * scale
+    if 'bias' in cin:
+        bias += cin['bias'].d.astype(np.float64) * scale
+    if 'beta' in stats:
+        bias += stats['beta']
+    w2 = Variable.from_numpy_array(
+        (w.astype(np.float64) * scale.reshape((oc,) + (1,) * (w.ndim - 1))).astype(np.float32))
+    b2 = Variable.from_numpy_array(bias.astype(np.float32))
+    impl = conv.cls(conv.spec, conv.args, ctx)
+    ins = [cin['x'], w2, b2]
+    try:
+        shapes = impl.setup(ins)
+    except (ValueError, TypeError, NotImplementedError):
+        return None
+    if [tuple(s) for s in shapes] != [tuple(bn.outs[0].shape)]:
+        return None
+    return _Step(impl, ins, bn.outs, conv.name, conv.type_name, conv.spec, conv.args,
+                 conv.cls)
+
+
+def _readers(steps):
+    n = {}
+    for st in steps:
+        for v in st.ins:
+            n[id(v)] = n.get(id(v), 0) + 1
+    return n
+
+
+def _fold(steps, keep, ctx):
+    """Steps with inference batch normalizations folded into the convolutions
+    before them (where the convolution's output has no other use)."""
+    readers = _readers(steps)
+    out = []
+    k = 0
+    while k < len(steps):
+        st = steps[k]
+        if st.type_name == 'Convolution' and k + 1 < len(steps) and \
+                steps[k + 1].type_name == 'BatchNormalization' and \
+                readers.get(id(st.outs[0])) == 1 and id(st.outs[0]) not in keep:
+            folded = _fold_batch_norm(st, steps[k + 1], ctx)
+            if folded is not None:
+                out.append(folded)
+                k += 2
+                continue
+        out.append(st)
+        k += 1
+    return out
 
 
 class _Plan:
@@ -46,7 +139,7 @@ class _Plan:
             v = Variable(shape)
             made[name] = v
             self.inputs.append(v)
-        self.steps = []
+        steps = []
         ctx = model._ctx
         for fd in plan.functions:
             spec = fd.spec
@@ -82,24 +175,69 @@ class _Plan:
             outs = [Variable(tuple(s)) for s in shapes]
             for n, o in zip(fd.outputs, outs):
                 made[n] = o
-            self.steps.append(_Step(impl, ins, outs, fd.name, spec.type_name))
+            steps.append(_Step(impl, ins, outs, fd.name, spec.type_name, spec, args, cls))
         missing = [n for n in model.output_names if n not in made]
         if missing:
             raise ValueError('network %r: outputs %s are not computed by any function'
                              % (plan.name, missing))
         self.outputs = [made[n] for n in model.output_names]
-        # Liveness: release each intermediate after the last step that reads it
-        # (or right after the step that writes it, when nothing reads it).
-        keep = {id(v) for v in self.outputs} | {id(v) for v in model._param_vars.values()}
+        outside = {id(v) for v in self.outputs} | {id(v) for v in self.inputs}
+        self.steps = _fold(steps, outside, ctx)
+        self._lay_out(outside | {id(v) for v in model._param_vars.values()})
+        self.calls = [st.impl.forward for st in self.steps]
+        self.args = [(st.ins, st.outs) for st in self.steps]
+
+    def _lay_out(self, outside):
+        """Gives every intermediate a buffer, shared with intermediates whose
+        lifetimes do not overlap (greedy, smallest free buffer that fits).
+        Outputs that a function makes views of its inputs (in-place reshape,
+        through ``link``) keep their input's buffer alive as long as they live.
+        The run's inputs and outputs keep their own storage."""
         last = {}
         for k, st in enumerate(self.steps):
+            for v in st.ins + st.outs:
+                last[id(v)] = k
+        owner = {}         # id(variable) -> index of its buffer
+        users = []         # per buffer: how many live variables use it
+        sizes = []
+        free = []          # indices of buffers nobody uses
+        self.buffers = []
+        self.aliased = set()
+        for k, st in enumerate(self.steps):
+            st.impl.link(st.ins, st.outs)
             for v in st.outs:
-                last[id(v)] = (k, v)
-            for v in st.ins:
-                last[id(v)] = (k, v)
-        for k, v in last.values():
-            if id(v) not in keep:
-                self.steps[k].release.append(v.data)
+                if not v.data.clear_called:      # a view set by link
+                    src = next((u for u in st.ins if id(u) in owner or id(u) in outside
+                                if not u.data.clear_called and np.shares_memory(u.d, v.d)),
+                               None)
+                    if src is not None:
+                        self.aliased.add(id(v))
+                        if id(src) in owner:
+                            owner[id(v)] = owner[id(src)]
+                            users[owner[id(v)]] += 1
+                    continue
+                if id(v) in outside:
+                    continue
+                nbytes = v.size * np.dtype(np.float32).itemsize
+                fit = [i for i in free if sizes[i] >= nbytes]
+                if fit:
+                    i = min(fit, key=lambda i: sizes[i])
+                    free.remove(i)
+                else:
+                    i = len(self.buffers)
+                    self.buffers.append(np.empty(max(nbytes, 1), np.uint8))
+                    sizes.append(self.buffers[i].nbytes)
+                    users.append(0)
+                users[i] += 1
+                owner[id(v)] = i
+                v.data.set_array(self.buffers[i][:nbytes].view(np.float32).reshape(v.shape))
+            for v in st.ins + st.outs:
+                if last.get(id(v)) == k and id(v) in owner:
+                    i = owner.pop(id(v))
+                    del last[id(v)]
+                    users[i] -= 1
+                    if users[i] == 0:
+                        free.append(i)
 
 
 class Model:
@@ -224,16 +362,11 @@ class Model:
                                  % (n, a.shape, v.shape))
             v.data.set_array(a)
         try:
-            for st in plan.steps:
-                st.impl.forward(st.ins, st.outs)
-                for nd in st.release:
-                    nd.clear()
-            result = OrderedDict((n, v.d) for n, v in zip(self.output_names, plan.outputs))
-        except BaseException:
-            for st in plan.steps:
-                for nd in st.release:
-                    nd.clear()
-            raise
+            for call, (ins, outs) in zip(plan.calls, plan.args):
+                call(ins, outs)
+            result = OrderedDict(
+                (n, v.d.copy() if id(v) in plan.aliased else v.d)
+                for n, v in zip(self.output_names, plan.outputs))
         finally:
             for v in plan.outputs:
                 v.data.clear()
