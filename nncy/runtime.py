@@ -98,6 +98,21 @@ def _fold_batch_norm(conv, bn, ctx):
                  conv.cls)
 
 
+def _bind(st, moving):
+    """The step as a call without arguments: the implementation's ``bind``
+    where it has one and the step's storage stays put from run to run (no
+    run input or output, no view set at run time, float32 throughout), else
+    its forward."""
+    impl, ins, outs = st.impl, st.ins, st.outs
+    bind = getattr(impl, 'bind', None)
+    if bind is not None and not any(id(v) in moving for v in ins + outs) and \
+            all(not v.data.clear_called and v.d.dtype == np.float32 for v in ins + outs):
+        call = bind(ins, outs)
+        if call is not None:
+            return call
+    return lambda: impl.forward(ins, outs)
+
+
 def _readers(steps):
     n = {}
     for st in steps:
@@ -184,8 +199,8 @@ class _Plan:
         outside = {id(v) for v in self.outputs} | {id(v) for v in self.inputs}
         self.steps = _fold(steps, outside, ctx)
         self._lay_out(outside | {id(v) for v in model._param_vars.values()})
-        self.calls = [st.impl.forward for st in self.steps]
-        self.args = [(st.ins, st.outs) for st in self.steps]
+        fixed = outside | self.aliased
+        self.calls = [_bind(st, fixed) for st in self.steps]
 
     def _lay_out(self, outside):
         """Gives every intermediate a buffer, shared with intermediates whose
@@ -362,8 +377,8 @@ class Model:
                                  % (n, a.shape, v.shape))
             v.data.set_array(a)
         try:
-            for call, (ins, outs) in zip(plan.calls, plan.args):
-                call(ins, outs)
+            for call in plan.calls:
+                call()
             result = OrderedDict(
                 (n, v.d.copy() if id(v) in plan.aliased else v.d)
                 for n, v in zip(self.output_names, plan.outputs))

@@ -469,7 +469,7 @@ def test_runtime_shares_buffers_between_disjoint_lifetimes(tmp_path, rng):
         def __init__(self, k, call):
             self.k, self.call = k, call
 
-        def __call__(self, ins, outs):
+        def __call__(self):
             # live buffers are disjoint, but for the reshape's view of c
             live = [v for v in _live_sets(plan)[self.k] if v not in plan.outputs]
             seen.append(len(live))
@@ -477,7 +477,7 @@ def test_runtime_shares_buffers_between_disjoint_lifetimes(tmp_path, rng):
                 for j in range(i):
                     pair = {id(live[i]), id(live[j])}
                     assert pair == view or not np.shares_memory(live[i].d, live[j].d)
-            self.call(ins, outs)
+            self.call()
     plan.calls = [Spy(k, c) for k, c in enumerate(plan.calls)]
     out = model.run(xs)['e']
     assert seen == [1, 2, 3, 2, 2, 1]
@@ -534,6 +534,21 @@ def test_runtime_folds_inference_batch_norm_into_convolution(tmp_path, rng, chan
     np.testing.assert_allclose(model.run(xs)['y'], want, rtol=1e-5, atol=1e-5)
     for k, v in model._param_vars.items():     # the model's parameters are untouched
         np.testing.assert_array_equal(v.d, before[k])
+
+
+def test_runtime_binds_affine_between_planned_buffers(tmp_path, rng):
+    x, y = _mlp(rng)           # affine (reads the input), relu, tanh, affine, softmax
+    path = str(tmp_path / 'm.nnp')
+    save(path, _contents(x, y, 4))
+    model = runtime.load(path)
+    plan = model.plan(4)
+    second = [k for k, st in enumerate(plan.steps) if st.type_name == 'Affine'][1]
+    assert plan.calls[second].__name__ == 'run'           # the bound call
+    xs = rng.randn(4, 8).astype(np.float32)
+    x.d = xs
+    y.forward()
+    for _ in range(2):
+        np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-5, atol=1e-6)
 
 
 def test_runtime_keeps_batch_norm_that_does_not_fold(tmp_path, rng):
