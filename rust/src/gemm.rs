@@ -182,7 +182,7 @@ mod small {
     /// W-wide combinations of rhs rows, R rows sharing each rhs load, R x W
     /// independent sums (enough to hide the latency of the additions).
     #[inline(always)]
-    fn rows_tile<const R: usize, const W: usize>(k: usize, lhs: &MatRef, rhs: &MatRef, j: usize) -> [[f32; W]; R] {
+    fn rows_tile<const R: usize, const W: usize, const FUSED: bool>(k: usize, lhs: &MatRef, rhs: &MatRef, j: usize) -> [[f32; W]; R] {
         let mut acc = [[0.0f32; W]; R];
         let lrow: [usize; R] = std::array::from_fn(|r| at(lhs.base, r, lhs.rs));
         let rb = at(rhs.base, j, rhs.cs);
@@ -192,22 +192,33 @@ mod small {
             for r in 0..R {
                 let a = lhs.data[at(lrow[r], p, lhs.cs)];
                 for w in 0..W {
-                    acc[r][w] += a * b[w];
+                    acc[r][w] = madd::<FUSED>(a, b[w], acc[r][w]);
                 }
             }
         }
         acc
     }
 
+    /// a * b + c, in one rounding where the instruction set has FMA (a
+    /// software fused multiply-add would be slow).
+    #[inline(always)]
+    fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+        if FUSED {
+            a.mul_add(b, c)
+        } else {
+            a * b + c
+        }
+    }
+
     /// Sum of a[i] * b[i], in 4 x 16 lanes.
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
         const L: usize = 64;
         let mut acc = [0.0f32; L];
         let split = a.len() / L * L;
         for (x, y) in a[..split].chunks_exact(L).zip(b[..split].chunks_exact(L)) {
             for l in 0..L {
-                acc[l] += x[l] * y[l];
+                acc[l] = madd::<FUSED>(x[l], y[l], acc[l]);
             }
         }
         let mut s = 0.0;
@@ -230,6 +241,15 @@ mod small {
     /// (i, j) of dst is d[base + i * rs + j - cols.start].
     #[allow(clippy::too_many_arguments)]
     pub fn run(kind: Kind, m: usize, k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+        if matches!(simd::arch(), pulp::Arch::Scalar) {
+            run_with::<false>(kind, m, k, cols, d, base, rs, lhs, rhs, alpha, beta)
+        } else {
+            run_with::<true>(kind, m, k, cols, d, base, rs, lhs, rhs, alpha, beta)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with<const FUSED: bool>(kind: Kind, m: usize, k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
         simd::dispatch(
             #[inline(always)]
             || match (kind, m) {
@@ -238,27 +258,27 @@ mod small {
                         let a = &lhs.data[at(lhs.base, i, lhs.rs)..][..k];
                         let row = at(base, i, rs);
                         for j in cols.clone() {
-                            let v = dot(a, &rhs.data[at(rhs.base, j, rhs.cs)..][..k]);
+                            let v = dot::<FUSED>(a, &rhs.data[at(rhs.base, j, rhs.cs)..][..k]);
                             put(&mut d[row + j - cols.start], v, alpha, beta);
                         }
                     }
                 }
                 // tiles of R x W accumulators, at most 128 (8 AVX-512 registers)
-                (Kind::Rows, 1) => rows::<1, 128>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
-                (Kind::Rows, 2) => rows::<2, 64>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
-                (Kind::Rows, 3) => rows::<3, 32>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
-                (Kind::Rows, _) => rows::<4, 32>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, 1) => rows::<1, 256, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, 2) => rows::<2, 128, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, 3) => rows::<3, 64, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, _) => rows::<4, 64, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
             },
         )
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn rows<const R: usize, const W: usize>(k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+    fn rows<const R: usize, const W: usize, const FUSED: bool>(k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
-        fn tile<const R: usize, const W: usize>(k: usize, j: usize, c0: usize, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
-            let acc = rows_tile::<R, W>(k, lhs, rhs, j);
+        fn tile<const R: usize, const W: usize, const FUSED: bool>(k: usize, j: usize, c0: usize, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+            let acc = rows_tile::<R, W, FUSED>(k, lhs, rhs, j);
             for (r, a) in acc.iter().enumerate() {
                 let o = at(base, r, rs) + j - c0;
                 for (dv, &v) in d[o..o + W].iter_mut().zip(a) {
@@ -268,18 +288,18 @@ mod small {
         }
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
-        fn tiles<const R: usize, const W: usize>(k: usize, j: &mut usize, cols: &Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+        fn tiles<const R: usize, const W: usize, const FUSED: bool>(k: usize, j: &mut usize, cols: &Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
             while *j + W <= cols.end {
-                tile::<R, W>(k, *j, cols.start, d, base, rs, lhs, rhs, alpha, beta);
+                tile::<R, W, FUSED>(k, *j, cols.start, d, base, rs, lhs, rhs, alpha, beta);
                 *j += W;
             }
         }
         // widest tiles first, narrower ones for the remaining columns
         let mut j = cols.start;
-        tiles::<R, W>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
-        tiles::<R, 32>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
-        tiles::<R, 8>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
-        tiles::<R, 1>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, W, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 32, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 8, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 1, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
     }
 }
 
