@@ -186,6 +186,28 @@ mod small {
         let mut acc = [[0.0f32; W]; R];
         let lrow: [usize; R] = std::array::from_fn(|r| at(lhs.base, r, lhs.rs));
         let rb = at(rhs.base, j, rhs.cs);
+        if W == 1 {
+            // one column: U interleaved sums, not one chain of additions
+            const U: usize = 8;
+            let mut part = [[0.0f32; U]; R];
+            let full = k / U * U;
+            for p0 in (0..full).step_by(U) {
+                for u in 0..U {
+                    let b = rhs.data[at(rb, p0 + u, rhs.rs)];
+                    for r in 0..R {
+                        part[r][u] = madd::<FUSED>(lhs.data[at(lrow[r], p0 + u, lhs.cs)], b, part[r][u]);
+                    }
+                }
+            }
+            for r in 0..R {
+                let mut s = part[r].iter().sum::<f32>();
+                for p in full..k {
+                    s = madd::<FUSED>(lhs.data[at(lrow[r], p, lhs.cs)], rhs.data[at(rb, p, rhs.rs)], s);
+                }
+                acc[r][0] = s;
+            }
+            return acc;
+        }
         for p in 0..k {
             let o = at(rb, p, rhs.rs);
             let b: &[f32; W] = rhs.data[o..o + W].try_into().unwrap();
