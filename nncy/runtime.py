@@ -50,10 +50,11 @@ class _Step:
         return dict(zip(names, self.ins))
 
 
-def _fold_batch_norm(conv, bn, ctx):
+def _fold_batch_norm(conv, bn, params, ctx):
     """A Convolution step computing conv followed by bn, or None when the pair
-    does not fold (bn trains, normalizes other axes, or reads computed
-    statistics).  Scale and shift are worked out in double precision."""
+    does not fold (bn trains or normalizes other axes, or a weight, bias or
+    statistic is not a parameter of the model).  Scale and shift are worked
+    out in double precision."""
     from nncy._core import Variable
     a = bn.args
     if a['batch_stat'] or a['output_stat'] or len(bn.outs) != 1:
@@ -66,12 +67,14 @@ def _fold_batch_norm(conv, bn, ctx):
     if tuple(a['axes']) != (channel_axis,):
         return None
     oc = y.shape[channel_axis]
+    if any(id(v) not in params for n, v in cin.items() if n != 'x'):
+        return None
     stats = {}
     for n in ('beta', 'gamma', 'mean', 'variance'):
         v = bin_.get(n)
         if v is None:
             continue
-        if v.parent is not None or v.data.clear_called or v.size != oc:
+        if id(v) not in params or v.size != oc:
             return None
         stats[n] = v.d.reshape(oc).astype(np.float64)
     w = cin['weight'].d
@@ -121,7 +124,7 @@ def _readers(steps):
     return n
 
 
-def _fold(steps, keep, ctx):
+def _fold(steps, keep, params, ctx):
     """Steps with inference batch normalizations folded into the convolutions
     before them (where the convolution's output has no other use)."""
     readers = _readers(steps)
@@ -132,7 +135,7 @@ def _fold(steps, keep, ctx):
         if st.type_name == 'Convolution' and k + 1 < len(steps) and \
                 steps[k + 1].type_name == 'BatchNormalization' and \
                 readers.get(id(st.outs[0])) == 1 and id(st.outs[0]) not in keep:
-            folded = _fold_batch_norm(st, steps[k + 1], ctx)
+            folded = _fold_batch_norm(st, steps[k + 1], params, ctx)
             if folded is not None:
                 out.append(folded)
                 k += 2
@@ -197,8 +200,9 @@ class _Plan:
                              % (plan.name, missing))
         self.outputs = [made[n] for n in model.output_names]
         outside = {id(v) for v in self.outputs} | {id(v) for v in self.inputs}
-        self.steps = _fold(steps, outside, ctx)
-        self._lay_out(outside | {id(v) for v in model._param_vars.values()})
+        params = {id(v) for v in model._param_vars.values()}
+        self.steps = _fold(steps, outside, params, ctx)
+        self._lay_out(outside | params)
         fixed = outside | self.aliased
         self.calls = [_bind(st, fixed) for st in self.steps]
 

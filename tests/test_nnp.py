@@ -551,11 +551,20 @@ def test_runtime_binds_affine_between_planned_buffers(tmp_path, rng):
         np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-5, atol=1e-6)
 
 
-def test_runtime_keeps_batch_norm_that_does_not_fold(tmp_path, rng):
+@pytest.mark.parametrize('case', ['read twice', 'computed weight'])
+def test_runtime_keeps_batch_norm_that_does_not_fold(tmp_path, rng, case):
     import nncy.parametric_functions as PF
     x = nn.Variable((2, 3, 5, 5))
-    h = PF.convolution(x, 4, (3, 3))
-    y = F.add2(PF.batch_normalization(h, batch_stat=False), F.sum(h))   # h read twice
+    if case == 'read twice':
+        h = PF.convolution(x, 4, (3, 3))
+        y = F.add2(PF.batch_normalization(h, batch_stat=False), F.sum(h))
+    else:
+        w = get_parameter_or_create('w', (4, 3, 3, 3), rng.randn(4, 3, 3, 3).astype(np.float32))
+        h = F.convolution(x, F.mul_scalar(w, 2.0))
+        y = PF.batch_normalization(h, batch_stat=False)
+        for k, v in nn.get_parameters(grad_only=False).items():
+            if k.endswith('mean'):
+                v.d = rng.randn(*v.shape)
     path = str(tmp_path / 'keep.nnp')
     save(path, _contents(x, y, 2))
     model = runtime.load(path)
