@@ -12,9 +12,10 @@ no gradient and no gradient buffer is ever allocated.
 The plan also lays out the memory once: every intermediate gets a buffer
 that outlives the run, and buffers are shared between intermediates whose
 lifetimes (from the step that writes them to the last step that reads them)
-do not overlap, so a run allocates nothing and holds no more than the
-largest set of live intermediates needs at any step.  Output arrays are
-copies handed to the caller, never reused by the next run.
+do not overlap, so a run allocates only its output arrays, which are handed
+to the caller and never reused by the next run.  Steps between planned
+buffers run through the implementation's ``bind`` where it has one (a call
+with its array views made once), else through ``forward``.
 
 At planning, a batch normalization in inference mode (``batch_stat`` False)
 whose input is a convolution's output read by nothing else is folded into
