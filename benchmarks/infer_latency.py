@@ -1,13 +1,22 @@
 """Batch-1 inference latency of a small model: nncy.runtime against onnxruntime.
 
-    python -m benchmarks.infer_latency [--number N] [--repeat R] [--threads T]
+    python -m benchmarks.infer_latency [--model lenet|mlp] [--number N] [--repeat R] [--threads T]
     python benchmarks/infer_latency.py ...                 (with nncy installed)
 
-The model is an MLP (784 -> 256 -> 256 -> 10, ReLU, softmax) with random
-weights.  It is built with nncy and saved as .nnp (protobuf parameters), then
+Two models, both with random parameters:
+
+- ``lenet`` (the default): the digits LeNet of ``nncy.examples.digits`` in
+  inference mode, input (1, 64): reshape -> conv 5x5 (16, pad 2, no bias) ->
+  batch normalization (running statistics) -> ReLU -> max pooling 2x2 ->
+  conv 3x3 (32, pad 1) -> batch normalization -> ReLU -> max pooling ->
+  affine 64 -> ReLU -> affine 10.  The running means and variances are
+  random too, so that normalization is not an identity.
+- ``mlp``: 784 -> 256 -> 256 -> 10, ReLU, softmax.
+
+The model is built with nncy and saved as .nnp (protobuf parameters), then
 run by ``nncy.runtime``; where ``onnx`` and ``onnxruntime`` are installed the
-same model with the same weights is built with the ``onnx`` helper API and run
-by an onnxruntime CPU session in the same process.  Both get the same
+same model with the same weights is built with the ``onnx`` helper API and
+run by an onnxruntime CPU session in the same process.  Both get the same
 thread count (``--threads``, default 1, also set as NNCY_NUM_THREADS for
 nncy; onnxruntime via its session options).  The script prints the median
 time per call of each, the ratio nncy / onnxruntime, and the largest
@@ -23,26 +32,41 @@ import timeit
 
 import numpy as np
 
-SIZES = (784, 256, 256, 10)
+MLP_SIZES = (784, 256, 256, 10)
+BN_EPS = 1e-5
 
 
-def weights(seed=0):
+def _save(path, name, x, y):
+    from nncy.utils.save import save
+    save(path, {'networks': [{'name': name, 'batch_size': 1, 'names': {'x': x},
+                              'outputs': {'y': y}}],
+                'executors': [{'name': 'infer', 'network': name, 'data': ['x'],
+                               'output': ['y']}]}, parameter_format='.protobuf')
+
+
+def _load(path):
+    from nncy import runtime
+    model = runtime.load(path)
+    return lambda xd: model.run(xd)['y']
+
+
+# ---- MLP ------------------------------------------------------------------
+
+def mlp_weights(seed=0):
     r = np.random.RandomState(seed)
     out = []
-    for a, b in zip(SIZES[:-1], SIZES[1:]):
+    for a, b in zip(MLP_SIZES[:-1], MLP_SIZES[1:]):
         out.append(((r.randn(a, b) / np.sqrt(a)).astype(np.float32),
                     (r.randn(b) * 0.1).astype(np.float32)))
     return out
 
 
-def nncy_model(ws, path):
+def mlp_nncy(ws, path):
     import nncy as nn
     import nncy.functions as F
-    from nncy import runtime
     from nncy.parameter import get_parameter_or_create
-    from nncy.utils.save import save
     nn.clear_parameters()
-    x = nn.Variable((1, SIZES[0]))
+    x = nn.Variable((1, MLP_SIZES[0]))
     h = x
     for i, (w, b) in enumerate(ws):
         with nn.parameter_scope('fc%d' % i):
@@ -50,22 +74,13 @@ def nncy_model(ws, path):
             B = get_parameter_or_create('b', b.shape, b)
         h = F.affine(h, W, B)
         h = F.relu(h) if i < len(ws) - 1 else F.softmax(h)
-    save(path, {'networks': [{'name': 'mlp', 'batch_size': 1, 'names': {'x': x},
-                              'outputs': {'y': h}}],
-                'executors': [{'name': 'infer', 'network': 'mlp', 'data': ['x'],
-                               'output': ['y']}]}, parameter_format='.protobuf')
+    _save(path, 'mlp', x, h)
     nn.clear_parameters()
-    model = runtime.load(path)
-    return lambda xd: model.run(xd)['y']
+    return _load(path)
 
 
-def onnx_model(ws, threads):
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError:
-        return None
+def mlp_onnx(ws):
+    from onnx import helper, numpy_helper
     nodes, inits = [], []
     prev = 'x'
     for i, (w, b) in enumerate(ws):
@@ -76,10 +91,92 @@ def onnx_model(ws, threads):
         attrs = {'axis': 1} if act == 'Softmax' else {}
         nodes.append(helper.make_node(act, ['g%d' % i], [out], **attrs))
         prev = out
+    return nodes, inits, [1, MLP_SIZES[0]], [1, MLP_SIZES[-1]]
+
+
+# ---- LeNet ----------------------------------------------------------------
+
+def lenet_weights(seed=0):
+    """name -> array, with the shapes and names the digits LeNet gives them."""
+    r = np.random.RandomState(seed)
+    f = np.float32
+    p = {}
+    for scope, oc, ic, k in (('conv1', 16, 1, 5), ('conv2', 32, 16, 3)):
+        p[scope + '/conv/W'] = (r.randn(oc, ic, k, k) / np.sqrt(ic * k * k)).astype(f)
+        shape = (1, oc, 1, 1)
+        p[scope + '/bn/beta'] = (r.randn(*shape) * 0.1).astype(f)
+        p[scope + '/bn/gamma'] = (1 + r.randn(*shape) * 0.2).astype(f)
+        p[scope + '/bn/mean'] = (r.randn(*shape) * 0.3).astype(f)
+        p[scope + '/bn/var'] = r.uniform(0.3, 2.0, shape).astype(f)
+    for name, a, b in (('fc1', 128, 64), ('fc2', 64, 10)):
+        p[name + '/W'] = (r.randn(a, b) / np.sqrt(a)).astype(f)
+        p[name + '/b'] = (r.randn(b) * 0.1).astype(f)
+    return p
+
+
+def lenet_nncy(ws, path):
+    import nncy as nn
+    from nncy.examples.digits import lenet
+    nn.clear_parameters()
+    x = nn.Variable((1, 64))
+    y = lenet(x, test=True)
+    params = nn.get_parameters(grad_only=False)
+    if sorted(params) != sorted(ws):
+        raise RuntimeError('the LeNet parameters are %s, expected %s'
+                           % (sorted(params), sorted(ws)))
+    for k, v in params.items():
+        v.d = ws[k]
+    _save(path, 'lenet', x, y)
+    nn.clear_parameters()
+    return _load(path)
+
+
+def lenet_onnx(ws):
+    from onnx import helper, numpy_helper
+    inits = [numpy_helper.from_array(v.reshape(-1) if '/bn/' in k else v, k)
+             for k, v in ws.items()]
+    inits.append(numpy_helper.from_array(np.array([1, 1, 8, 8], np.int64), 'img'))
+    node = helper.make_node
+    nodes = [node('Reshape', ['x', 'img'], ['h0'])]
+    prev = 'h0'
+    for scope, pad in (('conv1', 2), ('conv2', 1)):
+        nodes += [
+            node('Conv', [prev, scope + '/conv/W'], [scope + 'c'], pads=[pad] * 4),
+            node('BatchNormalization', [scope + 'c'] + [scope + '/bn/' + n for n in
+                                                        ('gamma', 'beta', 'mean', 'var')],
+                 [scope + 'n'], epsilon=BN_EPS),
+            node('Relu', [scope + 'n'], [scope + 'r']),
+            node('MaxPool', [scope + 'r'], [scope + 'p'], kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+        prev = scope + 'p'
+    nodes += [
+        node('Flatten', [prev], ['f'], axis=1),
+        node('Gemm', ['f', 'fc1/W', 'fc1/b'], ['g1']),
+        node('Relu', ['g1'], ['h1']),
+        node('Gemm', ['h1', 'fc2/W', 'fc2/b'], ['y']),
+    ]
+    return nodes, inits, [1, 64], [1, 10]
+
+
+MODELS = {
+    'lenet': ('LeNet (digits, 8x8, conv-BN-ReLU-pool x2, affine 64, 10)',
+              lenet_weights, lenet_nncy, lenet_onnx, 64),
+    'mlp': ('MLP %s' % '-'.join(map(str, MLP_SIZES)), mlp_weights, mlp_nncy, mlp_onnx,
+            MLP_SIZES[0]),
+}
+
+
+def onnx_session(nodes, inits, in_shape, out_shape, threads):
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
     graph = helper.make_graph(
-        nodes, 'mlp',
-        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, SIZES[0]])],
-        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, SIZES[-1]])], inits)
+        nodes, 'model',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, out_shape)], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
     m.ir_version = min(m.ir_version, 9)
     onnx.checker.check_model(m)
@@ -97,18 +194,23 @@ def median_us(fn, number, repeat):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--model', choices=sorted(MODELS), default='lenet')
     p.add_argument('--number', type=int, default=200, help='calls per timing')
     p.add_argument('--repeat', type=int, default=30, help='timings (the median is shown)')
     p.add_argument('--threads', type=int, default=1)
     a = p.parse_args(argv)
     os.environ.setdefault('NNCY_NUM_THREADS', str(a.threads))
-    ws = weights()
-    xd = np.random.RandomState(1).randn(1, SIZES[0]).astype(np.float32)
+    title, make_weights, make_nncy, make_onnx, n_in = MODELS[a.model]
+    ws = make_weights()
+    xd = np.random.RandomState(1).rand(1, n_in).astype(np.float32)
     with tempfile.TemporaryDirectory() as d:
-        run_nncy = nncy_model(ws, os.path.join(d, 'mlp.nnp'))
-    run_ort = onnx_model(ws, a.threads)
-    print('model: MLP %s, batch 1, %d thread(s); median of %d x %d calls'
-          % ('-'.join(map(str, SIZES)), a.threads, a.repeat, a.number))
+        run_nncy = make_nncy(ws, os.path.join(d, a.model + '.nnp'))
+    try:
+        run_ort = onnx_session(*make_onnx(ws), a.threads)
+    except ImportError:
+        run_ort = None
+    print('model: %s, batch 1, %d thread(s); median of %d x %d calls'
+          % (title, a.threads, a.repeat, a.number))
     if run_ort is None:
         t_nncy = median_us(lambda: run_nncy(xd), a.number, a.repeat)
         print('nncy.runtime   %8.1f us/call' % t_nncy)

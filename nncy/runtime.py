@@ -7,11 +7,22 @@
 No training graph is built: the function implementations are created and
 set up once per batch size (a *plan*), with argument and shape checks done
 then, and each ``run`` calls their forward methods in order.  Parameters need
-no gradient and no gradient buffer is ever allocated.  The plan also records,
-for every intermediate buffer, the step after which nothing reads it: the
-buffer is released right there (as ``forward(clear_buffer=True)`` does), so
-a run holds only the live intermediates at any time.  Output arrays are
-handed to the caller and not reused by the next run.
+no gradient and no gradient buffer is ever allocated.
+
+The plan also lays out the memory once: every intermediate gets a buffer
+that outlives the run, and buffers are shared between intermediates whose
+lifetimes (from the step that writes them to the last step that reads them)
+do not overlap, so a run allocates only its output arrays, which are handed
+to the caller and never reused by the next run.  Steps between planned
+buffers run through the implementation's ``bind`` where it has one (a call
+with its array views made once), else through ``forward``.
+
+At planning, a batch normalization in inference mode (``batch_stat`` False)
+whose input is a convolution's output read by nothing else is folded into
+that convolution: the weights are scaled per output channel by
+gamma / sqrt(var + eps) and the bias becomes beta + (bias - mean) * scale,
+computed in double precision; results agree with the two functions run
+apart to float rounding.  The model's own parameters are left untouched.
 
 Importing this module and running a model whose parameters are stored as
 ``parameter.protobuf`` imports neither h5py nor CuPy.
@@ -26,12 +37,113 @@ __all__ = ['load', 'Model']
 
 
 class _Step:
-    __slots__ = ('impl', 'ins', 'outs', 'release', 'name', 'type_name')
+    __slots__ = ('impl', 'ins', 'outs', 'name', 'type_name', 'spec', 'args', 'cls')
 
-    def __init__(self, impl, ins, outs, name, type_name):
+    def __init__(self, impl, ins, outs, name, type_name, spec=None, args=None, cls=None):
         self.impl, self.ins, self.outs, self.name, self.type_name = \
             impl, ins, outs, name, type_name
-        self.release = []
+        self.spec, self.args, self.cls = spec, args, cls
+
+    def named_inputs(self):
+        """Input name (from the function table) -> Variable, for the inputs given."""
+        omitted = self.impl.omitted
+        names = [i.name for i in self.spec.inputs if i.name not in omitted]
+        return dict(zip(names, self.ins))
+
+
+def _fold_batch_norm(conv, bn, params, ctx):
+    """A Convolution step computing conv followed by bn, or None when the pair
+    does not fold (bn trains or normalizes other axes, or a weight, bias or
+    statistic is not a parameter of the model).  Scale and shift are worked
+    out in double precision."""
+    from nncy._core import Variable
+    a = bn.args
+    if a['batch_stat'] or a['output_stat'] or len(bn.outs) != 1:
+        return None
+    cin, bin_ = conv.named_inputs(), bn.named_inputs()
+    if bin_.get('x') is not conv.outs[0] or 'mean' not in bin_ or 'variance' not in bin_:
+        return None
+    y = conv.outs[0]
+    channel_axis = len(y.shape) - 1 if conv.args['channel_last'] else conv.args['base_axis']
+    if tuple(a['axes']) != (channel_axis,):
+        return None
+    oc = y.shape[channel_axis]
+    if any(id(v) not in params for n, v in cin.items() if n != 'x'):
+        return None
+    stats = {}
+    for n in ('beta', 'gamma', 'mean', 'variance'):
+        v = bin_.get(n)
+        if v is None:
+            continue
+        if id(v) not in params or v.size != oc:
+            return None
+        stats[n] = v.d.reshape(oc).astype(np.float64)
+    w = cin['weight'].d
+    scale = 1.0 / np.sqrt(stats['variance'] + a['eps'])
+    if 'gamma' in stats:
+        scale = scale * stats['gamma']
+    bias = -stats['mean'] * scale
+    if 'bias' in cin:
+        bias += cin['bias'].d.astype(np.float64) * scale
+    if 'beta' in stats:
+        bias += stats['beta']
+    w2 = Variable.from_numpy_array(
+        (w.astype(np.float64) * scale.reshape((oc,) + (1,) * (w.ndim - 1))).astype(np.float32))
+    b2 = Variable.from_numpy_array(bias.astype(np.float32))
+    impl = conv.cls(conv.spec, conv.args, ctx)
+    ins = [cin['x'], w2, b2]
+    try:
+        shapes = impl.setup(ins)
+    except (ValueError, TypeError, NotImplementedError):
+        return None
+    if [tuple(s) for s in shapes] != [tuple(bn.outs[0].shape)]:
+        return None
+    return _Step(impl, ins, bn.outs, conv.name, conv.type_name, conv.spec, conv.args,
+                 conv.cls)
+
+
+def _bind(st, moving):
+    """The step as a call without arguments: the implementation's ``bind``
+    where it has one and the step's storage stays put from run to run (no
+    run input or output, no view set at run time, float32 throughout), else
+    its forward."""
+    impl, ins, outs = st.impl, st.ins, st.outs
+    bind = getattr(impl, 'bind', None)
+    if bind is not None and not any(id(v) in moving for v in ins + outs) and \
+            all(not v.data.clear_called and v.d.dtype == np.float32 for v in ins + outs):
+        call = bind(ins, outs)
+        if call is not None:
+            return call
+    return lambda: impl.forward(ins, outs)
+
+
+def _readers(steps):
+    n = {}
+    for st in steps:
+        for v in st.ins:
+            n[id(v)] = n.get(id(v), 0) + 1
+    return n
+
+
+def _fold(steps, keep, params, ctx):
+    """Steps with inference batch normalizations folded into the convolutions
+    before them (where the convolution's output has no other use)."""
+    readers = _readers(steps)
+    out = []
+    k = 0
+    while k < len(steps):
+        st = steps[k]
+        if st.type_name == 'Convolution' and k + 1 < len(steps) and \
+                steps[k + 1].type_name == 'BatchNormalization' and \
+                readers.get(id(st.outs[0])) == 1 and id(st.outs[0]) not in keep:
+            folded = _fold_batch_norm(st, steps[k + 1], params, ctx)
+            if folded is not None:
+                out.append(folded)
+                k += 2
+                continue
+        out.append(st)
+        k += 1
+    return out
 
 
 class _Plan:
@@ -46,7 +158,7 @@ class _Plan:
             v = Variable(shape)
             made[name] = v
             self.inputs.append(v)
-        self.steps = []
+        steps = []
         ctx = model._ctx
         for fd in plan.functions:
             spec = fd.spec
@@ -82,24 +194,70 @@ class _Plan:
             outs = [Variable(tuple(s)) for s in shapes]
             for n, o in zip(fd.outputs, outs):
                 made[n] = o
-            self.steps.append(_Step(impl, ins, outs, fd.name, spec.type_name))
+            steps.append(_Step(impl, ins, outs, fd.name, spec.type_name, spec, args, cls))
         missing = [n for n in model.output_names if n not in made]
         if missing:
             raise ValueError('network %r: outputs %s are not computed by any function'
                              % (plan.name, missing))
         self.outputs = [made[n] for n in model.output_names]
-        # Liveness: release each intermediate after the last step that reads it
-        # (or right after the step that writes it, when nothing reads it).
-        keep = {id(v) for v in self.outputs} | {id(v) for v in model._param_vars.values()}
+        outside = {id(v) for v in self.outputs} | {id(v) for v in self.inputs}
+        params = {id(v) for v in model._param_vars.values()}
+        self.steps = _fold(steps, outside, params, ctx)
+        self._lay_out(outside | params)
+        fixed = outside | self.aliased
+        self.calls = [_bind(st, fixed) for st in self.steps]
+
+    def _lay_out(self, outside):
+        """Gives every intermediate a buffer, shared with intermediates whose
+        lifetimes do not overlap (greedy, smallest free buffer that fits).
+        Outputs that a function makes views of its inputs (in-place reshape,
+        through ``link``) keep their input's buffer alive as long as they live.
+        The run's inputs and outputs keep their own storage."""
         last = {}
         for k, st in enumerate(self.steps):
+            for v in st.ins + st.outs:
+                last[id(v)] = k
+        owner = {}         # id(variable) -> index of its buffer
+        users = []         # per buffer: how many live variables use it
+        sizes = []
+        free = []          # indices of buffers nobody uses
+        self.buffers = []
+        self.aliased = set()
+        for k, st in enumerate(self.steps):
+            st.impl.link(st.ins, st.outs)
             for v in st.outs:
-                last[id(v)] = (k, v)
-            for v in st.ins:
-                last[id(v)] = (k, v)
-        for k, v in last.values():
-            if id(v) not in keep:
-                self.steps[k].release.append(v.data)
+                if not v.data.clear_called:      # a view set by link
+                    src = next((u for u in st.ins if id(u) in owner or id(u) in outside
+                                if not u.data.clear_called and np.shares_memory(u.d, v.d)),
+                               None)
+                    if src is not None:
+                        self.aliased.add(id(v))
+                        if id(src) in owner:
+                            owner[id(v)] = owner[id(src)]
+                            users[owner[id(v)]] += 1
+                    continue
+                if id(v) in outside:
+                    continue
+                nbytes = v.size * np.dtype(np.float32).itemsize
+                fit = [i for i in free if sizes[i] >= nbytes]
+                if fit:
+                    i = min(fit, key=lambda i: sizes[i])
+                    free.remove(i)
+                else:
+                    i = len(self.buffers)
+                    self.buffers.append(np.empty(max(nbytes, 1), np.uint8))
+                    sizes.append(self.buffers[i].nbytes)
+                    users.append(0)
+                users[i] += 1
+                owner[id(v)] = i
+                v.data.set_array(self.buffers[i][:nbytes].view(np.float32).reshape(v.shape))
+            for v in st.ins + st.outs:
+                if last.get(id(v)) == k and id(v) in owner:
+                    i = owner.pop(id(v))
+                    del last[id(v)]
+                    users[i] -= 1
+                    if users[i] == 0:
+                        free.append(i)
 
 
 class Model:
@@ -178,6 +336,10 @@ class Model:
 
     # ---- running ---------------------------------------------------------
     def _arrays(self, args, kwargs):
+        if not kwargs and len(args) == len(self.input_names) and \
+                all(type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous
+                    for a in args):
+            return args            # the common case, with nothing to convert
         if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
             kwargs, args = dict(args[0]), ()
         if len(args) > len(self.input_names):
@@ -217,23 +379,19 @@ class Model:
 
     def run(self, *args, **kwargs):
         arrays = self._arrays(args, kwargs)
-        plan = self.plan(self._batch_of(arrays))
+        b = self._batch_of(arrays)
+        plan = self._plans.get(b) or self.plan(b)
         for n, v, a in zip(self.input_names, plan.inputs, arrays):
             if a.shape != v.shape:
                 raise ValueError('run: input %r has shape %s, the network expects %s'
                                  % (n, a.shape, v.shape))
             v.data.set_array(a)
         try:
-            for st in plan.steps:
-                st.impl.forward(st.ins, st.outs)
-                for nd in st.release:
-                    nd.clear()
-            result = OrderedDict((n, v.d) for n, v in zip(self.output_names, plan.outputs))
-        except BaseException:
-            for st in plan.steps:
-                for nd in st.release:
-                    nd.clear()
-            raise
+            for call in plan.calls:
+                call()
+            result = OrderedDict(
+                (n, v.d.copy() if id(v) in plan.aliased else v.d)
+                for n, v in zip(self.output_names, plan.outputs))
         finally:
             for v in plan.outputs:
                 v.data.clear()

@@ -431,47 +431,148 @@ executor {
 # The lean runtime
 # ---------------------------------------------------------------------------
 
-def test_runtime_frees_intermediates_after_their_last_reader(tmp_path, rng):
+def _live_sets(plan):
+    """Per step, the intermediates alive while it runs (written before or by
+    it, read by it or later)."""
+    first, last = {}, {}
+    for k, st in enumerate(plan.steps):
+        for v in st.outs:
+            first.setdefault(id(v), (k, v))
+        for v in st.ins + st.outs:
+            last[id(v)] = k
+    return [[v for i, (f, v) in first.items() if f <= k <= last[i]]
+            for k in range(len(plan.steps))]
+
+
+def test_runtime_shares_buffers_between_disjoint_lifetimes(tmp_path, rng):
     x = nn.Variable((2, 8))
     a = F.tanh(x)
     b = F.sigmoid(a)
-    c = F.add2(a, b)            # a's last reader
-    d = F.relu(c)
+    c = F.add2(a, b)            # a's and b's last reader
+    r = F.reshape(c, (4, 4))    # in place: a view of c, which stays alive with it
+    d = F.relu(r)
+    e = F.exp(d)
     path = str(tmp_path / 'chain.nnp')
     save(path, {'networks': [{'name': 'n', 'batch_size': 2, 'names': {'x': x},
-                              'outputs': {'d': d}}]})
+                              'outputs': {'e': e}}]})
     model = runtime.load(path)
     plan = model.plan(2)
     types = [st.type_name for st in plan.steps]
-    assert types == ['Tanh', 'Sigmoid', 'Add2', 'ReLU']
-    released = [len(st.release) for st in plan.steps]
-    # the input after Tanh, Tanh's and Sigmoid's outputs after Add2, Add2's after ReLU
-    assert released == [1, 0, 2, 1]
-    live = []
+    assert types == ['Tanh', 'Sigmoid', 'Add2', 'Reshape', 'ReLU', 'Exp']
+    # a, b, c need three buffers; d reuses a's or b's, not c's (r views c)
+    assert len(plan.buffers) == 3
+    xs = rng.randn(2, 8).astype(np.float32)
+    seen = []
+    view = {id(plan.steps[3].ins[0]), id(plan.steps[3].outs[0])}
 
     class Spy:
-        def __init__(self, impl):
-            self.impl = impl
+        def __init__(self, k, call):
+            self.k, self.call = k, call
 
-        def forward(self, ins, outs):
-            live.append(sum(not v.data.clear_called for s in plan.steps for v in s.outs))
-            self.impl.forward(ins, outs)
-    for st in plan.steps:
-        st.impl = Spy(st.impl)
-    xs = rng.randn(2, 8).astype(np.float32)
-    out = model.run(xs)['d']
-    assert live == [0, 1, 2, 1]
-    want = np.maximum(np.tanh(xs) + 1 / (1 + np.exp(-np.tanh(xs))), 0)
+        def __call__(self):
+            # live buffers are disjoint, but for the reshape's view of c
+            live = [v for v in _live_sets(plan)[self.k] if v not in plan.outputs]
+            seen.append(len(live))
+            for i in range(len(live)):
+                for j in range(i):
+                    pair = {id(live[i]), id(live[j])}
+                    assert pair == view or not np.shares_memory(live[i].d, live[j].d)
+            self.call()
+    plan.calls = [Spy(k, c) for k, c in enumerate(plan.calls)]
+    out = model.run(xs)['e']
+    assert seen == [1, 2, 3, 2, 2, 1]
+    want = np.exp(np.maximum(np.tanh(xs) + 1 / (1 + np.exp(-np.tanh(xs))), 0)).reshape(4, 4)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
     # no graph, no gradient: nothing allocated a gradient buffer, no function nodes
     for st in plan.steps:
         for v in st.ins + st.outs:
             assert v.parent is None and v.grad.clear_called and not v.need_grad
-            assert v.data.clear_called or v in model._param_vars.values()
     # outputs are handed over, not overwritten by the next run
-    again = model.run(xs * 0)['d']
+    again = model.run(xs * 0)['e']
     assert not np.shares_memory(out, again)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again, np.full((4, 4), np.exp(0.5), np.float32), rtol=1e-6)
+
+
+def test_runtime_output_that_views_an_intermediate_is_copied(tmp_path, rng):
+    x = nn.Variable((2, 8))
+    y = F.reshape(F.tanh(x), (16,))
+    path = str(tmp_path / 'view.nnp')
+    save(path, _contents(x, y, 2))
+    model = runtime.load(path)
+    xs = rng.randn(2, 8).astype(np.float32)
+    out = model.run(xs)['y']
+    again = model.run(-xs)['y']
+    np.testing.assert_allclose(out, np.tanh(xs).reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(again, -np.tanh(xs).reshape(-1), rtol=1e-6)
+
+
+@pytest.mark.parametrize('channel_last', [False, True])
+@pytest.mark.parametrize('bias', [False, True])
+def test_runtime_folds_inference_batch_norm_into_convolution(tmp_path, rng, channel_last, bias):
+    import nncy.parametric_functions as PF
+    shape = (2, 6, 6, 3) if channel_last else (2, 3, 6, 6)
+    x = nn.Variable(shape)
+    h = PF.convolution(x, 4, (3, 3), pad=(1, 1), with_bias=bias, channel_last=channel_last)
+    y = PF.batch_normalization(h, axes=[3 if channel_last else 1], batch_stat=False)
+    z = F.relu(y)
+    params = nn.get_parameters(grad_only=False)
+    for k, v in params.items():
+        if k.endswith('var'):
+            v.d = rng.uniform(0.2, 2.0, v.shape)
+        else:
+            v.d = rng.randn(*v.shape) * (0.5 if k.endswith('W') else 1)
+    before = {k: v.d.copy() for k, v in params.items()}
+    xs = rng.randn(*shape).astype(np.float32)
+    x.d = xs
+    z.forward()
+    want = z.d.copy()
+    path = str(tmp_path / 'cbn.nnp')
+    save(path, _contents(x, z, 2))
+    model = runtime.load(path)
+    assert [st.type_name for st in model.plan(2).steps] == ['Convolution', 'ReLU']
+    np.testing.assert_allclose(model.run(xs)['y'], want, rtol=1e-5, atol=1e-5)
+    for k, v in model._param_vars.items():     # the model's parameters are untouched
+        np.testing.assert_array_equal(v.d, before[k])
+
+
+def test_runtime_binds_affine_between_planned_buffers(tmp_path, rng):
+    x, y = _mlp(rng)           # affine (reads the input), relu, tanh, affine, softmax
+    path = str(tmp_path / 'm.nnp')
+    save(path, _contents(x, y, 4))
+    model = runtime.load(path)
+    plan = model.plan(4)
+    second = [k for k, st in enumerate(plan.steps) if st.type_name == 'Affine'][1]
+    assert plan.calls[second].__name__ == 'run'           # the bound call
+    xs = rng.randn(4, 8).astype(np.float32)
+    x.d = xs
+    y.forward()
+    for _ in range(2):
+        np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('case', ['read twice', 'computed weight'])
+def test_runtime_keeps_batch_norm_that_does_not_fold(tmp_path, rng, case):
+    import nncy.parametric_functions as PF
+    x = nn.Variable((2, 3, 5, 5))
+    if case == 'read twice':
+        h = PF.convolution(x, 4, (3, 3))
+        y = F.add2(PF.batch_normalization(h, batch_stat=False), F.sum(h))
+    else:
+        w = get_parameter_or_create('w', (4, 3, 3, 3), rng.randn(4, 3, 3, 3).astype(np.float32))
+        h = F.convolution(x, F.mul_scalar(w, 2.0))
+        y = PF.batch_normalization(h, batch_stat=False)
+        for k, v in nn.get_parameters(grad_only=False).items():
+            if k.endswith('mean'):
+                v.d = rng.randn(*v.shape)
+    path = str(tmp_path / 'keep.nnp')
+    save(path, _contents(x, y, 2))
+    model = runtime.load(path)
+    assert 'BatchNormalization' in [st.type_name for st in model.plan(2).steps]
+    xs = rng.randn(2, 3, 5, 5).astype(np.float32)
+    x.d = xs
+    y.forward()
+    np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-5, atol=1e-5)
 
 
 def test_runtime_input_checks(tmp_path, rng):

@@ -1,10 +1,17 @@
 //! Matrix products through the `gemm` crate, behind a bounds-checked wrapper.
+//!
+//! Products with very few rows (a batch-1 affine layer is a (1, K) x (K, N)
+//! product) skip the crate, whose packing and dispatch cost more than the
+//! product itself at those sizes, for the row kernels of [`small`]: each
+//! output row is a combination of the rows of rhs (rhs rows contiguous) or a
+//! set of dot products (rhs columns contiguous).
 
-use crate::par::{self, MIN_PAR_WORK};
+use crate::par::{self, par_for, MIN_PAR_WORK};
 use crate::strided::extent;
 use crate::{Error, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// A strided matrix view: element (i, j) is data[base + i * rs + j * cs].
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +101,18 @@ fn run(m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alph
         }
         return;
     }
+    if let Some(kind) = small_kind(m, n, k, &dst, &lhs, &rhs) {
+        if m == 1 && n > 1 && matches!(p, Parallelism::Rayon(_)) {
+            // one contiguous output row, cut into column ranges
+            let row = &mut dst.data[dst.base..dst.base + n];
+            par_for((row, 0..n), k, |(d, cols): (&mut [f32], Range<usize>)| {
+                small::run(kind, 1, k, cols, d, 0, 0, &lhs, &rhs, alpha, beta)
+            });
+        } else {
+            small::run(kind, m, k, 0..n, dst.data, dst.base, dst.rs, &lhs, &rhs, alpha, beta);
+        }
+        return;
+    }
     // SAFETY: `check` verified that every element of the three views lies
     // inside its slice and that dst's elements are distinct; dst is borrowed
     // mutably, so it cannot overlap lhs or rhs.
@@ -119,6 +138,190 @@ fn run(m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alph
             false,
             p,
         )
+    }
+}
+
+/// Products with at most this many lhs rows take the [`small`] kernels.
+const SMALL_M: usize = 4;
+
+/// How the [`small`] kernels run a product, if they do: they need dst rows
+/// contiguous and either rhs rows contiguous ([`small::Kind::Rows`]) or rhs
+/// columns and lhs rows contiguous ([`small::Kind::Dots`]).  Above the
+/// threading threshold, only single-row products (which split by columns)
+/// stay here.
+fn small_kind(m: usize, n: usize, k: usize, dst: &MatMut, lhs: &MatRef, rhs: &MatRef) -> Option<small::Kind> {
+    if m > SMALL_M || (dst.cs != 1 && n > 1) || (m > 1 && m * n * k >= PAR_FLOPS) {
+        return None;
+    }
+    if rhs.cs == 1 || n == 1 {
+        Some(small::Kind::Rows)
+    } else if rhs.rs == 1 && (lhs.cs == 1 || k == 1) {
+        Some(small::Kind::Dots)
+    } else {
+        None
+    }
+}
+
+mod small {
+    use super::MatRef;
+    use crate::simd;
+    use std::ops::Range;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Kind {
+        Rows,
+        Dots,
+    }
+
+    #[inline(always)]
+    fn at(base: usize, i: usize, rs: isize) -> usize {
+        (base as isize + i as isize * rs) as usize
+    }
+
+    /// lhs rows [0, R) times rhs columns [j, j + W), rhs rows contiguous:
+    /// W-wide combinations of rhs rows, R rows sharing each rhs load, R x W
+    /// independent sums (enough to hide the latency of the additions).
+    #[inline(always)]
+    fn rows_tile<const R: usize, const W: usize, const FUSED: bool>(k: usize, lhs: &MatRef, rhs: &MatRef, j: usize) -> [[f32; W]; R] {
+        let mut acc = [[0.0f32; W]; R];
+        let lrow: [usize; R] = std::array::from_fn(|r| at(lhs.base, r, lhs.rs));
+        let rb = at(rhs.base, j, rhs.cs);
+        if W == 1 {
+            // one column: U interleaved sums, not one chain of additions
+            const U: usize = 8;
+            let mut part = [[0.0f32; U]; R];
+            let full = k / U * U;
+            for p0 in (0..full).step_by(U) {
+                for u in 0..U {
+                    let b = rhs.data[at(rb, p0 + u, rhs.rs)];
+                    for r in 0..R {
+                        part[r][u] = madd::<FUSED>(lhs.data[at(lrow[r], p0 + u, lhs.cs)], b, part[r][u]);
+                    }
+                }
+            }
+            for r in 0..R {
+                let mut s = part[r].iter().sum::<f32>();
+                for p in full..k {
+                    s = madd::<FUSED>(lhs.data[at(lrow[r], p, lhs.cs)], rhs.data[at(rb, p, rhs.rs)], s);
+                }
+                acc[r][0] = s;
+            }
+            return acc;
+        }
+        for p in 0..k {
+            let o = at(rb, p, rhs.rs);
+            let b: &[f32; W] = rhs.data[o..o + W].try_into().unwrap();
+            for r in 0..R {
+                let a = lhs.data[at(lrow[r], p, lhs.cs)];
+                for w in 0..W {
+                    acc[r][w] = madd::<FUSED>(a, b[w], acc[r][w]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// a * b + c, in one rounding where the instruction set has FMA (a
+    /// software fused multiply-add would be slow).
+    #[inline(always)]
+    fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+        if FUSED {
+            a.mul_add(b, c)
+        } else {
+            a * b + c
+        }
+    }
+
+    /// Sum of a[i] * b[i], in 4 x 16 lanes.
+    #[inline(always)]
+    fn dot<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
+        const L: usize = 64;
+        let mut acc = [0.0f32; L];
+        let split = a.len() / L * L;
+        for (x, y) in a[..split].chunks_exact(L).zip(b[..split].chunks_exact(L)) {
+            for l in 0..L {
+                acc[l] = madd::<FUSED>(x[l], y[l], acc[l]);
+            }
+        }
+        let mut s = 0.0;
+        for (x, y) in a[split..].iter().zip(&b[split..]) {
+            s += x * y;
+        }
+        for l in 0..L / 2 {
+            acc[l] += acc[l + L / 2];
+        }
+        s + acc[..L / 2].iter().sum::<f32>()
+    }
+
+    /// d[i, j] = alpha * d[i, j] + beta * v, alpha 0 not reading d.
+    #[inline(always)]
+    fn put(d: &mut f32, v: f32, alpha: f32, beta: f32) {
+        *d = if alpha == 0.0 { 0.0 } else { alpha * *d } + beta * v;
+    }
+
+    /// Output rows [0, m) over the columns `cols` of a checked product: element
+    /// (i, j) of dst is d[base + i * rs + j - cols.start].
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(kind: Kind, m: usize, k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+        if matches!(simd::arch(), pulp::Arch::Scalar) {
+            run_with::<false>(kind, m, k, cols, d, base, rs, lhs, rhs, alpha, beta)
+        } else {
+            run_with::<true>(kind, m, k, cols, d, base, rs, lhs, rhs, alpha, beta)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with<const FUSED: bool>(kind: Kind, m: usize, k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+        simd::dispatch(
+            #[inline(always)]
+            || match (kind, m) {
+                (Kind::Dots, _) => {
+                    for i in 0..m {
+                        let a = &lhs.data[at(lhs.base, i, lhs.rs)..][..k];
+                        let row = at(base, i, rs);
+                        for j in cols.clone() {
+                            let v = dot::<FUSED>(a, &rhs.data[at(rhs.base, j, rhs.cs)..][..k]);
+                            put(&mut d[row + j - cols.start], v, alpha, beta);
+                        }
+                    }
+                }
+                // tiles of R x W accumulators, at most 128 (8 AVX-512 registers)
+                (Kind::Rows, 1) => rows::<1, 256, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, 2) => rows::<2, 128, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, 3) => rows::<3, 64, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+                (Kind::Rows, _) => rows::<4, 64, FUSED>(k, cols, d, base, rs, lhs, rhs, alpha, beta),
+            },
+        )
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn rows<const R: usize, const W: usize, const FUSED: bool>(k: usize, cols: Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn tile<const R: usize, const W: usize, const FUSED: bool>(k: usize, j: usize, c0: usize, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+            let acc = rows_tile::<R, W, FUSED>(k, lhs, rhs, j);
+            for (r, a) in acc.iter().enumerate() {
+                let o = at(base, r, rs) + j - c0;
+                for (dv, &v) in d[o..o + W].iter_mut().zip(a) {
+                    put(dv, v, alpha, beta);
+                }
+            }
+        }
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn tiles<const R: usize, const W: usize, const FUSED: bool>(k: usize, j: &mut usize, cols: &Range<usize>, d: &mut [f32], base: usize, rs: isize, lhs: &MatRef, rhs: &MatRef, alpha: f32, beta: f32) {
+            while *j + W <= cols.end {
+                tile::<R, W, FUSED>(k, *j, cols.start, d, base, rs, lhs, rhs, alpha, beta);
+                *j += W;
+            }
+        }
+        // widest tiles first, narrower ones for the remaining columns
+        let mut j = cols.start;
+        tiles::<R, W, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 32, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 8, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
+        tiles::<R, 1, FUSED>(k, &mut j, &cols, d, base, rs, lhs, rhs, alpha, beta);
     }
 }
 
@@ -406,6 +609,57 @@ mod tests {
         )
         .unwrap();
         assert!(d.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-4 * (1.0 + w.abs())));
+    }
+
+    /// Few-row products in every layout the small kernels take (and some
+    /// they leave to the crate), odd sizes, accumulation, one threaded case.
+    #[test]
+    fn small_m_products_match_naive() {
+        let shapes = [(1, 1, 1), (1, 7, 3), (1, 33, 100), (2, 70, 65), (3, 8, 1), (4, 300, 17), (5, 9, 9), (1, 2048, 2048)];
+        for &(m, n, k) in &shapes {
+            let l = data(m * k + 3, 11);
+            let r = data(k * n + 3, 12);
+            // (lhs view, rhs view): row-major; rhs transposed; lhs transposed; both transposed
+            let layouts = [
+                ((1, k as isize, 1), (2, n as isize, 1)),
+                ((1, k as isize, 1), (2, 1, k as isize)),
+                ((1, 1, m as isize), (2, n as isize, 1)),
+                ((1, 1, m as isize), (2, 1, k as isize)),
+            ];
+            for (lv, rv) in layouts {
+                // dst row-major, or rows reversed (negative row stride)
+                for dv in [(0usize, n as isize, 1isize), ((m - 1) * n, -(n as isize), 1)] {
+                    for (alpha, beta) in [(0.0, 1.0), (1.0, -0.5)] {
+                        let mut d = data(m * n, 13);
+                        if alpha == 0.0 {
+                            d.iter_mut().for_each(|v| *v = f32::NAN);
+                        }
+                        let mut want = d.clone();
+                        naive(m, n, k, &mut want, dv, &l, lv, &r, rv, alpha, beta);
+                        gemm(
+                            m,
+                            n,
+                            k,
+                            MatMut { data: &mut d, base: dv.0, rs: dv.1, cs: dv.2 },
+                            MatRef { data: &l, base: lv.0, rs: lv.1, cs: lv.2 },
+                            MatRef { data: &r, base: rv.0, rs: rv.1, cs: rv.2 },
+                            alpha,
+                            beta,
+                        )
+                        .unwrap();
+                        for (g, w) in d.iter().zip(&want) {
+                            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} {lv:?} {rv:?}: {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
+        let view = |rs, cs| MatRef { data: &[], base: 0, rs, cs };
+        let dst = MatMut { data: &mut [], base: 0, rs: 8, cs: 1 };
+        assert_eq!(small_kind(1, 8, 8, &dst, &view(8, 1), &view(8, 1)), Some(small::Kind::Rows));
+        assert_eq!(small_kind(4, 8, 8, &dst, &view(8, 1), &view(1, 8)), Some(small::Kind::Dots));
+        assert_eq!(small_kind(2, 8, 8, &dst, &view(1, 2), &view(1, 8)), None);
+        assert_eq!(small_kind(5, 8, 8, &dst, &view(8, 1), &view(8, 1)), None);
     }
 
     #[test]
