@@ -192,6 +192,34 @@ def median_us(fn, number, repeat):
     return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
 
+def compare(model='lenet', threads=1, number=200, repeat=30):
+    """{'nncy': µs per call, 'ort': µs or None, 'ratio': median of the
+    per-repeat ratios or None, 'diff': max |difference| of the outputs}.
+    Each repeat times both, so that load on a shared machine hits both alike."""
+    _, make_weights, make_nncy, make_onnx, n_in = MODELS[model]
+    ws = make_weights()
+    xd = np.random.RandomState(1).rand(1, n_in).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        run_nncy = make_nncy(ws, os.path.join(d, model + '.nnp'))
+    try:
+        run_ort = onnx_session(*make_onnx(ws), threads)
+    except ImportError:
+        run_ort = None
+    fa = lambda: run_nncy(xd)  # noqa: E731
+    if run_ort is None:
+        return {'nncy': median_us(fa, number, repeat), 'ort': None, 'ratio': None,
+                'diff': None}
+    fb = lambda: run_ort(xd)  # noqa: E731
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(repeat):
+        ta.append(timeit.timeit(fa, number=number) / number * 1e6)
+        tb.append(timeit.timeit(fb, number=number) / number * 1e6)
+    return {'nncy': statistics.median(ta), 'ort': statistics.median(tb),
+            'ratio': statistics.median(x / y for x, y in zip(ta, tb)),
+            'diff': float(np.abs(run_nncy(xd) - run_ort(xd)).max())}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', choices=sorted(MODELS), default='lenet')
@@ -200,35 +228,16 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     a = p.parse_args(argv)
     os.environ.setdefault('NNCY_NUM_THREADS', str(a.threads))
-    title, make_weights, make_nncy, make_onnx, n_in = MODELS[a.model]
-    ws = make_weights()
-    xd = np.random.RandomState(1).rand(1, n_in).astype(np.float32)
-    with tempfile.TemporaryDirectory() as d:
-        run_nncy = make_nncy(ws, os.path.join(d, a.model + '.nnp'))
-    try:
-        run_ort = onnx_session(*make_onnx(ws), a.threads)
-    except ImportError:
-        run_ort = None
+    r = compare(a.model, a.threads, a.number, a.repeat)
     print('model: %s, batch 1, %d thread(s); median of %d x %d calls'
-          % (title, a.threads, a.repeat, a.number))
-    if run_ort is None:
-        t_nncy = median_us(lambda: run_nncy(xd), a.number, a.repeat)
-        print('nncy.runtime   %8.1f us/call' % t_nncy)
+          % (MODELS[a.model][0], a.threads, a.repeat, a.number))
+    print('nncy.runtime   %8.1f us/call' % r['nncy'])
+    if r['ort'] is None:
         print('onnxruntime    not installed (pip install onnx onnxruntime): no ratio')
         return 0
-    # Interleaved: each repeat times both, so that load on the shared machine
-    # hits both alike; the ratio is the median of the per-repeat ratios.
-    fa, fb = (lambda: run_nncy(xd)), (lambda: run_ort(xd))
-    fa(), fb()
-    ta, tb = [], []
-    for _ in range(a.repeat):
-        ta.append(timeit.timeit(fa, number=a.number) / a.number * 1e6)
-        tb.append(timeit.timeit(fb, number=a.number) / a.number * 1e6)
-    diff = float(np.abs(run_nncy(xd) - run_ort(xd)).max())
-    print('nncy.runtime   %8.1f us/call' % statistics.median(ta))
-    print('onnxruntime    %8.1f us/call' % statistics.median(tb))
+    print('onnxruntime    %8.1f us/call' % r['ort'])
     print('ratio nncy / onnxruntime: %.2f  (median of per-repeat ratios; max |difference| '
-          'of outputs %.2g)' % (statistics.median(x / y for x, y in zip(ta, tb)), diff))
+          'of outputs %.2g)' % (r['ratio'], r['diff']))
     return 0
 
 
