@@ -600,10 +600,11 @@ fn grow(v: &mut Vec<f32>, n: usize) -> Result<&mut [f32]> {
 /// samples share one column matrix (C Kp, samples x P), so that one product
 /// serves them all.  Each input plane is copied into a zero-padded plane of
 /// `pp` floats, where the input of output position q under tap kf is element
-/// `idx[kf * P + q]` and input row r starts at element `rows[r]`.
+/// `koff[kf] + qoff[q]`, and input row r starts at element `rows[r]`.
 struct Tables {
     pp: usize,
-    idx: Vec<u32>,
+    koff: Vec<usize>,
+    qoff: Vec<u32>,
     rows: Vec<usize>,
     len: usize,
 }
@@ -617,38 +618,37 @@ impl Tables {
             return None;
         }
         let pst = window::strides(axes.iter().map(|a| a.len + 2 * a.p), nd);
-        let ost = window::strides(axes.iter().map(|a| a.out), nd);
-        let kst = window::strides(axes.iter().map(|a| a.k), nd);
-        let ist = window::strides(axes.iter().map(|a| a.len), nd);
+        // offset in the padded plane of flat index i over the lengths `n` of
+        // the axes, each index scaled by `f`
+        let offsets = |count: usize, n: &dyn Fn(&Axis) -> usize, f: &dyn Fn(&Axis) -> usize| -> Vec<usize> {
+            let st = window::strides(axes.iter().map(n), nd);
+            (0..count).map(|i| axes.iter().enumerate().map(|(j, a)| (i / st[j]) % n(a) * f(a) * pst[j]).sum()).collect()
+        };
         // every tap lies in the padded input (the output length guarantees it)
-        let idx = (0..s.kp * s.pout)
-            .map(|i| {
-                let (kf, q) = (i / s.pout, i % s.pout);
-                let at = |a: &Axis, j: usize| ((q / ost[j]) % a.out * a.s + (kf / kst[j]) % a.k * a.d) * pst[j];
-                axes.iter().enumerate().map(|(j, a)| at(a, j)).sum::<usize>() as u32
-            })
-            .collect();
+        let koff = offsets(s.kp, &|a| a.k, &|a| a.d);
+        let qoff = offsets(s.pout, &|a| a.out, &|a| a.s).into_iter().map(|v| v as u32).collect();
         let len = axes[nd - 1].len;
+        let ist = window::strides(axes.iter().map(|a| a.len), nd);
         let rows = (0..s.pin / len)
             .map(|r| axes.iter().enumerate().map(|(j, a)| ((r * len / ist[j]) % a.len + a.p) * pst[j]).sum())
             .collect();
-        Some(Tables { pp, idx, rows, len })
+        Some(Tables { pp, koff, qoff, rows, len })
     }
 
     #[inline(always)]
     /// col (C Kp rows of `ld`, this sample's columns from `q0`) <- im2col of
     /// one sample's planes `x` (C of P_in).
     fn im2col(&self, s: &Sizes, x: &[f32], pad: &mut [f32], col: &mut [f32], ld: usize, q0: usize) {
-        let pp = self.pp;
-        let pad = &mut pad[..pp];
+        let pad = &mut pad[..self.pp];
         for (c, xp) in x.chunks_exact(s.pin).enumerate() {
             for (&off, xr) in self.rows.iter().zip(xp.chunks_exact(self.len)) {
                 pad[off..off + self.len].copy_from_slice(xr);
             }
-            for (kf, tk) in self.idx.chunks_exact(s.pout).enumerate() {
+            for (kf, &ko) in self.koff.iter().enumerate() {
                 let crow = &mut col[(c * s.kp + kf) * ld + q0..][..s.pout];
-                for (d, &j) in crow.iter_mut().zip(tk) {
-                    *d = pad[(j as usize).min(pp - 1)];
+                let src = &pad[ko..];
+                for (d, &j) in crow.iter_mut().zip(&self.qoff) {
+                    *d = src[(j as usize).min(src.len() - 1)];
                 }
             }
         }
@@ -657,14 +657,15 @@ impl Tables {
     #[inline(always)]
     /// gx (one sample's C planes) += col2im of its columns from `q0`.
     fn col2im(&self, s: &Sizes, col: &[f32], pad: &mut [f32], gx: &mut [f32], ld: usize, q0: usize) {
-        let pp = self.pp;
-        let pad = &mut pad[..pp];
+        let pad = &mut pad[..self.pp];
         for (c, gp) in gx.chunks_exact_mut(s.pin).enumerate() {
             pad.fill(0.0);
-            for (kf, tk) in self.idx.chunks_exact(s.pout).enumerate() {
+            for (kf, &ko) in self.koff.iter().enumerate() {
                 let crow = &col[(c * s.kp + kf) * ld + q0..][..s.pout];
-                for (&v, &j) in crow.iter().zip(tk) {
-                    pad[(j as usize).min(pp - 1)] += v;
+                let dst = &mut pad[ko..];
+                let last = dst.len() - 1;
+                for (&v, &j) in crow.iter().zip(&self.qoff) {
+                    dst[(j as usize).min(last)] += v;
                 }
             }
             for (&off, gr) in self.rows.iter().zip(gp.chunks_exact_mut(self.len)) {
