@@ -5,9 +5,10 @@ nncy against the same model in PyTorch, in one process, same thread count.
                                     (from the repository root)
 
 The step is forward, zero_grad, backward and an Adam update on a (batch, 64)
-input of 8x8 images with 10 classes.  Both steps run in turn (so that noise
-from the shared machine falls on both alike); the script prints the median
-of each and the ratio nncy / PyTorch (below 1.0: nncy is faster).  Without
+input of 8x8 images with 10 classes.  The two libraries take turns in short
+blocks of steps (so that noise from the shared machine falls on both
+alike); the script prints the median of each and the ratio nncy / PyTorch
+(below 1.0: nncy is faster).  Without
 PyTorch only the nncy figure is printed.
 """
 import argparse
@@ -86,8 +87,12 @@ def try_torch():
     return torch
 
 
-def compare(repeat=200, batch=64, threads=0, warmup=20):
-    """{'nncy': median s, 'torch': median s or None, 'threads': n}."""
+def compare(repeat=200, batch=64, threads=0, warmup=20, block=10, settle=3):
+    """{'nncy': median s, 'torch': median s or None, 'threads', 'torch_version'}.
+
+    The libraries take turns in blocks of ``block`` timed steps, each block
+    after ``settle`` untimed ones: the thread pool of one library may still
+    be spinning when the other starts, which would slow down both."""
     from nncy import _kernels
     threads = threads or _kernels.num_threads()
     x, t = data(batch)
@@ -96,15 +101,19 @@ def compare(repeat=200, batch=64, threads=0, warmup=20):
     if torch is not None:
         torch.set_num_threads(threads)
         steps['torch'] = torch_step(torch, x, t)
-    times = {k: [] for k in steps}
-    for i in range(warmup + repeat):
-        for k, fn in steps.items():
-            t0 = time.perf_counter()
+    for fn in steps.values():
+        for _ in range(warmup):
             fn()
-            dt = time.perf_counter() - t0
-            if i >= warmup:
-                times[k].append(dt)
-    out = {k: statistics.median(v) for k, v in times.items()}
+    times = {k: [] for k in steps}
+    while len(times['nncy']) < repeat:
+        for k, fn in steps.items():
+            for i in range(settle + block):
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                if i >= settle:
+                    times[k].append(dt)
+    out = {k: statistics.median(v[:repeat]) for k, v in times.items()}
     out.setdefault('torch', None)
     out['threads'] = threads
     out['torch_version'] = torch.__version__ if torch is not None else None
