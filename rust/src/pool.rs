@@ -164,12 +164,13 @@ struct Table {
 }
 
 impl Table {
-    /// The table when it is small against the work it serves.
+    /// The table when rows are short (the row loops would run a few
+    /// outputs at a time) and it is small against the work it serves.
     fn new(g: &PoolGeom) -> Option<Table> {
         let (pin, pout, _, _) = g.sizes().ok()?;
         let kp = window::product(&g.axes, |a| a.k).ok()?;
         let n = pout.checked_mul(kp)?;
-        if n == 0 || n > 16 * 1024 || g.outer < 4 || pin >= NONE as usize {
+        if g.last().out >= 16 || n == 0 || n > 16 * 1024 || g.outer < 4 || pin >= NONE as usize {
             return None;
         }
         let axes = &g.axes[..];
@@ -230,10 +231,11 @@ impl Table {
                                 let xp = &x[plane * pin..][..pin];
                                 let (mut best, mut arg) = (f32::NEG_INFINITY, NONE);
                                 for &j in taps.iter().filter(|&&j| j != NONE) {
+                                    // selects, not branches: the winner is data dependent
                                     let u = xp[j as usize];
-                                    if u > best || arg == NONE {
-                                        (best, arg) = (u, j);
-                                    }
+                                    let take = u > best || arg == NONE;
+                                    best = if take { u } else { best };
+                                    arg = if take { j } else { arg };
                                 }
                                 if arg != NONE {
                                     gxp[arg as usize] += gv;
