@@ -33,6 +33,7 @@ use crate::par::{self, par_for, Rows, MIN_PAR_WORK};
 use crate::window::{self, row_index, Axis, MAX_AXES};
 use crate::{depthwise, simd, Error, Result};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 pub const FORWARD: u32 = 0;
 pub const DATA: u32 = 1;
@@ -587,6 +588,36 @@ struct Bufs {
     pad: Vec<f32>,
 }
 
+impl Bufs {
+    fn floats(&self) -> usize {
+        self.col.capacity() + self.y.capacity() + self.pad.capacity()
+    }
+}
+
+/// Most scratch floats a thread keeps between calls.
+const KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// Scratch buffers kept between calls: the page faults of fresh buffers
+    /// cost as much as a small convolution.
+    static SCRATCH: RefCell<Bufs> = RefCell::new(Bufs::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (fresh ones if they are in
+/// use), dropped afterwards when they have grown past [`KEEP`].
+fn with_bufs<R>(f: impl FnOnce(&mut Bufs) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let r = f(&mut bufs);
+            if bufs.floats() > KEEP {
+                *bufs = Bufs::default();
+            }
+            r
+        }
+        Err(_) => f(&mut Bufs::default()),
+    })
+}
+
 /// `v` grown to at least `n` elements (an allocation failure is an error).
 fn grow(v: &mut Vec<f32>, n: usize) -> Result<&mut [f32]> {
     if v.len() < n {
@@ -803,14 +834,13 @@ fn forward(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], bias: O
         return par::install(usize::MAX, |_| {
             y.par_chunks_mut(p.nb * ys)
                 .zip(x.par_chunks(p.nb * xs))
-                .try_for_each_init(Bufs::default, |bufs, (yb, xb)| block(bufs, yb.len() / ys, xb, yb, false))
+                .try_for_each(|(yb, xb)| with_bufs(|bufs| block(bufs, yb.len() / ys, xb, yb, false)))
         });
     }
-    let mut bufs = Bufs::default();
-    for (n0, nb) in p.blocks(g.batch) {
-        block(&mut bufs, nb, &x[n0 * xs..(n0 + nb) * xs], &mut y[n0 * ys..(n0 + nb) * ys], true)?;
-    }
-    Ok(())
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .try_for_each(|(n0, nb)| block(bufs, nb, &x[n0 * xs..(n0 + nb) * xs], &mut y[n0 * ys..(n0 + nb) * ys], true))
+    })
 }
 
 fn backward_data(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], bias: Option<&[f32]>, accum: bool) -> Result {
@@ -824,14 +854,13 @@ fn backward_data(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32],
         return par::install(usize::MAX, |_| {
             gx.par_chunks_mut(p.nb * xs)
                 .zip(gy.par_chunks(p.nb * ys))
-                .try_for_each_init(Bufs::default, |bufs, (gxb, gyb)| block(bufs, gxb.len() / xs, gyb, gxb, false))
+                .try_for_each(|(gxb, gyb)| with_bufs(|bufs| block(bufs, gxb.len() / xs, gyb, gxb, false)))
         });
     }
-    let mut bufs = Bufs::default();
-    for (n0, nb) in p.blocks(g.batch) {
-        block(&mut bufs, nb, &gy[n0 * ys..(n0 + nb) * ys], &mut gx[n0 * xs..(n0 + nb) * xs], true)?;
-    }
-    Ok(())
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .try_for_each(|(n0, nb)| block(bufs, nb, &gy[n0 * ys..(n0 + nb) * ys], &mut gx[n0 * xs..(n0 + nb) * xs], true))
+    })
 }
 
 fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32], accum: bool) -> Result {
@@ -852,13 +881,12 @@ fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32
             blocks
                 .into_par_iter()
                 .try_fold(
-                    || (Bufs::default(), vec![0.0f32; wn]),
-                    |(mut bufs, mut acc), b| {
-                        block(&mut bufs, b, &mut acc, 1.0, false)?;
-                        Ok::<_, Error>((bufs, acc))
+                    || vec![0.0f32; wn],
+                    |mut acc, b| {
+                        with_bufs(|bufs| block(bufs, b, &mut acc, 1.0, false))?;
+                        Ok::<_, Error>(acc)
                     },
                 )
-                .map(|r| r.map(|(_, acc)| acc))
                 .try_reduce_with(|mut a, b| {
                     a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
                     Ok(a)
@@ -878,11 +906,11 @@ fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32
     if g.batch == 0 && !accum {
         gw.fill(0.0);
     }
-    let mut bufs = Bufs::default();
-    for (i, b) in p.blocks(g.batch).enumerate() {
-        block(&mut bufs, b, gw, if accum || i > 0 { 1.0 } else { 0.0 }, true)?;
-    }
-    Ok(())
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .enumerate()
+            .try_for_each(|(i, b)| block(bufs, b, gw, if accum || i > 0 { 1.0 } else { 0.0 }, true))
+    })
 }
 
 #[cfg(test)]
