@@ -159,6 +159,48 @@ cdef class Operand:
 cdef dict _BUFFER_FORMATS = {}
 
 
+# Storage that the graph engine releases (``clear_buffer``,
+# ``clear_no_need_grad``) is kept for reuse, by shape and dtype: a training
+# loop frees and allocates the same buffers on every step, and fresh memory
+# from the system costs a page fault per 4 KiB.  Only arrays that own their
+# memory and that nothing else refers to are kept, up to _SPARE_MAX bytes.
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(object o)
+
+cdef dict _spare = {}
+cdef Py_ssize_t _spare_bytes = 0
+cdef Py_ssize_t _SPARE_MAX = 256 << 20
+cdef Py_ssize_t _SPARE_MIN = 16 << 10   # smaller ones are cheap to allocate
+
+
+cdef _release(NdArray a):
+    """Drop the storage of ``a``, keeping it for reuse when it is unshared."""
+    global _spare_bytes
+    arr = a._arr
+    a._arr = None
+    if arr is None or type(arr) is not np.ndarray or Py_REFCNT(arr) != 1:
+        return
+    cdef cnp.ndarray c = arr
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(c)
+    if (cnp.PyArray_BASE(c) != NULL or not cnp.PyArray_IS_C_CONTIGUOUS(c)
+            or not cnp.PyArray_ISWRITEABLE(c) or nbytes < _SPARE_MIN
+            or _spare_bytes + nbytes > _SPARE_MAX):
+        return
+    _spare.setdefault((a._shape, c.dtype), []).append(c)
+    _spare_bytes += nbytes
+
+
+cdef object _take(tuple shape, dtype):
+    """A kept array of this shape and dtype (contents undefined), or None."""
+    global _spare_bytes
+    cdef list kept = _spare.get((shape, dtype))
+    if not kept:
+        return None
+    cdef cnp.ndarray arr = kept.pop()
+    _spare_bytes -= cnp.PyArray_NBYTES(arr)
+    return arr
+
+
 cdef class NdArray(Operand):
     """An n-dimensional buffer.  ``.data`` is the NumPy array itself; storage is
     allocated on first use."""
@@ -170,12 +212,18 @@ cdef class NdArray(Operand):
 
     cdef object get(self):
         if self._arr is None:
-            self._arr = _np_zeros(self._shape, self._dtype)
+            arr = _take(self._shape, self._dtype)
+            if arr is None:
+                arr = _np_zeros(self._shape, self._dtype)
+            else:
+                arr.fill(0)
+            self._arr = arr
         return self._arr
 
     cdef object get_empty(self):
         if self._arr is None:
-            self._arr = _np_empty(self._shape, self._dtype)
+            arr = _take(self._shape, self._dtype)
+            self._arr = _np_empty(self._shape, self._dtype) if arr is None else arr
         return self._arr
 
     @staticmethod
@@ -1008,7 +1056,7 @@ cdef _forward_graph(object roots, bint clear_buffer, bint clear_no_need_grad, pr
             remaining[k] -= 1
             if (remaining[k] == 0 and v._parent is not None and not v.persistent
                     and k not in root_ids and k not in keep):
-                v._data._arr = None
+                _release(v._data)
 
 
 cdef _ensure_data(Variable v):
@@ -1077,8 +1125,8 @@ cdef _backward_graph(Variable root, grad, bint clear_buffer, pre, post):
         if clear_buffer:
             for o in outs:
                 if not o.persistent and o is not root:
-                    o._grad._arr = None
-                    o._data._arr = None
+                    _release(o._grad)
+                    _release(o._data)
 
 
 # ---------------------------------------------------------------------------
@@ -1101,7 +1149,8 @@ cdef inline cnp.ndarray _out32(NdArray a):
     arr = a._arr
     if arr is None or cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or \
             not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        a._arr = arr = _np_empty(a._shape, _F32)
+        arr = _take(a._shape, _F32)
+        a._arr = arr = _np_empty(a._shape, _F32) if arr is None else arr
         a._dtype = _F32
     return arr
 

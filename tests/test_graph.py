@@ -822,3 +822,28 @@ def test_global_recompute_flag():
     finally:
         nn.set_global_recompute(False)
     assert not nn.Variable((2,)).recompute
+
+
+def test_released_buffers_are_reused_only_when_unshared():
+    x = nn.Variable.from_numpy_array(np.ones((64, 1000), np.float32))
+    h = F.add_scalar(x, 1.0)
+    y = F.add_scalar(h, 1.0)
+    y.forward()
+    held = h.d                      # the user keeps h's array: it must survive
+    y.forward(clear_buffer=True)
+    z = F.add_scalar(x, 2.0)
+    z.forward()
+    assert not np.shares_memory(z.d, held) and (held == 2).all()
+
+    h2 = F.add_scalar(x, 1.0)
+    y2 = F.add_scalar(h2, 1.0)
+    y2.forward()
+    addr = h2.d.ctypes.data
+    y2.forward(clear_buffer=True)   # nothing else refers to h2's array: kept
+    z2 = F.add_scalar(x, 2.0)
+    z2.forward()
+    assert z2.d.ctypes.data == addr and (z2.d == 3).all()
+    assert (y2.d == 3).all() and (held == 2).all()
+    # storage allocated zero-filled is zero even when it is reused
+    y2.forward(clear_buffer=True)
+    assert (h2.d == 0).all()
