@@ -29,7 +29,7 @@
 //! turn with threaded products.
 
 use crate::gemm::{self, MatMut, MatRef};
-use crate::par::{self, par_for, Rows, MIN_PAR_WORK};
+use crate::par::{self, par_for, Rows};
 use crate::window::{self, row_index, Axis, MAX_AXES};
 use crate::{depthwise, simd, Error, Result};
 use rayon::prelude::*;
@@ -546,6 +546,12 @@ fn filter_sample(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32],
     Ok(())
 }
 
+/// Fewest multiply-adds for threads: in a training step the pool's threads
+/// have gone to sleep between two layers, and waking them, with the data in
+/// the other cores' caches, costs more than it saves on smaller work (a
+/// few tens of microseconds of it).
+const PAR_MACS: usize = 16 << 20;
+
 /// How the batch is cut into blocks of `nb` samples: blocks run in
 /// parallel (each single-threaded) or in turn (with threaded products);
 /// `tabs` is set when blocks take the batched path.
@@ -563,7 +569,7 @@ impl Plan {
         let nonempty = s.pin * g.channels > 0 && s.pout * g.out_channels > 0;
         let tabs = (nonempty && !g.channel_last && 2 * per <= COL_BLOCK).then(|| Tables::new(g, s)).flatten();
         let mut nb = if tabs.is_some() { (COL_BLOCK / per).clamp(1, batch.max(1)) } else { 1 };
-        let parallel = threads > 1 && nonempty && work >= 4 * MIN_PAR_WORK && batch >= if tabs.is_some() { 2 } else { threads };
+        let parallel = threads > 1 && nonempty && work >= PAR_MACS && batch >= if tabs.is_some() { 2 } else { threads };
         if parallel && tabs.is_some() {
             // whole rounds of blocks, one per thread
             let blocks = batch.div_ceil(nb).next_multiple_of(threads).min(batch);
@@ -1014,7 +1020,7 @@ mod tests {
             geom(2, 16, 8, 2, true, &[(24, 3, 1, 1, 1), (23, 3, 0, 2, 1)]),
             // batched path: one input channel, odd batch, blocks in parallel, 3-D
             geom(7, 1, 5, 1, false, &[(8, 5, 2, 1, 1), (8, 5, 2, 1, 1)]),
-            geom(64, 16, 32, 1, false, &[(4, 3, 1, 1, 1), (4, 3, 1, 1, 1)]),
+            geom(64, 32, 32, 1, false, &[(8, 3, 1, 1, 1), (8, 3, 1, 1, 1)]),
             geom(3, 4, 6, 2, false, &[(3, 2, 1, 1, 1), (4, 3, 1, 2, 1), (5, 1, 0, 1, 1)]),
         ];
         for g in &cases {
