@@ -1,8 +1,9 @@
-"""Side-by-side timings: nncy against NumPy and (when importable) PyTorch, in
-one run on one machine.  Prints medians and the ratio nncy / other (below 1.0:
-nncy is faster).
+"""Side-by-side timings: nncy against NumPy, PyTorch and onnxruntime (those
+that are importable), in one run on one machine.  Prints medians and the ratio
+nncy / other (below 1.0: nncy is faster), then the performance targets with
+the measured ratio of each.
 
-    python benchmarks/compare.py [--repeat 9] [--quick]
+    python -m benchmarks.compare [--repeat 9] [--quick]     (from the repository root)
 """
 import argparse
 import statistics
@@ -89,6 +90,33 @@ def cases(quick):
     yield ('conv3x3 fwd+bwd', nn_fb, None, torch_fb if torch else None)
 
 
+# (label, row of the kernel table, column: 2 NumPy / 3 PyTorch, target ratio)
+KERNEL_TARGETS = [('affine 2048 / NumPy', 'affine', 2, 1.1),
+                  ('affine 2048 / PyTorch', 'affine', 3, 1.0),
+                  ('conv 3x3 forward / PyTorch', 'conv3x3 fwd', 3, 1.0),
+                  ('conv 3x3 fwd+bwd / PyTorch', 'conv3x3 fwd+bwd', 3, 1.0)] + [
+                  ('%s 16M / PyTorch' % k, k, 3, 1.0)
+                  for k in ('relu', 'add2', 'exp', 'sigmoid', 'sum')]
+
+
+def targets(rows, quick):
+    """[(label, measured, target)]: ratios, but the dispatch cost in µs."""
+    from . import infer_latency, overhead, train_step
+    out = []
+    for label, prefix, col, goal in KERNEL_TARGETS:
+        row = next(r for r in rows if r[0].startswith(prefix))
+        out.append((label, row[1] / row[col] if row[col] else None, goal))
+    o = overhead.measure(number=500 if quick else 2000, repeat=9 if quick else 50)
+    out.append(('dispatch, auto_forward relu (us)', o['nncy auto_forward F.relu'],
+                overhead.BUDGET_US))
+    st = train_step.compare(repeat=20 if quick else 200)
+    out.append(('LeNet training step / PyTorch',
+                st['nncy'] / st['torch'] if st['torch'] else None, 1.0))
+    inf = infer_latency.compare('lenet', threads=1, repeat=5 if quick else 30)
+    out.append(('LeNet batch-1 inference / onnxruntime', inf['ratio'], 1.0))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--repeat', type=int, default=9)
@@ -110,6 +138,11 @@ def main(argv=None):
         print('%-28s %s %s %s %s %s' % (name, fmt(t_nn), fmt(t_np), fmt(t_t), ratio(t_np),
                                         ratio(t_t)))
         rows.append((name, t_nn, t_np, t_t))
+    print()
+    print('%-40s %9s %7s %s' % ('target', 'measured', 'target', ''))
+    for label, v, goal in targets(rows, a.quick):
+        print('%-40s %9s %7.2f %s' % (label, '%.2f' % v if v is not None else '-', goal,
+                                      '' if v is None else 'met' if v <= goal else 'MISSED'))
     return rows
 
 

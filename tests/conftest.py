@@ -20,6 +20,7 @@ except ImportError:
 def _isolate_state():
     import nncy as nn
     np.random.seed(0)
+    nn.random.seed(0)      # parameter initializers draw from it
     ctx = nn.get_current_context()
     auto = nn.get_auto_forward()
     yield

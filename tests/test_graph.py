@@ -822,3 +822,17 @@ def test_global_recompute_flag():
     finally:
         nn.set_global_recompute(False)
     assert not nn.Variable((2,)).recompute
+
+
+def test_cleared_buffers_held_by_the_user_survive():
+    x = nn.Variable.from_numpy_array(np.ones((64, 1000), np.float32))
+    h = F.add_scalar(x, 1.0)
+    y = F.add_scalar(h, 1.0)
+    y.forward()
+    held = h.d                      # the user keeps h's array: it must survive
+    y.forward(clear_buffer=True)
+    z = F.add_scalar(x, 2.0)
+    z.forward()
+    assert not np.shares_memory(z.d, held) and (held == 2).all()
+    # storage released by clear_buffer comes back zero-filled
+    assert (h.d == 0).all() and (y.d == 3).all()

@@ -18,16 +18,22 @@
 //!   matrix is (P, G Kp Cg) with columns ordered (group, tap, channel) and
 //!   y_g (P, OCg) = col_g (P, Kp Cg) @ W_g^T.
 //!
-//! Threads: when the batch has at least as many samples as there are
-//! threads, samples run in parallel, each with its own column buffer and
-//! single-threaded products (weight gradients are summed per thread, then
-//! added up); otherwise samples run in turn with threaded products.
+//! Small channel-first images take a batched path: the columns of several
+//! samples sit side by side in one column matrix (built through index tables
+//! on zero-padded planes), so that one product serves the block of samples.
+//!
+//! Threads: when the batch has at least as many samples (or, on the batched
+//! path, two blocks) as there are threads, blocks of samples run in
+//! parallel, each with its own buffers and single-threaded products (weight
+//! gradients are summed per thread, then added up); otherwise samples run in
+//! turn with threaded products.
 
 use crate::gemm::{self, MatMut, MatRef};
-use crate::par::{self, par_for, Rows, MIN_PAR_WORK};
+use crate::par::{self, par_for, Rows};
 use crate::window::{self, row_index, Axis, MAX_AXES};
 use crate::{depthwise, simd, Error, Result};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 pub const FORWARD: u32 = 0;
 pub const DATA: u32 = 1;
@@ -123,7 +129,7 @@ impl ConvGeom {
 
     /// Whether the direct depthwise kernels apply.
     fn depthwise(&self) -> bool {
-        self.cg() == 1 && !self.channel_last
+        self.cg() == 1 && self.group > 1 && !self.channel_last
     }
 }
 
@@ -159,17 +165,6 @@ pub fn run(op: u32, g: &ConvGeom, a: &[f32], b: &[f32], out: &mut [f32], bias: O
         DATA => backward_data(g, &s, a, b, out, bias, accum),
         _ => backward_filter(g, &s, a, b, out, accum),
     }
-}
-
-/// Whether samples run in parallel (each single-threaded).
-fn by_sample(g: &ConvGeom, s: &Sizes) -> bool {
-    let threads = par::num_threads();
-    let per = s.pout.saturating_mul(s.kp).saturating_mul(g.channels).saturating_mul(g.ocg().max(1));
-    threads > 1
-        && g.batch >= threads
-        && per.saturating_mul(g.batch) >= 4 * MIN_PAR_WORK
-        && s.pin * g.channels > 0
-        && s.pout * g.out_channels > 0
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -551,60 +546,359 @@ fn filter_sample(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32],
     Ok(())
 }
 
-fn forward(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool) -> Result {
-    let (xs, ys) = (g.channels * s.pin, g.out_channels * s.pout);
-    if by_sample(g, s) {
-        return par::install(usize::MAX, |_| {
-            y.par_chunks_mut(ys)
-                .zip(x.par_chunks(xs))
-                .try_for_each_init(Vec::new, |col, (yn, xn)| forward_sample(g, s, xn, w, yn, bias, accum, col, false))
-        });
+/// Fewest multiply-adds for threads: in a training step the pool's threads
+/// have gone to sleep between two layers, and waking them, with the data in
+/// the other cores' caches, costs more than it saves on smaller work (a
+/// few tens of microseconds of it).
+const PAR_MACS: usize = 16 << 20;
+
+/// How the batch is cut into blocks of `nb` samples: blocks run in
+/// parallel (each single-threaded) or in turn (with threaded products);
+/// `tabs` is set when blocks take the batched path.
+struct Plan {
+    nb: usize,
+    parallel: bool,
+    tabs: Option<Tables>,
+}
+
+impl Plan {
+    fn new(g: &ConvGeom, s: &Sizes) -> Plan {
+        let threads = par::num_threads();
+        let (batch, per) = (g.batch, g.channels * s.kp * s.pout);
+        let work = per.saturating_mul(g.ocg()).saturating_mul(batch);
+        let nonempty = s.pin * g.channels > 0 && s.pout * g.out_channels > 0;
+        let tabs = (nonempty && !g.channel_last && 2 * per <= COL_BLOCK).then(|| Tables::new(g, s)).flatten();
+        let mut nb = if tabs.is_some() { (COL_BLOCK / per).clamp(1, batch.max(1)) } else { 1 };
+        let parallel = threads > 1 && nonempty && work >= PAR_MACS && batch >= if tabs.is_some() { 2 } else { threads };
+        if parallel && tabs.is_some() {
+            // whole rounds of blocks, one per thread
+            let blocks = batch.div_ceil(nb).next_multiple_of(threads).min(batch);
+            nb = batch.div_ceil(blocks);
+        }
+        Plan { nb, parallel, tabs }
     }
-    let mut col = Vec::new();
-    for n in 0..g.batch {
-        forward_sample(g, s, &x[n * xs..(n + 1) * xs], w, &mut y[n * ys..(n + 1) * ys], bias, accum, &mut col, true)?;
+
+    /// (first sample, samples) of each block.
+    fn blocks(&self, batch: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..batch).step_by(self.nb).map(move |n0| (n0, self.nb.min(batch - n0)))
+    }
+}
+
+/// Scratch buffers of one thread.
+#[derive(Default)]
+struct Bufs {
+    col: Vec<f32>,
+    /// a y-shaped block regrouped as (OC, samples x positions)
+    y: Vec<f32>,
+    /// one zero-padded input plane
+    pad: Vec<f32>,
+}
+
+impl Bufs {
+    fn floats(&self) -> usize {
+        self.col.capacity() + self.y.capacity() + self.pad.capacity()
+    }
+}
+
+/// Most scratch floats a thread keeps between calls.
+const KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// Scratch buffers kept between calls: the page faults of fresh buffers
+    /// cost as much as a small convolution.
+    static SCRATCH: RefCell<Bufs> = RefCell::new(Bufs::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (fresh ones if they are in
+/// use), dropped afterwards when they have grown past [`KEEP`].
+fn with_bufs<R>(f: impl FnOnce(&mut Bufs) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let r = f(&mut bufs);
+            if bufs.floats() > KEEP {
+                *bufs = Bufs::default();
+            }
+            r
+        }
+        Err(_) => f(&mut Bufs::default()),
+    })
+}
+
+/// `v` grown to at least `n` elements (an allocation failure is an error).
+fn grow(v: &mut Vec<f32>, n: usize) -> Result<&mut [f32]> {
+    if v.len() < n {
+        v.try_reserve(n - v.len()).map_err(|_| Error::Invalid)?;
+        v.resize(n, 0.0);
+    }
+    Ok(&mut v[..n])
+}
+
+/// Tables of the batched path, for small channel-first images: several
+/// samples share one column matrix (C Kp, samples x P), so that one product
+/// serves them all.  Each input plane is copied into a zero-padded plane of
+/// `pp` floats, where the input of output position q under tap kf is element
+/// `koff[kf] + qoff[q]`, and input row r starts at element `rows[r]`.
+struct Tables {
+    pp: usize,
+    koff: Vec<usize>,
+    qoff: Vec<u32>,
+    rows: Vec<usize>,
+    len: usize,
+}
+
+impl Tables {
+    fn new(g: &ConvGeom, s: &Sizes) -> Option<Tables> {
+        let axes = &g.axes[..];
+        let nd = axes.len();
+        let pp = window::product(axes, |a| a.len + 2 * a.p).ok()?;
+        if pp > COL_BLOCK {
+            return None;
+        }
+        let pst = window::strides(axes.iter().map(|a| a.len + 2 * a.p), nd);
+        // offset in the padded plane of flat index i over the lengths `n` of
+        // the axes, each index scaled by `f`
+        let offsets = |count: usize, n: &dyn Fn(&Axis) -> usize, f: &dyn Fn(&Axis) -> usize| -> Vec<usize> {
+            let st = window::strides(axes.iter().map(n), nd);
+            (0..count).map(|i| axes.iter().enumerate().map(|(j, a)| (i / st[j]) % n(a) * f(a) * pst[j]).sum()).collect()
+        };
+        // every tap lies in the padded input (the output length guarantees it)
+        let koff = offsets(s.kp, &|a| a.k, &|a| a.d);
+        let qoff = offsets(s.pout, &|a| a.out, &|a| a.s).into_iter().map(|v| v as u32).collect();
+        let len = axes[nd - 1].len;
+        let ist = window::strides(axes.iter().map(|a| a.len), nd);
+        let rows = (0..s.pin / len)
+            .map(|r| axes.iter().enumerate().map(|(j, a)| ((r * len / ist[j]) % a.len + a.p) * pst[j]).sum())
+            .collect();
+        Some(Tables { pp, koff, qoff, rows, len })
+    }
+
+    #[inline(always)]
+    /// col (C Kp rows of `ld`, this sample's columns from `q0`) <- im2col of
+    /// one sample's planes `x` (C of P_in).
+    fn im2col(&self, s: &Sizes, x: &[f32], pad: &mut [f32], col: &mut [f32], ld: usize, q0: usize) {
+        let pad = &mut pad[..self.pp];
+        for (c, xp) in x.chunks_exact(s.pin).enumerate() {
+            for (&off, xr) in self.rows.iter().zip(xp.chunks_exact(self.len)) {
+                pad[off..off + self.len].copy_from_slice(xr);
+            }
+            for (kf, &ko) in self.koff.iter().enumerate() {
+                let crow = &mut col[(c * s.kp + kf) * ld + q0..][..s.pout];
+                let src = &pad[ko..];
+                for (d, &j) in crow.iter_mut().zip(&self.qoff) {
+                    *d = src[(j as usize).min(src.len() - 1)];
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    /// gx (one sample's C planes) += col2im of its columns from `q0`.
+    fn col2im(&self, s: &Sizes, col: &[f32], pad: &mut [f32], gx: &mut [f32], ld: usize, q0: usize) {
+        let pad = &mut pad[..self.pp];
+        for (c, gp) in gx.chunks_exact_mut(s.pin).enumerate() {
+            pad.fill(0.0);
+            for (kf, &ko) in self.koff.iter().enumerate() {
+                let crow = &col[(c * s.kp + kf) * ld + q0..][..s.pout];
+                let dst = &mut pad[ko..];
+                let last = dst.len() - 1;
+                for (&v, &j) in crow.iter().zip(&self.qoff) {
+                    dst[(j as usize).min(last)] += v;
+                }
+            }
+            for (&off, gr) in self.rows.iter().zip(gp.chunks_exact_mut(self.len)) {
+                for (u, &v) in gr.iter_mut().zip(&pad[off..off + self.len]) {
+                    *u += v;
+                }
+            }
+        }
+    }
+}
+
+/// b (rows, nb p) <- the `nb` (rows, p) matrices of `a`, side by side.
+fn regroup(nb: usize, rows: usize, p: usize, a: &[f32], b: &mut [f32]) {
+    for i in 0..nb {
+        for r in 0..rows {
+            b[(r * nb + i) * p..][..p].copy_from_slice(&a[(i * rows + r) * p..][..p]);
+        }
+    }
+}
+
+/// The inverse of [`regroup`]: a = b, or a += b when `add`.
+fn ungroup(nb: usize, rows: usize, p: usize, b: &[f32], a: &mut [f32], add: bool) {
+    for i in 0..nb {
+        for r in 0..rows {
+            let (sa, sb) = (&mut a[(i * rows + r) * p..][..p], &b[(r * nb + i) * p..][..p]);
+            if add {
+                sa.iter_mut().zip(sb).for_each(|(u, &v)| *u += v);
+            } else {
+                sa.copy_from_slice(sb);
+            }
+        }
+    }
+}
+
+/// col <- im2col of the `nb` samples of `x`, side by side.
+fn im2col_batched(t: &Tables, g: &ConvGeom, s: &Sizes, nb: usize, x: &[f32], bufs: &mut Bufs) -> Result {
+    let ld = nb * s.pout;
+    let pad = grow(&mut bufs.pad, t.pp)?;
+    pad.fill(0.0);
+    let col = grow(&mut bufs.col, g.channels * s.kp * ld)?;
+    simd::dispatch(
+        #[inline(always)]
+        || {
+            for (i, xn) in x.chunks_exact(g.channels * s.pin).take(nb).enumerate() {
+                t.im2col(s, xn, pad, col, ld, i * s.pout);
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Batched path, `nb` samples: y (+)= conv(x, w) [+ bias].
+#[allow(clippy::too_many_arguments)]
+fn forward_batched(g: &ConvGeom, s: &Sizes, t: &Tables, nb: usize, x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool, bufs: &mut Bufs) -> Result {
+    let (ocg, kk, ld) = (g.ocg(), g.cg() * s.kp, nb * s.pout);
+    im2col_batched(t, g, s, nb, x, bufs)?;
+    let yb = grow(&mut bufs.y, g.out_channels * ld)?;
+    let alpha = match (accum, bias) {
+        (false, Some(b)) => {
+            for (row, &v) in yb.chunks_exact_mut(ld).zip(b) {
+                row.fill(v);
+            }
+            1.0
+        }
+        _ => 0.0,
+    };
+    for gi in 0..g.group {
+        let wg = MatRef { data: w, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
+        let cv = MatRef { data: &bufs.col, base: gi * kk * ld, rs: ld as isize, cs: 1 };
+        let dst = MatMut { data: &mut *yb, base: gi * ocg * ld, rs: ld as isize, cs: 1 };
+        gemm::gemm_serial(ocg, ld, kk, dst, wg, cv, alpha, 1.0)?;
+    }
+    ungroup(nb, g.out_channels, s.pout, yb, y, accum);
+    Ok(())
+}
+
+/// Batched path, `nb` samples: gx (+)= conv^T(gy, w) [+ bias].
+#[allow(clippy::too_many_arguments)]
+fn data_batched(g: &ConvGeom, s: &Sizes, t: &Tables, nb: usize, gy: &[f32], w: &[f32], gx: &mut [f32], bias: Option<&[f32]>, accum: bool, bufs: &mut Bufs) -> Result {
+    let (ocg, kk, ld) = (g.ocg(), g.cg() * s.kp, nb * s.pout);
+    let yb = grow(&mut bufs.y, g.out_channels * ld)?;
+    regroup(nb, g.out_channels, s.pout, gy, yb);
+    let col = grow(&mut bufs.col, g.channels * s.kp * ld)?;
+    for gi in 0..g.group {
+        let wt = MatRef { data: w, base: gi * ocg * kk, rs: 1, cs: kk as isize };
+        let gv = MatRef { data: &bufs.y, base: gi * ocg * ld, rs: ld as isize, cs: 1 };
+        let dst = MatMut { data: &mut *col, base: gi * kk * ld, rs: ld as isize, cs: 1 };
+        gemm::gemm_serial(kk, ld, ocg, dst, wt, gv, 0.0, 1.0)?;
+    }
+    let xs = g.channels * s.pin;
+    if !accum {
+        for gxn in gx.chunks_exact_mut(xs).take(nb) {
+            match bias {
+                Some(b) => fill_bias(g, gxn, b, g.channels),
+                None => gxn.fill(0.0),
+            }
+        }
+    }
+    let pad = grow(&mut bufs.pad, t.pp)?;
+    simd::dispatch(
+        #[inline(always)]
+        || {
+            for (i, gxn) in gx.chunks_exact_mut(xs).take(nb).enumerate() {
+                t.col2im(s, col, pad, gxn, ld, i * s.pout);
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Batched path, `nb` samples: gw = alpha gw + d conv / d w applied to gy.
+#[allow(clippy::too_many_arguments)]
+fn filter_batched(g: &ConvGeom, s: &Sizes, t: &Tables, nb: usize, x: &[f32], gy: &[f32], gw: &mut [f32], alpha: f32, bufs: &mut Bufs) -> Result {
+    let (ocg, kk, ld) = (g.ocg(), g.cg() * s.kp, nb * s.pout);
+    im2col_batched(t, g, s, nb, x, bufs)?;
+    let yb = grow(&mut bufs.y, g.out_channels * ld)?;
+    regroup(nb, g.out_channels, s.pout, gy, yb);
+    for gi in 0..g.group {
+        let dst = MatMut { data: &mut *gw, base: gi * ocg * kk, rs: kk as isize, cs: 1 };
+        let gv = MatRef { data: &bufs.y, base: gi * ocg * ld, rs: ld as isize, cs: 1 };
+        let ct = MatRef { data: &bufs.col, base: gi * kk * ld, rs: 1, cs: ld as isize };
+        gemm::gemm_serial(ocg, kk, ld, dst, gv, ct, alpha, 1.0)?;
     }
     Ok(())
+}
+
+fn forward(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool) -> Result {
+    let p = Plan::new(g, s);
+    let (xs, ys) = (g.channels * s.pin, g.out_channels * s.pout);
+    let block = |bufs: &mut Bufs, nb: usize, x: &[f32], y: &mut [f32], par: bool| match &p.tabs {
+        Some(t) => forward_batched(g, s, t, nb, x, w, y, bias, accum, bufs),
+        None => forward_sample(g, s, x, w, y, bias, accum, &mut bufs.col, par),
+    };
+    if p.parallel {
+        return par::install(usize::MAX, |_| {
+            y.par_chunks_mut(p.nb * ys)
+                .zip(x.par_chunks(p.nb * xs))
+                .try_for_each(|(yb, xb)| with_bufs(|bufs| block(bufs, yb.len() / ys, xb, yb, false)))
+        });
+    }
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .try_for_each(|(n0, nb)| block(bufs, nb, &x[n0 * xs..(n0 + nb) * xs], &mut y[n0 * ys..(n0 + nb) * ys], true))
+    })
 }
 
 fn backward_data(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], bias: Option<&[f32]>, accum: bool) -> Result {
+    let p = Plan::new(g, s);
     let (xs, ys) = (g.channels * s.pin, g.out_channels * s.pout);
-    if by_sample(g, s) {
+    let block = |bufs: &mut Bufs, nb: usize, gy: &[f32], gx: &mut [f32], par: bool| match &p.tabs {
+        Some(t) => data_batched(g, s, t, nb, gy, w, gx, bias, accum, bufs),
+        None => data_sample(g, s, gy, w, gx, bias, accum, &mut bufs.col, par),
+    };
+    if p.parallel {
         return par::install(usize::MAX, |_| {
-            gx.par_chunks_mut(xs)
-                .zip(gy.par_chunks(ys))
-                .try_for_each_init(Vec::new, |col, (gxn, gyn)| data_sample(g, s, gyn, w, gxn, bias, accum, col, false))
+            gx.par_chunks_mut(p.nb * xs)
+                .zip(gy.par_chunks(p.nb * ys))
+                .try_for_each(|(gxb, gyb)| with_bufs(|bufs| block(bufs, gxb.len() / xs, gyb, gxb, false)))
         });
     }
-    let mut col = Vec::new();
-    for n in 0..g.batch {
-        data_sample(g, s, &gy[n * ys..(n + 1) * ys], w, &mut gx[n * xs..(n + 1) * xs], bias, accum, &mut col, true)?;
-    }
-    Ok(())
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .try_for_each(|(n0, nb)| block(bufs, nb, &gy[n0 * ys..(n0 + nb) * ys], &mut gx[n0 * xs..(n0 + nb) * xs], true))
+    })
 }
 
 fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32], accum: bool) -> Result {
+    let p = Plan::new(g, s);
     let (xs, ys) = (g.channels * s.pin, g.out_channels * s.pout);
-    if by_sample(g, s) {
+    let block = |bufs: &mut Bufs, (n0, nb): (usize, usize), gw: &mut [f32], alpha: f32, par: bool| {
+        let (x, gy) = (&x[n0 * xs..(n0 + nb) * xs], &gy[n0 * ys..(n0 + nb) * ys]);
+        match &p.tabs {
+            Some(t) => filter_batched(g, s, t, nb, x, gy, gw, alpha, bufs),
+            None => filter_sample(g, s, x, gy, gw, alpha, &mut bufs.col, par),
+        }
+    };
+    if p.parallel {
+        // partial sums per task, then added up
         let wn = gw.len();
+        let blocks: Vec<(usize, usize)> = p.blocks(g.batch).collect();
         let total = par::install(usize::MAX, |_| {
-            (0..g.batch)
+            blocks
                 .into_par_iter()
                 .try_fold(
-                    || (Vec::new(), vec![0.0f32; wn]),
-                    |(mut col, mut acc), n| {
-                        filter_sample(g, s, &x[n * xs..(n + 1) * xs], &gy[n * ys..(n + 1) * ys], &mut acc, 1.0, &mut col, false)?;
-                        Ok::<_, Error>((col, acc))
+                    || vec![0.0f32; wn],
+                    |mut acc, b| {
+                        with_bufs(|bufs| block(bufs, b, &mut acc, 1.0, false))?;
+                        Ok::<_, Error>(acc)
                     },
                 )
-                .map(|r| r.map(|(_, acc)| acc))
                 .try_reduce_with(|mut a, b| {
                     a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
                     Ok(a)
                 })
         });
-        let total = total.transpose()?;
-        match total {
+        match total.transpose()? {
             Some(t) => {
                 for (v, &u) in gw.iter_mut().zip(&t) {
                     *v = if accum { *v + u } else { u };
@@ -618,12 +912,11 @@ fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32
     if g.batch == 0 && !accum {
         gw.fill(0.0);
     }
-    let mut col = Vec::new();
-    for n in 0..g.batch {
-        let alpha = if accum || n > 0 { 1.0 } else { 0.0 };
-        filter_sample(g, s, &x[n * xs..(n + 1) * xs], &gy[n * ys..(n + 1) * ys], gw, alpha, &mut col, true)?;
-    }
-    Ok(())
+    with_bufs(|bufs| {
+        p.blocks(g.batch)
+            .enumerate()
+            .try_for_each(|(i, b)| block(bufs, b, gw, if accum || i > 0 { 1.0 } else { 0.0 }, true))
+    })
 }
 
 #[cfg(test)]
@@ -725,6 +1018,10 @@ mod tests {
             // by sample, several column blocks per sample
             geom(2, 16, 16, 1, false, &[(24, 3, 1, 1, 1), (24, 3, 1, 1, 1)]),
             geom(2, 16, 8, 2, true, &[(24, 3, 1, 1, 1), (23, 3, 0, 2, 1)]),
+            // batched path: one input channel, odd batch, blocks in parallel, 3-D
+            geom(7, 1, 5, 1, false, &[(8, 5, 2, 1, 1), (8, 5, 2, 1, 1)]),
+            geom(64, 32, 32, 1, false, &[(8, 3, 1, 1, 1), (8, 3, 1, 1, 1)]),
+            geom(3, 4, 6, 2, false, &[(3, 2, 1, 1, 1), (4, 3, 1, 2, 1), (5, 1, 0, 1, 1)]),
         ];
         for g in &cases {
             let s = g.sizes().unwrap();

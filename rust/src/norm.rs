@@ -165,15 +165,44 @@ fn group_sums<const K: usize, const NP: usize, const NS: usize, F>(
     }
 }
 
-/// acc += sum over i < n of f(ins at off + i, gp): blocks of LANES values
-/// added column-wise into f32 accumulators (vectorised like the column-wise
-/// loops), folded into f64 every RUN values.
+/// f32 partial sums of a group, folded into f64 (`fold`) every RUN values
+/// or FOLD_PIECES runs, whichever comes first.
+struct Partial<const NS: usize> {
+    lanes: [[f32; LANES]; NS],
+    values: usize,
+    pieces: usize,
+}
+
+/// Most runs summed into the f32 lanes between folds (narrow rows put one
+/// value per lane per run).
+const FOLD_PIECES: usize = 64;
+
+impl<const NS: usize> Partial<NS> {
+    fn new() -> Self {
+        Partial { lanes: [[0.0; LANES]; NS], values: 0, pieces: 0 }
+    }
+
+    #[inline(always)]
+    fn fold(&mut self, acc: &mut [f64; NS]) {
+        for s in 0..NS {
+            acc[s] += self.lanes[s].iter().map(|&v| v as f64).sum::<f64>();
+            self.lanes[s] = [0.0; LANES];
+        }
+        self.values = 0;
+        self.pieces = 0;
+    }
+}
+
+/// Adds f(ins at off + i, gp) for i < n into `part`: blocks of LANES values
+/// column-wise into the f32 lanes (vectorised like the column-wise loops),
+/// the last partial block into the first lanes.
 #[inline(always)]
 fn run_sums<const K: usize, const NP: usize, const NS: usize, F>(
     ins: &[&[f32]; K],
     off: usize,
     n: usize,
     gp: [f32; NP],
+    part: &mut Partial<NS>,
     acc: &mut [f64; NS],
     f: F,
 ) where
@@ -181,28 +210,29 @@ fn run_sums<const K: usize, const NP: usize, const NS: usize, F>(
 {
     let mut i = 0;
     while i < n {
-        let len = RUN.min(n - i);
+        let len = (RUN - part.values).min(n - i);
         let xs = slices(ins, off + i, len);
-        let mut lanes = [[0.0f32; LANES]; NS];
         let full = len / LANES;
         for c in 0..full {
             let ch = slices(&xs, c * LANES, LANES);
             for l in 0..LANES {
                 let v = f(at(&ch, l), gp);
                 for s in 0..NS {
-                    lanes[s][l] += v[s];
+                    part.lanes[s][l] += v[s];
                 }
             }
         }
-        let mut tail = [0.0f64; NS];
-        for j in full * LANES..len {
-            let v = f(at(&xs, j), gp);
+        let tail = slices(&xs, full * LANES, len - full * LANES);
+        for l in 0..len - full * LANES {
+            let v = f(at(&tail, l), gp);
             for s in 0..NS {
-                tail[s] += v[s] as f64;
+                part.lanes[s][l] += v[s];
             }
         }
-        for s in 0..NS {
-            acc[s] += lanes[s].iter().map(|&v| v as f64).sum::<f64>() + tail[s];
+        part.values += len;
+        part.pieces += 1;
+        if part.values >= RUN || part.pieces >= FOLD_PIECES {
+            part.fold(acc);
         }
         i += len;
     }
@@ -232,12 +262,14 @@ fn sums_rows<const K: usize, const NP: usize, const NS: usize, F>(
                     let (p, c) = (g / pat.c, g % pat.c);
                     let gp = at(&params, g);
                     let (mut e, e1) = (s * per, ((s + 1) * per).min(m));
+                    let mut partial = Partial::new();
                     while e < e1 {
                         let (r, col) = (e / pat.b, e % pat.b);
                         let n = (pat.b - col).min(e1 - e);
-                        run_sums(&ins, pat.at(p, r, c, col), n, gp, acc, f);
+                        run_sums(&ins, pat.at(p, r, c, col), n, gp, &mut partial, acc, f);
                         e += n;
                     }
+                    partial.fold(acc);
                 }
             },
         )

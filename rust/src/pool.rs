@@ -9,7 +9,8 @@
 //! inside the input itself.  Max pooling's gradient goes to the first largest
 //! element of each window in row-major order.
 //!
-//! Forward runs over output rows in parallel; backward over planes.
+//! Forward runs over output rows in parallel; backward over planes.  Many
+//! small planes are pooled window by window through an index table.
 
 use crate::par::{par_for, Rows};
 use crate::simd;
@@ -147,6 +148,112 @@ fn row_cost(g: &PoolGeom) -> usize {
     g.last().out.max(1).saturating_mul(taps.max(1))
 }
 
+/// Marks a tap in the padding.
+const NONE: u32 = u32::MAX;
+
+/// Small planes, many of them: for each output position q, the input
+/// index of each of its taps (row-major, NONE in the padding), and for
+/// average pooling the window size, so that the loops run over windows
+/// instead of rows of a few outputs.
+struct Table {
+    pin: usize,
+    pout: usize,
+    kp: usize,
+    idx: Vec<u32>,
+    div: Vec<f32>,
+}
+
+impl Table {
+    /// The table when rows are short (the row loops would run a few
+    /// outputs at a time) and it is small against the work it serves.
+    fn new(g: &PoolGeom) -> Option<Table> {
+        let (pin, pout, _, _) = g.sizes().ok()?;
+        let kp = window::product(&g.axes, |a| a.k).ok()?;
+        let n = pout.checked_mul(kp)?;
+        if g.last().out >= 16 || n == 0 || n > 16 * 1024 || g.outer < 4 || pin >= NONE as usize {
+            return None;
+        }
+        let axes = &g.axes[..];
+        let nd = axes.len();
+        let ost = window::strides(axes.iter().map(|a| a.out), nd);
+        let kst = window::strides(axes.iter().map(|a| a.k), nd);
+        let ist = window::strides(axes.iter().map(|a| a.len), nd);
+        let o = |q: usize, j: usize| (q / ost[j]) % axes[j].out;
+        let idx = (0..n)
+            .map(|i| {
+                let (q, kf) = (i / kp, i % kp);
+                let at = |j: usize| axes[j].at(o(q, j), (kf / kst[j]) % axes[j].k).map(|v| v * ist[j]);
+                (0..nd).try_fold(0usize, |acc, j| Some(acc + at(j)?)).map_or(NONE, |v| v as u32)
+            })
+            .collect();
+        let counts = g.counts();
+        let div = (0..pout).map(|q| (0..nd).map(|j| counts[j][o(q, j)]).product()).collect();
+        Some(Table { pin, pout, kp, idx, div })
+    }
+
+    fn forward(&self, op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32], accum: bool) {
+        let (pin, pout) = (self.pin, self.pout);
+        par_for((Rows(y, pout), 0..g.outer), pout * self.kp, |(Rows(ys, _), range)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (yp, plane) in ys.chunks_exact_mut(pout).zip(range) {
+                        let xp = &x[plane * pin..][..pin];
+                        for ((v, taps), &d) in yp.iter_mut().zip(self.idx.chunks_exact(self.kp)).zip(&self.div) {
+                            let inside = taps.iter().filter(|&&j| j != NONE).map(|&j| xp[j as usize]);
+                            let r = match op {
+                                MAX => inside.fold(f32::NEG_INFINITY, |m, u| if u > m { u } else { m }),
+                                SUM => inside.sum(),
+                                _ => inside.sum::<f32>() / d,
+                            };
+                            *v = if accum { *v + r } else { r };
+                        }
+                    }
+                },
+            )
+        });
+    }
+
+    fn backward(&self, op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], accum: bool) {
+        let (pin, pout) = (self.pin, self.pout);
+        par_for((Rows(gx, pin), 0..g.outer), pout * self.kp, |(Rows(gxs, _), range)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (gxp, plane) in gxs.chunks_exact_mut(pin).zip(range) {
+                        if !accum {
+                            gxp.fill(0.0);
+                        }
+                        let gyp = &gy[plane * pout..][..pout];
+                        for ((&gv, taps), &d) in gyp.iter().zip(self.idx.chunks_exact(self.kp)).zip(&self.div) {
+                            if op == MAX {
+                                // the first largest element of the window
+                                let xp = &x[plane * pin..][..pin];
+                                let (mut best, mut arg) = (f32::NEG_INFINITY, NONE);
+                                for &j in taps.iter().filter(|&&j| j != NONE) {
+                                    // selects, not branches: the winner is data dependent
+                                    let u = xp[j as usize];
+                                    let take = u > best || arg == NONE;
+                                    best = if take { u } else { best };
+                                    arg = if take { j } else { arg };
+                                }
+                                if arg != NONE {
+                                    gxp[arg as usize] += gv;
+                                }
+                            } else {
+                                let v = if op == AVG { gv / d } else { gv };
+                                for &j in taps.iter().filter(|&&j| j != NONE) {
+                                    gxp[j as usize] += v;
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+        });
+    }
+}
+
 /// y (+)= pool(x) for op MAX, SUM or AVG.
 pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32], accum: bool) -> Result {
     if op > AVG {
@@ -159,6 +266,9 @@ pub fn forward(op: u32, g: &PoolGeom, x: &[f32], y: &mut [f32], accum: bool) -> 
     let y = &mut y[..tout];
     if tout == 0 {
         return Ok(());
+    }
+    if let Some(t) = Table::new(g) {
+        return Ok(t.forward(op, g, x, y, accum));
     }
     let axes = &g.axes[..];
     let last = *g.last();
@@ -222,6 +332,9 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
         return Ok(());
     }
     let gy = &gy[..tout];
+    if let Some(t) = Table::new(g) {
+        return Ok(t.backward(op, g, x, gy, gx, accum));
+    }
     let axes = &g.axes[..];
     let last = *g.last();
     let rows = window::rows(axes);
@@ -367,14 +480,15 @@ mod tests {
             (&[4, 4, 3], &[2, 2, 1], &[2, 2, 1], &[0, 0, 0], true), // channel-last style
         ];
         for &(lens, k, s, p, ib) in cases {
-            for incl in [true, false] {
+            // 3 planes take the row loops, 5 the window table
+            for (incl, outer) in [(true, 3), (false, 3), (true, 5), (false, 5)] {
                 let axes: Vec<Axis> = (0..lens.len())
                     .map(|i| {
                         let out = (lens[i] + p[i] - if ib { k[i] - p[i] } else { 1 }) / s[i] + 1;
                         Axis { len: lens[i], out, k: k[i], s: s[i], p: p[i], d: 1 }
                     })
                     .collect();
-                let g = PoolGeom { outer: 3, axes, including_pad: incl };
+                let g = PoolGeom { outer, axes, including_pad: incl };
                 let (pin, pout, tin, tout) = g.sizes().unwrap();
                 let x = data(tin, 7);
                 let gy = data(tout, 8);
@@ -387,7 +501,7 @@ mod tests {
                     let mut gx = vec![1.0f32; tin];
                     backward(op, &g, &x, &gy, &mut gx, true).unwrap();
                     let mut want_gx = vec![1.0f32; tin];
-                    for plane in 0..3 {
+                    for plane in 0..outer {
                         for q in 0..pout {
                             let (mut rem, mut o) = (q, vec![0; g.axes.len()]);
                             for i in (0..g.axes.len()).rev() {
