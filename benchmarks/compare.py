@@ -20,15 +20,20 @@ except ImportError:   # the table then has NumPy columns only
     torch = None
 
 
-def median_time(fn, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_times(fns, repeat, warmup=2):
+    """Median seconds of each callable (None stays None), timed in turns so
+    that load on a shared machine falls on all of them alike."""
+    live = [f for f in fns if f is not None]
+    for f in live:
+        for _ in range(warmup):
+            f()
+    times = {id(f): [] for f in live}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for f in live:
+            t = time.perf_counter()
+            f()
+            times[id(f)].append(time.perf_counter() - t)
+    return [statistics.median(times[id(f)]) if f is not None else None for f in fns]
 
 
 def _nd(a):
@@ -126,9 +131,7 @@ def main(argv=None):
                                            'vs np', 'vs torch'))
     rows = []
     for name, f_nn, f_np, f_t in cases(a.quick):
-        t_nn = median_time(f_nn, a.repeat)
-        t_np = median_time(f_np, a.repeat) if f_np else None
-        t_t = median_time(f_t, a.repeat) if f_t else None
+        t_nn, t_np, t_t = median_times([f_nn, f_np, f_t], a.repeat)
 
         def fmt(t):
             return '%10.3f' % (t * 1e3) if t else '%10s' % '-'
