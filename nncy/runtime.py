@@ -210,7 +210,7 @@ def _fuse_relu(steps, keep):
 # Sizes below which the lean kernels of the program beat the general ones
 # (which split work across threads and pack for large products).
 _LEAN_CONV_MACS = 1 << 20
-_LEAN_DENSE_MACS = 1 << 17
+_LEAN_DENSE_MACS = 1 << 18
 
 
 def _base_impl(st):

@@ -342,19 +342,90 @@ pub fn max_pool2d(d: &PoolDims, x: &[f32], y: &mut [f32]) -> Result {
     Ok(())
 }
 
+/// y[j0 .. j0 + NV lanes] of one row (or the `part` elements left, in one
+/// partly used vector) = x w + bias, ReLU'd where `relu`.
 #[inline(always)]
-fn dense_block<const NB: usize>(x: &[f32], w: &[f32], n: usize, j0: usize, bias: &[f32], relu: bool, y: &mut [f32]) {
-    let mut acc = [0.0f32; NB];
+#[allow(clippy::too_many_arguments)]
+fn dense_block<S: Simd, const NV: usize>(simd: S, x: &[f32], w: &[f32], n: usize, j0: usize, part: usize, bias: &[f32], relu: bool, y: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let mut acc = [simd.splat_f32s(0.0); NV];
     for (kk, &xv) in x.iter().enumerate() {
-        let wv: &[f32; NB] = (&w[kk * n + j0..][..NB]).try_into().unwrap();
-        for t in 0..NB {
-            acc[t] += xv * wv[t];
+        let xv = simd.splat_f32s(xv);
+        let wr = &w[kk * n + j0..];
+        if part > 0 {
+            acc[0] = simd.mul_add_e_f32s(xv, simd.partial_load_f32s(&wr[..part]), acc[0]);
+        } else {
+            let (wv, _) = S::as_simd_f32s(&wr[..NV * lanes]);
+            for v in 0..NV {
+                acc[v] = simd.mul_add_e_f32s(xv, wv[v], acc[v]);
+            }
         }
     }
-    for t in 0..NB {
-        let b = if bias.is_empty() { 0.0 } else { bias[j0 + t] };
-        let v = acc[t] + b;
+    let mut tmp = [0.0f32; 256];
+    for v in 0..NV {
+        simd.partial_store_f32s(&mut tmp[v * lanes..(v + 1) * lanes], acc[v]);
+    }
+    let cnt = if part > 0 { part } else { NV * lanes };
+    for (t, &s) in tmp[..cnt].iter().enumerate() {
+        let v = s + if bias.is_empty() { 0.0 } else { bias[j0 + t] };
         y[j0 + t] = if relu && !(v > 0.0) { 0.0 } else { v };
+    }
+}
+
+struct Dense<'a> {
+    m: usize,
+    k: usize,
+    n: usize,
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: &'a [f32],
+    relu: bool,
+    y: &'a mut [f32],
+}
+
+impl WithSimd for Dense<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Dense { m, k, n, x, w, bias, relu, y } = self;
+        let lanes = S::F32_LANES;
+        for i in 0..m {
+            let xr = &x[i * k..][..k];
+            let yr = &mut y[i * n..][..n];
+            let mut j = 0;
+            // as many vectors per pass over x as the registers hold (the
+            // passes read w in step), at least a few for independent sums
+            if lanes == 16 {
+                while n - j >= 16 * lanes {
+                    dense_block::<S, 16>(simd, xr, w, n, j, 0, bias, relu, yr);
+                    j += 16 * lanes;
+                }
+            }
+            if lanes <= 16 {
+                while n - j >= 8 * lanes {
+                    dense_block::<S, 8>(simd, xr, w, n, j, 0, bias, relu, yr);
+                    j += 8 * lanes;
+                }
+                if n - j >= 4 * lanes {
+                    dense_block::<S, 4>(simd, xr, w, n, j, 0, bias, relu, yr);
+                    j += 4 * lanes;
+                }
+                if n - j >= 2 * lanes {
+                    dense_block::<S, 2>(simd, xr, w, n, j, 0, bias, relu, yr);
+                    j += 2 * lanes;
+                }
+                if n - j >= lanes {
+                    dense_block::<S, 1>(simd, xr, w, n, j, 0, bias, relu, yr);
+                    j += lanes;
+                }
+            }
+            while j < n {
+                let part = (n - j).min(lanes);
+                dense_block::<S, 1>(simd, xr, w, n, j, part, bias, relu, yr);
+                j += part;
+            }
+        }
     }
 }
 
@@ -370,28 +441,7 @@ pub fn dense(m: usize, k: usize, n: usize, x: &[f32], w: &[f32], bias: &[f32], r
     if x.len() < mk || w.len() < kn || y.len() < mn || !(bias.is_empty() || bias.len() >= n) {
         return Err(Error::Invalid);
     }
-    simd::dispatch(
-        #[inline(always)]
-        || {
-            for i in 0..m {
-                let xr = &x[i * k..][..k];
-                let yr = &mut y[i * n..][..n];
-                let mut j = 0;
-                while n - j >= 64 {
-                    dense_block::<64>(xr, w, n, j, bias, relu, yr);
-                    j += 64;
-                }
-                while n - j >= 16 {
-                    dense_block::<16>(xr, w, n, j, bias, relu, yr);
-                    j += 16;
-                }
-                while j < n {
-                    dense_block::<1>(xr, w, n, j, bias, relu, yr);
-                    j += 1;
-                }
-            }
-        },
-    );
+    simd::arch().dispatch(Dense { m, k, n, x, w, bias, relu, y });
     Ok(())
 }
 
@@ -481,7 +531,7 @@ mod tests {
             }
         }
         assert!(PoolDims::from_slice(&[1, 4, 4, 3, 2, 2, 2, 2, 2]).is_err());
-        for &(m, k, n) in &[(1, 128, 64), (2, 7, 83), (1, 3, 10)] {
+        for &(m, k, n) in &[(1, 128, 64), (2, 7, 83), (1, 3, 10), (1, 9, 300), (1, 5, 520)] {
             let (x, w, b) = (data(m * k, 5), data(k * n, 6), data(n, 7));
             for relu in [false, true] {
                 let mut y = vec![f32::NAN; m * n];
