@@ -24,6 +24,19 @@ gamma / sqrt(var + eps) and the bias becomes beta + (bias - mean) * scale,
 computed in double precision; results agree with the two functions run
 apart to float rounding.  The model's own parameters are left untouched.
 
+A ReLU that is the only reader of a convolution's or an affine's output is
+merged into that step (the same values are clipped where they were written).
+
+Where every step allows it, the plan is also compiled into one
+``nncy._kernels.Program``: small 2-D convolutions, max pooling without
+padding, dense layers (with the merged ReLU), ReLU and softmax run as lean
+kernel calls whose arrays, geometry and packed weights were fixed at
+planning, back to back in one call without the GIL; reshapes become views;
+other steps on planned buffers run through their bound calls.  The run's
+float32 inputs of the planned shapes are copied into the program's own
+arrays and its outputs copied out; anything else takes the step-by-step
+path above.
+
 Importing this module and running a model whose parameters are stored as
 ``parameter.protobuf`` imports neither h5py nor CuPy.
 """

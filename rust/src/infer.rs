@@ -133,16 +133,19 @@ fn conv_block<S: Simd, const R: usize, const NV: usize>(
         }
     }
     let pos = d.oh * d.ow;
-    let mut tmp = [0.0f32; 64];
-    let n = (NV * lanes).min(d.oc.saturating_sub(o0));
-    for (r, a) in acc.iter().enumerate() {
+    let mut tmp = [[0.0f32; 64]; R];
+    for (tr, a) in tmp.iter_mut().zip(&acc) {
         for v in 0..NV {
-            simd.partial_store_f32s(&mut tmp[v * lanes..(v + 1) * lanes], a[v]);
+            simd.partial_store_f32s(&mut tr[v * lanes..(v + 1) * lanes], a[v]);
         }
-        for (t, &s) in tmp[..n].iter().enumerate() {
-            let b = if bias.is_empty() { 0.0 } else { bias[o0 + t] };
-            let v = s + b;
-            y[(o0 + t) * pos + q0 + r] = if relu && !(v > 0.0) { 0.0 } else { v };
+    }
+    let n = (NV * lanes).min(d.oc.saturating_sub(o0));
+    for t in 0..n {
+        let b = if bias.is_empty() { 0.0 } else { bias[o0 + t] };
+        let dst: &mut [f32; R] = (&mut y[(o0 + t) * pos + q0..][..R]).try_into().unwrap();
+        for r in 0..R {
+            let v = tmp[r][t] + b;
+            dst[r] = if relu && !(v > 0.0) { 0.0 } else { v };
         }
     }
 }
