@@ -968,3 +968,4 @@ def asconv(name, which, tuple dims, cnp.ndarray x, cnp.ndarray kv, cnp.ndarray k
     with nogil:
         st = nncy_asconv_f32(code, d, _t0, _t1, _t2, _t3, _t4, accum)
     check(st, name)
+include "_kernels_infer.pxi"

@@ -24,6 +24,19 @@ gamma / sqrt(var + eps) and the bias becomes beta + (bias - mean) * scale,
 computed in double precision; results agree with the two functions run
 apart to float rounding.  The model's own parameters are left untouched.
 
+A ReLU that is the only reader of a convolution's or an affine's output is
+merged into that step (the same values are clipped where they were written).
+
+Where every step allows it, the plan is also compiled into one
+``nncy._kernels.Program``: small 2-D convolutions, max pooling without
+padding, dense layers (with the merged ReLU), ReLU and softmax run as lean
+kernel calls whose arrays, geometry and packed weights were fixed at
+planning, back to back in one call without the GIL; reshapes become views;
+other steps on planned buffers run through their bound calls.  The run's
+float32 inputs of the planned shapes are copied into the program's own
+arrays and its outputs copied out; anything else takes the step-by-step
+path above.
+
 Importing this module and running a model whose parameters are stored as
 ``parameter.protobuf`` imports neither h5py nor CuPy.
 """
@@ -37,12 +50,13 @@ __all__ = ['load', 'Model']
 
 
 class _Step:
-    __slots__ = ('impl', 'ins', 'outs', 'name', 'type_name', 'spec', 'args', 'cls')
+    __slots__ = ('impl', 'ins', 'outs', 'name', 'type_name', 'spec', 'args', 'cls', 'relu')
 
-    def __init__(self, impl, ins, outs, name, type_name, spec=None, args=None, cls=None):
+    def __init__(self, impl, ins, outs, name, type_name, spec=None, args=None, cls=None,
+                 relu=False):
         self.impl, self.ins, self.outs, self.name, self.type_name = \
             impl, ins, outs, name, type_name
-        self.spec, self.args, self.cls = spec, args, cls
+        self.spec, self.args, self.cls, self.relu = spec, args, cls, relu
 
     def named_inputs(self):
         """Input name (from the function table) -> Variable, for the inputs given."""
@@ -146,6 +160,206 @@ def _fold(steps, keep, params, ctx):
     return out
 
 
+def _relu_in_place(a):
+    """a = a if a > 0 else 0, element by element (NaN and -0 become 0, as
+    ReLU gives them)."""
+    np.copyto(a, 0.0, where=~(a > 0))
+
+
+class _ThenReLU:
+    """A convolution or affine implementation followed by ReLU on its output
+    (in place): the pair as one step, whose output is the ReLU's."""
+
+    def __init__(self, impl):
+        self.base = impl
+
+    def link(self, inputs, outputs):
+        pass
+
+    def forward(self, inputs, outputs):
+        self.base.forward(inputs, outputs)
+        _relu_in_place(outputs[0].d)
+
+    def bind(self, inputs, outputs):
+        bind = getattr(self.base, 'bind', None)
+        call = bind(inputs, outputs) if bind is not None else None
+        if call is None:
+            return None
+        y = outputs[0].d
+
+        def run():
+            call()
+            _relu_in_place(y)
+        return run
+
+
+_RELU_FUSES = ('Convolution', 'Affine')
+
+
+def _fuse_relu(steps, keep):
+    """Steps with each ReLU that is the only reader of a convolution's or an
+    affine's output merged into that step (an exact rewrite: the same values
+    are clipped, where the first step wrote them)."""
+    readers = _readers(steps)
+    out = []
+    k = 0
+    while k < len(steps):
+        st = steps[k]
+        nxt = steps[k + 1] if k + 1 < len(steps) else None
+        if st.type_name in _RELU_FUSES and not st.relu and len(st.outs) == 1 and \
+                nxt is not None and nxt.type_name == 'ReLU' and len(nxt.ins) == 1 and \
+                nxt.ins[0] is st.outs[0] and readers.get(id(st.outs[0])) == 1 and \
+                id(st.outs[0]) not in keep and \
+                tuple(nxt.outs[0].shape) == tuple(st.outs[0].shape):
+            out.append(_Step(_ThenReLU(st.impl), st.ins, nxt.outs, st.name,
+                             st.type_name, st.spec, st.args, st.cls, relu=True))
+            k += 2
+            continue
+        out.append(st)
+        k += 1
+    return out
+
+
+# Sizes below which the lean kernels of the program beat the general ones
+# (which split work across threads and pack for large products).
+_LEAN_CONV_MACS = 1 << 20
+_LEAN_DENSE_MACS = 1 << 18
+
+
+def _base_impl(st):
+    return st.impl.base if st.relu else st.impl
+
+
+def _lean_step(prog, st, src, dst):
+    """Adds ``st`` to ``prog`` as a lean kernel call; False when it has none."""
+    impl = _base_impl(st)
+    t = st.type_name
+    if t == 'Convolution':
+        g = getattr(impl, 'geom', None)
+        if g is None or len(g) != 18 or g[3] != 1 or g[4] != 2 or g[5] != 0 or \
+                g[11] != 1 or g[17] != 1:
+            return False
+        batch, c, oc = g[0], g[1], g[2]
+        (h, oh, kh, ph, sh, _), (w, ow, kw, pw, sw, _) = g[6:12], g[12:18]
+        if batch * oc * oh * ow * c * kh * kw > _LEAN_CONV_MACS * max(batch, 1) or batch > 8:
+            return False
+        x, wt = src(st.ins[0]), src(st.ins[1])
+        b = src(st.ins[2]) if len(st.ins) > 2 else None
+        y = dst(st.outs[0])
+        if x is None or wt is None or y is None or (len(st.ins) > 2 and b is None):
+            return False
+        prog.conv2d(x, wt, b, y, (batch, c, h, w, oc, oh, ow, kh, kw, ph, pw, sh, sw), st.relu)
+        return True
+    if t == 'MaxPooling':
+        g = getattr(impl, 'geom', None)
+        if g is None or len(g) != 13 or g[1] != 2:
+            return False
+        (h, oh, kh, sh, ph), (w, ow, kw, sw, pw) = g[3:8], g[8:13]
+        if ph or pw or oh < 1 or ow < 1 or (oh - 1) * sh + kh > h or (ow - 1) * sw + kw > w:
+            return False
+        x, y = src(st.ins[0]), dst(st.outs[0])
+        if x is None or y is None:
+            return False
+        prog.max_pool2d(x, y, (g[0], h, w, oh, ow, kh, kw, sh, sw))
+        return True
+    if t == 'Affine':
+        m, k, n = impl._mats(st.ins, st.outs[0])
+        if m * k * n > _LEAN_DENSE_MACS:
+            return False
+        x, wt, y = src(st.ins[0]), src(st.ins[1]), dst(st.outs[0])
+        b = src(st.ins[2]) if len(st.ins) > 2 else None
+        if x is None or wt is None or y is None or (len(st.ins) > 2 and b is None):
+            return False
+        prog.dense(x, wt, b, y, m, k, n, st.relu)
+        return True
+    if t == 'ReLU' and len(st.ins) == 1:
+        x, y = src(st.ins[0]), dst(st.outs[0])
+        if x is None or y is None or x.size != y.size:
+            return False
+        prog.relu(x, y)
+        return True
+    if t in ('Softmax', 'LogSoftmax') and hasattr(impl, 'axis'):
+        x, y = src(st.ins[0]), dst(st.outs[0])
+        if x is None or y is None:
+            return False
+        shape, a = tuple(st.ins[0].shape), impl.axis
+        outer = int(np.prod(shape[:a], dtype=np.int64))
+        inner = int(np.prod(shape[a + 1:], dtype=np.int64))
+        prog.softmax(x, y, outer, shape[a], inner, bool(getattr(impl, 'log', False)))
+        return True
+    return False
+
+
+def _program(plan):
+    """The plan as one ``Program`` of kernel calls (the run's inputs copied
+    into arrays of its own, its outputs copied out), or None where a step
+    has neither a lean kernel nor a call on planned buffers."""
+    from nncy import _kernels as K
+    prog = K.Program()
+    arr = {}
+    ins = []
+    for v in plan.inputs:
+        if id(v) in arr:
+            return None
+        arr[id(v)] = a = np.empty(v.shape, np.float32)
+        ins.append(a)
+    outputs = {id(v) for v in plan.outputs}
+
+    def planned(v):
+        if v.data.clear_called or id(v) in plan.aliased:
+            return None
+        a = v.d
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            return None
+        return a
+
+    def src(v):
+        a = arr.get(id(v))
+        return planned(v) if a is None else a
+
+    def dst(v):
+        if id(v) in arr:
+            return None              # written twice
+        if id(v) in outputs:
+            a = np.empty(v.shape, np.float32)
+        else:
+            a = planned(v)
+        if a is not None:
+            arr[id(v)] = a
+        return a
+
+    for st in plan.steps:
+        if st.type_name == 'Reshape' and len(st.ins) == 1 and len(st.outs) == 1:
+            x = src(st.ins[0])
+            if x is not None and id(st.outs[0]) not in arr and \
+                    x.size == st.outs[0].size:
+                arr[id(st.outs[0])] = x.reshape(st.outs[0].shape)
+                continue
+        if _lean_step(prog, st, src, dst):
+            continue
+        # a planned call on the plan's own buffers
+        for v in st.ins:
+            if id(v) in arr and (v.data.clear_called or arr[id(v)] is not v.d and
+                                 not np.shares_memory(arr[id(v)], v.d)):
+                return None
+        if any(id(v) in arr or id(v) in outputs for v in st.outs):
+            return None
+        call = _bind(st, {id(v) for v in plan.inputs} | outputs | plan.aliased)
+        if getattr(call, '__name__', '') == '<lambda>' and \
+                any(planned(v) is None and id(v) not in arr for v in st.ins + st.outs):
+            return None
+        for v in st.outs:
+            if planned(v) is None:
+                return None
+            arr[id(v)] = v.d
+        prog.call(call)
+    try:
+        prog.set_io(ins, [arr[id(v)] for v in plan.outputs])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return prog
+
+
 class _Plan:
     def __init__(self, model, batch_size):
         from nncy._core import Variable, implementation, normalize_args
@@ -202,10 +416,11 @@ class _Plan:
         self.outputs = [made[n] for n in model.output_names]
         outside = {id(v) for v in self.outputs} | {id(v) for v in self.inputs}
         params = {id(v) for v in model._param_vars.values()}
-        self.steps = _fold(steps, outside, params, ctx)
+        self.steps = _fuse_relu(_fold(steps, outside, params, ctx), outside)
         self._lay_out(outside | params)
         fixed = outside | self.aliased
         self.calls = [_bind(st, fixed) for st in self.steps]
+        self.program = _program(self)
 
     def _lay_out(self, outside):
         """Gives every intermediate a buffer, shared with intermediates whose
@@ -378,9 +593,20 @@ class Model:
         return self._net.batch_size if b is None else b
 
     def run(self, *args, **kwargs):
+        if not kwargs:
+            # the common case: float32 arrays of the saved batch size by position
+            plan = self._plans.get(self._net.batch_size)
+            if plan is not None and plan.program is not None:
+                outs = plan.program.run(args)
+                if outs is not None:
+                    return OrderedDict(zip(self.output_names, outs))
         arrays = self._arrays(args, kwargs)
         b = self._batch_of(arrays)
         plan = self._plans.get(b) or self.plan(b)
+        if plan.program is not None:
+            outs = plan.program.run(arrays)
+            if outs is not None:
+                return OrderedDict(zip(self.output_names, outs))
         for n, v, a in zip(self.input_names, plan.inputs, arrays):
             if a.shape != v.shape:
                 raise ValueError('run: input %r has shape %s, the network expects %s'

@@ -530,7 +530,8 @@ def test_runtime_folds_inference_batch_norm_into_convolution(tmp_path, rng, chan
     path = str(tmp_path / 'cbn.nnp')
     save(path, _contents(x, z, 2))
     model = runtime.load(path)
-    assert [st.type_name for st in model.plan(2).steps] == ['Convolution', 'ReLU']
+    # batch norm folded, then the ReLU merged into the same step
+    assert [(st.type_name, st.relu) for st in model.plan(2).steps] == [('Convolution', True)]
     np.testing.assert_allclose(model.run(xs)['y'], want, rtol=1e-5, atol=1e-5)
     for k, v in model._param_vars.items():     # the model's parameters are untouched
         np.testing.assert_array_equal(v.d, before[k])
@@ -902,3 +903,47 @@ def test_latency_benchmark_runs(capsys, monkeypatch):
     assert infer_latency.main(['--number', '2', '--repeat', '2']) == 0
     out = capsys.readouterr().out
     assert 'nncy.runtime' in out and 'onnxruntime' in out
+
+
+def _small_cnn(rng, relu_twice=False):
+    """conv -> relu -> max pool -> conv (no bias) -> relu -> affine -> relu ->
+    affine -> softmax on (2, 2, 7, 7); with ``relu_twice`` the first
+    convolution's output also feeds the output sum."""
+    import nncy.parametric_functions as PF
+    x = nn.Variable((2, 2, 7, 7))
+    c1 = PF.convolution(x, 16, (3, 3), pad=(1, 1), name='c1')
+    h = F.max_pooling(F.relu(c1), (2, 2))
+    h = F.relu(PF.convolution(h, 32, (2, 2), pad=(1, 0), stride=(1, 2), with_bias=False,
+                              name='c2'))
+    h = F.relu(PF.affine(h, 20, name='f1'))
+    y = F.softmax(PF.affine(h, 5, name='f2'))
+    if relu_twice:
+        y = F.add2(y, F.sum(c1, axis=(1, 2, 3), keepdims=False).reshape((2, 1)))
+    for v in nn.get_parameters(grad_only=False).values():
+        v.d = rng.randn(*v.shape) * 0.5
+    return x, y
+
+
+@pytest.mark.parametrize('relu_twice', [False, True])
+def test_runtime_program_of_lean_kernels_matches_graph(tmp_path, rng, relu_twice):
+    x, y = _small_cnn(rng, relu_twice)
+    path = str(tmp_path / 'cnn.nnp')
+    save(path, _contents(x, y, 2))
+    model = runtime.load(path)
+    plan = model.plan(2)
+    fused = [st.type_name for st in plan.steps if st.relu]
+    assert fused == (['Convolution', 'Affine'] if relu_twice else
+                     ['Convolution', 'Convolution', 'Affine'])
+    if not relu_twice:
+        assert plan.program is not None and len(plan.program) == 6
+    xs = rng.randn(2, 2, 7, 7).astype(np.float32)
+    xs[0, 0, :2] = 0.0
+    x.d = xs
+    y.forward()
+    for _ in range(2):
+        np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-6, atol=1e-6)
+    # the steps one by one (the program set aside) agree as well
+    plan.program = None
+    np.testing.assert_allclose(model.run(xs)['y'], y.d, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.run(xs.astype(np.float64))['y'], y.d, rtol=1e-6,
+                               atol=1e-6)

@@ -221,6 +221,27 @@ int32_t nncy_pool_grad_f32(uint32_t op, const size_t *geom, size_t ngeom, const 
 // 1: out (+)= gx; 2: out (+)= gkv; 3: out (+)= gkh (gy read by 1 to 3).
 int32_t nncy_asconv_f32(uint32_t which, const size_t *dims, const float *x, const float *kv, const float *kh, const float *gy, float *out, int32_t accum);
 
+// Packs convolution weights (oc, c, kh, kw) for [`nncy_infer_conv2d_f32`]
+// into `out` (c * kh * kw * oc rounded up to 16 floats).  `dims` as there.
+int32_t nncy_infer_pack_conv_f32(const size_t *dims, const float *w, float *out);
+
+// Scratch floats [`nncy_infer_conv2d_f32`] needs for `dims` (0 if invalid).
+int32_t nncy_infer_conv_sizes(const size_t *dims, size_t *packed, size_t *scratch);
+
+// y = conv2d(x, w) + bias (NULL: none), then ReLU where `relu` != 0; batch
+// of NCHW images, no dilation, one group.  `dims`: [batch, c, h, w, oc, oh,
+// ow, kh, kw, ph, pw, sh, sw]; `wp` packed by [`nncy_infer_pack_conv_f32`];
+// `scratch` (apart from x and y) as [`nncy_infer_conv_sizes`] says.
+int32_t nncy_infer_conv2d_f32(const size_t *dims, const float *x, const float *wp, const float *bias, int32_t relu, float *scratch, float *y);
+
+// 2-D max pooling without padding, every window inside the input.  `dims`:
+// [planes, h, w, oh, ow, kh, kw, sh, sw].
+int32_t nncy_infer_max_pool2d_f32(const size_t *dims, const float *x, float *y);
+
+// y (m, n) = x (m, k) w (k, n) + bias (n floats; NULL: none), then ReLU
+// where `relu` != 0.
+int32_t nncy_infer_dense_f32(size_t m, size_t k, size_t n, const float *x, const float *w, const float *bias, int32_t relu, float *y);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -2095,3 +2095,100 @@ mod conv_tests {
         assert_eq!(nncy_asconv_f32(1, dims.as_ptr(), px.as_ptr(), ones.as_ptr(), ones.as_ptr(), null(), ay.as_mut_ptr(), 0), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Lean kernels for small inference layers (see `infer`)
+// ---------------------------------------------------------------------------
+
+/// `n` sizes at `p` into a fixed array (no allocation).
+fn read_dims<const N: usize>(p: *const usize) -> Result<[usize; N]> {
+    let mut d = [0usize; N];
+    read_into(&mut d, p)?;
+    Ok(d)
+}
+
+/// Packs convolution weights (oc, c, kh, kw) for [`nncy_infer_conv2d_f32`]
+/// into `out` (c * kh * kw * oc rounded up to 16 floats).  `dims` as there.
+#[no_mangle]
+pub extern "C" fn nncy_infer_pack_conv_f32(dims: *const usize, w: *const f32, out: *mut f32) -> i32 {
+    guard(|| {
+        let d = crate::infer::ConvDims::from_slice(&read_dims::<13>(dims)?)?;
+        let o = Region::contiguous(out as *const f32, d.packed_len())?;
+        // SAFETY: w holds oc * c * kh * kw floats, out packed_len floats.
+        let w = unsafe { Region::contiguous(w, d.oc * d.c * d.kh * d.kw)?.read_apart(&[o]) };
+        crate::infer::pack_conv_weight(&d, &w, unsafe { o.write() })
+    })
+}
+
+/// Scratch floats [`nncy_infer_conv2d_f32`] needs for `dims` (0 if invalid).
+#[no_mangle]
+pub extern "C" fn nncy_infer_conv_sizes(dims: *const usize, packed: *mut usize, scratch: *mut usize) -> i32 {
+    guard(|| {
+        let d = crate::infer::ConvDims::from_slice(&read_dims::<13>(dims)?)?;
+        let p = Region::contiguous(packed as *const usize, 1)?;
+        let s = Region::contiguous(scratch as *const usize, 1)?;
+        // SAFETY: both point at one writable size.
+        unsafe {
+            p.write()[0] = d.packed_len();
+            s.write()[0] = d.scratch_len();
+        }
+        Ok(())
+    })
+}
+
+/// y = conv2d(x, w) + bias (NULL: none), then ReLU where `relu` != 0; batch
+/// of NCHW images, no dilation, one group.  `dims`: [batch, c, h, w, oc, oh,
+/// ow, kh, kw, ph, pw, sh, sw]; `wp` packed by [`nncy_infer_pack_conv_f32`];
+/// `scratch` (apart from x and y) as [`nncy_infer_conv_sizes`] says.
+#[no_mangle]
+pub extern "C" fn nncy_infer_conv2d_f32(
+    dims: *const usize,
+    x: *const f32,
+    wp: *const f32,
+    bias: *const f32,
+    relu: i32,
+    scratch: *mut f32,
+    y: *mut f32,
+) -> i32 {
+    guard(|| {
+        let d = crate::infer::ConvDims::from_slice(&read_dims::<13>(dims)?)?;
+        let o = Region::contiguous(y as *const f32, d.y_len())?;
+        let s = Region::contiguous(scratch as *const f32, d.scratch_len())?;
+        if s.overlaps(&o) {
+            return Err(Error::Invalid);
+        }
+        // SAFETY: the caller passes buffers of these sizes; inputs overlapping
+        // y or the scratch are copied.
+        let x = unsafe { Region::contiguous(x, d.x_len())?.read_apart(&[o, s]) };
+        let wp = unsafe { Region::contiguous(wp, d.packed_len())?.read_apart(&[o, s]) };
+        let b = if bias.is_null() { Cow::Borrowed(&[][..]) } else { unsafe { Region::contiguous(bias, d.oc)?.read_apart(&[o, s]) } };
+        crate::infer::conv2d(&d, &x, &wp, &b, relu != 0, unsafe { s.write() }, unsafe { o.write() })
+    })
+}
+
+/// 2-D max pooling without padding, every window inside the input.  `dims`:
+/// [planes, h, w, oh, ow, kh, kw, sh, sw].
+#[no_mangle]
+pub extern "C" fn nncy_infer_max_pool2d_f32(dims: *const usize, x: *const f32, y: *mut f32) -> i32 {
+    guard(|| {
+        let d = crate::infer::PoolDims::from_slice(&read_dims::<9>(dims)?)?;
+        let o = Region::contiguous(y as *const f32, d.planes * d.oh * d.ow)?;
+        // SAFETY: x holds planes * h * w floats (copied if it overlaps y).
+        let x = unsafe { Region::contiguous(x, d.planes * d.h * d.w)?.read_apart(&[o]) };
+        crate::infer::max_pool2d(&d, &x, unsafe { o.write() })
+    })
+}
+
+/// y (m, n) = x (m, k) w (k, n) + bias (n floats; NULL: none), then ReLU
+/// where `relu` != 0.
+#[no_mangle]
+pub extern "C" fn nncy_infer_dense_f32(m: usize, k: usize, n: usize, x: *const f32, w: *const f32, bias: *const f32, relu: i32, y: *mut f32) -> i32 {
+    guard(|| {
+        let o = Region::contiguous(y as *const f32, m.checked_mul(n).ok_or(Error::Invalid)?)?;
+        // SAFETY: the caller passes buffers of these sizes; overlaps are copied.
+        let x = unsafe { Region::contiguous(x, m.checked_mul(k).ok_or(Error::Invalid)?)?.read_apart(&[o]) };
+        let w = unsafe { Region::contiguous(w, k.checked_mul(n).ok_or(Error::Invalid)?)?.read_apart(&[o]) };
+        let b = if bias.is_null() { Cow::Borrowed(&[][..]) } else { unsafe { Region::contiguous(bias, n)?.read_apart(&[o]) } };
+        crate::infer::dense(m, k, n, &x, &w, &b, relu != 0, unsafe { o.write() })
+    })
+}

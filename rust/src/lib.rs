@@ -31,6 +31,7 @@ pub mod vmath;
 pub mod asconv;
 pub mod conv;
 pub mod depthwise;
+pub mod infer;
 pub mod pool;
 pub mod window;
 
