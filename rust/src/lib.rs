@@ -33,6 +33,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod pool;
 pub mod window;
+pub mod winograd;
 
 #[cfg(test)]
 mod ops_tests;
