@@ -137,7 +137,7 @@ fn grow(v: &mut Vec<f32>, n: usize) -> Result<&mut [f32]> {
 }
 
 /// V and M of a block aim at this many floats (about a core's L2 cache).
-const BLOCK: usize = 192 * 1024;
+const BLOCK: usize = 384 * 1024;
 
 /// V (16, ci, nt) <- B^T d B of the tiles of tile rows [r0, r1) of one
 /// sample `x` (ci planes); `rows` holds 10 (tw + 1) floats.
