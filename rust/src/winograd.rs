@@ -43,13 +43,21 @@ impl Shape {
     fn tiles(&self) -> (usize, usize) {
         (self.oh.div_ceil(2), self.ow.div_ceil(2))
     }
+
+    /// Tile rows per block: V and M of a block hold about [`BLOCK`] floats.
+    fn block_rows(&self) -> usize {
+        let (th, tw) = self.tiles();
+        (BLOCK / (16 * (self.ci + self.co) * tw).max(1)).clamp(1, th.max(1))
+    }
 }
 
-/// Fewest channels (input and output) and output positions for the tiles to
-/// beat im2col and one product: with fewer channels the products are too
-/// thin, with smaller images the batched im2col path does better.
+/// Fewest channels (input and output), output positions, and multiply-adds
+/// per sample over the channels (ci co positions) for the tiles to beat
+/// im2col and one product: below, the products are too thin and the batched
+/// im2col path does better.
 const MIN_CHANNELS: usize = 16;
 const MIN_POSITIONS: usize = 64;
+const MIN_SAMPLE_MACS: usize = 128 * 1024;
 
 /// The shape of `op` (forward or data) on `g` when Winograd applies.
 pub fn shape(g: &ConvGeom, forward: bool) -> Option<Shape> {
@@ -63,15 +71,20 @@ pub fn shape(g: &ConvGeom, forward: bool) -> Option<Shape> {
         return None;
     }
     let (a0, a1) = (g.axes[0], g.axes[1]);
-    if g.channels < MIN_CHANNELS || g.out_channels < MIN_CHANNELS || a0.out * a1.out < MIN_POSITIONS {
+    let pos = a0.out * a1.out;
+    if g.channels < MIN_CHANNELS || g.out_channels < MIN_CHANNELS || pos < MIN_POSITIONS || g.channels * g.out_channels * pos < MIN_SAMPLE_MACS {
         return None;
     }
-    Some(if forward {
+    let sh = if forward {
         Shape { batch: g.batch, ci: g.channels, co: g.out_channels, h: a0.len, w: a1.len, ph: a0.p, pw: a1.p, oh: a0.out, ow: a1.out }
     } else {
         // gx = conv(gy padded by 2 - p, flipped kernel transposed)
         Shape { batch: g.batch, ci: g.out_channels, co: g.channels, h: a0.out, w: a1.out, ph: 2 - a0.p, pw: 2 - a1.p, oh: a0.len, ow: a1.len }
-    })
+    };
+    // Wide channels on small images leave few tiles per product: packing the
+    // (co, ci) kernels then costs too much and im2col's one deep product wins.
+    let (th, tw) = sh.tiles();
+    (4 * sh.block_rows().min(th) * tw >= sh.ci.max(sh.co)).then_some(sh)
 }
 
 /// U (16, co, ci) = G g G^T of every kernel.  `flip` reads the kernels of
@@ -262,7 +275,7 @@ fn output_transform(sh: &Shape, m: &[f32], r0: usize, r1: usize, y: &mut [f32], 
 fn sample(sh: &Shape, u: &[f32], x: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool, sc: &mut Scratch, par: bool) -> Result {
     let (th, tw) = sh.tiles();
     let (ci, co) = (sh.ci, sh.co);
-    let rb = (BLOCK / (16 * (ci + co) * tw).max(1)).clamp(1, th.max(1));
+    let rb = sh.block_rows();
     let rows = grow(&mut sc.rows, 10 * (tw + 1))?;
     let mut r0 = 0;
     while r0 < th {
