@@ -15,6 +15,9 @@
 //! transform writes the output rows.  Every transform runs along a row of
 //! tiles with unit-stride loads and stores (input rows are first split into
 //! their even and odd columns), so that the loops vectorise.
+//!
+//! The weight gradient stays on im2col.  Setting `NNCY_NO_WINOGRAD` sends
+//! every convolution to im2col (for comparisons).
 
 use crate::conv::ConvGeom;
 use crate::gemm::{self, MatMut, MatRef};
