@@ -160,11 +160,15 @@ pub fn run(op: u32, g: &ConvGeom, a: &[f32], b: &[f32], out: &mut [f32], bias: O
             _ => depthwise::backward_filter(g, a, b, out, accum),
         };
     }
-    if op != FILTER {
-        if let Some(sh) = winograd::shape(g, op == FORWARD) {
-            let u = winograd::transform_weights(&sh, b, op == DATA);
-            return winograd::run(&sh, &u, a, out, bias, accum);
+    if let Some(sh) = winograd::shape(g, op != DATA) {
+        if op == FILTER {
+            if winograd::filter_applies(&sh) {
+                return winograd::filter(&sh, a, b, out, accum);
+            }
+            return backward_filter(g, &s, a, b, out, accum);
         }
+        let u = winograd::transform_weights(&sh, b, op == DATA);
+        return winograd::run(&sh, &u, a, out, bias, accum);
     }
     match op {
         FORWARD => forward(g, &s, a, b, out, bias, accum),

@@ -16,7 +16,10 @@
 //! tiles with unit-stride loads and stores (input rows are first split into
 //! their even and odd columns), so that the loops vectorise.
 //!
-//! The weight gradient stays on im2col.  Setting `NNCY_NO_WINOGRAD` sends
+//! The weight gradient is the adjoint: per tile, the 4x4 transform of the
+//! 2x2 output gradient A gy A^T times the input tile's transform, summed
+//! over tiles and samples by 16 products dU_e (OC x C) = W_e V_e^T, then
+//! G^T dU G.  Setting `NNCY_NO_WINOGRAD` sends
 //! every convolution to im2col (for comparisons).
 
 use crate::conv::ConvGeom;
@@ -356,6 +359,170 @@ pub fn run(sh: &Shape, u: &[f32], x: &[f32], y: &mut [f32], bias: Option<&[f32]>
     })
 }
 
+/// W (16, co, nt) <- A gy A^T of the 2x2 output-gradient tiles of tile rows
+/// [r0, r1) of one sample `gy` (co planes; zero past the output's edge);
+/// `rows` holds 6 tw floats.
+#[inline(always)]
+fn grad_transform(sh: &Shape, gy: &[f32], r0: usize, r1: usize, wb: &mut [f32], rows: &mut [f32]) {
+    let (_, tw) = sh.tiles();
+    let nt = (r1 - r0) * tw;
+    let (oh, ow, co) = (sh.oh, sh.ow, sh.co);
+    let stride = co * nt;
+    assert!(wb.len() >= 16 * co * nt && rows.len() >= 6 * tw && ow <= 2 * tw && gy.len() >= co * oh * ow);
+    let (ev, rest) = rows[..6 * tw].split_at_mut(2 * tw);
+    let (od, padded) = rest.split_at_mut(2 * tw);
+    padded[ow..].fill(0.0);
+    for o in 0..co {
+        let plane = &gy[o * oh * ow..][..oh * ow];
+        for ti in r0..r1 {
+            for dy in 0..2 {
+                let (e, d) = (&mut ev[dy * tw..][..tw], &mut od[dy * tw..][..tw]);
+                let yy = 2 * ti + dy;
+                if yy >= oh {
+                    e.fill(0.0);
+                    d.fill(0.0);
+                    continue;
+                }
+                padded[..ow].copy_from_slice(&plane[yy * ow..][..ow]);
+                for ((pe, pd), pair) in e.iter_mut().zip(d.iter_mut()).zip(padded.chunks_exact(2)) {
+                    *pe = pair[0];
+                    *pd = pair[1];
+                }
+            }
+            let base = o * nt + (ti - r0) * tw;
+            let wp = wb.as_mut_ptr();
+            for j in 0..tw {
+                // tile [[a, b], [c, d]]; rows of A gy, then (A gy) A^T
+                let (a, b, c, d) = (ev[j], od[j], ev[tw + j], od[tw + j]);
+                let rws = [[a, b], [a + c, b + d], [a - c, b - d], [-c, -d]];
+                for (k, [p, q]) in rws.into_iter().enumerate() {
+                    let vals = [p, p + q, p - q, -q];
+                    for (l, &v) in vals.iter().enumerate() {
+                        // SAFETY: below 15 stride + co nt <= wb.len() (asserted above)
+                        unsafe { *wp.add((k * 4 + l) * stride + base + j) = v };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// dU (16, co, ci) += sum over the tiles of one sample of W_e V_e^T.
+fn filter_sample(sh: &Shape, x: &[f32], gy: &[f32], du: &mut [f32], sc: &mut Scratch, par: bool) -> Result {
+    let (th, tw) = sh.tiles();
+    let (ci, co) = (sh.ci, sh.co);
+    let rb = sh.block_rows();
+    let rows = grow(&mut sc.rows, 10 * (tw + 1))?;
+    let mut r0 = 0;
+    while r0 < th {
+        let r1 = (r0 + rb).min(th);
+        let nt = (r1 - r0) * tw;
+        let v = grow(&mut sc.v, 16 * ci * nt)?;
+        simd::dispatch(
+            #[inline(always)]
+            || input_transform(sh, x, r0, r1, v, rows),
+        );
+        let wb = grow(&mut sc.m, 16 * co * nt)?;
+        simd::dispatch(
+            #[inline(always)]
+            || grad_transform(sh, gy, r0, r1, wb, rows),
+        );
+        for e in 0..16 {
+            let dst = MatMut { data: &mut *du, base: e * co * ci, rs: ci as isize, cs: 1 };
+            let lhs = MatRef { data: &*wb, base: e * co * nt, rs: nt as isize, cs: 1 };
+            let rhs = MatRef { data: &*v, base: e * ci * nt, rs: 1, cs: nt as isize };
+            if par {
+                gemm::gemm(co, ci, nt, dst, lhs, rhs, 1.0, 1.0)?;
+            } else {
+                gemm::gemm_serial(co, ci, nt, dst, lhs, rhs, 1.0, 1.0)?;
+            }
+        }
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// Fewest channels (input and output) for the weight gradient's tiles: its
+/// products (OC x C, summed over tiles) are too small below.
+const MIN_FILTER_CHANNELS: usize = 64;
+
+/// Whether the weight gradient of the forward shape `sh` takes the tiles.
+pub fn filter_applies(sh: &Shape) -> bool {
+    sh.ci.min(sh.co) >= MIN_FILTER_CHANNELS
+}
+
+/// gw (co, ci, 3, 3) = [gw +] d conv / d w applied to gy, for the forward
+/// shape `sh`: dU_e = sum over tiles of (A gy A^T)_e (B^T d B)_e^T, then
+/// gw = G^T dU G.
+pub fn filter(sh: &Shape, x: &[f32], gy: &[f32], gw: &mut [f32], accum: bool) -> Result {
+    let (xs, ys) = (sh.ci * sh.h * sh.w, sh.co * sh.oh * sh.ow);
+    let (ci, co) = (sh.ci, sh.co);
+    if x.len() < sh.batch * xs || gy.len() < sh.batch * ys || gw.len() < co * ci * 9 {
+        return Err(Error::Invalid);
+    }
+    let nu = 16 * co * ci;
+    let threads = par::num_threads();
+    let work = (sh.batch * ys).saturating_mul(9 * ci);
+    let du = if threads > 1 && sh.batch >= threads && work >= PAR_MACS && ys > 0 {
+        let per = sh.batch.div_ceil(threads);
+        let parts: Vec<Result<Vec<f32>>> = par::install(usize::MAX, |_| {
+            x[..sh.batch * xs]
+                .par_chunks(per * xs.max(1))
+                .zip(gy[..sh.batch * ys].par_chunks(per * ys))
+                .map(|(xb, gb)| {
+                    let mut du = Vec::new();
+                    grow(&mut du, nu)?;
+                    with_scratch(|sc| {
+                        for (xn, gn) in xb.chunks_exact(xs.max(1)).zip(gb.chunks_exact(ys)) {
+                            filter_sample(sh, xn, gn, &mut du, sc, false)?;
+                        }
+                        Ok(du)
+                    })
+                })
+                .collect()
+        });
+        let mut total: Option<Vec<f32>> = None;
+        for p in parts {
+            let p = p?;
+            match &mut total {
+                None => total = Some(p),
+                Some(t) => t.iter_mut().zip(&p).for_each(|(u, v)| *u += v),
+            }
+        }
+        total.unwrap_or_else(|| vec![0.0; nu])
+    } else {
+        let mut du = Vec::new();
+        grow(&mut du, nu)?;
+        if ys > 0 {
+            let par = work >= MIN_PAR_WORK;
+            with_scratch(|sc| {
+                for n in 0..sh.batch {
+                    filter_sample(sh, &x[n * xs..(n + 1) * xs], &gy[n * ys..(n + 1) * ys], &mut du, sc, par)?;
+                }
+                Ok::<(), Error>(())
+            })?;
+        }
+        du
+    };
+    // gw = G^T dU G per kernel
+    let gt = |v: [f32; 4]| [v[0] + 0.5 * (v[1] + v[2]), 0.5 * (v[1] - v[2]), 0.5 * (v[1] + v[2]) + v[3]];
+    for o in 0..co {
+        for i in 0..ci {
+            let at = |e: usize| du[(e * co + o) * ci + i];
+            // columns first: rows r of dU G (4 x 3)
+            let rg: [[f32; 3]; 4] = std::array::from_fn(|r| gt([at(r * 4), at(r * 4 + 1), at(r * 4 + 2), at(r * 4 + 3)]));
+            let dst = &mut gw[(o * ci + i) * 9..][..9];
+            for c in 0..3 {
+                let col = gt([rg[0][c], rg[1][c], rg[2][c], rg[3][c]]);
+                for r in 0..3 {
+                    dst[r * 3 + c] = if accum { dst[r * 3 + c] + col[r] } else { col[r] };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +596,33 @@ mod tests {
             let co_plane = sh.oh * sh.ow;
             let acc: Vec<f64> = want.iter().enumerate().map(|(i, v)| v - b[(i / co_plane) % co] as f64 + 1.0).collect();
             check(&y2, &acc, scale, "accum");
+            // weight gradient against the direct sum over positions
+            let gy = data(batch * co * oh * ow, 5);
+            let mut want_gw = vec![0.0f64; co * ci * 9];
+            for n in 0..batch {
+                for o in 0..co {
+                    for yy in 0..oh {
+                        for xx in 0..ow {
+                            let gv = gy[((n * co + o) * oh + yy) * ow + xx] as f64;
+                            for i in 0..ci {
+                                for t in 0..9 {
+                                    let (r, c) = ((yy + t / 3) as isize - ph as isize, (xx + t % 3) as isize - pw as isize);
+                                    if r >= 0 && c >= 0 && r < h as isize && c < w as isize {
+                                        want_gw[(o * ci + i) * 9 + t] += gv * x[((n * ci + i) * h + r as usize) * w + c as usize] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let gscale = ((batch * oh * ow) as f64).sqrt() * 0.3;
+            let mut gw = vec![f32::NAN; co * ci * 9];
+            filter(&sh, &x, &gy, &mut gw, false).unwrap();
+            check(&gw, &want_gw, gscale, "filter");
+            let mut gw2 = vec![0.5f32; co * ci * 9];
+            filter(&sh, &x, &gy, &mut gw2, true).unwrap();
+            check(&gw2, &want_gw.iter().map(|v| v + 0.5).collect::<Vec<_>>(), gscale, "filter accum");
             // flipped and transposed kernels: w holds (ci_fwd = co, oc_fwd = ci)
             let wf = data(ci * co * 9, 4);
             let want = direct(&sh, &x, &|o, i, t| wf[(i * co + o) * 9 + 8 - t], None);
