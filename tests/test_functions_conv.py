@@ -280,6 +280,43 @@ def test_convolution_single_sample_threaded_matches_numpy():
                        check_clear_buffer=False, check_modes=False)
 
 
+@pytest.mark.parametrize('xs,oc,pad', [((3, 17, 11, 13), 20, (1, 2)),
+                                        ((2, 24, 10, 9), 19, (0, 1)),
+                                        ((1, 16, 9, 12), 32, (2, 0)),
+                                        ((2, 64, 9, 7), 65, (1, 0)),
+                                        ((4, 64, 24, 23), 64, (1, 1))], ids=str)
+def test_convolution_winograd_matches_numpy(xs, oc, pad):
+    """3x3, stride 1, at least 16 channels and 64 output positions: the
+    Winograd tiles (odd output sizes leave partial tiles), forward and both
+    gradients against the definitions, and finite differences."""
+    x, w, b = randn(*xs), randn(oc, xs[1], 3, 3, scale=0.2), randn(oc)
+    xv = nn.Variable.from_numpy_array(x, need_grad=True)
+    wv = nn.Variable.from_numpy_array(w, need_grad=True)
+    bv = nn.Variable.from_numpy_array(b, need_grad=True)
+    y = F.convolution(xv, wv, bv, pad=pad)
+    y.forward()
+    np.testing.assert_allclose(y.d, conv_ref(x, w, b, pad=pad), rtol=1e-4, atol=1e-4)
+    gy = randn(*y.shape)
+    xv.grad.zero()
+    wv.grad.zero()
+    y.backward(gy)
+    np.testing.assert_allclose(xv.g, deconv_ref(gy, w, pad=pad), rtol=1e-4, atol=1e-4)
+    # weight gradient: gw[o, c, t] = sum over samples and positions of gy x_pad
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])])
+    oh, ow = y.shape[2:]
+    gw = np.zeros(w.shape)
+    for t in _taps((3, 3)):
+        gw[:, :, t[0], t[1]] = np.einsum('nohw,nchw->oc', gy, xp[:, :, t[0]:t[0] + oh, t[1]:t[1] + ow])
+    np.testing.assert_allclose(wv.g, gw, rtol=1e-4, atol=1e-4)
+    # deconvolution's forward is the same input gradient
+    d = F.deconvolution(nn.Variable.from_numpy_array(gy), wv, None, pad=pad)
+    d.forward()
+    np.testing.assert_allclose(d.d, deconv_ref(gy, w, pad=pad), rtol=1e-4, atol=1e-4)
+    check_function(F.convolution, [x, w, b], conv_ref, dict(pad=pad), atol=1e-4, rtol=1e-4,
+                   fd_max_elems=4, fd_atol=5e-2, fd_rtol=5e-2, check_clear_buffer=False,
+                   check_modes=False)
+
+
 def test_convolution_positional_and_need_grad():
     x, w = randn(1, 2, 5, 5), randn(3, 2, 3, 3)
     xv, wv = nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(w, need_grad=True)

@@ -31,7 +31,7 @@
 use crate::gemm::{self, MatMut, MatRef};
 use crate::par::{self, par_for, Rows};
 use crate::window::{self, row_index, Axis, MAX_AXES};
-use crate::{depthwise, simd, Error, Result};
+use crate::{depthwise, simd, winograd, Error, Result};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -159,6 +159,16 @@ pub fn run(op: u32, g: &ConvGeom, a: &[f32], b: &[f32], out: &mut [f32], bias: O
             DATA => depthwise::backward_data(g, a, b, out, bias, accum),
             _ => depthwise::backward_filter(g, a, b, out, accum),
         };
+    }
+    if let Some(sh) = winograd::shape(g, op != DATA) {
+        if op == FILTER {
+            if winograd::filter_applies(&sh) {
+                return winograd::filter(&sh, a, b, out, accum);
+            }
+            return backward_filter(g, &s, a, b, out, accum);
+        }
+        let u = winograd::transform_weights(&sh, b, op == DATA);
+        return winograd::run(&sh, &u, a, out, bias, accum);
     }
     match op {
         FORWARD => forward(g, &s, a, b, out, bias, accum),

@@ -34,6 +34,7 @@ pub mod depthwise;
 pub mod infer;
 pub mod pool;
 pub mod window;
+pub mod winograd;
 
 #[cfg(test)]
 mod ops_tests;
