@@ -20,20 +20,22 @@ except ImportError:   # the table then has NumPy columns only
     torch = None
 
 
-def median_times(fns, repeat, warmup=2):
-    """Median seconds of each callable (None stays None), timed in turns so
-    that load on a shared machine falls on all of them alike."""
+def median_times(fns, repeat, block=3, settle=1):
+    """Median seconds of each callable (None stays None) over ``repeat``
+    timed calls.  The libraries take turns in blocks of ``block`` timed calls,
+    each block after ``settle`` untimed ones: load on a shared machine falls
+    on all alike, and a library's thread pool that still spins after its
+    turn (OpenMP's does) has stopped before the next one is timed."""
     live = [f for f in fns if f is not None]
-    for f in live:
-        for _ in range(warmup):
-            f()
     times = {id(f): [] for f in live}
-    for _ in range(repeat):
+    while len(times[id(live[0])]) < repeat:
         for f in live:
-            t = time.perf_counter()
-            f()
-            times[id(f)].append(time.perf_counter() - t)
-    return [statistics.median(times[id(f)]) if f is not None else None for f in fns]
+            for i in range(settle + block):
+                t = time.perf_counter()
+                f()
+                if i >= settle:
+                    times[id(f)].append(time.perf_counter() - t)
+    return [statistics.median(times[id(f)][:repeat]) if f is not None else None for f in fns]
 
 
 def _nd(a):
