@@ -214,15 +214,7 @@ pub fn run(which: u32, d: &Dims, x: &[f32], kv: &[f32], kh: &[f32], gy: &[f32], 
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     #[test]
     fn matches_direct_sums() {

@@ -276,15 +276,7 @@ pub fn backward(g: &Geometry, which: u32, x1: &[f32], x2: &[f32], gy: &[f32], gx
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     /// The definition, element by element (as NNabla writes it).
     fn naive(g: &Geometry, x1: &[f32], x2: &[f32], gy: &[f32], y: &mut [f64], gx1: &mut [f64], gx2: &mut [f64]) {

@@ -452,14 +452,9 @@ pub fn dense(m: usize, k: usize, n: usize, x: &[f32], w: &[f32], bias: &[f32], r
 mod tests {
     use super::*;
 
+    /// Values in [-1, 1).
     fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        crate::testdata::data(n, seed).into_iter().map(|v| 2.0 * v).collect()
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub mod winograd;
 
 #[cfg(test)]
 mod ops_tests;
+#[cfg(test)]
+mod testdata;
 
 /// Why a kernel refused its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

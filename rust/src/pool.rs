@@ -422,15 +422,7 @@ pub fn backward(op: u32, g: &PoolGeom, x: &[f32], gy: &[f32], gx: &mut [f32], ac
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     /// Direct evaluation of one output over the whole window.
     fn naive(op: u32, g: &PoolGeom, x: &[f32], plane: usize, o: &[usize]) -> (f32, Option<usize>) {

@@ -347,13 +347,7 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
-            })
-            .collect()
+        crate::testdata::data(n, seed).into_iter().map(|v| 3.0 * v).collect()
     }
 
     fn sig(x: f64) -> f64 {

@@ -280,14 +280,9 @@ pub fn reduce(
 mod tests {
     use super::*;
 
+    /// Values in [-0.5, 1.5).
     fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 0.5
-            })
-            .collect()
+        crate::testdata::data(n, seed).into_iter().map(|v| 2.0 * v + 0.5).collect()
     }
 
     fn reference(op: u32, x: &[f32], outer: usize, r: usize, inner: usize) -> Vec<f64> {

@@ -527,15 +527,7 @@ pub fn filter(sh: &Shape, x: &[f32], gy: &[f32], gw: &mut [f32], accum: bool) ->
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     /// Direct definition in f64: y[n, o] = sum_i conv(x[n, i], g[o][i]).
     fn direct(sh: &Shape, x: &[f32], k: &dyn Fn(usize, usize, usize) -> f32, bias: Option<&[f32]>) -> Vec<f64> {
