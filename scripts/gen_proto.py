@@ -2,8 +2,8 @@
 
 Needs grpcio-tools at development time only (it bundles protoc):
 
-    pip install --target /tmp/grpctools grpcio-tools
-    PYTHONPATH=/tmp/grpctools python scripts/gen_proto.py
+    python -m venv .protoc-env && .protoc-env/bin/pip install grpcio-tools
+    .protoc-env/bin/python scripts/gen_proto.py
 
 The generated module is committed, so neither protoc nor grpcio-tools is a
 dependency of nncy.  protoc writes a call that refuses to run on a protobuf
