@@ -123,6 +123,38 @@ class _ConvBase(Impl):
             g.extend(a)
         return tuple(int(v) for v in g)
 
+    def _check_kernel(self, w, kernel):
+        if 0 in kernel:
+            raise self.error('weight', 'has an empty kernel: shape %s' % (w.shape,))
+
+    def _conv_outputs(self, spatial, kernel, pad, stride, dil):
+        """Output sizes of a convolution over ``spatial``, checked."""
+        out = []
+        for i in range(len(spatial)):
+            o = _conv_out(spatial[i], kernel[i], stride[i], pad[i], dil[i])
+            if o is None:
+                raise self.error('x', 'spatial axis %d has size %d, smaller than the dilated '
+                                 'kernel %d minus twice the padding %d'
+                                 % (i, spatial[i], dil[i] * (kernel[i] - 1) + 1, pad[i]))
+            out.append(o)
+        return out
+
+    def _finish(self, inputs, x, batch, channels, out_channels, group, spatial, out, kernel,
+                pad, stride, dil):
+        """Checks the bias, records what backward needs and returns the output
+        shape.  A transposed layer is the input gradient of the convolution
+        from its output (``out``, ``out_channels``) back to its input."""
+        self._check_bias(inputs, out_channels)
+        self.batch, self.out_channels, self.out_positions = batch, out_channels, _prod(out)
+        if self.transposed:
+            src, dst, c, oc = out, spatial, out_channels, channels
+        else:
+            src, dst, c, oc = spatial, out, channels, out_channels
+        self.geom = self._geometry(batch, c, oc, group, self.channel_last,
+                                   [(src[i], dst[i], kernel[i], pad[i], stride[i], dil[i])
+                                    for i in range(len(out))])
+        return [self._output_shape(x, out_channels, out)]
+
     # -- running ---------------------------------------------------------------
 
     def forward(self, inputs, outputs):
@@ -177,22 +209,10 @@ class Convolution(_ConvBase):
             raise self.error('weight', 'has %d input channels per group, expected %d '
                              '(input channels %d / group %d); weight shape %s'
                              % (cg, c // group, c, group, w.shape))
-        if 0 in kernel:
-            raise self.error('weight', 'has an empty kernel: shape %s' % (w.shape,))
-        out = []
-        for i in range(ns):
-            o = _conv_out(spatial[i], kernel[i], stride[i], pad[i], dil[i])
-            if o is None:
-                raise self.error('x', 'spatial axis %d has size %d, smaller than the dilated '
-                                 'kernel %d minus twice the padding %d'
-                                 % (i, spatial[i], dil[i] * (kernel[i] - 1) + 1, pad[i]))
-            out.append(o)
-        self._check_bias(inputs, oc)
-        self.batch, self.out_channels, self.out_positions = batch, oc, _prod(out)
-        self.geom = self._geometry(batch, c, oc, group, cl,
-                                   [(spatial[i], out[i], kernel[i], pad[i], stride[i], dil[i])
-                                    for i in range(ns)])
-        return [self._output_shape(x, oc, out)]
+        self._check_kernel(w, kernel)
+        out = self._conv_outputs(spatial, kernel, pad, stride, dil)
+        return self._finish(inputs, x, batch, c, oc, group, spatial, out, kernel, pad, stride,
+                            dil)
 
 
 @register('DepthwiseConvolution')
@@ -212,22 +232,10 @@ class DepthwiseConvolution(_ConvBase):
             raise self.error('weight', 'must have %d kernels (input channels %d x multiplier '
                              '%d), got shape %s' % (c * m, c, m, w.shape))
         kernel = tuple(w.shape[1:])
-        if 0 in kernel:
-            raise self.error('weight', 'has an empty kernel: shape %s' % (w.shape,))
-        out = []
-        for i in range(ns):
-            o = _conv_out(spatial[i], kernel[i], stride[i], pad[i], dil[i])
-            if o is None:
-                raise self.error('x', 'spatial axis %d has size %d, smaller than the dilated '
-                                 'kernel %d minus twice the padding %d'
-                                 % (i, spatial[i], dil[i] * (kernel[i] - 1) + 1, pad[i]))
-            out.append(o)
-        self._check_bias(inputs, c * m)
-        self.batch, self.out_channels, self.out_positions = batch, c * m, _prod(out)
-        self.geom = self._geometry(batch, c, c * m, c, False,
-                                   [(spatial[i], out[i], kernel[i], pad[i], stride[i], dil[i])
-                                    for i in range(ns)])
-        return [self._output_shape(x, c * m, out)]
+        self._check_kernel(w, kernel)
+        out = self._conv_outputs(spatial, kernel, pad, stride, dil)
+        return self._finish(inputs, x, batch, c, c * m, c, spatial, out, kernel, pad, stride,
+                            dil)
 
 
 def _deconv_out(impl, i, length, k, s, p, d, extra=0):
@@ -268,18 +276,12 @@ class Deconvolution(_ConvBase):
                              % (ic, group))
         ocg = w.shape[-1] if cl else w.shape[1]
         kernel = tuple(w.shape[1:-1]) if cl else tuple(w.shape[2:])
-        if 0 in kernel:
-            raise self.error('weight', 'has an empty kernel: shape %s' % (w.shape,))
+        self._check_kernel(w, kernel)
         oc = ocg * group
         out = [_deconv_out(self, i, spatial[i], kernel[i], stride[i], pad[i], dil[i], opad[i])
                for i in range(ns)]
-        self._check_bias(inputs, oc)
-        self.batch, self.out_channels, self.out_positions = batch, oc, _prod(out)
-        # the convolution whose input gradient this is: input = our output
-        self.geom = self._geometry(batch, oc, ic, group, cl,
-                                   [(out[i], spatial[i], kernel[i], pad[i], stride[i], dil[i])
-                                    for i in range(ns)])
-        return [self._output_shape(x, oc, out)]
+        return self._finish(inputs, x, batch, ic, oc, group, spatial, out, kernel, pad, stride,
+                            dil)
 
 
 @register('DepthwiseDeconvolution')
@@ -301,18 +303,12 @@ class DepthwiseDeconvolution(_ConvBase):
             raise self.error('weight', 'must have %d kernels (one per input channel), got '
                              'shape %s' % (c, w.shape))
         kernel = tuple(w.shape[1:])
-        if 0 in kernel:
-            raise self.error('weight', 'has an empty kernel: shape %s' % (w.shape,))
+        self._check_kernel(w, kernel)
         oc = c // dv
         out = [_deconv_out(self, i, spatial[i], kernel[i], stride[i], pad[i], dil[i])
                for i in range(ns)]
-        self._check_bias(inputs, oc)
-        self.batch, self.out_channels, self.out_positions = batch, oc, _prod(out)
         # transpose of a depthwise convolution with multiplier `divisor`
-        self.geom = self._geometry(batch, oc, c, oc, False,
-                                   [(out[i], spatial[i], kernel[i], pad[i], stride[i], dil[i])
-                                    for i in range(ns)])
-        return [self._output_shape(x, oc, out)]
+        return self._finish(inputs, x, batch, c, oc, oc, spatial, out, kernel, pad, stride, dil)
 
 
 @register('AdaptiveSeparableConvolution')
