@@ -306,8 +306,7 @@ cdef class NdArray(Operand):
         if tuple(arr.shape) != self._shape:
             raise ValueError('NdArray.set_array: shape %s differs from %s'
                              % (arr.shape, self._shape))
-        if not isinstance(arr, np.ndarray) and _device is not None and \
-                hasattr(arr, '__cuda_array_interface__'):
+        if _device is not None and _device.owns(arr):
             self._dev = _device.asarray(arr)
             self._on_dev = True
         else:
@@ -858,6 +857,13 @@ def register(type_name, backend='cpu'):
         _impl_cache.clear()
         return cls
     return deco
+
+
+def unregister(type_name, backend):
+    """Remove the implementation of ``type_name`` on ``backend``; returns it
+    (or None).  Nodes created afterwards fall back to the next backend."""
+    _impl_cache.clear()
+    return _registry.pop((type_name, backend), None)
 
 
 def implementation(type_name, backend='cpu'):

@@ -27,7 +27,7 @@ def _check(result, prog=None):
 
 def compile_to_ptx(filename):
     """(ptx text, {name expression: lowered name})."""
-    src = (_sources.KERNEL_DIR / filename).read_bytes()
+    src = _sources.source(filename).encode()
     names = _sources.name_expressions(filename)
     prog, = _check(nvrtc.nvrtcCreateProgram(src, filename.encode(), 0, [], []))
     try:
@@ -49,9 +49,16 @@ def compile_to_ptx(filename):
         nvrtc.nvrtcDestroyProgram(prog)
 
 
-def test_every_source_is_listed():
+def test_every_source_declares_its_kernels():
     assert _sources.sources(), 'no .cu files found'
-    assert sorted(_sources.NAME_EXPRESSIONS) == _sources.sources()
+    for f in _sources.sources():
+        assert _sources.name_expressions(f), '%s declares no kernels (// @instantiate)' % f
+
+
+def test_instantiate_lines_expand_to_every_combination():
+    text = '// @instantiate k<{T},{M}> T=float,__half M=0,1\n// @instantiate plain\n'
+    assert _sources.declared(text) == ['k<float, 0>', 'k<float, 1>', 'k<__half, 0>',
+                                       'k<__half, 1>', 'plain']
 
 
 @pytest.mark.parametrize('filename', _sources.sources())

@@ -39,6 +39,9 @@ class FakeDevice:
     def asarray(self, obj):
         return np.asarray(obj).view(DevArray)
 
+    def owns(self, obj):
+        return isinstance(obj, DevArray)
+
 
 @register('ReLU', 'fake')
 class FakeReLU(Impl):

@@ -46,6 +46,10 @@ class _CupyArrays:
     def asarray(self, obj):
         return self.cp.asarray(obj)
 
+    def owns(self, obj):
+        """Whether ``obj`` is a device array."""
+        return isinstance(obj, self.cp.ndarray)
+
 
 def cupy():
     """CuPy, imported on first use (with a clear error when it is missing);

@@ -29,7 +29,7 @@ def module(filename):
     key = (filename, cp.cuda.runtime.getDevice())
     mod = _modules.get(key)
     if mod is None:
-        code = (_sources.KERNEL_DIR / filename).read_text()
+        code = _sources.source(filename)
         mod = cp.RawModule(code=code, options=_options(),
                            name_expressions=_sources.name_expressions(filename))
         _modules[key] = mod

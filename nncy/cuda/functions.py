@@ -7,48 +7,9 @@ import numpy as np
 from nncy import _cpu, _cpu_math, _table
 from nncy import _core
 from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
-from nncy.cuda import cupy
-from nncy.cuda._module import ctype, launch
-
-
-
-class _LazyCupy:
-    """CuPy, imported at the first kernel call: importing this module (which
-    registers the implementations) works without CuPy."""
-
-    def __getattr__(self, name):
-        return getattr(cupy(), name)
-
-
-cp = _LazyCupy()
+from nncy.cuda._common import contiguous, cp, ctype, device, launch, store, sum_to
 
 POINTWISE = 'pointwise_gen.cu'
-
-
-def _device(impl):
-    return cp.cuda.Device(int(impl.ctx.device_id or 0))
-
-
-def _store(g, value, accum):
-    """g (+)= value on the device (value may broadcast)."""
-    if accum:
-        g += value
-    else:
-        g[...] = value
-
-
-def _f(a, dtype):
-    """``a`` as a contiguous array of ``dtype`` (no copy when it is one)."""
-    a = a.astype(dtype, copy=False)
-    return a if a.flags.c_contiguous else a.copy()
-
-
-def _sum_to(full, shape):
-    """``full`` summed over the axes along which ``shape`` was broadcast."""
-    lead = full.ndim - len(shape)
-    axes = tuple(i for i in range(full.ndim)
-                 if i < lead or (shape[i - lead] == 1 and full.shape[i] != 1))
-    return full.sum(axis=axes).reshape(shape) if axes else full
 
 
 def _layout(out, s0, s1):
@@ -98,9 +59,9 @@ class Pointwise(_core.Pointwise):
                                    ', '.join((ctype(dtype), str(self.spec.code)) + extra))
 
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             y = dev_data_out(outputs[0])
-            xs = [_f(dev_data(v), y.dtype) for v in inputs]
+            xs = [contiguous(dev_data(v), y.dtype) for v in inputs]
             n = np.int64(y.size)
             if self.kind == 'unary':
                 p, _, _ = self._consts(None)
@@ -113,12 +74,12 @@ class Pointwise(_core.Pointwise):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
-        with _device(self):
+        with device(self):
             yv = outputs[0]
-            gy = _f(dev_grad(yv), yv.data.dtype)
+            gy = contiguous(dev_grad(yv), yv.data.dtype)
             dt = gy.dtype
-            ya = _f(dev_data(yv), dt) if self.spec.grad_uses_output else gy
-            xs = [_f(dev_data(v), dt) if self.spec.grad_uses_inputs else gy for v in inputs]
+            ya = contiguous(dev_data(yv), dt) if self.spec.grad_uses_output else gy
+            xs = [contiguous(dev_data(v), dt) if self.spec.grad_uses_inputs else gy for v in inputs]
             n = np.int64(gy.size)
             if self.kind == 'unary':
                 p, _, _ = self._consts(None)
@@ -128,7 +89,7 @@ class Pointwise(_core.Pointwise):
                 launch(POINTWISE, self._name('grad', dt), gy.size,
                        (n, xs[0], ya, gy, g, p, np.int32(accum[0] and direct)))
                 if not direct:
-                    _store(gx, g, accum[0])
+                    store(gx, g, accum[0])
                 return
             shapes = (gy.shape,) + tuple(v.shape for v in inputs)
             p, nd, m = self._consts(shapes)
@@ -143,7 +104,7 @@ class Pointwise(_core.Pointwise):
                 launch(POINTWISE, self._name('grad', dt, str(i)), gy.size,
                        (n, nd, m, xs[0], xs[1], ya, gy, g, p, np.int32(accum[i] and direct)))
                 if not direct:
-                    _store(gx, _sum_to(g, v.shape), accum[i])
+                    store(gx, sum_to(g, v.shape), accum[i])
 
 
 for _spec in _table.BY_NAME.values():
@@ -157,29 +118,29 @@ for _spec in _table.BY_NAME.values():
 @register('Affine', 'cuda')
 class Affine(_cpu.Affine):
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             y = outputs[0]
             m, k, n = self._mats(inputs, y)
             out = dev_data_out(y).reshape(m, n)
-            x = _f(dev_data(inputs[0]), out.dtype).reshape(m, k)
-            w = _f(dev_data(inputs[1]), out.dtype).reshape(k, n)
+            x = contiguous(dev_data(inputs[0]), out.dtype).reshape(m, k)
+            w = contiguous(dev_data(inputs[1]), out.dtype).reshape(k, n)
             cp.matmul(x, w, out=out)
             if len(inputs) > 2:
                 out += dev_data(inputs[2]).reshape(1, n).astype(out.dtype, copy=False)
 
     def backward(self, inputs, outputs, propagate_down, accum):
-        with _device(self):
+        with device(self):
             y = outputs[0]
             m, k, n = self._mats(inputs, y)
             gy = dev_grad(y).reshape(m, n)
             if propagate_down[0]:
-                w = _f(dev_data(inputs[1]), gy.dtype).reshape(k, n)
-                _store(dev_grad_out(inputs[0], accum[0]).reshape(m, k), gy @ w.T, accum[0])
+                w = contiguous(dev_data(inputs[1]), gy.dtype).reshape(k, n)
+                store(dev_grad_out(inputs[0], accum[0]).reshape(m, k), gy @ w.T, accum[0])
             if propagate_down[1]:
-                x = _f(dev_data(inputs[0]), gy.dtype).reshape(m, k)
-                _store(dev_grad_out(inputs[1], accum[1]).reshape(k, n), x.T @ gy, accum[1])
+                x = contiguous(dev_data(inputs[0]), gy.dtype).reshape(m, k)
+                store(dev_grad_out(inputs[1], accum[1]).reshape(k, n), x.T @ gy, accum[1])
             if len(inputs) > 2 and propagate_down[2]:
-                _store(dev_grad_out(inputs[2], accum[2]).reshape(n), gy.sum(axis=0), accum[2])
+                store(dev_grad_out(inputs[2], accum[2]).reshape(n), gy.sum(axis=0), accum[2])
 
 
 @register('BatchMatmul', 'cuda')
@@ -192,13 +153,13 @@ class BatchMatmul(_cpu_math.BatchMatmul):
         return out
 
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             y = dev_data_out(outputs[0])
             a, b = self._mats(inputs)
             y[...] = cp.matmul(a.astype(y.dtype, copy=False), b.astype(y.dtype, copy=False))
 
     def backward(self, inputs, outputs, propagate_down, accum):
-        with _device(self):
+        with device(self):
             a, b = self._mats(inputs)
             gy = dev_grad(outputs[0])
             ga = cp.matmul(gy, cp.swapaxes(b, -1, -2))   # d(a op)
@@ -209,7 +170,7 @@ class BatchMatmul(_cpu_math.BatchMatmul):
                     continue
                 if t:
                     g = cp.swapaxes(g, -1, -2)
-                _store(dev_grad_out(v, accum[i]), _sum_to(g, v.shape), accum[i])
+                store(dev_grad_out(v, accum[i]), sum_to(g, v.shape), accum[i])
 
 
 # ---------------------------------------------------------------------------
@@ -217,7 +178,7 @@ class BatchMatmul(_cpu_math.BatchMatmul):
 
 class _Reduce:
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             y = dev_data_out(outputs[0])
             x = dev_data(inputs[0])
             s = x.sum(axis=self.axes, dtype=np.float32) * np.float32(self.scale(x))
@@ -226,11 +187,11 @@ class _Reduce:
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return
-        with _device(self):
+        with device(self):
             x = inputs[0]
             kept = tuple(1 if i in self.axes else s for i, s in enumerate(x.shape))
             gy = dev_grad(outputs[0]).reshape(kept) * np.float32(self.scale(x))
-            _store(dev_grad_out(x, accum[0]), gy, accum[0])
+            store(dev_grad_out(x, accum[0]), gy, accum[0])
 
 
 @register('Sum', 'cuda')
@@ -248,7 +209,7 @@ class Mean(_Reduce, _cpu.Mean):
 
 class _Softmax:
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             x = dev_data(inputs[0]).astype(np.float32)
             z = x - x.max(axis=self.axis, keepdims=True)
             if self.log:
@@ -261,14 +222,14 @@ class _Softmax:
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return
-        with _device(self):
+        with device(self):
             y = dev_data(outputs[0]).astype(np.float32)
             gy = dev_grad(outputs[0]).astype(np.float32)
             if self.log:
                 g = gy - cp.exp(y) * gy.sum(axis=self.axis, keepdims=True)
             else:
                 g = y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
-            _store(dev_grad_out(inputs[0], accum[0]), g, accum[0])
+            store(dev_grad_out(inputs[0], accum[0]), g, accum[0])
 
 
 @register('Softmax', 'cuda')
@@ -301,7 +262,7 @@ class SoftmaxCrossEntropy(_cpu.SoftmaxCrossEntropy):
         return li
 
     def forward(self, inputs, outputs):
-        with _device(self):
+        with device(self):
             ls = self._log_softmax(inputs)
             li = self._labels(inputs)
             dev_data_out(outputs[0])[...] = -cp.take_along_axis(ls, li, axis=self.axis)
@@ -312,14 +273,18 @@ class SoftmaxCrossEntropy(_cpu.SoftmaxCrossEntropy):
                                       'the target labels; set target.need_grad = False')
         if not propagate_down[0]:
             return
-        with _device(self):
+        with device(self):
             x = inputs[0]
             li = self._labels(inputs)
             classes = cp.arange(x.shape[self.axis]).reshape(
                 (-1,) + (1,) * (len(x.shape) - self.axis - 1))
             g = cp.exp(self._log_softmax(inputs)) - (classes == li)
             gy = dev_grad(outputs[0]).astype(np.float32)
-            _store(dev_grad_out(x, accum[0]), g * gy, accum[0])
+            store(dev_grad_out(x, accum[0]), g * gy, accum[0])
+
+
+# The other families, one module each (importing registers them).
+from nncy.cuda import (array, conv, loss, mathops, norm, pool, rand, seq)  # noqa: E402,F401
 
 
 def implemented():

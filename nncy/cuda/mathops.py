@@ -1,0 +1,1 @@
+"""cuda implementations: (being written)."""
