@@ -158,11 +158,15 @@ cdef class Operand:
 
 cdef dict _BUFFER_FORMATS = {}
 
+# DLPack device types of GPU memory: CUDA, CUDA host-pinned, CUDA managed.
+_DLPACK_GPU = (2, 3, 13)
+
 # The GPU backend's array operations (nncy.cuda sets it; None on CPU only):
 # an object with zeros(shape, dtype), empty(shape, dtype), upload(host, dev)
 # -> dev (reusing ``dev`` when it fits), download(dev, host) -> host (reusing
-# ``host`` when it fits) and asarray(obj) for objects with
-# __cuda_array_interface__.
+# ``host`` when it fits), asarray(obj) for objects with
+# __cuda_array_interface__, from_dlpack(obj) for GPU DLPack producers and
+# owns(obj) (whether obj is one of its arrays).
 cdef object _device = None
 
 
@@ -403,14 +407,23 @@ cdef class NdArray(Operand):
         pass
 
     def __dlpack__(self, *args, **kwargs):
-        return self.get().__dlpack__(*args, **kwargs)
+        """DLPack export of the current copy: the device array when it is the
+        newer one, else the host array."""
+        return (self._dev if self._on_dev else self.get()).__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return self.get().__dlpack_device__()
+        return (self._dev if self._on_dev else self.get()).__dlpack_device__()
 
     @staticmethod
     def from_dlpack(obj):
-        """An NdArray sharing the memory of a DLPack-capable object."""
+        """An NdArray sharing the memory of a DLPack-capable object: a GPU
+        array becomes its device copy, a host array its host copy."""
+        kind = obj.__dlpack_device__()[0] if hasattr(obj, '__dlpack_device__') else 1
+        if kind in _DLPACK_GPU:
+            arr = _need_device().from_dlpack(obj)
+            a = NdArray(arr.shape, arr.dtype)
+            a.set_array(arr)
+            return a
         return _ndarray_from(np.from_dlpack(obj))
 
     def __repr__(self):

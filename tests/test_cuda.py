@@ -65,14 +65,33 @@ def test_data_interop(rng, cupy):
     assert float(y.data.data[0]) == 42.0
 
 
-def test_module_is_compiled_once():
+def test_dlpack_in_and_out(rng, cupy):
+    x = rng.randn(5).astype(np.float32)
+    v = nn.Variable.from_numpy_array(x)
+    with nn.context_scope(CUDA), nn.auto_forward():
+        y = F.relu(v)
+    assert y.data.__dlpack_device__()[0] == 2          # exported from the device copy
+    d = cupy.from_dlpack(y.data)
+    np.testing.assert_array_equal(d.get(), np.maximum(x, 0))
+    a = nn.NdArray.from_dlpack(d)                       # GPU in: becomes the device copy
+    assert a.device_array is not None
+    d[0] = 7.0                                          # shared memory
+    assert float(a.data[0]) == 7.0
+    h = nn.NdArray.from_dlpack(np.arange(3, dtype=np.float32))   # host in: host copy
+    assert h.device_array is None and h.shape == (3,)
+
+
+def test_kernels_are_compiled_once_each_on_first_use():
     from nncy.cuda import _module
     with nn.context_scope(CUDA), nn.auto_forward():
         F.sigmoid(nn.Variable.from_numpy_array(np.ones(3, np.float32)))
-    mods = dict(_module._modules)
+    kernels = dict(_module._functions)
+    assert any('nncy_unary_fwd<float, 1>' in k for k in kernels)
     with nn.context_scope(CUDA), nn.auto_forward():
-        F.exp(nn.Variable.from_numpy_array(np.ones(3, np.float32)))
-    assert _module._modules == mods
+        F.sigmoid(nn.Variable.from_numpy_array(np.ones(3, np.float32)))
+    assert _module._functions == kernels
+    with pytest.raises(KeyError, match='does not declare'):
+        _module.function('pointwise_gen.cu', 'nncy_unary_fwd<double, 1>')
 
 
 @pytest.mark.parametrize('bias', [True, False])

@@ -46,6 +46,9 @@ class _CupyArrays:
     def asarray(self, obj):
         return self.cp.asarray(obj)
 
+    def from_dlpack(self, obj):
+        return self.cp.from_dlpack(obj)
+
     def owns(self, obj):
         """Whether ``obj`` is a device array."""
         return isinstance(obj, self.cp.ndarray)

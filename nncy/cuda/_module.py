@@ -1,12 +1,13 @@
-"""Loads the kernels of ``kernels/*.cu``: each file is compiled by CuPy's
-RawModule (NVRTC) with the name expressions of ``_sources``, once per process
-and device (CuPy also keeps compiled code in its disk cache)."""
+"""Loads the kernels of ``kernels/*.cu``: each kernel (a name expression of
+``_sources``) is compiled by CuPy's RawModule (NVRTC) at its first use, once
+per process and device; CuPy also keeps compiled code in its disk cache."""
 import numpy as np
 
 from nncy.cuda import cupy, _sources
 
-_modules = {}     # (file, device) -> RawModule
-_functions = {}   # (file, device, name expression) -> RawKernel
+_code = {}             # file -> source text
+_declared_names = {}   # file -> the name expressions it declares
+_functions = {}        # (file, device, name expression) -> RawKernel
 
 THREADS = 256
 MAX_BLOCKS = 65535
@@ -24,25 +25,28 @@ def _options():
     return tuple(opts)
 
 
-def module(filename):
-    cp = cupy()
-    key = (filename, cp.cuda.runtime.getDevice())
-    mod = _modules.get(key)
-    if mod is None:
-        code = _sources.source(filename)
-        mod = cp.RawModule(code=code, options=_options(),
-                           name_expressions=_sources.name_expressions(filename))
-        _modules[key] = mod
-    return mod
+def _declared(filename):
+    names = _declared_names.get(filename)
+    if names is None:
+        names = _declared_names[filename] = frozenset(_sources.name_expressions(filename))
+    return names
 
 
 def function(filename, name):
-    """The kernel ``name`` (a name expression listed in ``_sources``)."""
+    """The kernel ``name`` (a name expression that ``_sources`` lists for the
+    file).  Each kernel is compiled on its first use, on its own: a program
+    that uses a few of a file's instantiations compiles only those."""
     cp = cupy()
     key = (filename, cp.cuda.runtime.getDevice(), name)
     fn = _functions.get(key)
     if fn is None:
-        fn = _functions[key] = module(filename).get_function(name)
+        if name not in _declared(filename):
+            raise KeyError('nncy.cuda: %s does not declare the kernel %s' % (filename, name))
+        code = _code.get(filename)
+        if code is None:
+            code = _code[filename] = _sources.source(filename)
+        mod = cp.RawModule(code=code, options=_options(), name_expressions=[name])
+        fn = _functions[key] = mod.get_function(name)
     return fn
 
 

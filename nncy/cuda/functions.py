@@ -285,6 +285,9 @@ class SoftmaxCrossEntropy(_cpu.SoftmaxCrossEntropy):
 
 # The other families, one module each (importing registers them).
 from nncy.cuda import (array, conv, loss, mathops, norm, pool, rand, seq)  # noqa: E402,F401
+from nncy.cuda import cudnn_conv  # noqa: E402
+
+cudnn_conv.register_layers()
 
 
 def implemented():

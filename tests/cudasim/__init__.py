@@ -54,10 +54,18 @@ class ndarray(np.ndarray):
         self.view(np.ndarray)[...] = arr
 
     @property
+    def data(self):
+        """CuPy's memory pointer (``.data.ptr``: the address)."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    @property
     def __cuda_array_interface__(self):
         d = dict(self.view(np.ndarray).__array_interface__)
         d['version'] = 3
         return d
+
+    def __dlpack_device__(self):
+        return (2, 0)   # kDLCUDA, device 0
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kw):
         args = [_host_view(a, ufunc.__name__) for a in inputs]
@@ -122,6 +130,15 @@ def asarray(obj, dtype=None, order=None):
         holder = types.SimpleNamespace(__array_interface__=obj.__cuda_array_interface__)
         return np.asarray(holder).view(ndarray)
     return np.array(obj, dtype=dtype, order=order or 'K').view(ndarray)
+
+
+def from_dlpack(obj):
+    """A device array sharing the memory of a (simulated) GPU DLPack producer."""
+    if isinstance(obj, ndarray):
+        return obj
+    if obj.__dlpack_device__()[0] != 2:
+        raise TypeError('from_dlpack: not a GPU array')
+    return asarray(obj)
 
 
 def array(obj, dtype=None, copy=True, order='K'):
@@ -268,15 +285,30 @@ class RawKernel:
                             % (self.name, -rc - 1, type(args[-rc - 1]).__name__))
 
 
+_file_names = {}   # source text -> every kernel its nncy file declares
+
+
+def _all_names(code, names):
+    """Every kernel of the nncy source file ``code`` is (one g++ run per file
+    serves the per-kernel modules the loader asks for), else ``names``."""
+    if not _file_names:
+        from nncy.cuda import _sources
+        for f in _sources.sources():
+            _file_names[_sources.source(f)] = _sources.name_expressions(f)
+    return _file_names.get(code, names)
+
+
 class RawModule:
     def __init__(self, code=None, options=(), name_expressions=None, **kw):
-        self.names = list(name_expressions or [])
-        if not self.names:
-            self.names = re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', code)
+        names = list(name_expressions or [])
+        if not names:
+            names = re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', code)
+        self.wanted = names
+        self.names = _all_names(code, names)
         self.lib, self.sync = _compile(code, tuple(options), self.names)
 
     def get_function(self, name):
-        if name not in self.names:
+        if name not in self.wanted:
             raise KeyError('cudasim: %s is not a kernel of this module' % name)
         return RawKernel(getattr(self.lib, 'nncy_sim_k%d' % self.names.index(name)), name,
                          self.sync)
