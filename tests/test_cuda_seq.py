@@ -177,6 +177,17 @@ def test_recurrent_shared_weights_accumulate():
     same_multi(twice, given, [True] * len(given), 3)
 
 
+@pytest.mark.parametrize('cell,T', [('lstm', 7), ('gru', 1), ('rnn', 5)])
+def test_recurrent_wider(cell, T):
+    """A wider network (and a one-step sequence)."""
+    fn, given = recurrent(cell, rnn_inputs(cell, T, 5, 9, 12, 2, 2, True), num_layers=2,
+                          bidirectional=True)
+    for a in given[2:]:
+        a *= 0.4
+    same_multi(fn, given, [True] * len(given), 3 if cell == 'lstm' else 2,
+               tol=dict(TOL, rtol=1e-3, atol=1e-4))
+
+
 def test_recurrent_some_gradients():
     """Only some inputs need a gradient (the others are skipped)."""
     fn, given = recurrent('gru', rnn_inputs('gru', 3, 2, 3, 2, 2, 2, True), num_layers=2,
