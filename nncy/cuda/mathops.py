@@ -97,8 +97,13 @@ class _Extreme(_Lines):
             n_out, r, inner = self.dims()
             idx = cp.empty(int(n_out), I64)      # the extremes again, from the data
             self.extremes(dev_data(x), cp.empty(int(n_out), F32), idx, np.nan)
-            buf = self.grad_buffer(gx, accum[0])
-            buf.fill(0)
+            # the kernel adds: into gx itself when the layout is that of x
+            if self.block:
+                buf = gx
+                if not accum[0]:
+                    gx.fill(0)
+            else:
+                buf = cp.zeros(self.outer * self.r, F32)
             gy = contiguous(dev_grad(outputs[0]), F32)
             launch(FILE, 'nncy_arg_scatter', int(n_out), (n_out, r, inner, gy, idx, buf))
             self.put_grad(buf, gx, accum[0])
