@@ -131,6 +131,12 @@ def test_prod_accumulates(rng, axis):
     same(lambda v: F.add2(F.prod(v, axis=axis), F.prod(v, axis=axis)), [x])
 
 
+def test_prod_empty():
+    x = np.zeros((2, 0, 3), np.float32)
+    same(lambda v: F.prod(v, axis=1), [x])          # products of nothing: 1
+    same(lambda v: F.prod(v, axis=(0, 2)), [x])     # no products at all
+
+
 # ---------------------------------------------------------------------------
 # reduce_sum, reduce_mean
 
