@@ -75,11 +75,18 @@ class Composite(Impl):
         for leaf, x in zip(self.leaves, inputs):
             leaf.data = x.data
 
+    def copy_out(self, o, y):
+        """y's data = o's (a backend computing on device arrays overrides this)."""
+        K.strided_copy(self.spec.name, d32(o), dout(y))
+
+    def zero_grad(self, x):
+        x.grad.zero()
+
     def forward(self, inputs, outputs):
         self._bind(inputs)
         self.root.forward()
         for o, y in zip(self.outs, outputs):
-            K.strided_copy(self.spec.name, d32(o), dout(y))
+            self.copy_out(o, y)
 
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
@@ -89,7 +96,7 @@ class Composite(Impl):
             leaf.need_grad = pd
             if pd:
                 if not acc:
-                    x.grad.zero()
+                    self.zero_grad(x)
                 leaf.grad = x.grad      # the private leaves accumulate into it
         for o, y in zip(self.outs, outputs):
             o.grad = y.grad

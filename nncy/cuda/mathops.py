@@ -299,27 +299,13 @@ class MatrixDiagPart(_cpu_math.MatrixDiagPart):
 # were created under the cuda context); only the copies in and out move here.
 
 class Composite(_composite.Composite):
-    def forward(self, inputs, outputs):
-        self._bind(inputs)
-        self.root.forward()
+    def copy_out(self, o, y):
         with device(self):
-            for o, y in zip(self.outs, outputs):
-                dev_data_out(y)[...] = dev_data(o)
+            dev_data_out(y)[...] = dev_data(o)
 
-    def backward(self, inputs, outputs, propagate_down, accum):
-        if not any(propagate_down):
-            return
-        self._bind(inputs)
+    def zero_grad(self, x):
         with device(self):
-            for leaf, x, pd, acc in zip(self.leaves, inputs, propagate_down, accum):
-                leaf.need_grad = pd
-                if pd:
-                    if not acc:
-                        dev_grad_out(x, False).fill(0)
-                    leaf.grad = x.grad      # the private leaves accumulate into it
-        for o, y in zip(self.outs, outputs):
-            o.grad = y.grad
-        self.root.backward(None)
+            dev_grad_out(x, False).fill(0)
 
 
 for _t in ('CReLU', 'CELU'):
