@@ -210,11 +210,11 @@ class Interpolate(_cpu_loss.Interpolate):
     def _dev_mats(self):
         """self.mats on the device, uploaded again after a new setup or on
         another device."""
-        key = (cp.cuda.runtime.getDevice(), self.mats)
+        dev = cp.cuda.runtime.getDevice()
         cached = getattr(self, '_mats_dev', None)
-        if cached is None or cached[0][0] != key[0] or cached[0][1] is not key[1]:
-            cached = self._mats_dev = (key, [cp.asarray(m) for m in self.mats])
-        return cached[1]
+        if cached is None or cached[0] != dev or cached[1] is not self.mats:
+            cached = self._mats_dev = (dev, self.mats, [cp.asarray(m) for m in self.mats])
+        return cached[2]
 
     def _apply_dev(self, z, transpose):
         for ax, m in zip(self.axes, self._dev_mats()):
