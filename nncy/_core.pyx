@@ -842,7 +842,7 @@ class HalfStorage(Impl):
         tout = [_f32_twin(o, True) for o in outputs]
         self.inner.backward(tin, tout, propagate_down, accum)
         for v, t in twins.values():
-            if (<Variable>t)._grad._arr is not None:
+            if (<Variable>t)._grad.has_data():   # written on the host or the device
                 (<Variable>v)._grad.get_empty()[...] = (<Variable>t)._grad.get()
 
     def grad_depends_output_data(self, i, o):

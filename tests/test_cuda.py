@@ -191,3 +191,21 @@ def test_solver_update_on_device(rng, name):
     got, on_device = train(CUDA)
     assert on_device
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_half_context_keeps_gradients_written_on_the_device(rng):
+    """Under a half context, functions without float16 kernels run on float32
+    copies; their gradients, written on the device, must reach the graph."""
+    x = rng.randn(2, 3, 4, 4).astype(np.float32)
+
+    def grads(ctx):
+        v = nn.Variable.from_numpy_array(x, need_grad=True)
+        with nn.context_scope(ctx):
+            y = F.global_average_pooling(F.identity(v))
+        y.forward()
+        y.backward(np.ones(y.shape, np.float32))
+        return v.g.copy()
+    ref = grads(nn.Context(['cpu:half']))
+    got = grads(nn.Context(['cuda:half', 'cpu:half']))
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+    assert np.abs(got).max() > 0
