@@ -37,7 +37,9 @@ VIEWS = {
     'slice': ([(3, 5)], lambda x: F.slice(x, (1, 0), (3, 4), (1, 2))),
     'slice_negative_step': ([(4, 5)], lambda x: F.slice(x, (3, 4), (0, 0), (-2, -1))),
     'slice_default': ([(3, 4)], lambda x: F.slice(x, step=(-1,))),
+    'slice_leading_axis': ([(4, 2, 3)], lambda x: F.slice(x, (1,), (4,), (2,))),
     'reshape_inplace': ([(2, 3, 4)], lambda x: F.tanh(F.reshape(F.tanh(x), (6, -1)))),
+    'reshape_leaf': ([(2, 3, 4)], lambda x: F.reshape(x, (4, 6))),
     'reshape_copy': ([(2, 3, 4)], lambda x: F.reshape(x, (4, 6), inplace=False)),
     'transpose': ([(2, 3, 4)], lambda x: F.transpose(x, (2, 0, 1))),
     'transpose_neg': ([(2, 3)], lambda x: F.transpose(x, (-1, 0))),
@@ -59,8 +61,9 @@ def test_views(name, rng):
     same(fn, [_r(rng, *s) for s in shapes])
 
 
-@pytest.mark.parametrize('name', ['concatenate', 'split_axis1', 'stack', 'slice', 'reshape_copy',
-                                  'transpose', 'broadcast', 'broadcast_to', 'tile', 'flip'])
+@pytest.mark.parametrize('name', ['concatenate', 'split_axis1', 'stack', 'slice',
+                                  'reshape_inplace', 'reshape_leaf', 'reshape_copy', 'transpose',
+                                  'broadcast', 'broadcast_to', 'tile', 'flip'])
 def test_views_accumulate(name, rng):
     shapes, fn = VIEWS[name]
     same(_twice(fn), [_r(rng, *s) for s in shapes])
