@@ -312,6 +312,12 @@ def _int_data(v):
     return cp.rint(a).astype(I64) if a.dtype.kind == 'f' else a.astype(I64, copy=False)
 
 
+def _strides(shape):
+    """Row-major element strides of ``shape`` (int64, on the device)."""
+    st = np.cumprod((1,) + tuple(shape[1:])[::-1])[::-1]
+    return cp.asarray(np.ascontiguousarray(st, I64))
+
+
 def _flat_rows(impl, idx_var, shape, what):
     """Row numbers (int64, flat) of the index columns of idx_var into the first
     M axes of ``shape``; negative coordinates wrap.  Out-of-range coordinates
@@ -323,8 +329,7 @@ def _flat_rows(impl, idx_var, shape, what):
     if c.size and bool(((c < -lim) | (c >= lim)).any()):
         A._coords(impl, idx_var, shape, what)   # raises the error (reads on the host)
     c = cp.where(c < 0, c + lim, c)
-    strides = np.cumprod((1,) + tuple(shape[1:m])[::-1])[::-1].astype(I64)
-    return (c * cp.asarray(strides).reshape(m, 1)).sum(axis=0), m
+    return (c * _strides(shape[:m]).reshape(m, 1)).sum(axis=0), m
 
 
 @register('GatherNd', 'cuda')
@@ -396,8 +401,7 @@ class OneHot(A.OneHot):
             lim = cp.asarray(np.array(self.shape, I64))
             if lab.size and bool(((lab < 0) | (lab >= lim)).any()):
                 A.OneHot.forward(self, inputs, outputs)   # raises the error (on the host)
-            strides = np.cumprod((1,) + self.shape[1:][::-1])[::-1].astype(I64)
-            flat = (lab * cp.asarray(strides)).sum(axis=1)
+            flat = (lab * _strides(self.shape)).sum(axis=1)
             y = dev_data_out(outputs[0]).reshape(lab.shape[0], -1)
             y.fill(0)
             y[cp.arange(lab.shape[0]), flat] = 1
