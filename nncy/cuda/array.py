@@ -42,8 +42,9 @@ def _zero_grad(v, accum):
 
 def _scatter_rows_add(src, dst, rows):
     """dst (outer, n, inner) += src (outer, len(rows), inner) with source row l
-    added to row rows[l] (rows: int64 device array of values in [0, n))."""
-    outer, n, inner = dst.shape
+    added to row rows[l] (rows: int64 device array of values in [0, n); dst:
+    a contiguous float32 array)."""
+    _, n, inner = dst.shape
     src = contiguous(src, F32)
     launch(KERNELS, 'nncy_scatter_rows_add', src.size,
            (I64(src.size), I64(rows.size), I64(n), I64(inner), contiguous(rows, I64),
