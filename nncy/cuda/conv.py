@@ -1,1 +1,241 @@
-"""cuda implementations: (being written)."""
+"""cuda implementations of the convolution family.
+
+Every layer of the family is a grouped N-D convolution (the CPU classes'
+``geom``): deconvolutions are its input gradient, depthwise layers have one
+input channel per group.  A convolution runs as im2col (``conv.cu``) and one
+batched matrix product per group (cuBLAS), over chunks of samples so that
+the column buffer stays bounded; col2im gathers the input gradient.  The
+binary and INQ convolutions compute their effective weight on the device and
+run the same convolution.
+"""
+import numpy as np
+
+from nncy import _cpu_conv, _cpu_loss
+from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
+from nncy.cuda._common import contiguous, cp, device, launch, store
+
+FILE = 'conv.cu'
+F32 = np.float32
+
+#: Most column-buffer elements per chunk of samples (256 MiB of float32).
+COL_LIMIT = 1 << 26
+
+
+def _f32(a):
+    return contiguous(a, F32)
+
+
+def _prod(shape):
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _written(a, accum, fill):
+    """Runs ``fill(out, accum)`` on a contiguous float32 array and leaves the
+    result in ``a`` (through a temporary when ``a`` is not such an array)."""
+    if a.dtype == F32 and a.flags.c_contiguous:
+        fill(a, accum)
+        return
+    tmp = cp.empty(a.shape, F32)
+    fill(tmp, False)
+    store(a, tmp, accum)
+
+
+class _Geometry:
+    """The grouped convolution of a CPU class's ``geom`` tuple (batch,
+    channels, out_channels, group, ns, channel_last, then per spatial axis
+    len, out, kernel, pad, stride, dilation)."""
+
+    def __init__(self, geom):
+        self.batch, self.c, self.oc, self.g, ns, cl = geom[:6]
+        axes = [geom[6 + 6 * a:12 + 6 * a] for a in range(ns)]
+        self.ns, self.cl = ns, bool(cl)
+        self.lp = _prod(a[0] for a in axes)
+        self.op = _prod(a[1] for a in axes)
+        self.kp = _prod(a[2] for a in axes)
+        self.cg, self.ocg = self.c // self.g, self.oc // self.g
+        self.rows = self.cg * self.kp          # column rows per group
+        self.meta_host = np.array(geom[6:], np.int64)
+        per_sample = max(self.c * self.kp * self.op, 1)
+        self.chunk = max(1, min(self.batch, COL_LIMIT // per_sample))
+        self._meta = {}
+
+    def meta(self):
+        key = cp.cuda.runtime.getDevice()
+        m = self._meta.get(key)
+        if m is None:
+            m = self._meta[key] = cp.asarray(self.meta_host)
+        return m
+
+    def chunks(self):
+        for b0 in range(0, self.batch, self.chunk):
+            yield b0, min(b0 + self.chunk, self.batch)
+
+    def _args(self, nb):
+        return (self.meta(), np.int32(self.ns), np.int64(nb), np.int64(self.c),
+                np.int64(self.g), np.int32(self.cl))
+
+    def im2col(self, x, b0, b1):
+        """Columns (G, rows, nb * Op) of samples b0:b1 of x (convolution input)."""
+        nb = b1 - b0
+        col = cp.empty((self.g, self.rows, nb * self.op), F32)
+        xs = x.reshape(self.batch, -1)[b0:b1]
+        launch(FILE, 'nncy_im2col', col.size, (np.int64(col.size), xs, col) + self._args(nb))
+        return col
+
+    def col2im(self, col, x, b0, b1, accum):
+        """Samples b0:b1 of x (+)= the transpose of im2col applied to col."""
+        nb = b1 - b0
+        xs = x.reshape(self.batch, -1)[b0:b1]
+        launch(FILE, 'nncy_col2im', xs.size,
+               (np.int64(xs.size), col, xs) + self._args(nb) + (np.int32(accum),))
+
+    def out_view(self, y, b0, b1):
+        """Samples b0:b1 of y (convolution output) as a (G, OCg, nb, Op) view."""
+        nb = b1 - b0
+        ys = y.reshape(self.batch, -1)[b0:b1]
+        if self.cl:
+            return ys.reshape(nb, self.op, self.g, self.ocg).transpose(2, 3, 0, 1)
+        return ys.reshape(nb, self.g, self.ocg, self.op).transpose(1, 2, 0, 3)
+
+    def out_matrix(self, y, b0, b1):
+        """Samples b0:b1 of y as contiguous (G, OCg, nb * Op) matrices."""
+        return cp.ascontiguousarray(self.out_view(y, b0, b1)).reshape(
+            self.g, self.ocg, (b1 - b0) * self.op)
+
+    def weight_matrix(self, w):
+        return w.reshape(self.g, self.ocg, self.rows)
+
+
+class _Conv:
+    """cuda computation of a CPU convolution class (``geom``, ``transposed``,
+    ``channel_last``, ``batch``, ``out_channels``, ``out_positions``).
+
+    The three products of the underlying convolution, on contiguous float32
+    device arrays in the layer's layouts: ``conv_forward`` (input, weight ->
+    output), ``conv_data`` (output gradient, weight -> input gradient) and
+    ``conv_filter`` (input, output gradient -> weight gradient); a
+    deconvolution's forward is ``conv_data`` and so on."""
+
+    def setup(self, inputs):
+        shapes = super().setup(inputs)
+        self.cgeom = _Geometry(self.geom)
+        return shapes
+
+    def inplace_data(self, i):
+        return 0
+
+    # -- the underlying convolution --------------------------------------------
+
+    def conv_forward(self, x, w, y, accum):
+        """y (+)= conv(x, w)."""
+        s = self.cgeom
+        wm = s.weight_matrix(w)
+
+        def fill(out, acc):
+            for b0, b1 in s.chunks():
+                r = cp.matmul(wm, s.im2col(x, b0, b1))
+                store(s.out_view(out, b0, b1), r.reshape(s.g, s.ocg, b1 - b0, s.op), acc)
+        _written(y, accum, fill)
+
+    def conv_data(self, gy, w, gx, accum):
+        """gx (+)= the gradient of conv(x, w) with respect to x for output gradient gy."""
+        s = self.cgeom
+        wt = s.weight_matrix(w).transpose(0, 2, 1)
+
+        def fill(out, acc):
+            for b0, b1 in s.chunks():
+                s.col2im(cp.matmul(wt, s.out_matrix(gy, b0, b1)), out, b0, b1, acc)
+            if s.batch == 0 and not acc:
+                out.fill(0)
+        _written(gx, accum, fill)
+
+    def conv_filter(self, x, gy, gw, accum):
+        """gw (+)= the gradient of conv(x, w) with respect to w for output gradient gy."""
+        s = self.cgeom
+        total = cp.zeros((s.g, s.ocg, s.rows), F32)
+        for b0, b1 in s.chunks():
+            col = s.im2col(x, b0, b1)
+            total += cp.matmul(s.out_matrix(gy, b0, b1), col.transpose(0, 2, 1))
+        store(gw, total.reshape(gw.shape), accum)
+
+    # -- bias (over the layer's output channels) --------------------------------
+
+    def _channel_view(self, y):
+        n, c, p = self.batch, self.out_channels, self.out_positions
+        return y.reshape(n * p, c) if self.channel_last else y.reshape(n, c, p)
+
+    def add_bias(self, y, b):
+        b = b.astype(F32, copy=False)
+        v = self._channel_view(y)
+        v += b.reshape(1, -1) if self.channel_last else b.reshape(1, -1, 1)
+
+    def bias_grad(self, gy, gb, accum):
+        v = self._channel_view(gy)
+        store(gb, v.sum(axis=0 if self.channel_last else (0, 2)).reshape(gb.shape), accum)
+
+    # -- the layer -------------------------------------------------------------
+
+    def forward_arrays(self, x, w, b, y):
+        """y = layer(x, w) (+ b), device arrays."""
+        if self.transposed:
+            self.conv_data(x, w, y, False)
+        else:
+            self.conv_forward(x, w, y, False)
+        if b is not None:
+            self.add_bias(y, b)
+
+    def backward_arrays(self, x, w, gy, gx, gw, gb):
+        """The layer's gradients: gx, gw, gb are (array, accum) pairs or None."""
+        if gx is not None:
+            if self.transposed:
+                self.conv_forward(gy, w, *gx)
+            else:
+                self.conv_data(gy, w, *gx)
+        if gw is not None:
+            if self.transposed:   # the convolution's input is this layer's output
+                self.conv_filter(gy, x, *gw)
+            else:
+                self.conv_filter(x, gy, *gw)
+        if gb is not None:
+            self.bias_grad(gy, *gb)
+
+    def forward(self, inputs, outputs):
+        with device(self):
+            b = _f32(dev_data(inputs[2])) if len(inputs) > 2 else None
+            self.forward_arrays(_f32(dev_data(inputs[0])), _f32(dev_data(inputs[1])), b,
+                                dev_data_out(outputs[0]))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if not any(propagate_down):
+            return
+        with device(self):
+            def target(i):
+                ok = i < len(inputs) and propagate_down[i]
+                return (dev_grad_out(inputs[i], accum[i]), accum[i]) if ok else None
+            x = _f32(dev_data(inputs[0])) if propagate_down[1] else None
+            w = _f32(dev_data(inputs[1])) if propagate_down[0] else None
+            self.backward_arrays(x, w, _f32(dev_grad(outputs[0])), target(0), target(1),
+                                 target(2))
+
+
+@register('Convolution', 'cuda')
+class Convolution(_Conv, _cpu_conv.Convolution):
+    pass
+
+
+@register('DepthwiseConvolution', 'cuda')
+class DepthwiseConvolution(_Conv, _cpu_conv.DepthwiseConvolution):
+    pass
+
+
+@register('Deconvolution', 'cuda')
+class Deconvolution(_Conv, _cpu_conv.Deconvolution):
+    pass
+
+
+@register('DepthwiseDeconvolution', 'cuda')
+class DepthwiseDeconvolution(_Conv, _cpu_conv.DepthwiseDeconvolution):
+    pass

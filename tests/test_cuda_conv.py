@@ -1,0 +1,93 @@
+"""cuda backend of the convolution family against the CPU implementations."""
+import numpy as np
+import pytest
+import nncy as nn
+import nncy.functions as F
+from cuda_check import CPU, CUDA, TOL, cupy, run, same  # noqa: F401  (cupy is an autouse fixture)
+
+
+def _r(rng, *shape):
+    return rng.randn(*shape).astype(np.float32)
+
+
+# (x shape, weight shape, keyword arguments) of F.convolution
+CONV_CASES = [
+    ((2, 3, 7), (4, 3, 3), {}),
+    ((2, 4, 6, 5), (6, 2, 3, 2), dict(pad=(1, 0), stride=(2, 1), dilation=(1, 2), group=2)),
+    ((2, 6, 5, 4), (6, 2, 3, 3), dict(pad=(1, 1), group=3, channel_last=True)),
+    ((1, 2, 4, 3, 4), (3, 2, 2, 2, 3), dict(pad=(1, 0, 1), stride=(1, 2, 2))),
+    ((2, 2, 3, 5, 5), (4, 3, 1, 2), dict(base_axis=2, pad=(0, 1), stride=(2, 2))),
+]
+
+
+@pytest.mark.parametrize('xs,ws,kw', CONV_CASES)
+def test_convolution(xs, ws, kw, rng):
+    cl = kw.get('channel_last', False)
+    if cl:   # (B, C, H, W) -> (B, H, W, C), weight (O, C/g, K...) -> (O, K..., C/g)
+        xs = (xs[0],) + xs[2:] + (xs[1],)
+        ws = (ws[0],) + ws[2:] + (ws[1],)
+    x, w, b = _r(rng, *xs), _r(rng, *ws), _r(rng, ws[0])
+    same(lambda x, w, b: F.convolution(x, w, b, **kw), [x, w, b])
+    same(lambda x, w: F.convolution(x, w, **kw), [x, w])
+
+
+def test_convolution_accumulates(rng):
+    x, w, b = _r(rng, 2, 2, 5, 5), _r(rng, 3, 2, 3, 3), _r(rng, 3)
+    f = lambda x, w, b: F.convolution(x, w, b, pad=(1, 1))  # noqa: E731
+    same(lambda x, w, b: F.add2(f(x, w, b), f(x, w, b)), [x, w, b])
+    same(lambda x, w: F.convolution(x, w), [x, w], need_grad=[False, True])
+    same(lambda x, w: F.convolution(x, w), [x, w], need_grad=[True, False])
+
+
+def test_convolution_in_chunks(rng, monkeypatch):
+    from nncy.cuda import conv
+    monkeypatch.setattr(conv, 'COL_LIMIT', 100)   # one sample per chunk
+    x, w, b = _r(rng, 3, 2, 5, 4), _r(rng, 4, 2, 2, 2), _r(rng, 4)
+    same(lambda x, w, b: F.convolution(x, w, b, pad=(1, 0)), [x, w, b])
+    same(lambda x, w, b: F.deconvolution(x, w, b, stride=(2, 1)), [x, _r(rng, 2, 3, 2, 2),
+                                                                     _r(rng, 3)])
+
+
+@pytest.mark.parametrize('m,kw', [(1, {}), (2, dict(pad=(1, 0), stride=(2, 1), dilation=(1, 2)))])
+def test_depthwise_convolution(m, kw, rng):
+    x, w, b = _r(rng, 2, 3, 6, 5), _r(rng, 3 * m, 3, 2), _r(rng, 3 * m)
+    same(lambda x, w, b: F.depthwise_convolution(x, w, b, multiplier=m, **kw), [x, w, b])
+    same(lambda x, w: F.add2(F.depthwise_convolution(x, w, multiplier=m, **kw),
+                             F.depthwise_convolution(x, w, multiplier=m, **kw)), [x, w])
+
+
+# (x shape, weight shape, keyword arguments) of F.deconvolution
+DECONV_CASES = [
+    ((2, 3, 5), (3, 2, 3), {}),
+    ((2, 4, 3, 4), (4, 3, 3, 2), dict(pad=(1, 0), stride=(2, 3), dilation=(1, 2), group=2,
+                                      output_padding=(1, 2))),
+    ((2, 4, 3, 3), (4, 1, 2, 3), dict(stride=(2, 1), group=2, channel_last=True)),
+    ((1, 2, 2, 3, 2), (2, 2, 2, 2, 2), dict(stride=(2, 1, 2), pad=(0, 1, 0))),
+]
+
+
+@pytest.mark.parametrize('xs,ws,kw', DECONV_CASES)
+def test_deconvolution(xs, ws, kw, rng):
+    cl = kw.get('channel_last', False)
+    if cl:
+        xs = (xs[0],) + xs[2:] + (xs[1],)
+        ws = (ws[0],) + ws[2:] + (ws[1],)
+    oc = (ws[-1] if cl else ws[1]) * kw.get('group', 1)
+    x, w, b = _r(rng, *xs), _r(rng, *ws), _r(rng, oc)
+    same(lambda x, w, b: F.deconvolution(x, w, b, **kw), [x, w, b])
+    same(lambda x, w: F.add2(F.deconvolution(x, w, **kw), F.deconvolution(x, w, **kw)), [x, w])
+
+
+@pytest.mark.parametrize('dv,kw', [(1, {}), (2, dict(pad=(1, 0), stride=(2, 1), dilation=(2, 1)))])
+def test_depthwise_deconvolution(dv, kw, rng):
+    x, w, b = _r(rng, 2, 4, 4, 3), _r(rng, 4, 3, 2), _r(rng, 4 // dv)
+    same(lambda x, w, b: F.depthwise_deconvolution(x, w, b, divisor=dv, **kw), [x, w, b])
+    same(lambda x, w: F.add2(F.depthwise_deconvolution(x, w, divisor=dv, **kw),
+                             F.depthwise_deconvolution(x, w, divisor=dv, **kw)), [x, w])
+
+
+def test_convolution_bad_weight_raises_under_cuda(rng):
+    x = nn.Variable.from_numpy_array(_r(rng, 1, 4, 5, 5))
+    w = nn.Variable.from_numpy_array(_r(rng, 2, 3, 3, 3))
+    with nn.context_scope(CUDA), pytest.raises(ValueError, match='weight'):
+        F.convolution(x, w)
