@@ -91,3 +91,13 @@ def test_convolution_bad_weight_raises_under_cuda(rng):
     w = nn.Variable.from_numpy_array(_r(rng, 2, 3, 3, 3))
     with nn.context_scope(CUDA), pytest.raises(ValueError, match='weight'):
         F.convolution(x, w)
+
+
+@pytest.mark.parametrize('kvs,khs', [((3, 4, 5), (2, 4, 5)), ((2, 6, 7), (4, 5, 6))])
+def test_adaptive_separable_convolution(kvs, khs, rng):
+    # x (2, 3, 6, 6): output (6 - Kv + 1, 6 - Kh + 1); kernels may extend beyond it
+    x, kv, kh = _r(rng, 2, 3, 6, 6), _r(rng, 2, *kvs), _r(rng, 2, *khs)
+    f = F.adaptive_separable_convolution
+    same(f, [x, kv, kh])
+    same(lambda x, kv, kh: F.add2(f(x, kv, kh), f(x, kv, kh)), [x, kv, kh])
+    same(f, [x, kv, kh], need_grad=[False, True, False])

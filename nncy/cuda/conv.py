@@ -32,6 +32,14 @@ def _prod(shape):
     return n
 
 
+def _on_device(cache, host):
+    """``host`` (a small int64 table) on the current device, uploaded once."""
+    key = cp.cuda.runtime.getDevice()
+    if key not in cache:
+        cache[key] = cp.asarray(host)
+    return cache[key]
+
+
 def _written(a, accum, fill):
     """Runs ``fill(out, accum)`` on a contiguous float32 array and leaves the
     result in ``a`` (through a temporary when ``a`` is not such an array)."""
@@ -63,11 +71,7 @@ class _Geometry:
         self._meta = {}
 
     def meta(self):
-        key = cp.cuda.runtime.getDevice()
-        m = self._meta.get(key)
-        if m is None:
-            m = self._meta[key] = cp.asarray(self.meta_host)
-        return m
+        return _on_device(self._meta, self.meta_host)
 
     def chunks(self):
         for b0 in range(0, self.batch, self.chunk):
@@ -239,3 +243,42 @@ class Deconvolution(_Conv, _cpu_conv.Deconvolution):
 @register('DepthwiseDeconvolution', 'cuda')
 class DepthwiseDeconvolution(_Conv, _cpu_conv.DepthwiseDeconvolution):
     pass
+
+
+@register('AdaptiveSeparableConvolution', 'cuda')
+class AdaptiveSeparableConvolution(_cpu_conv.AdaptiveSeparableConvolution):
+    def setup(self, inputs):
+        shapes = super().setup(inputs)
+        self._dev_dims = {}
+        return shapes
+
+    def _dims(self):
+        return _on_device(self._dev_dims, np.array(self.dims, np.int64))
+
+    def forward(self, inputs, outputs):
+        with device(self):
+            x, kv, kh = (_f32(dev_data(v)) for v in inputs)
+
+            def fill(y, acc):
+                launch(FILE, 'nncy_asconv_fwd', y.size,
+                       (np.int64(y.size), x, kv, kh, y, self._dims()))
+            _written(dev_data_out(outputs[0]), False, fill)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if not any(propagate_down):
+            return
+        with device(self):
+            x, kv, kh = (_f32(dev_data(v)) for v in inputs)
+            gy = _f32(dev_grad(outputs[0]))
+            # kernel and its leading arrays per input: gx from the kernels,
+            # each kernel's gradient from x and the other kernel
+            how = (('nncy_asconv_gx', gy, kv, kh), ('nncy_asconv_gk<1>', x, kh, gy),
+                   ('nncy_asconv_gk<0>', x, kv, gy))
+            for i, (name, a0, a1, a2) in enumerate(how):
+                if not propagate_down[i]:
+                    continue
+
+                def fill(g, acc):
+                    launch(FILE, name, g.size, (np.int64(g.size), a0, a1, a2, g, self._dims(),
+                                                np.int32(acc)))
+                _written(dev_grad_out(inputs[i], accum[i]), accum[i], fill)
