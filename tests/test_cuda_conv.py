@@ -101,3 +101,27 @@ def test_adaptive_separable_convolution(kvs, khs, rng):
     same(f, [x, kv, kh])
     same(lambda x, kv, kh: F.add2(f(x, kv, kh), f(x, kv, kh)), [x, kv, kh])
     same(f, [x, kv, kh], need_grad=[False, True, False])
+
+
+@pytest.mark.parametrize('scaled', [False, True])
+def test_binary_convolutions(scaled, rng):
+    fn = F.binary_weight_convolution if scaled else F.binary_connect_convolution
+    x, w, b = _r(rng, 2, 4, 5, 5), _r(rng, 6, 2, 3, 3), _r(rng, 6)
+    w[0, 0, 0, 0] = 0                     # goes to quantize_zero_to
+    side = [np.zeros_like(w)] + ([np.zeros(6, np.float32)] if scaled else [])
+    ng = [True, True] + [False] * len(side)
+    kw = dict(pad=(1, 0), stride=(1, 2), group=2, quantize_zero_to=-1.0)
+    same(lambda x, w, *s: fn(x, w, *s, **kw), [x, w] + side + [b], need_grad=ng + [True])
+    same(lambda x, w, *s: F.add2(fn(x, w, *s, group=2), fn(x, w, *s, group=2)), [x, w] + side,
+         need_grad=ng)
+    same(lambda x, w, *s: fn(x, w, *s, group=2), [x, w] + side, need_grad=[True] * len(ng))
+    # the side inputs hold the binary weight (and its scale) after forward
+    for ctx in (CPU, CUDA):
+        vs = [nn.Variable.from_numpy_array(a) for a in [x, w] + side]
+        with nn.context_scope(ctx):
+            fn(*vs, **kw).forward()
+        got = [v.d.copy() for v in vs[2:]]
+        if ctx is CPU:
+            ref = got
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-6)

@@ -282,3 +282,82 @@ class AdaptiveSeparableConvolution(_cpu_conv.AdaptiveSeparableConvolution):
                     launch(FILE, name, g.size, (np.int64(g.size), a0, a1, a2, g, self._dims(),
                                                 np.int32(acc)))
                 _written(dev_grad_out(inputs[i], accum[i]), accum[i], fill)
+
+
+# ---------------------------------------------------------------------------
+# Convolutions over an effective weight (binarized, scaled, quantized).
+
+class _OverWeight:
+    """cuda form of ``_cpu_loss._ConvOverWeight``: the inner convolution is
+    the cuda Convolution; subclasses give ``dev_weight(inputs)`` (the
+    effective weight of a forward pass, writing the side inputs),
+    ``dev_effective(inputs)`` (the one backward uses) and ``dev_grad_mask``."""
+
+    def setup(self, inputs):
+        shapes = super().setup(inputs)
+        inner = Convolution(self.conv.spec, self.conv.args, self.ctx)
+        inner.setup([inputs[0], inputs[1]] + self.bias)
+        self.conv = inner
+        return shapes
+
+    def dev_grad_mask(self, inputs):
+        return None
+
+    def forward(self, inputs, outputs):
+        with device(self):
+            w = self.dev_weight(inputs)
+            b = _f32(dev_data(self.bias[0])) if self.bias else None
+            self.conv.forward_arrays(_f32(dev_data(inputs[0])), w, b, dev_data_out(outputs[0]))
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        if not any(propagate_down):
+            return
+        with device(self):
+            nb = 2 + self.n_side          # the bias, if any, follows the side inputs
+            gx = (dev_grad_out(inputs[0], accum[0]), accum[0]) if propagate_down[0] else None
+            has_b = len(inputs) > nb and propagate_down[nb]
+            gb = (dev_grad_out(inputs[nb], accum[nb]), accum[nb]) if has_b else None
+            gw = cp.empty(inputs[1].shape, F32) if propagate_down[1] else None
+            x = _f32(dev_data(inputs[0])) if gw is not None else None
+            w = self.dev_effective(inputs) if gx is not None else None
+            self.conv.backward_arrays(x, w, _f32(dev_grad(outputs[0])), gx,
+                                      None if gw is None else (gw, False), gb)
+            if gw is not None:     # straight through to the weight
+                mask = self.dev_grad_mask(inputs)
+                store(dev_grad_out(inputs[1], accum[1]), gw if mask is None else gw * mask,
+                      accum[1])
+            for i in range(2, nb):
+                if propagate_down[i] and not accum[i]:
+                    dev_grad_out(inputs[i], False).fill(0)
+
+
+class _Binary(_OverWeight):
+    def _alpha_shape(self, w):
+        return (-1,) + (1,) * (w.ndim - 1)
+
+    def dev_weight(self, inputs):
+        w = _f32(dev_data(inputs[1]))
+        bw = cp.where(w > 0, F32(1), cp.where(w < 0, F32(-1), F32(self.args['quantize_zero_to'])))
+        bw = bw.astype(F32, copy=False)
+        dev_data_out(inputs[2])[...] = bw
+        if not self.scaled:
+            return bw
+        alpha = cp.abs(w).reshape(w.shape[0], -1).mean(axis=1, dtype=np.float64).astype(F32)
+        dev_data_out(inputs[3])[...] = alpha.reshape(inputs[3].shape)
+        return bw * alpha.reshape(self._alpha_shape(w))
+
+    def dev_effective(self, inputs):
+        bw = _f32(dev_data(inputs[2]))
+        if not self.scaled:
+            return bw
+        return bw * _f32(dev_data(inputs[3])).reshape(self._alpha_shape(bw))
+
+
+@register('BinaryConnectConvolution', 'cuda')
+class BinaryConnectConvolution(_Binary, _cpu_loss.BinaryConnectConvolution):
+    pass
+
+
+@register('BinaryWeightConvolution', 'cuda')
+class BinaryWeightConvolution(_Binary, _cpu_loss.BinaryWeightConvolution):
+    pass
