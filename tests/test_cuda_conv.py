@@ -125,3 +125,38 @@ def test_binary_convolutions(scaled, rng):
             ref = got
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=1e-6)
+
+
+@pytest.mark.parametrize('algo,bias', [('largest_abs', True), ('random', False)])
+def test_inq_convolution(algo, bias, rng):
+    x, w, b = _r(rng, 2, 3, 5, 5), _r(rng, 4, 3, 3, 3), _r(rng, 4)
+    ind = (rng.rand(*w.shape) < 0.2).astype(np.float32)
+    kw = dict(pad=(1, 1), num_bits=3, inq_iterations=(1, 2, 4), selection_algorithm=algo,
+              seed=5)
+    res = {}
+    for ctx in (CPU, CUDA):
+        vs = [nn.Variable.from_numpy_array(a, need_grad=True) for a in (x, w, ind)]
+        args = vs + ([nn.Variable.from_numpy_array(b, need_grad=True)] if bias else [])
+        with nn.context_scope(ctx):
+            y = F.inq_convolution(*args, **kw)
+        steps = []
+        for _ in range(5):      # passes 0..4: fixes at 1 and 2, all at 4
+            y.forward()
+            steps.append([y.d.copy(), vs[1].d.copy(), vs[2].d.copy()])
+        for v in args:
+            v.grad.zero()
+        y.backward(np.random.RandomState(1).randn(*y.shape).astype(np.float32))
+        y.backward(np.random.RandomState(2).randn(*y.shape).astype(np.float32))  # accumulates
+        res[ctx is CUDA] = steps, [v.g.copy() for v in args]
+    for got, ref in zip(res[True][0] + [res[True][1]], res[False][0] + [res[False][1]]):
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g, r, **TOL)
+    assert res[True][0][-1][2].all()    # every weight fixed at the last pass
+
+
+def test_inq_convolution_gradient_masks_fixed_weights(rng):
+    x, w = _r(rng, 1, 2, 4, 4), _r(rng, 3, 2, 2, 2)
+    ind = (rng.rand(*w.shape) < 0.5).astype(np.float32)
+    same(lambda x, w, i: F.inq_convolution(x, w, i), [x, w, ind], need_grad=[True, True, False])
+    same(lambda x, w, i: F.add2(F.inq_convolution(x, w, i), F.inq_convolution(x, w, i)),
+         [x, w, ind], need_grad=[True, True, True])

@@ -361,3 +361,62 @@ class BinaryConnectConvolution(_Binary, _cpu_loss.BinaryConnectConvolution):
 @register('BinaryWeightConvolution', 'cuda')
 class BinaryWeightConvolution(_Binary, _cpu_loss.BinaryWeightConvolution):
     pass
+
+
+def _inq_quantize(w, num_bits):
+    """``_cpu_loss._inq_quantize`` on the device: each weight to the nearest of
+    {0, +-2^n2, ..., +-2^n1}, n1 = floor(log2(4 max|w| / 3)), n2 = n1 + 1 -
+    2^(num_bits - 2); n1 stays on the device."""
+    a = cp.abs(w).astype(np.float64)
+    count = 2 ** (num_bits - 2)
+    n1 = cp.floor(cp.log2(a.max() * 4 / 3))     # -inf when every weight is 0
+    levels = cp.concatenate([cp.zeros(1), 2.0 ** (n1 + 1 - count + cp.arange(count))])
+    mids = (levels[:-1] + levels[1:]) / 2
+    q = levels[cp.searchsorted(mids, a, side='right')]
+    return (cp.sign(w) * q).astype(F32)
+
+
+@register('INQConvolution', 'cuda')
+class INQConvolution(_OverWeight, _cpu_loss.INQConvolution):
+    """The schedule of ``_cpu_loss._INQWeights`` on device arrays.  The passes
+    listed in inq_iterations read the number of learnable weights back (and
+    the 'random' selection draws on the host generator, as on the CPU)."""
+
+    def dev_weight(self, inputs):
+        wv, iv = inputs[1], inputs[2]
+        w = _f32(dev_data(wv)).reshape(-1).copy()
+        if self.old is not None:    # weights fixed by an earlier pass keep their values
+            w = cp.where(self.old[1], self.old[0], w)
+        fixed = _f32(dev_data(iv)).reshape(-1) != 0
+        self._fix_more_dev(w, fixed)
+        self.count += 1
+        if w.size:
+            w = cp.where(fixed, _inq_quantize(w, self.args['num_bits']), w)
+        self.old = (w.copy(), fixed.copy())
+        dev_data_out(wv)[...] = w.reshape(wv.shape)
+        dev_data_out(iv)[...] = fixed.reshape(iv.shape)
+        return w.reshape(wv.shape)
+
+    def _fix_more_dev(self, w, fixed):
+        for it in self.its:
+            if it != self.count:
+                continue
+            if it == self.its[-1]:
+                fixed[...] = True
+                continue
+            free = cp.flatnonzero(~fixed)
+            n = int(free.size)
+            if self.args['selection_algorithm'] == 'largest_abs':
+                m = max(n // 2, 1) if n else 0
+                # by decreasing magnitude, ties in index order (a stable sort)
+                keys = cp.stack([cp.arange(n, dtype=np.float64),
+                                 -cp.abs(w[free]).astype(np.float64)])
+                fixed[free[cp.lexsort(keys)[:m]]] = True
+            else:                   # each learnable weight with probability 1/2
+                fixed[free[cp.asarray(self.rng.rand(n) < 0.5)]] = True
+
+    def dev_effective(self, inputs):
+        return _f32(dev_data(inputs[1]))
+
+    def dev_grad_mask(self, inputs):
+        return _f32(dev_data(inputs[2])) == 0
