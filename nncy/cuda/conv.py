@@ -128,9 +128,6 @@ class _Conv:
         self.cgeom = _Geometry(self.geom)
         return shapes
 
-    def inplace_data(self, i):
-        return 0
-
     # -- the underlying convolution --------------------------------------------
 
     def conv_forward(self, x, w, y, accum):
