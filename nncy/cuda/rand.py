@@ -55,6 +55,12 @@ class _Philox:
     def _uniform(self, shape, lo, hi):
         return self._draw(shape, UNIFORM, lo, hi)
 
+    def _below(self, shape, counts):
+        """Uniform int64 draws in [0, counts) (counts broadcasts to shape)."""
+        counts = cp.asarray(counts).astype(np.int64)
+        v = (self._draw(shape) * counts.astype(F32)).astype(np.int64)
+        return cp.minimum(v, counts - 1)   # float rounding must not reach counts
+
 
 def _map(src, out_shape, tables, backward=False, dst=None):
     """The index-map gather of ``rand.cu`` over arrays whose axis 0 counts
@@ -245,9 +251,8 @@ class RandomCrop(_Mapped, R.RandomCrop):
         room = [n - c for n, c in zip(xs[lead:], self.crop)]
         tables = [None] * lead
         if room:
-            u = self._draw((self.m, len(room)))
-            off = (u * cp.asarray(np.array(room, F32) + 1)).astype(np.int64)
-            self.offsets = off
+            off = self.offsets = self._below((self.m, len(room)),
+                                             np.array(room, np.int64) + 1)
             for d, c in enumerate(self.crop):
                 tables.append(off[:, d:d + 1] + cp.arange(c, dtype=np.int64)[None, :])
         return tables
@@ -274,10 +279,8 @@ class RandomShift(_Mapped, R.RandomShift):
         tables = [None] * (len(xs) - len(lim))
         if not lim:
             return tables
-        u = self._draw((self.m, len(lim)))
         lv = np.array(lim, np.int64)
-        self.drawn = cp.floor(u * cp.asarray((2 * lv + 1).astype(F32))).astype(np.int64) \
-            - cp.asarray(lv)
+        self.drawn = self._below((self.m, len(lim)), 2 * lv + 1) - cp.asarray(lv)
         for d, n in enumerate(xs[len(tables):]):
             i = cp.arange(n, dtype=np.int64)[None, :] - self.drawn[:, d:d + 1]
             if self.args['border_mode'] == 'nearest':
@@ -311,8 +314,8 @@ class RandomErase(_Philox, R.RandomErase):
         ratio = self._uniform(shp, *self.aspect)
         he = cp.minimum(cp.sqrt(area * ratio).astype(np.int64), h)
         we = cp.minimum(cp.sqrt(area / ratio).astype(np.int64), w)
-        ye = (self._draw(shp) * (h - he + 1).astype(F32)).astype(np.int64)
-        xe = (self._draw(shp) * (w - we + 1).astype(F32)).astype(np.int64)
+        ye = self._below(shp, h - he + 1)
+        xe = self._below(shp, w - we + 1)
         rows = cp.arange(h)
         cols = cp.arange(w)
         in_r = (rows >= ye[..., None]) & (rows < (ye + he)[..., None])     # (B, n, c, H)
@@ -352,8 +355,8 @@ class ImageAugmentation(_Philox, R.ImageAugmentation):
         fy = cp.where(self._draw(b) < F32(0.5), F32(-1), F32(1)) if a['flip_ud'] else one
         fx = cp.where(self._draw(b) < F32(0.5), F32(-1), F32(1)) if a['flip_lr'] else one
         py, px = a['pad']
-        ty = cp.floor(self._draw(b) * F32(2 * py + 1)) - F32(py)
-        tx = cp.floor(self._draw(b) * F32(2 * px + 1)) - F32(px)
+        ty = (self._below(b, 2 * py + 1) - py).astype(F32)
+        tx = (self._below(b, 2 * px + 1) - px).astype(F32)
         oy = (cp.arange(self.oh, dtype=F32) - F32((self.oh - 1) / 2.0))[None, :, None]
         ox = (cp.arange(self.ow, dtype=F32) - F32((self.ow - 1) / 2.0))[None, None, :]
         if a['distortion'] > 0:
