@@ -3,6 +3,7 @@ import pytest
 import nncy as nn
 import nncy.functions as F
 from cuda_check import CPU, CUDA, TOL, cupy, run, same  # noqa: F401  (cupy is an autouse fixture)
+from cuda_check import backends
 
 import math
 
@@ -32,6 +33,8 @@ def gpu_graph(fn, *arrays):
     xs = [nn.Variable.from_numpy_array(a, need_grad=True) for a in arrays]
     with nn.context_scope(CUDA):
         y = fn(*xs)
+    cpu = {t: m for t, m in backends(y).items() if not m.startswith('nncy.cuda')}
+    assert not cpu, 'ran on the CPU under the cuda context: %s' % sorted(cpu)
     return xs, y
 
 
@@ -348,6 +351,17 @@ def test_random_erase(rng, kw):
                 assert plane[r[0]:r[-1] + 1, c[0]:c[-1] + 1].all()
     want = np.where(erased, 0, dy) if kw.get('ste_fine_grained', True) else dy
     np.testing.assert_array_equal(x.g, want)
+
+
+def test_random_erase_inplace_on_an_intermediate(rng):
+    xa = rng.uniform(-2, -1, (4, 2, 6, 7)).astype(np.float32)
+    (x,), y = gpu_graph(lambda x: F.random_erase(F.mul_scalar(x, 2.0), prob=1.0, inplace=True,
+                                                 replacements=(0.0, 1.0), seed=1), xa)
+    dy = forward_backward(y)
+    erased = y.d >= 0
+    assert erased.any() and not erased.all()
+    np.testing.assert_array_equal(y.d[~erased], 2 * xa[~erased])
+    np.testing.assert_array_equal(x.g, np.where(erased, 0, 2 * dy))
 
 
 def test_random_erase_prob0_is_identity(rng):
