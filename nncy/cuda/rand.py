@@ -95,7 +95,7 @@ def _map(src, out_shape, tables, backward=False, dst=None):
     return dst
 
 
-def _scatter_grad(impl, x, gy, out_shape, tables, accum):
+def _scatter_grad(x, gy, out_shape, tables, accum):
     """x's gradient (+)= the adjoint of the index map applied to gy."""
     g = cp.zeros((out_shape[0],) + tuple(x.shape[len(x.shape) - len(out_shape) + 1:]), F32)
     _map(gy.reshape(out_shape), out_shape, tables, backward=True, dst=g)
@@ -211,7 +211,7 @@ class RandomChoice(_Philox, R.RandomChoice):
                 if not propagate_down[i]:
                     continue
                 if i == 0:   # each drawn value's gradient goes back where it came from
-                    _scatter_grad(self, v, gy, (self.b, self.k), [None, self.idx], accum[i])
+                    _scatter_grad(v, gy, (self.b, self.k), [None, self.idx], accum[i])
                 elif not accum[i]:
                     dev_grad_out(v, False)[...] = 0
 
@@ -241,7 +241,7 @@ class _Mapped(_Philox):
         with device(self):
             x, y = inputs[0], outputs[0]
             xs, ys = self._views(x.shape, y.shape)
-            _scatter_grad(self, x, dev_grad(y), ys, self.tables, accum[0])
+            _scatter_grad(x, dev_grad(y), ys, self.tables, accum[0])
 
 
 @register('RandomCrop', 'cuda')
