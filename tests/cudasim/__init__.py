@@ -195,6 +195,7 @@ class _Device:
 
 class _Stream:
     null = None
+    ptr = 0
 
     def synchronize(self):
         pass
