@@ -1,6 +1,7 @@
 """Context construction by extension name."""
 import importlib.util
 
+from nncy import _core
 from nncy._core import Context
 
 _BACKENDS = {
@@ -24,7 +25,8 @@ def get_extension_context(ext_name, device_id='0', type_config='float', **kw):
     if type_config not in _TYPES:
         raise ValueError("get_extension_context: argument 'type_config' must be one of %s, "
                          "got %r" % (list(_TYPES), type_config))
-    if ext_name != 'cpu' and importlib.util.find_spec('cupy') is None:
+    if ext_name != 'cpu' and _core.get_device_backend() is None and \
+            importlib.util.find_spec('cupy') is None:
         raise ImportError("get_extension_context: the %r extension needs CuPy; install "
                           "nncy[cuda]" % ext_name)
     t = 'half' if type_config == 'mixed_half' else type_config

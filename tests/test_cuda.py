@@ -209,3 +209,17 @@ def test_half_context_keeps_gradients_written_on_the_device(rng):
     got = grads(nn.Context(['cuda:half', 'cpu:half']))
     np.testing.assert_allclose(got, ref, atol=1e-3)
     assert np.abs(got).max() > 0
+
+
+def test_gpu_benchmark_step_trains_on_the_device():
+    from benchmarks import gpu_step
+    from cuda_check import backends
+    x, t = gpu_step.data(4, size=8)
+    step = gpu_step.nncy_step(x, t, width=4, ctx_name='cuda')
+    loss = step()
+    on_cpu = {k: m for k, m in backends(loss).items() if not m.startswith('nncy.cuda')}
+    assert not on_cpu
+    first = float(loss.d)
+    for _ in range(15):
+        last = float(step().d)
+    assert np.isfinite(first) and last < first
