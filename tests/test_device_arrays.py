@@ -172,3 +172,14 @@ def test_reset_shape_keeps_the_device_copy(device):
     y.reset_shape((2, 3))
     assert y.data.data.shape == (2, 3)
     np.testing.assert_array_equal(y.d, np.arange(6).reshape(2, 3))
+
+
+def test_gpu_context_without_cupy_names_cupy(no_device):
+    from nncy.ext_utils import get_extension_context
+    try:
+        import cupy  # noqa: F401
+        pytest.skip('CuPy is installed')
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match='CuPy'):
+        get_extension_context('cudnn')
