@@ -11,18 +11,11 @@ import numpy as np
 
 from nncy import _cpu, _cpu_array as A
 from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
-from nncy.cuda._common import contiguous, cp, device, launch, store, sum_to
+from nncy.cuda._common import CopyForward, contiguous, cp, device, launch, store, sum_to
 
 KERNELS = 'array.cu'
 F32 = np.float32
 I64 = np.int64
-
-
-def _prod(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _f32(v):
@@ -260,7 +253,7 @@ class _AxisMaps:
         for a, m in enumerate(self._dev_maps()):
             if m is None:
                 continue
-            outer, inner = _prod(g.shape[:a]), _prod(g.shape[a + 1:])
+            outer, inner = A._prod(g.shape[:a]), A._prod(g.shape[a + 1:])
             acc = cp.zeros(g.shape[:a] + (shape[a],) + g.shape[a + 1:], F32)
             _scatter_rows_add(g, acc.reshape(outer, shape[a], inner), m)
             g = acc
@@ -339,7 +332,7 @@ class GatherNd(A.GatherNd):
         data, idx = inputs
         with device(self):
             rows, m = _flat_rows(self, idx, data.shape, 'data')
-            x = dev_data(data).reshape(_prod(data.shape[:m]), -1)
+            x = dev_data(data).reshape(A._prod(data.shape[:m]), -1)
             y = dev_data_out(outputs[0])
             y[...] = cp.take(x, rows, axis=0).reshape(y.shape)
 
@@ -353,7 +346,7 @@ class GatherNd(A.GatherNd):
                     gx.fill(0)
                 acc = gx if gx.dtype == F32 else cp.zeros(gx.shape, F32)
                 _scatter_rows_add(dev_grad(outputs[0]),
-                                  acc.reshape(1, _prod(data.shape[:m]), -1), rows)
+                                  acc.reshape(1, A._prod(data.shape[:m]), -1), rows)
                 if acc is not gx:
                     gx += acc.astype(gx.dtype)
             if propagate_down[1]:
@@ -375,7 +368,7 @@ class ScatterNd(A.ScatterNd):
             else:
                 arr = dev_data_out(y)
                 arr.fill(0)
-            n = _prod(self.shape[:m])
+            n = A._prod(self.shape[:m])
             if self.args['add']:
                 _scatter_rows_add(dev_data(data), arr.reshape(1, n, -1), rows)
             else:
@@ -386,7 +379,7 @@ class ScatterNd(A.ScatterNd):
         with device(self):
             if propagate_down[0]:
                 rows, m = _flat_rows(self, idx, self.shape, 'the output')
-                gy = dev_grad(outputs[0]).reshape(_prod(self.shape[:m]), -1)
+                gy = dev_grad(outputs[0]).reshape(A._prod(self.shape[:m]), -1)
                 store(dev_grad_out(data, accum[0]),
                       cp.take(gy, rows, axis=0).reshape(data.shape), accum[0])
             if propagate_down[1]:
@@ -485,11 +478,7 @@ class TopKData(A.TopKData):
 
 
 @register('TopKGrad', 'cuda')
-class TopKGrad(A.TopKGrad):
-    def forward(self, inputs, outputs):
-        with device(self):
-            dev_data_out(outputs[0])[...] = dev_data(inputs[0])
-
+class TopKGrad(CopyForward, A.TopKGrad):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return

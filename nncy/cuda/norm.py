@@ -12,7 +12,7 @@ import numpy as np
 
 from nncy import _cpu_norm as C
 from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
-from nncy.cuda._common import contiguous, cp, device, launch, store, sum_to
+from nncy.cuda._common import CopyForward, contiguous, cp, device, launch, store, sum_to
 
 FILE = 'norm.cu'
 F32 = np.float32
@@ -347,11 +347,7 @@ class ClipByValue(C.ClipByValue):
 
 
 @register('ClipGradByValue', 'cuda')
-class ClipGradByValue(C.ClipGradByValue):
-    def forward(self, inputs, outputs):
-        with device(self):
-            dev_data_out(outputs[0])[...] = dev_data(inputs[0])
-
+class ClipGradByValue(CopyForward, C.ClipGradByValue):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return
@@ -416,11 +412,7 @@ class ClipByNorm(_ByNorm, C.ClipByNorm):
 
 
 @register('ClipGradByNorm', 'cuda')
-class ClipGradByNorm(_ByNorm, C.ClipGradByNorm):
-    def forward(self, inputs, outputs):
-        with device(self):
-            dev_data_out(outputs[0])[...] = dev_data(inputs[0])
-
+class ClipGradByNorm(CopyForward, _ByNorm, C.ClipGradByNorm):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return

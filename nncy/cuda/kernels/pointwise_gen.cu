@@ -14,7 +14,7 @@
 #ifndef NNCY_POINTWISE_GEN_CU
 #define NNCY_POINTWISE_GEN_CU
 
-#include <cuda_fp16.h>
+#include "common.cuh"
 
 #define NNCY_OPS_SIGNATURE 0xe3a637cf8941ff5dULL
 
@@ -688,16 +688,6 @@ template <> __device__ __forceinline__ float nncy_binary_grad_op<23, 1>(float x0
 // strides of x0 and x1 (0 along broadcast axes).  The gradient kernels of
 // binary ops write an output-shaped g; reducing it to a broadcast input's
 // shape is left to the caller.  Parameters are float values at p[0], p[1], ...
-
-__device__ __forceinline__ float nncy_f(float x) { return x; }
-__device__ __forceinline__ float nncy_f(__half x) { return __half2float(x); }
-template <typename T> __device__ __forceinline__ T nncy_t(float v);
-template <> __device__ __forceinline__ float nncy_t<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half nncy_t<__half>(float v) { return __float2half(v); }
-
-#define NNCY_LOOP(i, n) \
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
 
 __device__ __forceinline__ void nncy_offsets(long long i, int nd, const long long* m,
                                              long long& o0, long long& o1) {

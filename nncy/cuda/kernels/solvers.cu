@@ -8,9 +8,7 @@
 #ifndef NNCY_SOLVERS_CU
 #define NNCY_SOLVERS_CU
 
-#define NNCY_LOOP(i, n) \
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 __device__ __forceinline__ float nncy_solver_sign(float x) {
     return (float)((x > 0.0f) - (x < 0.0f));
