@@ -77,3 +77,13 @@ def test_pointwise_covers_every_row():
         assert 'nncy_unary_fwd<float, %d>' % s.code in names, s.name
     for s in _table.BINARY:
         assert 'nncy_binary_fwd<float, %d>' % s.code in names, s.name
+
+
+def test_the_package_ships_every_kernel_file():
+    import fnmatch
+    import tomllib
+    root = _sources.KERNEL_DIR.parents[2]
+    cfg = tomllib.loads((root / 'pyproject.toml').read_text())
+    globs = cfg['tool']['setuptools']['package-data']['nncy.cuda']
+    for p in _sources.KERNEL_DIR.iterdir():
+        assert any(fnmatch.fnmatch('kernels/' + p.name, g) for g in globs), p.name
