@@ -98,7 +98,11 @@ class ConfusionMatrix(_Labels, C.ConfusionMatrix):
         with device(self):
             pred = self._x3(inputs[0]).argmax(axis=1).reshape(-1)
             label = self._labels(inputs[1]).reshape(-1)
-            counts = cp.bincount(label * self.c + pred, minlength=self.c * self.c)
+            cell = contiguous(label * self.c + pred, np.int64)
+            # counted by a kernel: cp.bincount reads the largest index back to size
+            # its output
+            counts = cp.zeros(self.c * self.c, np.int32)
+            launch(FILE, 'nncy_count', cell.size, (np.int64(cell.size), cell, counts))
             dev_data_out(outputs[0])[...] = counts.reshape(self.c, self.c)
 
     def backward(self, inputs, outputs, propagate_down, accum):
@@ -311,7 +315,7 @@ class INQAffine(_AffineOver, C.INQAffine):
                 fixed = fixed | (free & (place < m))
             else:
                 u = cp.asarray(self.rng.rand(n))
-                rank = cp.maximum(cp.cumsum(free) - 1, 0)   # the r-th learnable weight
+                rank = cp.maximum(cp.cumsum(free.astype(np.int64)) - 1, 0)   # the r-th learnable weight
                 fixed = fixed | (free & (u[rank] < 0.5))    # takes the r-th draw
         return fixed
 

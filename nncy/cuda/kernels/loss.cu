@@ -1,6 +1,6 @@
 // Kernels of nncy/cuda/loss.py: non-maximum suppression, the power-of-two
-// rounding of incremental network quantization and the overlap-add of
-// short-time Fourier frames.
+// rounding of incremental network quantization, the overlap-add of
+// short-time Fourier frames and the counts of the confusion matrix.
 #include "common.cuh"
 
 // @instantiate nncy_nms_rank
@@ -8,6 +8,7 @@
 // @instantiate nncy_nms_by_objectness
 // @instantiate nncy_inq_quantize
 // @instantiate nncy_overlap_add
+// @instantiate nncy_count
 
 // Products that the compiler must not fuse into an FMA, so that the IoU is
 // rounded as the host computes it.
@@ -132,4 +133,9 @@ __global__ void nncy_overlap_add(long long n, const float* frames, const long lo
         long long b = e / tn, j = idx[e % tn];
         if (j >= 0 && j < L) atomicAdd(out + b * L + j, frames[e]);
     }
+}
+
+// counts[cell[i]] += 1 for every i (a histogram of cell indices).
+__global__ void nncy_count(long long n, const long long* cell, int* counts) {
+    NNCY_LOOP(i, n) atomicAdd(counts + cell[i], 1);
 }
