@@ -235,7 +235,7 @@ def _detections(rng, b, n, c):
     obj = rng.uniform(0, 1, size=(b, n, 1))
     cls = rng.uniform(0, 1, size=(b, n, c))
     x = np.concatenate([xy, wh, obj, cls], -1).astype(np.float32)
-    x[0, :3, 4] = x[0, 3, 4]                     # tied objectness
+    x[0, :3, 4:] = x[0, 3, 4:]                   # tied objectness and class scores
     x[0, 5, :4] = x[0, 6, :4]                    # identical boxes
     return x
 

@@ -171,8 +171,11 @@ class MinMaxQuantize(C.MinMaxQuantize):
             shape = qr_min.shape
             lead = x.ndim - len(shape)
             axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
-            lo = x.min(axis=axes, keepdims=True).reshape(shape).astype(np.float64)
-            hi = x.max(axis=axes, keepdims=True).reshape(shape).astype(np.float64)
+            lo, hi = x, x
+            if axes:
+                lo = x.min(axis=axes, keepdims=True)
+                hi = x.max(axis=axes, keepdims=True)
+            lo, hi = (v.reshape(shape).astype(np.float64) for v in (lo, hi))
             if a['ema']:
                 d = a['decay']
                 lo = d * f64(qr_min) + (1 - d) * lo
@@ -387,10 +390,14 @@ class NmsDetection2d(C.NmsDetection2d):
             prob = obj[..., None] * x[..., 5:].astype(np.float64)
             prob = contiguous(cp.where(prob < thresh, 0.0, prob), np.float64)   # (B, N, C)
             if self.args['nms_per_class']:
+                # each problem (b, c)'s boxes by falling score, ties by index: one
+                # sort by (problem, -score, index)
                 p = b * nc
-                order = cp.empty(p * n, np.int64)
-                launch(FILE, 'nncy_nms_rank', p * n,
-                       (np.int64(p), np.int64(n), np.int64(nc), prob, order))
+                score = prob.transpose(0, 2, 1).reshape(-1)
+                flat = cp.arange(p * n, dtype=np.int64)
+                keys = cp.stack([(flat % n).astype(np.float64), -score,
+                                 (flat // n).astype(np.float64)])
+                order = contiguous(cp.lexsort(keys) % n, np.int64)
                 sup = cp.zeros(p * n, np.int32)
                 keep = cp.empty((b, n, nc), F32)
                 if p * n:

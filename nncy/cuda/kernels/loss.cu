@@ -3,7 +3,6 @@
 // short-time Fourier frames and the counts of the confusion matrix.
 #include "common.cuh"
 
-// @instantiate nncy_nms_rank
 // @instantiate nncy_nms_greedy
 // @instantiate nncy_nms_by_objectness
 // @instantiate nncy_inq_quantize
@@ -35,27 +34,12 @@ __device__ __forceinline__ bool nncy_overlaps(const float* bi, const float* bj, 
     return iou > nms;
 }
 
-// Problem p = (b, c) scores its N boxes with score[(b * N + i) * C + c].
-// order[p * N + r] = the box in place r by falling score, ties by index.
-__global__ void nncy_nms_rank(long long P, long long N, long long C, const double* score,
-                              long long* order) {
-    NNCY_LOOP(e, P * N) {
-        long long p = e / N, i = e % N, b = p / C, c = p % C;
-        const double* s = score + b * N * C + c;
-        double si = s[i * C];
-        long long r = 0;
-        for (long long j = 0; j < N; ++j) {
-            double sj = s[j * C];
-            r += (sj > si) || (sj == si && j < i);
-        }
-        order[p * N + r] = i;
-    }
-}
-
-// Greedy suppression, one block per problem: boxes are visited in order; one
-// with a positive score that no kept box has suppressed is kept (keep at
-// (b, i, c) set to 1, else 0) and suppresses the boxes it overlaps.  sup holds
-// P * N zeros on entry.  x is (B, N, D) with the box in its first 4 columns.
+// Greedy suppression, one block per problem p = (b, c), whose N boxes score
+// score[(b * N + i) * C + c] and come in order[p * N + r] by falling score.
+// Boxes are visited in that order; one with a positive score that no kept box
+// has suppressed is kept (keep at (b, i, c) set to 1, else 0) and suppresses
+// the boxes it overlaps.  sup holds P * N zeros on entry.  x is (B, N, D) with
+// the box in its first 4 columns.
 __global__ void nncy_nms_greedy(long long P, long long N, long long C, long long D,
                                 const double* score, const long long* order, const float* x,
                                 double nms, int* sup, float* keep) {
