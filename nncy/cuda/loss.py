@@ -317,9 +317,10 @@ class INQAffine(_AffineOver, C.INQAffine):
                 m = cp.maximum(nfree // 2, 1) * (nfree > 0)
                 fixed = fixed | (free & (place < m))
             else:
+                # the r-th learnable weight takes the r-th draw
                 u = cp.asarray(self.rng.rand(n))
-                rank = cp.maximum(cp.cumsum(free.astype(np.int64)) - 1, 0)   # the r-th learnable weight
-                fixed = fixed | (free & (u[rank] < 0.5))    # takes the r-th draw
+                rank = cp.maximum(cp.cumsum(free.astype(np.int64)) - 1, 0)
+                fixed = fixed | (free & (u[rank] < 0.5))
         return fixed
 
     def _weight(self, inputs):
@@ -378,11 +379,31 @@ class VATNoise(C.VATNoise):
 
 @register('NmsDetection2d', 'cuda')
 class NmsDetection2d(C.NmsDetection2d):
+    @staticmethod
+    def _greedy_keep(x, prob, nms):
+        """(B, N, C) 1 for the boxes that greedy suppression keeps per class."""
+        b, n, nc = prob.shape
+        p = b * nc
+        keep = cp.zeros(prob.shape, F32)
+        if p * n == 0:
+            return keep
+        # the boxes of each problem (b, c) by falling score, ties by index: one
+        # sort by (problem, -score, index)
+        flat = cp.arange(p * n, dtype=np.int64)
+        keys = cp.stack([(flat % n).astype(np.float64), -prob.transpose(0, 2, 1).reshape(-1),
+                         (flat // n).astype(np.float64)])
+        order = contiguous(cp.lexsort(keys) % n, np.int64)
+        sup = cp.zeros(p * n, np.int32)
+        function(FILE, 'nncy_nms_greedy')(
+            (min(p, 65535),), (256,),
+            (np.int64(p), np.int64(n), np.int64(nc), np.int64(x.shape[2]), prob, order, x,
+             nms, sup, keep))
+        return keep
+
     def forward(self, inputs, outputs):
         with device(self):
             x = contiguous(dev_data(inputs[0]), F32)
             b, n, d = x.shape
-            nc = d - 5
             thresh = self.args['thresh']
             nms = np.float64(self.args['nms'])
             x4 = x[..., 4].astype(np.float64)
@@ -390,22 +411,7 @@ class NmsDetection2d(C.NmsDetection2d):
             prob = obj[..., None] * x[..., 5:].astype(np.float64)
             prob = contiguous(cp.where(prob < thresh, 0.0, prob), np.float64)   # (B, N, C)
             if self.args['nms_per_class']:
-                # each problem (b, c)'s boxes by falling score, ties by index: one
-                # sort by (problem, -score, index)
-                p = b * nc
-                score = prob.transpose(0, 2, 1).reshape(-1)
-                flat = cp.arange(p * n, dtype=np.int64)
-                keys = cp.stack([(flat % n).astype(np.float64), -score,
-                                 (flat // n).astype(np.float64)])
-                order = contiguous(cp.lexsort(keys) % n, np.int64)
-                sup = cp.zeros(p * n, np.int32)
-                keep = cp.empty((b, n, nc), F32)
-                if p * n:
-                    function(FILE, 'nncy_nms_greedy')(
-                        (min(p, 65535),), (256,),
-                        (np.int64(p), np.int64(n), np.int64(nc), np.int64(d), prob, order, x,
-                         nms, sup, keep))
-                prob = prob * keep
+                prob = prob * self._greedy_keep(x, prob, nms)
             else:
                 obj = contiguous(obj, np.float64)
                 keep = cp.empty((b, n), F32)
@@ -541,7 +547,6 @@ class ISTFT(C.ISTFT):
         if not any(propagate_down):
             return
         with device(self):
-            n = self.args['fft_size']
             idx = _positions(self, self.pos - self.cut, self._length())
             gf = _gather(dev_grad(outputs[0]), idx) * _window(self, self.win)
             r = _fft('rfft', gf, axis=-1)                       # (B, T, K)

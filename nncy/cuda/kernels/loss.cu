@@ -22,9 +22,8 @@ __device__ __forceinline__ double nncy_dmul(double a, double b) { return a * b; 
 __device__ __forceinline__ bool nncy_overlaps(const float* bi, const float* bj, double nms) {
     double side[2];
     for (int d = 0; d < 2; ++d) {
-        double hi = fmin((double)bi[d] + (double)bi[d + 2] / 2, (double)bj[d] + (double)bj[d + 2] / 2);
-        double lo = fmax((double)bi[d] - (double)bi[d + 2] / 2, (double)bj[d] - (double)bj[d + 2] / 2);
-        side[d] = hi - lo;
+        double ci = bi[d], ri = (double)bi[d + 2] / 2, cj = bj[d], rj = (double)bj[d + 2] / 2;
+        side[d] = fmin(ci + ri, cj + rj) - fmax(ci - ri, cj - rj);   // centre +- half size
     }
     double inter = (side[0] > 0 && side[1] > 0) ? nncy_dmul(side[0], side[1]) : 0.0;
     double ai = nncy_dmul((double)bi[2], (double)bi[3]);
