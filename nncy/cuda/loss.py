@@ -3,7 +3,9 @@ signal-processing functions of ``nncy/_cpu_loss.py``.  Each reuses the CPU
 class's ``setup``; the work is CuPy array operations (cuBLAS for the matrix
 products, cuFFT through ``cp.fft`` for the transforms) and, in
 ``kernels/loss.cu``, non-maximum suppression, the power-of-two rounding of
-INQ and the overlap-add of short-time Fourier frames."""
+INQ, the overlap-add of short-time Fourier frames and the counts of the
+confusion matrix.  Nothing is read back to the host except the flag of the
+label check (to raise as the CPU classes do)."""
 import numpy as np
 
 from nncy import _cpu_loss as C
