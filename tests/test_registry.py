@@ -1,6 +1,7 @@
 """The function table is complete: every row has a CPU implementation, a test
 that names it, and a benchmark case.  These tests fail while any row lacks
-one.  GPU coverage is only reported for now (the backend is incomplete)."""
+one, or a GPU implementation and a GPU test."""
+import functools
 import importlib
 import inspect
 import os
@@ -47,18 +48,25 @@ def test_row_has_cpu_implementation(spec):
         '%s (%s) has no CPU implementation' % (spec.name, spec.type_name))
 
 
-def test_gpu_coverage_is_reported_not_enforced_yet():
-    """Lists the rows without a GPU (cuda or cudnn) implementation.  The GPU
-    backend is incomplete, so this reports the count and never fails on it;
-    it fails only if registering the GPU implementations breaks.  (Importing
-    nncy.cuda.functions registers them without importing CuPy.)"""
+@functools.lru_cache(maxsize=None)
+def _gpu_test_text():
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = [f for f in os.listdir(here) if re.match(r'test_cud(a|nn)\w*\.py$', f)]
+    return ''.join(open(os.path.join(here, f)).read() for f in sorted(names))
+
+
+@pytest.mark.parametrize('spec', ROWS, ids=lambda s: s.name)
+def test_row_has_gpu_implementation_and_test(spec):
+    """Every row runs on the cuda backend, and a GPU test exercises it (the
+    pointwise rows through the table-driven tests of test_cuda.py; the others
+    by name).  Importing nncy.cuda.functions registers the implementations
+    without importing CuPy."""
     importlib.import_module('nncy.cuda.functions')
-    missing = [s.name for s in ROWS
-               if implementation(s.type_name, 'cuda') is None
-               and implementation(s.type_name, 'cudnn') is None]
-    print('\n%d of %d functions have no GPU implementation yet: %s'
-          % (len(missing), len(ROWS), ', '.join(missing)))
-    assert len(missing) < len(ROWS)
+    assert implementation(spec.type_name, 'cuda') is not None, (
+        '%s (%s) has no cuda implementation' % (spec.name, spec.type_name))
+    if spec.kind != 'pointwise':
+        assert re.search(r"""(F\.{0}\b|['"]{0}['"])""".format(spec.name), _gpu_test_text()), (
+            'no GPU test names %s' % spec.name)
 
 
 @pytest.mark.parametrize('spec', ROWS, ids=lambda s: s.name)
