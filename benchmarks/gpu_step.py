@@ -13,10 +13,10 @@ blocks of steps.  Prints the medians and the ratio nncy / PyTorch (below 1.0:
 nncy is faster).  Needs CuPy and a GPU; PyTorch is optional.
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
+
+from benchmarks.train_step import take_turns
 
 CLASSES = 10
 
@@ -131,17 +131,7 @@ def compare(repeat=100, batch=64, width=64, warmup=10, block=10):
     torch = try_torch_cuda()
     if torch is not None:
         steps['torch'] = torch_step(torch, x, t, width)
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in steps}
-    while len(times['nncy']) < repeat:
-        for k, fn in steps.items():
-            for _ in range(block):
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-    out = {k: statistics.median(v[:repeat]) for k, v in times.items()}
+    out = take_turns(steps, repeat, warmup, block, settle=1)
     out.setdefault('torch', None)
     out['torch_version'] = torch.__version__ if torch is not None else None
     return out

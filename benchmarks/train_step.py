@@ -87,6 +87,25 @@ def try_torch():
     return torch
 
 
+def take_turns(steps, repeat, warmup, block, settle):
+    """{name: median seconds of ``repeat`` calls} of each function in
+    ``steps``, run in turns of ``block`` timed calls after ``settle`` untimed
+    ones, following ``warmup`` untimed calls of each."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in steps}
+    while min(len(v) for v in times.values()) < repeat:
+        for k, fn in steps.items():
+            for i in range(settle + block):
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                if i >= settle:
+                    times[k].append(dt)
+    return {k: statistics.median(v[:repeat]) for k, v in times.items()}
+
+
 def compare(repeat=200, batch=64, threads=0, warmup=20, block=10, settle=3):
     """{'nncy': median s, 'torch': median s or None, 'threads', 'torch_version'}.
 
@@ -101,19 +120,7 @@ def compare(repeat=200, batch=64, threads=0, warmup=20, block=10, settle=3):
     if torch is not None:
         torch.set_num_threads(threads)
         steps['torch'] = torch_step(torch, x, t)
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in steps}
-    while len(times['nncy']) < repeat:
-        for k, fn in steps.items():
-            for i in range(settle + block):
-                t0 = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t0
-                if i >= settle:
-                    times[k].append(dt)
-    out = {k: statistics.median(v[:repeat]) for k, v in times.items()}
+    out = take_turns(steps, repeat, warmup, block, settle)
     out.setdefault('torch', None)
     out['threads'] = threads
     out['torch_version'] = torch.__version__ if torch is not None else None
