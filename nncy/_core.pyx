@@ -798,7 +798,11 @@ cdef class Impl:
 
     def updated_inputs(self):
         """Indices of the inputs whose data forward updates in place (running
-        statistics)."""
+        statistics, quantized weights)."""
+        return ()
+
+    def updated_inputs_in_backward(self):
+        """Indices of the inputs whose data backward writes (rare)."""
         return ()
 
 
@@ -841,6 +845,8 @@ class HalfStorage(Impl):
         tin = [twins[id(v)][1] for v in inputs]
         tout = [_f32_twin(o, True) for o in outputs]
         self.inner.backward(tin, tout, propagate_down, accum)
+        for i in self.inner.updated_inputs_in_backward():
+            (<Variable>inputs[i])._data.get()[...] = (<Variable>tin[i])._data.get()
         for v, t in twins.values():
             if (<Variable>t)._grad.has_data():   # written on the host or the device
                 (<Variable>v)._grad.get_empty()[...] = (<Variable>t)._grad.get()

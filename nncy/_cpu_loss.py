@@ -414,13 +414,20 @@ class Interpolate(Impl):
         return False
 
 
-class _BinaryAffine(Impl):
+class _WritesWeights:
+    """forward writes the quantized weight (and, scaled, alpha) inputs."""
+    scaled = False
+
+    def updated_inputs(self):
+        return (2, 3) if self.scaled else (2,)
+
+
+class _BinaryAffine(_WritesWeights, Impl):
     """Affine layers over binarized weights.  forward writes sign(weight)
     (zero mapped to quantize_zero_to) into binary_weight (and, scaled, the
     per-output mean |weight| into alpha) and computes with binary_weight * alpha;
     backward passes the gradient of that effective weight straight through to
     weight.  binary_weight and alpha receive no gradient."""
-    scaled = False
 
     def setup(self, inputs):
         nfixed = 4 if self.scaled else 3
@@ -510,6 +517,9 @@ class MinMaxQuantize(Impl):
     levels [ql_min, ql_max], the range nudged so that 0 falls on a level.  The
     range inputs broadcast against x (per tensor or per channel)."""
 
+    def updated_inputs(self):
+        return (1, 2)   # qr_min, qr_max (when they track the data)
+
     def setup(self, inputs):
         x = inputs[0]
         nd = len(x.shape)
@@ -589,6 +599,9 @@ class VATNoise(Impl):
     """y = eps x / sqrt(sum x^2 + c) per sample; backward writes eps * dy into
     w's data and gives x no gradient."""
     C = 1e-8
+
+    def updated_inputs_in_backward(self):
+        return (1,)
 
     def setup(self, inputs):
         x, w = inputs
@@ -706,6 +719,9 @@ def _inq_quantize(w, num_bits):
 class _INQWeights:
     """The weight schedule of incremental network quantization, shared by
     INQAffine and INQConvolution."""
+
+    def updated_inputs(self):
+        return (1, 2)   # weight, indicator
 
     def _setup_inq(self):
         a = self.args
@@ -856,8 +872,7 @@ class _ConvOverWeight(Impl):
                 gout(inputs[i], False).fill(0)
 
 
-class _BinaryConv(_ConvOverWeight):
-    scaled = False
+class _BinaryConv(_WritesWeights, _ConvOverWeight):
 
     def weight(self, inputs):
         w = d32(inputs[1])

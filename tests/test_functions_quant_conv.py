@@ -129,3 +129,25 @@ def test_quantized_convolution_errors():
     check_raises(F.binary_connect_convolution, [x, w[:, :2], np.zeros((4, 2, 3, 3),
                                                                       np.float32)],
                  match_words=['weight'])
+
+
+@pytest.mark.parametrize('half', [False, True])
+def test_written_inputs_survive_a_half_context(rng, half):
+    """Functions that write into inputs (quantized weights, VAT noise) keep
+    those writes when a half context runs them on float32 copies."""
+    ctx = nn.Context(['cpu:half' if half else 'cpu:float'])
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3).astype(np.float32))
+    w = nn.Variable.from_numpy_array(rng.randn(3, 4).astype(np.float32), need_grad=True)
+    bw = nn.Variable.from_numpy_array(np.zeros((3, 4), np.float32))
+    alpha = nn.Variable.from_numpy_array(np.zeros(4, np.float32))
+    with nn.context_scope(ctx):
+        F.binary_weight_affine(x, w, bw, alpha).forward()
+    np.testing.assert_array_equal(bw.d, np.where(w.d > 0, 1, -1))
+    np.testing.assert_allclose(alpha.d, np.abs(w.d).mean(axis=0), rtol=1e-3)
+    noise = nn.Variable.from_numpy_array(np.zeros((2, 3), np.float32))
+    v = nn.Variable.from_numpy_array(rng.randn(2, 3).astype(np.float32), need_grad=True)
+    with nn.context_scope(ctx):
+        y = F.vat_noise(v, noise, eps=2.0)
+    y.forward()
+    y.backward(np.ones((2, 3), np.float32))
+    np.testing.assert_allclose(noise.d, 2.0)
