@@ -61,4 +61,8 @@ def test_device_arrays_are_separate_from_host_arrays():
     assert type(d.get()) is np.ndarray
     with pytest.raises(TypeError, match='host'):
         d + h                                        # CuPy refuses mixed arrays
+    with pytest.raises(TypeError, match='host'):
+        cudasim.concatenate([d, h])
+    with pytest.raises(TypeError, match='host'):
+        d[...] = h
     assert np.isnan(cudasim.empty(2, np.float32).get()).all()   # garbage is visible

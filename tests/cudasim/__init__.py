@@ -76,7 +76,12 @@ class ndarray(np.ndarray):
             return out[0] if len(out) == 1 else out
         return _to_device(r)
 
+    def __setitem__(self, key, value):
+        _refuse_host('__setitem__', [value])
+        np.ndarray.__setitem__(self, _unwrap(key), _unwrap(value))
+
     def __array_function__(self, func, types_, args, kwargs):
+        _refuse_host(func.__name__, args, kwargs)
         return _to_device(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def __float__(self):
@@ -96,6 +101,16 @@ def _host_view(a, what):
         raise TypeError('%s: a host (NumPy) array was given where a device array is '
                         'needed' % what)
     return a
+
+
+def _refuse_host(what, args, kwargs=None):
+    """CuPy's functions take device arrays (and scalars), not NumPy arrays."""
+    for a in list(args) + list((kwargs or {}).values()):
+        items = a if isinstance(a, (list, tuple)) else [a]
+        for x in items:
+            if isinstance(x, np.ndarray) and not isinstance(x, ndarray) and x.ndim > 0:
+                raise TypeError('%s: a host (NumPy) array was given where a device array '
+                                'is needed' % what)
 
 
 def _unwrap(obj):
@@ -169,6 +184,7 @@ def __getattr__(name):
         return fn
 
     def on_device(*args, **kwargs):
+        _refuse_host(name, args, kwargs)
         return _to_device(fn(*_unwrap(args), **_unwrap(kwargs)))
     on_device.__name__ = name
     return on_device
