@@ -51,11 +51,21 @@ fn acc(accum: bool, old: f32, v: f32) -> f32 {
 /// y = f(x) elementwise; in place (`y = f(y)`) when `x` is `None`.  `cost`:
 /// relative cost of `f` per element (1: an add, up to 8), for threading.
 pub fn unary<F: Fn(f32) -> f32 + Sync>(x: Option<&[f32]>, y: &mut [f32], cost: usize, f: F) {
+    let stream = y.len() >= simd::STREAM_MIN;
     match x {
         Some(x) => par_for((y, x), cost, |(y, x)| {
             simd::dispatch(
                 #[inline(always)]
                 || {
+                    if stream {
+                        let x = &x[..y.len()];
+                        simd::stream_fill(y, |i| f(x[i]), |i, l| {
+                            for (o, &a) in l.iter_mut().zip(&x[i..i + 16]) {
+                                *o = f(a);
+                            }
+                        });
+                        return;
+                    }
                     for (o, &a) in y.iter_mut().zip(x) {
                         *o = f(a);
                     }
@@ -233,6 +243,7 @@ pub fn binary<F: Fn(f32, f32) -> f32 + Sync>(
     let dummy = Input { data: &[0.0], base: 0 };
     let r0 = Reader { input: i0.unwrap_or(dummy), step: s0 };
     let r1 = Reader { input: i1.unwrap_or(dummy), step: s1 };
+    let stream = n >= simd::STREAM_MIN;
     par_for((&mut y[..n], 0..n), cost, |(y, range)| {
         let start = range.start;
         simd::dispatch(
@@ -245,6 +256,14 @@ pub fn binary<F: Fn(f32, f32) -> f32 + Sync>(
                         let out = &mut y[pos - start..pos - start + len];
                         use Kind::*;
                         match (k0, k1) {
+                            (Contig, Contig) if stream => {
+                                let (a, b) = (r0.contig(o0, len).0, r1.contig(o1, len).0);
+                                simd::stream_fill(out, |i| f(a[i], b[i]), |i, l| {
+                                    for ((o, &u), &v) in l.iter_mut().zip(&a[i..i + 16]).zip(&b[i..i + 16]) {
+                                        *o = f(u, v);
+                                    }
+                                })
+                            }
                             (Contig, Contig) => map2(out, r0.contig(o0, len), r1.contig(o1, len), &f),
                             (Contig, Splat) => map2(out, r0.contig(o0, len), r1.splat(o1), &f),
                             (Splat, Contig) => map2(out, r0.splat(o0), r1.contig(o1, len), &f),
@@ -509,6 +528,21 @@ mod tests {
                 assert_eq!(g[i], 1.0 + (ab[i] + y[i] * gy[i]), "{shape:?} at {i}");
             }
         }
+    }
+
+    #[test]
+    fn outputs_past_the_streaming_size() {
+        // odd length and an offset input view: unaligned heads and tails
+        let n = simd::STREAM_MIN + 37;
+        let x = random(n + 3, 11);
+        let mut y = vec![0.0; n];
+        unary(Some(&x[3..]), &mut y, 1, |v| v * 3.0 - 1.0);
+        assert!(y.iter().zip(&x[3..]).all(|(y, x)| *y == x * 3.0 - 1.0));
+        let b = random(n, 12);
+        let lay = Layout::new(&[n], [&[1], &[1]]).unwrap();
+        let (i0, i1) = (Input { data: &x, base: 3 }, Input { data: &b, base: 0 });
+        binary(&lay, Operand::In(i0), Operand::In(i1), &mut y, 1, |a, b| a - b);
+        assert!(y.iter().zip(&x[3..]).zip(&b).all(|((y, a), b)| *y == a - b));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub const W: usize = 2048;
 /// Narrow rows are packed to at least this width (and less than 4x it).
 const MIN_WIDTH: usize = 64;
 /// Rows reduced serially before partial results are combined pairwise.
-const BLOCK: usize = 32;
+const BLOCK: usize = 128;
 
 #[inline(always)]
 fn combine_into<R: Reducer>(acc: &mut [f32], row: &[f32]) {
