@@ -95,10 +95,22 @@ pub fn unary_grad<F: Fn(f32, f32, f32) -> f32 + Sync>(
     cost: usize,
     f: F,
 ) {
+    let stream = !accum && gx.len() >= simd::STREAM_MIN;
     par_for((gx, x, y, gy), cost, |(gx, x, y, gy)| {
         simd::dispatch(
             #[inline(always)]
             || {
+                if stream {
+                    let n = gx.len();
+                    let (x, y, gy) = (&x[..n], &y[..n], &gy[..n]);
+                    simd::stream_fill(gx, |i| f(x[i], y[i], gy[i]), |i, l| {
+                        let (x, y, gy) = (&x[i..i + 16], &y[i..i + 16], &gy[i..i + 16]);
+                        for j in 0..16 {
+                            l[j] = f(x[j], y[j], gy[j]);
+                        }
+                    });
+                    return;
+                }
                 for (((g, &x), &y), &gy) in gx.iter_mut().zip(x).zip(y).zip(gy) {
                     *g = acc(accum, *g, f(x, y, gy));
                 }
@@ -543,6 +555,9 @@ mod tests {
         let (i0, i1) = (Input { data: &x, base: 3 }, Input { data: &b, base: 0 });
         binary(&lay, Operand::In(i0), Operand::In(i1), &mut y, 1, |a, b| a - b);
         assert!(y.iter().zip(&x[3..]).zip(&b).all(|((y, a), b)| *y == a - b));
+        let mut g = vec![0.0; n];
+        unary_grad(&x[3..], &b, &y, &mut g, false, 1, |x, b, y| x * b + y);
+        assert!((0..n).all(|i| g[i] == x[i + 3] * b[i] + y[i]));
     }
 
     #[test]
