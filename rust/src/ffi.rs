@@ -8,6 +8,12 @@
 //! the output is copied first, except for the in-place cases the kernels
 //! support directly (unary ops with x == y; a binary operand equal to y with
 //! y's layout).
+//!
+//! The exported functions are safe to call from Rust's point of view only in
+//! that they check what they can (null pointers, sizes against shapes); the
+//! caller (the Cython layer) vouches that each pointer addresses the number
+//! of elements it says, as every C ABI does.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::gemm::{MatMut, MatRef};
 use crate::pointwise::Operand;
