@@ -41,6 +41,12 @@ cdef inline int need_f32(cnp.ndarray a, name) except -1:
     return 0
 
 
+cdef inline float* f32(cnp.ndarray a, name) except? NULL:
+    """The data of `a`, once checked to be a C-contiguous float32 array."""
+    need_f32(a, name)
+    return fptr(a)
+
+
 def signature():
     """The hash of the pointwise op table that the library was generated from."""
     return nncy_ops_signature()
@@ -121,19 +127,16 @@ def binary(name, uint32_t op, cnp.ndarray x0, cnp.ndarray x1, cnp.ndarray y,
     cdef size_t shp[16]
     cdef tuple shape = (<object>y).shape
     cdef int32_t st
-    need_f32(y, name)
+    cdef float* yp = f32(y, name)
     _shape(shape, shp)
     _strides(x0, shape, s0)
     _strides(x1, shape, s1)
-    cdef size_t nd = len(shape)
-    cdef float* _t0 = fptr(x0)
-    cdef float* _t1 = fptr(x1)
-    cdef float* _t2 = fptr(y)
-    cdef float* _t3 = fptr(p)
-    cdef size_t _t4 = cnp.PyArray_SIZE(p)
+    cdef size_t nd = len(shape), npar = cnp.PyArray_SIZE(p)
+    cdef float* x0p = fptr(x0)
+    cdef float* x1p = fptr(x1)
+    cdef float* pp = fptr(p)
     with nogil:
-        st = nncy_binary_f32(op, _t0, s0, _t1, s1, _t2, shp, nd,
-                             _t3, _t4)
+        st = nncy_binary_f32(op, x0p, s0, x1p, s1, yp, shp, nd, pp, npar)
     check(st, name)
 
 
@@ -145,22 +148,19 @@ def binary_grad(name, uint32_t op, uint32_t which, cnp.ndarray x0, cnp.ndarray x
     cdef size_t shp[16]
     cdef tuple shape = (<object>gy).shape
     cdef int32_t st
-    need_f32(g, name)
-    need_f32(gy, name)
+    cdef float* gp = f32(g, name)
+    cdef float* gyp = f32(gy, name)
     _shape(shape, shp)
     _strides(x0, shape, s0)
     _strides(x1, shape, s1)
-    cdef size_t nd = len(shape)
+    cdef size_t nd = len(shape), npar = cnp.PyArray_SIZE(p)
     cdef const float* yp = fptr(y) if y is not None else NULL
-    cdef float* _t0 = fptr(x0)
-    cdef float* _t1 = fptr(x1)
-    cdef float* _t2 = fptr(gy)
-    cdef float* _t3 = fptr(g)
-    cdef float* _t4 = fptr(p)
-    cdef size_t _t5 = cnp.PyArray_SIZE(p)
+    cdef float* x0p = fptr(x0)
+    cdef float* x1p = fptr(x1)
+    cdef float* pp = fptr(p)
     with nogil:
-        st = nncy_binary_grad_f32(op, which, _t0, s0, _t1, s1, yp, _t2,
-                                  _t3, shp, nd, _t4, _t5, accum)
+        st = nncy_binary_grad_f32(op, which, x0p, s0, x1p, s1, yp, gyp, gp, shp, nd,
+                                  pp, npar, accum)
     check(st, name)
 
 
@@ -170,17 +170,16 @@ def strided_copy(name, cnp.ndarray x, cnp.ndarray y, bint accum=False):
     cdef size_t shp[16]
     cdef int32_t st
     cdef tuple shape = (<object>y).shape
-    need_f32(y, name)
+    cdef float* yp = f32(y, name)
     if (<object>x).shape != shape or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32:
         raise ValueError('%s: strided_copy needs a float32 view of shape %s' % (name, shape))
     _shape(shape, shp)
     for i in range(len(shape)):
         xs[i] = x.strides[i] // 4
     cdef size_t nd = len(shape)
-    cdef float* _t0 = fptr(x)
-    cdef float* _t1 = fptr(y)
+    cdef float* xp = fptr(x)
     with nogil:
-        st = nncy_strided_copy_f32(_t0, xs, _t1, shp, nd, accum)
+        st = nncy_strided_copy_f32(xp, xs, yp, shp, nd, accum)
     check(st, name)
 
 
@@ -209,8 +208,8 @@ def reduce(name, op, cnp.ndarray x, tuple axes, cnp.ndarray out, float scale=1.0
     if not blocks:
         blocks = [[0, 0]]
     cdef cnp.ndarray src = x, dst
-    cdef float* _t0
-    cdef float* _t1
+    cdef float* xp
+    cdef float* yp
     cdef float sc
     cdef int32_t acc
     cdef bint last
@@ -232,35 +231,32 @@ def reduce(name, op, cnp.ndarray x, tuple axes, cnp.ndarray out, float scale=1.0
         dst = out if last else np.empty(shape, np.float32)
         if last and cnp.PyArray_SIZE(out) != <cnp.npy_intp>(outer * inner):
             raise ValueError('%s: reduction output has the wrong size' % name)
-        _t0 = fptr(src)
-        _t1 = fptr(dst)
+        xp = fptr(src)
+        yp = fptr(dst)
         with nogil:
-            st = nncy_reduce_f32(code, _t0, _t1, outer, r, inner,
-                                 sc, acc)
+            st = nncy_reduce_f32(code, xp, yp, outer, r, inner, sc, acc)
         check(st, name)
         src = dst
 
 
 def softmax(name, cnp.ndarray x, cnp.ndarray y, size_t outer, size_t c, size_t inner,
             bint log):
-    need_f32(x, name); need_f32(y, name)
+    cdef float* xp = f32(x, name)
+    cdef float* yp = f32(y, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(x)
-    cdef float* _t1 = fptr(y)
     with nogil:
-        st = nncy_softmax_f32(_t0, _t1, outer, c, inner, log)
+        st = nncy_softmax_f32(xp, yp, outer, c, inner, log)
     check(st, name)
 
 
 def softmax_grad(name, cnp.ndarray y, cnp.ndarray gy, cnp.ndarray gx, size_t outer,
                  size_t c, size_t inner, bint log, bint accum):
-    need_f32(y, name); need_f32(gy, name); need_f32(gx, name)
+    cdef float* yp = f32(y, name)
+    cdef float* gyp = f32(gy, name)
+    cdef float* gxp = f32(gx, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(y)
-    cdef float* _t1 = fptr(gy)
-    cdef float* _t2 = fptr(gx)
     with nogil:
-        st = nncy_softmax_grad_f32(_t0, _t1, _t2, outer, c, inner, log, accum)
+        st = nncy_softmax_grad_f32(yp, gyp, gxp, outer, c, inner, log, accum)
     check(st, name)
 
 
@@ -284,14 +280,13 @@ def _bad_label(name, ti, c):
 
 def softmax_ce(name, cnp.ndarray x, t, cnp.ndarray y, size_t outer, size_t c,
                size_t inner):
-    need_f32(x, name); need_f32(y, name)
+    cdef float* xp = f32(x, name)
+    cdef float* yp = f32(y, name)
     cdef cnp.ndarray ti = _labels(name, t, outer * inner)
+    cdef int64_t* tp = iptr(ti)
     cdef int32_t st
-    cdef float* _t0 = fptr(x)
-    cdef int64_t* _t1 = iptr(ti)
-    cdef float* _t2 = fptr(y)
     with nogil:
-        st = nncy_softmax_ce_f32(_t0, _t1, _t2, outer, c, inner)
+        st = nncy_softmax_ce_f32(xp, tp, yp, outer, c, inner)
     if st == 2:
         _bad_label(name, ti, c)
     check(st, name)
@@ -299,16 +294,14 @@ def softmax_ce(name, cnp.ndarray x, t, cnp.ndarray y, size_t outer, size_t c,
 
 def softmax_ce_grad(name, cnp.ndarray x, t, cnp.ndarray gy, cnp.ndarray gx,
                     size_t outer, size_t c, size_t inner, bint accum):
-    need_f32(x, name); need_f32(gy, name); need_f32(gx, name)
+    cdef float* xp = f32(x, name)
+    cdef float* gyp = f32(gy, name)
+    cdef float* gxp = f32(gx, name)
     cdef cnp.ndarray ti = _labels(name, t, outer * inner)
+    cdef int64_t* tp = iptr(ti)
     cdef int32_t st
-    cdef float* _t0 = fptr(x)
-    cdef int64_t* _t1 = iptr(ti)
-    cdef float* _t2 = fptr(gy)
-    cdef float* _t3 = fptr(gx)
     with nogil:
-        st = nncy_softmax_ce_grad_f32(_t0, _t1, _t2, _t3, outer, c,
-                                      inner, accum)
+        st = nncy_softmax_ce_grad_f32(xp, tp, gyp, gxp, outer, c, inner, accum)
     if st == 2:
         _bad_label(name, ti, c)
     check(st, name)
@@ -330,69 +323,32 @@ def gemm(name, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, float alpha=0.0,
     cdef ssize_t brs = b.strides[0] // 4, bcs = b.strides[1] // 4
     cdef ssize_t ors = out.strides[0] // 4, ocs = out.strides[1] // 4
     cdef int32_t st
-    cdef float* _t0 = fptr(out)
-    cdef float* _t1 = fptr(a)
-    cdef float* _t2 = fptr(b)
+    cdef float* op = fptr(out)
+    cdef float* ap = fptr(a)
+    cdef float* bp = fptr(b)
     with nogil:
-        st = nncy_gemm_f32(m, n, k, _t0, ors, ocs, _t1, ars, acs,
-                           _t2, brs, bcs, alpha, beta)
+        st = nncy_gemm_f32(m, n, k, op, ors, ocs, ap, ars, acs, bp, brs, bcs, alpha, beta)
     check(st, name)
 
 
-cdef int _sized(cnp.ndarray a, Py_ssize_t n, name) except -1:
-    """`a` is a C-contiguous float32 array of `n` elements."""
+cdef float* _sized(cnp.ndarray a, Py_ssize_t n, name) except? NULL:
+    """The data of `a`, once checked to be a C-contiguous float32 array of `n`
+    elements."""
     need_f32(a, name)
     if cnp.PyArray_SIZE(a) != n:
         raise ValueError('%s: buffer of %d elements, expected %d'
                          % (name, cnp.PyArray_SIZE(a), n))
-    return 0
-
-
-cdef ssize_t _estride(cnp.ndarray a, int i, name) except? -1:
-    cdef ssize_t s = a.strides[i]
-    if s % 4:
-        raise ValueError('%s: float32 array with a stride of %d bytes' % (name, s))
-    return s // 4
-
-
-def batch_gemm(name, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, float alpha=0.0,
-               float beta=1.0):
-    """out[i] = alpha * out[i] + beta * a[i] @ b[i] for 3-D float32 arrays of any
-    strides; a batch stride of 0 repeats an operand (np.broadcast_to)."""
-    if a.ndim != 3 or b.ndim != 3 or out.ndim != 3:
-        raise ValueError('%s: batch_gemm needs 3-D arrays' % name)
-    for arr in (a, b, out):
-        if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
-            raise TypeError('%s: batch_gemm needs float32 arrays' % name)
-    cdef size_t nb = out.shape[0], m = out.shape[1], n = out.shape[2], k = a.shape[2]
-    if (a.shape[0] != <cnp.npy_intp>nb or b.shape[0] != <cnp.npy_intp>nb
-            or a.shape[1] != <cnp.npy_intp>m or b.shape[1] != <cnp.npy_intp>k
-            or b.shape[2] != <cnp.npy_intp>n):
-        raise ValueError('%s: batched matrix shapes %s @ %s -> %s do not agree'
-                         % (name, (<object>a).shape, (<object>b).shape, (<object>out).shape))
-    cdef ssize_t abs_ = _estride(a, 0, name), ars = _estride(a, 1, name), acs = _estride(a, 2, name)
-    cdef ssize_t bbs = _estride(b, 0, name), brs = _estride(b, 1, name), bcs = _estride(b, 2, name)
-    cdef ssize_t obs = _estride(out, 0, name), ors = _estride(out, 1, name)
-    cdef ssize_t ocs = _estride(out, 2, name)
-    cdef int32_t st
-    cdef float* _t0 = fptr(out)
-    cdef float* _t1 = fptr(a)
-    cdef float* _t2 = fptr(b)
-    with nogil:
-        st = nncy_batch_gemm_f32(nb, m, n, k, _t0, obs, ors, ocs, _t1, abs_, ars, acs,
-                                 _t2, bbs, brs, bcs, alpha, beta)
-    check(st, name)
+    return fptr(a)
 
 
 def rnn_cell(name, bint relu, cnp.ndarray pre, cnp.ndarray h):
     """h = tanh(pre), or max(pre, 0) when relu."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(h)
-    _sized(pre, n, name); _sized(h, n, name)
+    cdef float* pp = _sized(pre, n, name)
+    cdef float* hp = _sized(h, n, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(pre)
-    cdef float* _t1 = fptr(h)
     with nogil:
-        st = nncy_rnn_cell_f32(relu, n, _t0, _t1)
+        st = nncy_rnn_cell_f32(relu, n, pp, hp)
     check(st, name)
 
 
@@ -400,15 +356,13 @@ def rnn_cell_grad(name, bint relu, cnp.ndarray h, cnp.ndarray dy, cnp.ndarray dh
                   cnp.ndarray dpre):
     """dpre = (dy + dh) * act'(pre), from the cell output h."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(h)
-    for arr in (h, dy, dh, dpre):
-        _sized(arr, n, name)
+    cdef float* hp = _sized(h, n, name)
+    cdef float* dyp = _sized(dy, n, name)
+    cdef float* dhp = _sized(dh, n, name)
+    cdef float* dpp = _sized(dpre, n, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(h)
-    cdef float* _t1 = fptr(dy)
-    cdef float* _t2 = fptr(dh)
-    cdef float* _t3 = fptr(dpre)
     with nogil:
-        st = nncy_rnn_cell_grad_f32(relu, n, _t0, _t1, _t2, _t3)
+        st = nncy_rnn_cell_grad_f32(relu, n, hp, dyp, dhp, dpp)
     check(st, name)
 
 
@@ -417,16 +371,13 @@ def lstm_cell(name, cnp.ndarray gates, cnp.ndarray c_prev, cnp.ndarray c, cnp.nd
     if h.ndim != 2:
         raise ValueError('%s: lstm_cell needs (batch, hidden) states' % name)
     cdef size_t b = h.shape[0], hid = h.shape[1]
-    _sized(gates, b * 4 * hid, name)
-    for arr in (c_prev, c, h):
-        _sized(arr, b * hid, name)
+    cdef float* gp = _sized(gates, b * 4 * hid, name)
+    cdef float* cpp = _sized(c_prev, b * hid, name)
+    cdef float* cp = _sized(c, b * hid, name)
+    cdef float* hp = _sized(h, b * hid, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(gates)
-    cdef float* _t1 = fptr(c_prev)
-    cdef float* _t2 = fptr(c)
-    cdef float* _t3 = fptr(h)
     with nogil:
-        st = nncy_lstm_cell_f32(b, hid, _t0, _t1, _t2, _t3)
+        st = nncy_lstm_cell_f32(b, hid, gp, cpp, cp, hp)
     check(st, name)
 
 
@@ -436,20 +387,16 @@ def lstm_cell_grad(name, cnp.ndarray gates, cnp.ndarray c_prev, cnp.ndarray c,
     if c.ndim != 2:
         raise ValueError('%s: lstm_cell_grad needs (batch, hidden) states' % name)
     cdef size_t b = c.shape[0], hid = c.shape[1]
-    _sized(gates, b * 4 * hid, name)
-    _sized(dgates, b * 4 * hid, name)
-    for arr in (c_prev, c, dy, dh, dc):
-        _sized(arr, b * hid, name)
+    cdef float* gp = _sized(gates, b * 4 * hid, name)
+    cdef float* dgp = _sized(dgates, b * 4 * hid, name)
+    cdef float* cpp = _sized(c_prev, b * hid, name)
+    cdef float* cp = _sized(c, b * hid, name)
+    cdef float* dyp = _sized(dy, b * hid, name)
+    cdef float* dhp = _sized(dh, b * hid, name)
+    cdef float* dcp = _sized(dc, b * hid, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(gates)
-    cdef float* _t1 = fptr(c_prev)
-    cdef float* _t2 = fptr(c)
-    cdef float* _t3 = fptr(dy)
-    cdef float* _t4 = fptr(dh)
-    cdef float* _t5 = fptr(dc)
-    cdef float* _t6 = fptr(dgates)
     with nogil:
-        st = nncy_lstm_cell_grad_f32(b, hid, _t0, _t1, _t2, _t3, _t4, _t5, _t6)
+        st = nncy_lstm_cell_grad_f32(b, hid, gp, cpp, cp, dyp, dhp, dcp, dgp)
     check(st, name)
 
 
@@ -459,21 +406,14 @@ def gru_cell(name, cnp.ndarray gates, cnp.ndarray hw, bhn, cnp.ndarray h_prev,
     if h.ndim != 2:
         raise ValueError('%s: gru_cell needs (batch, hidden) states' % name)
     cdef size_t b = h.shape[0], hid = h.shape[1]
-    _sized(gates, b * 3 * hid, name)
-    _sized(hw, b * 3 * hid, name)
-    _sized(h_prev, b * hid, name)
-    _sized(h, b * hid, name)
-    cdef const float* bp = NULL
-    if bhn is not None:
-        _sized(bhn, hid, name)
-        bp = fptr(bhn)
+    cdef float* gp = _sized(gates, b * 3 * hid, name)
+    cdef float* hwp = _sized(hw, b * 3 * hid, name)
+    cdef float* hpp = _sized(h_prev, b * hid, name)
+    cdef float* hp = _sized(h, b * hid, name)
+    cdef const float* bp = NULL if bhn is None else _sized(bhn, hid, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(gates)
-    cdef float* _t1 = fptr(hw)
-    cdef float* _t2 = fptr(h_prev)
-    cdef float* _t3 = fptr(h)
     with nogil:
-        st = nncy_gru_cell_f32(b, hid, _t0, _t1, bp, _t2, _t3)
+        st = nncy_gru_cell_f32(b, hid, gp, hwp, bp, hpp, hp)
     check(st, name)
 
 
@@ -484,21 +424,17 @@ def gru_cell_grad(name, cnp.ndarray gates, cnp.ndarray hw, cnp.ndarray h_prev,
     if h_prev.ndim != 2:
         raise ValueError('%s: gru_cell_grad needs (batch, hidden) states' % name)
     cdef size_t b = h_prev.shape[0], hid = h_prev.shape[1]
-    for arr in (gates, hw, dgx, dgh):
-        _sized(arr, b * 3 * hid, name)
-    for arr in (h_prev, dy, dh, dh_prev):
-        _sized(arr, b * hid, name)
+    cdef float* gp = _sized(gates, b * 3 * hid, name)
+    cdef float* hwp = _sized(hw, b * 3 * hid, name)
+    cdef float* dgxp = _sized(dgx, b * 3 * hid, name)
+    cdef float* dghp = _sized(dgh, b * 3 * hid, name)
+    cdef float* hpp = _sized(h_prev, b * hid, name)
+    cdef float* dyp = _sized(dy, b * hid, name)
+    cdef float* dhp = _sized(dh, b * hid, name)
+    cdef float* dhpp = _sized(dh_prev, b * hid, name)
     cdef int32_t st
-    cdef float* _t0 = fptr(gates)
-    cdef float* _t1 = fptr(hw)
-    cdef float* _t2 = fptr(h_prev)
-    cdef float* _t3 = fptr(dy)
-    cdef float* _t4 = fptr(dh)
-    cdef float* _t5 = fptr(dgx)
-    cdef float* _t6 = fptr(dgh)
-    cdef float* _t7 = fptr(dh_prev)
     with nogil:
-        st = nncy_gru_cell_grad_f32(b, hid, _t0, _t1, _t2, _t3, _t4, _t5, _t6, _t7)
+        st = nncy_gru_cell_grad_f32(b, hid, gp, hwp, hpp, dyp, dhp, dgxp, dghp, dhpp)
     check(st, name)
 
 
@@ -583,11 +519,11 @@ def patch_correlation(name, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray y, tuple
     cdef int64_t p[12]
     _geometry(name, dims, params, d, p, [x1, x2, y], [0, 0, 1])
     cdef int32_t st
-    cdef float* _t0 = fptr(x1)
-    cdef float* _t1 = fptr(x2)
-    cdef float* _t2 = fptr(y)
+    cdef float* x1p = fptr(x1)
+    cdef float* x2p = fptr(x2)
+    cdef float* yp = fptr(y)
     with nogil:
-        st = nncy_patch_correlation_f32(_t0, _t1, _t2, d, p)
+        st = nncy_patch_correlation_f32(x1p, x2p, yp, d, p)
     check(st, name)
 
 
@@ -599,12 +535,12 @@ def patch_correlation_grad(name, uint32_t which, cnp.ndarray x1, cnp.ndarray x2,
     cdef int64_t p[12]
     _geometry(name, dims, params, d, p, [x1, x2, gy, gx], [0, 0, 1, 0])
     cdef int32_t st
-    cdef float* _t0 = fptr(x1)
-    cdef float* _t1 = fptr(x2)
-    cdef float* _t2 = fptr(gy)
-    cdef float* _t3 = fptr(gx)
+    cdef float* x1p = fptr(x1)
+    cdef float* x2p = fptr(x2)
+    cdef float* gyp = fptr(gy)
+    cdef float* gxp = fptr(gx)
     with nogil:
-        st = nncy_patch_correlation_grad_f32(which, _t0, _t1, _t2, _t3, d, p, accum)
+        st = nncy_patch_correlation_grad_f32(which, x1p, x2p, gyp, gxp, d, p, accum)
     check(st, name)
 include "_kernels_math.pxi"
 
@@ -617,11 +553,11 @@ cdef float* _opt_state(s, cnp.ndarray w, name) except? NULL:
     if s is None:
         return NULL
     cdef cnp.ndarray a = s
-    need_f32(a, name)
+    cdef float* ap = f32(a, name)
     if cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(w):
         raise ValueError('%s: a state has %d elements, the parameter %d'
                          % (name, cnp.PyArray_SIZE(a), cnp.PyArray_SIZE(w)))
-    return fptr(a)
+    return ap
 
 
 def solver_update(name, uint32_t rule, cnp.ndarray w, cnp.ndarray g, s0, s1, s2,
@@ -629,16 +565,15 @@ def solver_update(name, uint32_t rule, cnp.ndarray w, cnp.ndarray g, s0, s1, s2,
     """One fused solver step over a parameter (see rust/src/optim.rs, Rule):
     w, g and the states (None when the rule keeps fewer) are float32,
     C-contiguous and of one size; p holds the rule's parameters (float32)."""
-    need_f32(w, name); need_f32(g, name); need_f32(p, name)
+    cdef float* wp = f32(w, name)
+    cdef const float* gp = f32(g, name)
+    cdef const float* pp = f32(p, name)
     if cnp.PyArray_SIZE(g) != cnp.PyArray_SIZE(w):
         raise ValueError('%s: gradient has %d elements, the parameter %d'
                          % (name, cnp.PyArray_SIZE(g), cnp.PyArray_SIZE(w)))
     cdef float* a0 = _opt_state(s0, w, name)
     cdef float* a1 = _opt_state(s1, w, name)
     cdef float* a2 = _opt_state(s2, w, name)
-    cdef float* wp = fptr(w)
-    cdef const float* gp = fptr(g)
-    cdef const float* pp = fptr(p)
     cdef size_t n = cnp.PyArray_SIZE(w), npar = cnp.PyArray_SIZE(p)
     cdef int32_t st
     with nogil:
@@ -648,16 +583,14 @@ def solver_update(name, uint32_t rule, cnp.ndarray w, cnp.ndarray g, s0, s1, s2,
 
 def solver_grad(name, uint32_t op, cnp.ndarray g, w, float a):
     """op 0: g += a * w (weight decay); op 1: g *= a.  Float32, C-contiguous."""
-    need_f32(g, name)
+    cdef float* gp = f32(g, name)
     cdef cnp.ndarray wa
     cdef const float* wp = NULL
     if op == 0:
         wa = w
-        need_f32(wa, name)
+        wp = f32(wa, name)
         if cnp.PyArray_SIZE(wa) != cnp.PyArray_SIZE(g):
             raise ValueError('%s: parameter and gradient sizes differ' % name)
-        wp = fptr(wa)
-    cdef float* gp = fptr(g)
     cdef size_t n = cnp.PyArray_SIZE(g)
     cdef int32_t st
     with nogil:
@@ -667,9 +600,8 @@ def solver_grad(name, uint32_t op, cnp.ndarray g, w, float a):
 
 def sum_squares(name, cnp.ndarray x):
     """Σ x² of a float32, C-contiguous array, in double precision."""
-    need_f32(x, name)
+    cdef const float* xp = f32(x, name)
     cdef double out = 0
-    cdef const float* xp = fptr(x)
     cdef size_t n = cnp.PyArray_SIZE(x)
     cdef int32_t st
     with nogil:
@@ -680,9 +612,8 @@ def sum_squares(name, cnp.ndarray x):
 
 def nonfinite(name, cnp.ndarray x):
     """1 if the float32 array holds an infinity, | 2 if it holds a NaN."""
-    need_f32(x, name)
+    cdef const float* xp = f32(x, name)
     cdef uint32_t out = 0
-    cdef const float* xp = fptr(x)
     cdef size_t n = cnp.PyArray_SIZE(x)
     cdef int32_t st
     with nogil:
@@ -714,11 +645,11 @@ cdef float* _arr(name, a, size_t n, what) except? NULL:
     if a is None:
         return NULL
     cdef cnp.ndarray arr = a
-    need_f32(arr, name)
+    cdef float* p = f32(arr, name)
     if <size_t>cnp.PyArray_SIZE(arr) != n:
         raise ValueError('%s: %s has %d values, expected %d'
                          % (name, what, cnp.PyArray_SIZE(arr), n))
-    return fptr(arr)
+    return p
 
 
 def norm_moments(name, x, tuple pat, mean, var):
@@ -859,6 +790,7 @@ def clip_grad(name, x, lo, float lo_v, hi, float hi_v, gy, uint32_t which, g, bi
     cdef int32_t st
     with nogil:
         st = nncy_clip_grad_f32(xp, lp, lo_v, hp, hi_v, gyp, which, gp, n, accum)
+    check(st, name)
 
 
 # Convolution and pooling (neural-network layers)
@@ -881,10 +813,6 @@ cdef int _geom(tuple g, size_t* out) except -1:
     return 0
 
 
-cdef inline float* _fptr_or_null(a):
-    return NULL if a is None else fptr(<cnp.ndarray>a)
-
-
 def conv(name, op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bias, tuple geom,
          bint accum=False):
     """Convolution kernel ``op`` ('forward', 'data' or 'filter') on C-contiguous
@@ -894,19 +822,15 @@ def conv(name, op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bias, tuple ge
     data: out (+)= conv^T(a=gy, b=w) [+ bias]; filter: out (+)= dconv/dw (a=x, b=gy)."""
     cdef size_t g[MAXGEOM]
     cdef uint32_t code = _CONV_OPS[op]
-    for arr in (a, b, out):
-        need_f32(arr, name)
-    if bias is not None:
-        need_f32(bias, name)
+    cdef float* ap = f32(a, name)
+    cdef float* bp = f32(b, name)
+    cdef float* outp = f32(out, name)
+    cdef float* biasp = NULL if bias is None else f32(bias, name)
     _geom(geom, g)
     cdef size_t ng = len(geom)
-    cdef float* _t0 = fptr(a)
-    cdef float* _t1 = fptr(b)
-    cdef float* _t2 = fptr(out)
-    cdef float* _t3 = _fptr_or_null(bias)
     cdef int32_t st
     with nogil:
-        st = nncy_conv_f32(code, g, ng, _t0, _t1, _t2, _t3, accum)
+        st = nncy_conv_f32(code, g, ng, ap, bp, outp, biasp, accum)
     check(st, name)
 
 
@@ -916,14 +840,13 @@ def pool(name, op, cnp.ndarray x, cnp.ndarray y, tuple geom, bint accum=False):
     kernel, stride, pad)."""
     cdef size_t g[MAXGEOM]
     cdef uint32_t code = _POOL_OPS[op]
-    need_f32(x, name); need_f32(y, name)
+    cdef float* xp = f32(x, name)
+    cdef float* yp = f32(y, name)
     _geom(geom, g)
     cdef size_t ng = len(geom)
-    cdef float* _t0 = fptr(x)
-    cdef float* _t1 = fptr(y)
     cdef int32_t st
     with nogil:
-        st = nncy_pool_f32(code, g, ng, _t0, _t1, accum)
+        st = nncy_pool_f32(code, g, ng, xp, yp, accum)
     check(st, name)
 
 
@@ -931,17 +854,14 @@ def pool_grad(name, op, x, cnp.ndarray gy, cnp.ndarray gx, tuple geom, bint accu
     """gx (+)= gradient of :func:`pool`; ``x`` is read by max pooling only."""
     cdef size_t g[MAXGEOM]
     cdef uint32_t code = _POOL_OPS[op]
-    need_f32(gy, name); need_f32(gx, name)
-    if x is not None:
-        need_f32(x, name)
+    cdef float* gyp = f32(gy, name)
+    cdef float* gxp = f32(gx, name)
+    cdef float* xp = NULL if x is None else f32(x, name)
     _geom(geom, g)
     cdef size_t ng = len(geom)
-    cdef float* _t0 = _fptr_or_null(x)
-    cdef float* _t1 = fptr(gy)
-    cdef float* _t2 = fptr(gx)
     cdef int32_t st
     with nogil:
-        st = nncy_pool_grad_f32(code, g, ng, _t0, _t1, _t2, accum)
+        st = nncy_pool_grad_f32(code, g, ng, xp, gyp, gxp, accum)
     check(st, name)
 
 
@@ -954,18 +874,14 @@ def asconv(name, which, tuple dims, cnp.ndarray x, cnp.ndarray kv, cnp.ndarray k
     cdef uint32_t code = _ASCONV_OPS[which]
     if len(dims) != 10:
         raise ValueError('%s: asconv needs 10 sizes' % name)
-    for arr in (x, kv, kh, out):
-        need_f32(arr, name)
-    if gy is not None:
-        need_f32(gy, name)
+    cdef float* xp = f32(x, name)
+    cdef float* kvp = f32(kv, name)
+    cdef float* khp = f32(kh, name)
+    cdef float* op = f32(out, name)
+    cdef float* gyp = NULL if gy is None else f32(gy, name)
     _geom(dims, d)
-    cdef float* _t0 = fptr(x)
-    cdef float* _t1 = fptr(kv)
-    cdef float* _t2 = fptr(kh)
-    cdef float* _t3 = _fptr_or_null(gy)
-    cdef float* _t4 = fptr(out)
     cdef int32_t st
     with nogil:
-        st = nncy_asconv_f32(code, d, _t0, _t1, _t2, _t3, _t4, accum)
+        st = nncy_asconv_f32(code, d, xp, kvp, khp, gyp, op, accum)
     check(st, name)
 include "_kernels_infer.pxi"

@@ -37,10 +37,11 @@ cdef int _need_size(cnp.ndarray a, size_t n, name, what) except -1:
     return 0
 
 
-cdef inline int need_i64(cnp.ndarray a, name) except -1:
+cdef inline int64_t* i64(cnp.ndarray a, name) except? NULL:
+    """The data of `a`, once checked to be a C-contiguous int64 array."""
     if cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
         raise TypeError('%s: expected a C-contiguous int64 index array, got %s' % (name, a.dtype))
-    return 0
+    return iptr(a)
 
 
 def arg_reduce(name, op, cnp.ndarray x, cnp.ndarray vals, cnp.ndarray idx, size_t outer,
@@ -48,16 +49,15 @@ def arg_reduce(name, op, cnp.ndarray x, cnp.ndarray vals, cnp.ndarray idx, size_
     """vals, idx (outer, inner) = max / min of x (outer, r, inner) over r and the
     first index of it (NaN skipped unless all are NaN)."""
     cdef uint32_t code = _ARG_OPS[op]
-    need_f32(x, name); need_f32(vals, name); need_i64(idx, name)
+    cdef float* _x = f32(x, name)
+    cdef float* _v = f32(vals, name)
+    cdef int64_t* _i = i64(idx, name)
     _need_size(x, outer * r * inner, name, 'the input')
     _need_size(vals, outer * inner, name, 'the output')
     _need_size(idx, outer * inner, name, 'the index output')
     if r == 0 and outer * inner:
         raise ValueError('%s: cannot reduce over zero elements' % name)
     cdef int32_t st
-    cdef float* _x = fptr(x)
-    cdef float* _v = fptr(vals)
-    cdef int64_t* _i = <int64_t*>cnp.PyArray_DATA(idx)
     with nogil:
         st = nncy_arg_reduce_f32(code, _x, _v, _i, outer, r, inner)
     check(st, name)
@@ -66,14 +66,13 @@ def arg_reduce(name, op, cnp.ndarray x, cnp.ndarray vals, cnp.ndarray idx, size_
 def arg_scatter(name, cnp.ndarray gy, cnp.ndarray idx, cnp.ndarray gx, size_t outer,
                 size_t r, size_t inner, bint accum):
     """gx (outer, r, inner) (+)= gy (outer, inner) placed at the rows idx."""
-    need_f32(gy, name); need_i64(idx, name); need_f32(gx, name)
+    cdef float* _g = f32(gy, name)
+    cdef int64_t* _i = i64(idx, name)
+    cdef float* _gx = f32(gx, name)
     _need_size(gy, outer * inner, name, 'the output gradient')
     _need_size(idx, outer * inner, name, 'the index')
     _need_size(gx, outer * r * inner, name, 'the input gradient')
     cdef int32_t st
-    cdef float* _g = fptr(gy)
-    cdef int64_t* _i = <int64_t*>cnp.PyArray_DATA(idx)
-    cdef float* _gx = fptr(gx)
     with nogil:
         st = nncy_arg_scatter_f32(_g, _i, _gx, outer, r, inner, accum)
     check(st, name)
@@ -81,12 +80,11 @@ def arg_scatter(name, cnp.ndarray gy, cnp.ndarray idx, cnp.ndarray gx, size_t ou
 
 def prod(name, cnp.ndarray x, cnp.ndarray y, size_t outer, size_t r, size_t inner):
     """y (outer, inner) = product of x (outer, r, inner) over r, accumulated in float64."""
-    need_f32(x, name); need_f32(y, name)
+    cdef float* _x = f32(x, name)
+    cdef float* _y = f32(y, name)
     _need_size(x, outer * r * inner, name, 'the input')
     _need_size(y, outer * inner, name, 'the output')
     cdef int32_t st
-    cdef float* _x = fptr(x)
-    cdef float* _y = fptr(y)
     with nogil:
         st = nncy_prod_f32(_x, _y, outer, r, inner)
     check(st, name)
@@ -95,14 +93,13 @@ def prod(name, cnp.ndarray x, cnp.ndarray y, size_t outer, size_t r, size_t inne
 def prod_grad(name, cnp.ndarray x, cnp.ndarray gy, cnp.ndarray gx, size_t outer, size_t r,
               size_t inner, bint accum):
     """gx (+)= gy times the product of the other elements along r."""
-    need_f32(x, name); need_f32(gy, name); need_f32(gx, name)
+    cdef float* _x = f32(x, name)
+    cdef float* _g = f32(gy, name)
+    cdef float* _gx = f32(gx, name)
     _need_size(x, outer * r * inner, name, 'the input')
     _need_size(gy, outer * inner, name, 'the output gradient')
     _need_size(gx, outer * r * inner, name, 'the input gradient')
     cdef int32_t st
-    cdef float* _x = fptr(x)
-    cdef float* _g = fptr(gy)
-    cdef float* _gx = fptr(gx)
     with nogil:
         st = nncy_prod_grad_f32(_x, _g, _gx, outer, r, inner, accum)
     check(st, name)
@@ -114,18 +111,17 @@ def nary(name, op, list xs, cnp.ndarray y, skip=None, cnp.ndarray gy=None, bint 
     cdef uint32_t code = _NARY_OPS[op]
     cdef size_t n = cnp.PyArray_SIZE(y), k, nin = len(xs)
     cdef size_t sk = nin if skip is None else <size_t>skip
-    need_f32(y, name)
+    cdef float* _y = f32(y, name)
     for a in xs:
         need_f32(a, name)
         _need_size(a, n, name, 'an input')
+    cdef const float* _g = NULL
     if gy is not None:
-        need_f32(gy, name)
+        _g = f32(gy, name)
         _need_size(gy, n, name, 'the output gradient')
     cdef const float** ptrs = <const float**>malloc(max(nin, 1) * sizeof(float*))
     if ptrs == NULL:
         raise MemoryError()
-    cdef const float* _g = fptr(gy) if gy is not None else NULL
-    cdef float* _y = fptr(y)
     cdef int32_t st
     try:
         for k in range(nin):
@@ -140,16 +136,14 @@ def nary(name, op, list xs, cnp.ndarray y, skip=None, cnp.ndarray gy=None, bint 
 def where(name, cnp.ndarray cond, cnp.ndarray xt, cnp.ndarray xf, cnp.ndarray y,
           size_t outer, size_t inner):
     """y (outer, inner) = cond[o] != 0 ? xt : xf."""
-    for a in (cond, xt, xf, y):
-        need_f32(a, name)
+    cdef float* _c = f32(cond, name)
+    cdef float* _t = f32(xt, name)
+    cdef float* _f = f32(xf, name)
+    cdef float* _y = f32(y, name)
     _need_size(cond, outer, name, 'the condition')
     for a, what in ((xt, 'x_true'), (xf, 'x_false'), (y, 'the output')):
         _need_size(a, outer * inner, name, what)
     cdef int32_t st
-    cdef float* _c = fptr(cond)
-    cdef float* _t = fptr(xt)
-    cdef float* _f = fptr(xf)
-    cdef float* _y = fptr(y)
     with nogil:
         st = nncy_where_f32(_c, _t, _f, _y, outer, inner)
     check(st, name)
@@ -158,15 +152,13 @@ def where(name, cnp.ndarray cond, cnp.ndarray xt, cnp.ndarray xf, cnp.ndarray y,
 def where_grad(name, cnp.ndarray cond, cnp.ndarray gy, cnp.ndarray g, size_t outer,
                size_t inner, bint on_true, bint accum):
     """g (+)= gy where the condition selects this input (on_true: x_true), else 0."""
-    for a in (cond, gy, g):
-        need_f32(a, name)
+    cdef float* _c = f32(cond, name)
+    cdef float* _gy = f32(gy, name)
+    cdef float* _g = f32(g, name)
     _need_size(cond, outer, name, 'the condition')
     _need_size(gy, outer * inner, name, 'the output gradient')
     _need_size(g, outer * inner, name, 'the input gradient')
     cdef int32_t st
-    cdef float* _c = fptr(cond)
-    cdef float* _gy = fptr(gy)
-    cdef float* _g = fptr(g)
     with nogil:
         st = nncy_where_grad_f32(_c, _gy, _g, outer, inner, on_true, accum)
     check(st, name)
@@ -175,12 +167,11 @@ def where_grad(name, cnp.ndarray cond, cnp.ndarray gy, cnp.ndarray g, size_t out
 def matrix_diag(name, cnp.ndarray x, cnp.ndarray y, size_t batch, size_t n, bint accum):
     """y (batch, n, n) = diagonal matrices of x (batch, n) (added to y's diagonals
     when accum)."""
-    need_f32(x, name); need_f32(y, name)
+    cdef float* _x = f32(x, name)
+    cdef float* _y = f32(y, name)
     _need_size(x, batch * n, name, 'the diagonal')
     _need_size(y, batch * n * n, name, 'the matrices')
     cdef int32_t st
-    cdef float* _x = fptr(x)
-    cdef float* _y = fptr(y)
     with nogil:
         st = nncy_matrix_diag_f32(_x, _y, batch, n, accum)
     check(st, name)
@@ -202,10 +193,9 @@ def arange_count(name, float start, float stop, float step, size_t cap):
 
 def arange(name, float start, float step, cnp.ndarray y):
     """y[i] = start plus i steps, accumulated in float32."""
-    need_f32(y, name)
-    cdef int32_t st
-    cdef float* _y = fptr(y)
+    cdef float* _y = f32(y, name)
     cdef size_t n = cnp.PyArray_SIZE(y)
+    cdef int32_t st
     with nogil:
         st = nncy_arange_f32(start, step, _y, n)
     check(st, name)
@@ -213,10 +203,9 @@ def arange(name, float start, float step, cnp.ndarray y):
 
 def fill(name, cnp.ndarray y, float v):
     """y[...] = v."""
-    need_f32(y, name)
-    cdef int32_t st
-    cdef float* _y = fptr(y)
+    cdef float* _y = f32(y, name)
     cdef size_t n = cnp.PyArray_SIZE(y)
+    cdef int32_t st
     with nogil:
         st = nncy_fill_f32(_y, n, v)
     check(st, name)
