@@ -615,6 +615,34 @@ def _maybe_dropout(x, p):
     return F.dropout(x, p) if p > 0 else x
 
 
+def _post_norm_layer(x, attentions, prefix, embed_dim, num_heads, dim_feedforward, dropout,
+                     activation, rng, add_attn_bias, fix_parameters):
+    """The body of a post-norm transformer layer on (L, B, E) ``x``: each of
+    ``attentions`` (name, key and value or None for x itself, additive mask,
+    key padding mask) in turn, then the feed-forward ``<prefix>_affine1``,
+    ``<prefix>_affine2``; each step adds a residual and is followed by a layer
+    normalization ``<prefix>_layer_norm1``, ``<prefix>_layer_norm2``, ..."""
+    activation = activation or F.relu
+
+    def add_and_norm(x, y, i):
+        return layer_normalization(x + _maybe_dropout(y, dropout), batch_axis=(0, 1),
+                                   fix_parameters=fix_parameters,
+                                   name='%s_layer_norm%d' % (prefix, i))
+
+    for i, (name, kv, additive_mask, key_padding_mask) in enumerate(attentions, 1):
+        kv = x if kv is None else kv
+        a = multi_head_attention(x, kv, kv, num_heads=num_heads, rng=rng,
+                                 add_attn_bias=add_attn_bias, additive_mask=additive_mask,
+                                 key_padding_mask=key_padding_mask,
+                                 fix_parameters=fix_parameters, name=name)[0]
+        x = add_and_norm(x, a, i)
+    h = activation(affine(x, dim_feedforward, base_axis=2, rng=rng,
+                          fix_parameters=fix_parameters, name=prefix + '_affine1'))
+    h = affine(_maybe_dropout(h, dropout), embed_dim, base_axis=2, rng=rng,
+               fix_parameters=fix_parameters, name=prefix + '_affine2')
+    return add_and_norm(x, h, len(attentions) + 1)
+
+
 @parametric_function_api('transformer_encode')
 def transformer_encode(src, embed_dim, num_heads, dim_feedforward=2048, dropout=0.1,
                        activation=None, src_additive_mask=None, src_key_padding_mask=None,
@@ -623,19 +651,9 @@ def transformer_encode(src, embed_dim, num_heads, dim_feedforward=2048, dropout=
     self-attention ``src_self_attn`` and the feed-forward ``enc_affine1``,
     ``enc_affine2``, each with a residual and a layer normalization
     (``enc_layer_norm1``, ``enc_layer_norm2``)."""
-    activation = activation or F.relu
-    a = multi_head_attention(src, src, src, num_heads=num_heads, rng=rng,
-                             add_attn_bias=add_attn_bias, additive_mask=src_additive_mask,
-                             key_padding_mask=src_key_padding_mask,
-                             fix_parameters=fix_parameters, name='src_self_attn')[0]
-    src = layer_normalization(src + _maybe_dropout(a, dropout), batch_axis=(0, 1),
-                              fix_parameters=fix_parameters, name='enc_layer_norm1')
-    h = activation(affine(src, dim_feedforward, base_axis=2, rng=rng,
-                          fix_parameters=fix_parameters, name='enc_affine1'))
-    h = affine(_maybe_dropout(h, dropout), embed_dim, base_axis=2, rng=rng,
-               fix_parameters=fix_parameters, name='enc_affine2')
-    return layer_normalization(src + _maybe_dropout(h, dropout), batch_axis=(0, 1),
-                               fix_parameters=fix_parameters, name='enc_layer_norm2')
+    attentions = [('src_self_attn', None, src_additive_mask, src_key_padding_mask)]
+    return _post_norm_layer(src, attentions, 'enc', embed_dim, num_heads, dim_feedforward,
+                            dropout, activation, rng, add_attn_bias, fix_parameters)
 
 
 @parametric_function_api('transformer_decode')
@@ -648,25 +666,10 @@ def transformer_decode(tgt, memory, embed_dim, num_heads, dim_feedforward=2048, 
     attention over the memory ``tgt_memory_attn`` and the feed-forward
     ``dec_affine1``, ``dec_affine2``, each followed by a residual and a layer
     normalization (``dec_layer_norm1`` .. ``dec_layer_norm3``)."""
-    activation = activation or F.relu
-    a = multi_head_attention(tgt, tgt, tgt, num_heads=num_heads, rng=rng,
-                             add_attn_bias=add_attn_bias, additive_mask=tgt_additive_mask,
-                             key_padding_mask=tgt_key_padding_mask,
-                             fix_parameters=fix_parameters, name='tgt_self_attn')[0]
-    tgt = layer_normalization(tgt + _maybe_dropout(a, dropout), batch_axis=(0, 1),
-                              fix_parameters=fix_parameters, name='dec_layer_norm1')
-    a = multi_head_attention(tgt, memory, memory, num_heads=num_heads, rng=rng,
-                             add_attn_bias=add_attn_bias, additive_mask=memory_additive_mask,
-                             key_padding_mask=memory_key_padding_mask,
-                             fix_parameters=fix_parameters, name='tgt_memory_attn')[0]
-    tgt = layer_normalization(tgt + _maybe_dropout(a, dropout), batch_axis=(0, 1),
-                              fix_parameters=fix_parameters, name='dec_layer_norm2')
-    h = activation(affine(tgt, dim_feedforward, base_axis=2, rng=rng,
-                          fix_parameters=fix_parameters, name='dec_affine1'))
-    h = affine(_maybe_dropout(h, dropout), embed_dim, base_axis=2, rng=rng,
-               fix_parameters=fix_parameters, name='dec_affine2')
-    return layer_normalization(tgt + _maybe_dropout(h, dropout), batch_axis=(0, 1),
-                               fix_parameters=fix_parameters, name='dec_layer_norm3')
+    attentions = [('tgt_self_attn', None, tgt_additive_mask, tgt_key_padding_mask),
+                  ('tgt_memory_attn', memory, memory_additive_mask, memory_key_padding_mask)]
+    return _post_norm_layer(tgt, attentions, 'dec', embed_dim, num_heads, dim_feedforward,
+                            dropout, activation, rng, add_attn_bias, fix_parameters)
 
 
 @parametric_function_api('transformer')
