@@ -12,6 +12,8 @@ overwrite (``accum`` False) and then only adds to them, so that an input given
 twice (``F.patch_correlation(x, x)``, self-attention with query = key = value)
 receives the sum of both contributions.
 """
+from functools import partial
+
 import numpy as np
 
 from nncy import _kernels as K
@@ -42,15 +44,16 @@ def _positions(impl):
     return {n: k for k, n in enumerate(given)}
 
 
-def _zeroed_grads(inputs, propagate_down, accum):
+def _zeroed_grads(inputs, propagate_down, accum, grad_out=gout):
     """Per input: its gradient buffer (zeroed unless accumulating), or None
-    when it needs no gradient.  All zeroing happens before any write."""
+    when it needs no gradient.  All zeroing happens before any write.
+    grad_out gives the buffer (the device one on the cuda backend)."""
     out = []
     for v, p, a in zip(inputs, propagate_down, accum):
         if not p:
             out.append(None)
             continue
-        g = gout(v, a)
+        g = grad_out(v, a)
         if not a:
             g.fill(0)
         out.append(g)
@@ -203,87 +206,126 @@ class _Recurrent(Impl):
             outs.append((L, D, B, H))
         return outs
 
+    # ---- array hooks (the cuda classes override these) --------------------
+    # The array module, how inputs and outputs are read and written, and the
+    # few operations whose CPU form is a Rust kernel.  forward and backward
+    # below are written against these only.
+    xp = np
+    _data = staticmethod(d32)
+    _data_out = staticmethod(dout)
+    _grad = staticmethod(g32)
+    _grad_out = staticmethod(gout)
+    _draw_mask = staticmethod(_dropout_mask)
+
+    @staticmethod
+    def _hidden_weight(w):
+        """A hidden-to-hidden weight block as the step products take it."""
+        return w
+
+    def _matmul(self, a, b, out, beta):
+        """out = beta * out + a @ b (beta 0 or 1)."""
+        K.gemm(self.spec.name, a, b, out, beta)
+
+    def _add_to(self, src, dst):
+        """dst += src."""
+        K.strided_copy(self.spec.name, src, dst, True)
+
+    def _add_col_sums(self, src, dst):
+        """dst += the sum of src's rows."""
+        K.gemm(self.spec.name, _ones(src.shape[0]), src, dst.reshape(1, -1), 1.0)
+
+    def _input_gates(self, layer_in, wx, b):
+        """(T * B, G * H) gate inputs from the layer input: layer_in wx^T + b."""
+        GH = wx.shape[0]
+        g2 = np.empty((layer_in.shape[0], GH), F32)
+        if b is not None:
+            K.strided_copy(self.spec.name, np.broadcast_to(b, g2.shape), g2)
+        K.gemm(self.spec.name, layer_in, wx.T, g2, 1.0 if b is not None else 0.0)
+        return g2
+
+    def _step(self, grad):
+        """The elementwise part of one time step (its gradient with grad), as
+        a function of the step's arrays."""
+        fn = getattr(K, '%s_cell%s' % (self.cell, '_grad' if grad else ''))
+        if self.cell == 'rnn':
+            return partial(fn, self.spec.name, self.args['nonlinearity'] == 'relu')
+        return partial(fn, self.spec.name)
+
     # ---- forward ---------------------------------------------------------
     def _weights(self, v):
         T, B, I, L, D, H = self.dims
         GH = self.gates * H
-        ws = [d32(v['weight_l0']).reshape(D, GH, I + H)]
+        ws = [self._data(v['weight_l0']).reshape(D, GH, I + H)]
         if L > 1:
-            w = d32(v['weight']).reshape(L - 1, D, GH, D * H + H)
+            w = self._data(v['weight']).reshape(L - 1, D, GH, D * H + H)
             ws += [w[l] for l in range(L - 1)]
         b = None
         if v['bias'] is not None:
-            b = d32(v['bias']).reshape(L, D, self.bias_blocks * H)
+            b = self._data(v['bias']).reshape(L, D, self.bias_blocks * H)
         return ws, b
 
     def forward(self, inputs, outputs):
+        xp = self.xp
         v = _named(self, inputs)
-        name = self.spec.name
         T, B, I, L, D, H = self.dims
-        G = self.gates
-        GH = G * H
+        GH = self.gates * H
+        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
         training = self.args['training']
         p = self.dropout if training else 0.0
-        relu = self.args.get('nonlinearity') == 'relu'
         ws, bias = self._weights(v)
-        h0 = d32(v['h'])
-        c0 = d32(v['c']) if self.cell == 'lstm' else None
-        y = dout(outputs[0])
-        hn = dout(outputs[1])
-        cn = dout(outputs[2]) if self.cell == 'lstm' else None
-        layer_in = d32(v['x']).reshape(T * B, I)
+        h0 = self._data(v['h'])
+        c0 = self._data(v['c']) if lstm else None
+        y = self._data_out(outputs[0])
+        hn = self._data_out(outputs[1])
+        cn = self._data_out(outputs[2]) if lstm else None
+        layer_in = self._data(v['x']).reshape(T * B, I)
+        step = self._step(False)
         cache = []
         for l in range(L):
             n_in = layer_in.shape[1]
-            y_l = y if l == L - 1 else np.empty((T, B, D * H), F32)
+            y_l = y if l == L - 1 else xp.empty((T, B, D * H), F32)
             dirs = []
             for d in range(D):
                 W = ws[l][d]
-                wx, wh = W[:, :n_in], W[:, n_in:]
-                gates = np.empty((T, B, GH), F32)
-                g2 = gates.reshape(T * B, GH)
+                whT = self._hidden_weight(W[:, n_in:].T)
                 bhn = None
-                if bias is not None:
-                    K.strided_copy(name, np.broadcast_to(bias[l, d, :GH], (T * B, GH)), g2)
-                    if self.cell == 'gru':
-                        bhn = bias[l, d, GH:]
-                K.gemm(name, layer_in, wx.T, g2, 1.0 if bias is not None else 0.0)
+                if bias is not None and gru:
+                    bhn = bias[l, d, GH:]
+                gates = self._input_gates(layer_in, W[:, :n_in],
+                                          None if bias is None else bias[l, d, :GH])
+                gates = gates.reshape(T, B, GH)
                 # hs[t] / hs[t + 1]: the state before / after time t (forward
                 # direction); the backward direction runs the other way.
-                hs = np.empty((T + 1, B, H), F32)
+                hs = xp.empty((T + 1, B, H), F32)
                 hs[0 if d == 0 else T] = h0[l, d]
                 cs = hw = None
-                if self.cell == 'lstm':
-                    cs = np.empty((T + 1, B, H), F32)
+                if lstm:
+                    cs = xp.empty((T + 1, B, H), F32)
                     cs[0 if d == 0 else T] = c0[l, d]
-                elif self.cell == 'gru':
-                    hw = np.empty((T, B, GH), F32)
+                elif gru:
+                    hw = xp.empty((T, B, GH), F32)
                 for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
-                        K.gemm(name, hs[prev], wh.T, gates[t], 1.0)
-                        K.rnn_cell(name, relu, gates[t], hs[cur])
-                    elif self.cell == 'lstm':
-                        K.gemm(name, hs[prev], wh.T, gates[t], 1.0)
-                        K.lstm_cell(name, gates[t], cs[prev], cs[cur], hs[cur])
+                        self._matmul(hs[prev], whT, gates[t], 1.0)
+                        step(gates[t], hs[cur])
+                    elif lstm:
+                        self._matmul(hs[prev], whT, gates[t], 1.0)
+                        step(gates[t], cs[prev], cs[cur], hs[cur])
                     else:
-                        K.gemm(name, hs[prev], wh.T, hw[t], 0.0)
-                        K.gru_cell(name, gates[t], hw[t], bhn, hs[prev], hs[cur])
-                seq = hs[1:] if d == 0 else hs[:T]
-                if D == 1:
-                    np.copyto(y_l, seq)
-                else:
-                    np.copyto(y_l[:, :, d * H:(d + 1) * H], seq)
+                        self._matmul(hs[prev], whT, hw[t], 0.0)
+                        step(gates[t], hw[t], bhn, hs[prev], hs[cur])
+                y_l[:, :, d * H:(d + 1) * H] = hs[1:] if d == 0 else hs[:T]
                 last = T if d == 0 else 0
-                np.copyto(hn[l, d], hs[last])
-                if cn is not None:
-                    np.copyto(cn[l, d], cs[last])
+                hn[l, d] = hs[last]
+                if lstm:
+                    cn[l, d] = cs[last]
                 dirs.append((gates, hs, cs, hw))
             mask = None
             if l < L - 1:
                 nxt = y_l.reshape(T * B, D * H)
                 if p > 0:
-                    mask = _dropout_mask(nxt.shape, p)
+                    mask = self._draw_mask(nxt.shape, p)
                     nxt = nxt * mask
             cache.append((layer_in, dirs, mask))
             if l < L - 1:
@@ -295,23 +337,22 @@ class _Recurrent(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
-        name = self.spec.name
         if not self.args['training']:
             raise RuntimeError('%s: backward needs training=True (this function was created '
-                               'with training=False)' % name)
+                               'with training=False)' % self.spec.name)
         if self._cache is None:
             self.forward(inputs, outputs)
+        xp = self.xp
         v = _named(self, inputs)
+        grads = _zeroed_grads(inputs, propagate_down, accum, self._grad_out)
         pos = _positions(self)
-        grads = _zeroed_grads(inputs, propagate_down, accum)
 
         def grad(n):
             return grads[pos[n]] if n in pos else None
 
         T, B, I, L, D, H = self.dims
-        G = self.gates
-        GH = G * H
-        relu = self.args.get('nonlinearity') == 'relu'
+        GH = self.gates * H
+        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
         ws, _ = self._weights(v)
         gx, gh, gc = grad('x'), grad('h'), grad('c')
         gw0, gwl, gb = grad('weight_l0'), grad('weight'), grad('bias')
@@ -321,59 +362,56 @@ class _Recurrent(Impl):
             gws += [None if gw is None else gw[l] for l in range(L - 1)]
         if gb is not None:
             gb = gb.reshape(L, D, self.bias_blocks * H)
-        gy = g32(outputs[0])
-        ghn = g32(outputs[1])
-        gcn = g32(outputs[2]) if self.cell == 'lstm' else None
-        ones = _ones(T * B)
-        d_out = gy       # gradient of the current layer's output, (T, B, D * H)
+        ghn = self._grad(outputs[1])
+        gcn = self._grad(outputs[2]) if lstm else None
+        step = self._step(True)
+        d_out = self._grad(outputs[0])   # gradient of the current layer's output
         for l in range(L - 1, -1, -1):
             layer_in, dirs, _ = self._cache[l]
             n_in = layer_in.shape[1]
-            want_in = l > 0 or gx is not None
             d_in = None
-            if want_in:
-                d_in = np.zeros((T * B, n_in), F32) if l > 0 else gx.reshape(T * B, I)
+            if l > 0 or gx is not None:
+                d_in = xp.zeros((T * B, n_in), F32) if l > 0 else gx.reshape(T * B, I)
             for d in range(D):
                 gates, hs, cs, hw = dirs[d]
                 W = ws[l][d]
-                wx, wh = W[:, :n_in], W[:, n_in:]
-                dy = np.ascontiguousarray(d_out[:, :, d * H:(d + 1) * H])
-                dh = np.array(ghn[l, d], F32)
-                dh_next = np.empty((B, H), F32)
-                dc = np.array(gcn[l, d], F32) if gcn is not None else None
-                dpre = np.empty((T, B, GH), F32)
-                dgh = np.empty((T, B, GH), F32) if self.cell == 'gru' else dpre
+                wx, wh = W[:, :n_in], self._hidden_weight(W[:, n_in:])
+                dy = xp.ascontiguousarray(d_out[:, :, d * H:(d + 1) * H])
+                dh = ghn[l, d].copy()
+                dc = gcn[l, d].copy() if lstm else None
+                dpre = xp.empty((T, B, GH), F32)
+                dgh = xp.empty((T, B, GH), F32) if gru else dpre
+                dh_next = xp.empty((B, H), F32) if gru else None
                 for t in (range(T - 1, -1, -1) if d == 0 else range(T)):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
-                        K.rnn_cell_grad(name, relu, hs[cur], dy[t], dh, dpre[t])
-                        K.gemm(name, dpre[t], wh, dh, 0.0)
-                    elif self.cell == 'lstm':
-                        K.lstm_cell_grad(name, gates[t], cs[prev], cs[cur], dy[t], dh, dc,
-                                         dpre[t])
-                        K.gemm(name, dpre[t], wh, dh, 0.0)
+                        step(hs[cur], dy[t], dh, dpre[t])
+                        self._matmul(dpre[t], wh, dh, 0.0)
+                    elif lstm:
+                        step(gates[t], cs[prev], cs[cur], dy[t], dh, dc, dpre[t])
+                        self._matmul(dpre[t], wh, dh, 0.0)
                     else:
-                        K.gru_cell_grad(name, gates[t], hw[t], hs[prev], dy[t], dh, dpre[t],
-                                        dgh[t], dh_next)
-                        K.gemm(name, dgh[t], wh, dh_next, 1.0)
+                        step(gates[t], hw[t], hs[prev], dy[t], dh, dpre[t],
+                                   dgh[t], dh_next)
+                        self._matmul(dgh[t], wh, dh_next, 1.0)
                         dh, dh_next = dh_next, dh
                 if gh is not None:
-                    K.strided_copy(name, dh, gh[l, d], True)
+                    self._add_to(dh, gh[l, d])
                 if gc is not None:
-                    K.strided_copy(name, dc, gc[l, d], True)
+                    self._add_to(dc, gc[l, d])
                 dpre2 = dpre.reshape(T * B, GH)
+                dgh2 = dgh.reshape(T * B, GH)
                 gW = gws[l][d] if gws[l] is not None else None
                 if gW is not None:
                     h_prev = (hs[:T] if d == 0 else hs[1:]).reshape(T * B, H)
-                    K.gemm(name, dpre2.T, layer_in, gW[:, :n_in], 1.0)
-                    K.gemm(name, dgh.reshape(T * B, GH).T, h_prev, gW[:, n_in:], 1.0)
+                    self._matmul(dpre2.T, layer_in, gW[:, :n_in], 1.0)
+                    self._matmul(dgh2.T, h_prev, gW[:, n_in:], 1.0)
                 if gb is not None:
-                    K.gemm(name, ones, dpre2, gb[l, d, :GH].reshape(1, GH), 1.0)
-                    if self.cell == 'gru':
-                        K.gemm(name, ones, dgh.reshape(T * B, GH)[:, 2 * H:],
-                               gb[l, d, GH:].reshape(1, H), 1.0)
+                    self._add_col_sums(dpre2, gb[l, d, :GH])
+                    if gru:
+                        self._add_col_sums(dgh2[:, 2 * H:], gb[l, d, GH:])
                 if d_in is not None:
-                    K.gemm(name, dpre2, wx, d_in, 1.0)
+                    self._matmul(dpre2, wx, d_in, 1.0)
             if l > 0:
                 mask = self._cache[l - 1][2]    # dropout on layer l - 1's output
                 if mask is not None:

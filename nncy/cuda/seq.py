@@ -100,184 +100,66 @@ class Embed(_cpu_seq.Embed):
 
 
 # ---------------------------------------------------------------------------
-# Recurrent networks (the layout and the order of the dropout draws are those
-# of the CPU class, see _cpu_seq._Recurrent).
+# Recurrent networks: the CPU class's forward and backward (_cpu_seq._Recurrent)
+# on device arrays; products through cuBLAS, time steps as seq.cu kernels.
 
 class _Recurrent:
-    def _weights(self, v):
-        T, B, I, L, D, H = self.dims
-        GH = self.gates * H
-        ws = [_d32(v['weight_l0']).reshape(D, GH, I + H)]
-        if L > 1:
-            w = _d32(v['weight']).reshape(L - 1, D, GH, D * H + H)
-            ws += [w[l] for l in range(L - 1)]
-        b = None
-        if v['bias'] is not None:
-            b = _d32(v['bias']).reshape(L, D, self.bias_blocks * H)
-        return ws, b
+    xp = cp
+    _data = staticmethod(_d32)
+    _data_out = staticmethod(dev_data_out)
+    _grad = staticmethod(_g32)
+    _grad_out = staticmethod(dev_grad_out)
+    _draw_mask = staticmethod(_mask)
 
-    def _kernel(self, what):
+    @staticmethod
+    def _hidden_weight(w):
+        return cp.ascontiguousarray(w)
+
+    @staticmethod
+    def _matmul(a, b, out, beta):
+        if beta:
+            out += cp.matmul(a, b)
+        else:
+            cp.matmul(a, b, out=out)
+
+    @staticmethod
+    def _add_to(src, dst):
+        dst += src
+
+    @staticmethod
+    def _add_col_sums(src, dst):
+        dst += src.sum(axis=0)
+
+    @staticmethod
+    def _input_gates(layer_in, wx, b):
+        gates = cp.matmul(layer_in, wx.T)
+        if b is not None:
+            gates += b
+        return gates
+
+    def _step(self, grad):
+        T, B, I, L, D, H = self.dims
+        n, hh = np.int64(B * H), np.int64(H)
+        what = 'bwd' if grad else 'fwd'
         if self.cell == 'rnn':
-            return 'nncy_rnn_cell_%s<%d>' % (what, self.args['nonlinearity'] == 'relu')
-        return 'nncy_%s_cell_%s' % (self.cell, what)
+            kernel = 'nncy_rnn_cell_%s<%d>' % (what, self.args['nonlinearity'] == 'relu')
+            return lambda *arrays: launch(SEQ, kernel, B * H, (n,) + arrays)
+        kernel = 'nncy_%s_cell_%s' % (self.cell, what)
+        if self.cell == 'gru' and not grad:
+            # the kernel takes the hidden n bias (or any array) and whether it is there
+            def gru_fwd(gates, hw, bhn, h_prev, h):
+                launch(SEQ, kernel, B * H, (n, hh, gates, hw, h if bhn is None else bhn,
+                                            np.int32(bhn is not None), h_prev, h))
+            return gru_fwd
+        return lambda *arrays: launch(SEQ, kernel, B * H, (n, hh) + arrays)
 
     def forward(self, inputs, outputs):
         with device(self):
-            self._forward(inputs, outputs)
-
-    def _forward(self, inputs, outputs):
-        v = _named(self, inputs)
-        T, B, I, L, D, H = self.dims
-        GH = self.gates * H
-        training = self.args['training']
-        p = self.dropout if training else 0.0
-        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
-        ws, bias = self._weights(v)
-        h0 = _d32(v['h'])
-        c0 = _d32(v['c']) if lstm else None
-        y = dev_data_out(outputs[0])
-        hn = dev_data_out(outputs[1])
-        cn = dev_data_out(outputs[2]) if lstm else None
-        step = self._kernel('fwd')
-        n, hh = np.int64(B * H), np.int64(H)
-        layer_in = _d32(v['x']).reshape(T * B, I)
-        cache = []
-        for l in range(L):
-            n_in = layer_in.shape[1]
-            y_l = y if l == L - 1 else cp.empty((T, B, D * H), F32)
-            dirs = []
-            for d in range(D):
-                W = ws[l][d]
-                whT = cp.ascontiguousarray(W[:, n_in:].T)
-                gates = cp.matmul(layer_in, W[:, :n_in].T).reshape(T, B, GH)
-                bhn = None
-                if bias is not None:
-                    gates += bias[l, d, :GH]
-                    if gru:
-                        bhn = bias[l, d, GH:]
-                # hs[t] / hs[t + 1]: the state before / after time t (forward
-                # direction); the backward direction runs the other way.
-                hs = cp.empty((T + 1, B, H), F32)
-                hs[0 if d == 0 else T] = h0[l, d]
-                cs = hw = None
-                if lstm:
-                    cs = cp.empty((T + 1, B, H), F32)
-                    cs[0 if d == 0 else T] = c0[l, d]
-                elif gru:
-                    hw = cp.empty((T, B, GH), F32)
-                for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
-                    prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
-                    if self.cell == 'rnn':
-                        gates[t] += cp.matmul(hs[prev], whT)
-                        launch(SEQ, step, B * H, (n, gates[t], hs[cur]))
-                    elif lstm:
-                        gates[t] += cp.matmul(hs[prev], whT)
-                        launch(SEQ, step, B * H, (n, hh, gates[t], cs[prev], cs[cur], hs[cur]))
-                    else:
-                        hw[t] = cp.matmul(hs[prev], whT)
-                        launch(SEQ, step, B * H,
-                               (n, hh, gates[t], hw[t], hs if bhn is None else bhn,
-                                np.int32(bhn is not None), hs[prev], hs[cur]))
-                y_l[:, :, d * H:(d + 1) * H] = hs[1:] if d == 0 else hs[:T]
-                last = T if d == 0 else 0
-                hn[l, d] = hs[last]
-                if lstm:
-                    cn[l, d] = cs[last]
-                dirs.append((gates, hs, cs, hw))
-            mask = None
-            if l < L - 1:
-                nxt = y_l.reshape(T * B, D * H)
-                if p > 0:
-                    mask = _mask(nxt.shape, p)
-                    nxt = nxt * mask
-            cache.append((layer_in, dirs, mask))
-            if l < L - 1:
-                layer_in = nxt
-        self._cache = cache if training else None
+            super().forward(inputs, outputs)
 
     def backward(self, inputs, outputs, propagate_down, accum):
-        if not any(propagate_down):
-            return
-        if not self.args['training']:
-            raise RuntimeError('%s: backward needs training=True (this function was created '
-                               'with training=False)' % self.spec.name)
         with device(self):
-            if self._cache is None:
-                self._forward(inputs, outputs)
-            self._backward(inputs, outputs, propagate_down, accum)
-
-    def _backward(self, inputs, outputs, propagate_down, accum):
-        v = _named(self, inputs)
-        grads = _zeroed_grads(self, inputs, propagate_down, accum)
-        T, B, I, L, D, H = self.dims
-        GH = self.gates * H
-        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
-        ws, _ = self._weights(v)
-        gx, gh, gc = grads.get('x'), grads.get('h'), grads.get('c')
-        gw0, gwl, gb = grads.get('weight_l0'), grads.get('weight'), grads.get('bias')
-        gws = [None if gw0 is None else gw0.reshape(D, GH, I + H)]
-        if L > 1:
-            gw = None if gwl is None else gwl.reshape(L - 1, D, GH, D * H + H)
-            gws += [None if gw is None else gw[l] for l in range(L - 1)]
-        if gb is not None:
-            gb = gb.reshape(L, D, self.bias_blocks * H)
-        ghn = _g32(outputs[1])
-        gcn = _g32(outputs[2]) if lstm else None
-        step = self._kernel('bwd')
-        n, hh = np.int64(B * H), np.int64(H)
-        d_out = _g32(outputs[0])     # gradient of the current layer's output
-        for l in range(L - 1, -1, -1):
-            layer_in, dirs, _ = self._cache[l]
-            n_in = layer_in.shape[1]
-            d_in = None
-            if l > 0 or gx is not None:
-                d_in = cp.zeros((T * B, n_in), F32) if l > 0 else gx.reshape(T * B, I)
-            for d in range(D):
-                gates, hs, cs, hw = dirs[d]
-                W = ws[l][d]
-                wx, wh = W[:, :n_in], cp.ascontiguousarray(W[:, n_in:])
-                dy = cp.ascontiguousarray(d_out[:, :, d * H:(d + 1) * H])
-                dh = ghn[l, d].copy()
-                dc = gcn[l, d].copy() if lstm else None
-                dpre = cp.empty((T, B, GH), F32)
-                dgh = cp.empty((T, B, GH), F32) if gru else dpre
-                dh_next = cp.empty((B, H), F32) if gru else None
-                for t in (range(T - 1, -1, -1) if d == 0 else range(T)):
-                    prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
-                    if self.cell == 'rnn':
-                        launch(SEQ, step, B * H, (n, hs[cur], dy[t], dh, dpre[t]))
-                        dh = cp.matmul(dpre[t], wh)
-                    elif lstm:
-                        launch(SEQ, step, B * H,
-                               (n, hh, gates[t], cs[prev], cs[cur], dy[t], dh, dc, dpre[t]))
-                        dh = cp.matmul(dpre[t], wh)
-                    else:
-                        launch(SEQ, step, B * H, (n, hh, gates[t], hw[t], hs[prev], dy[t], dh,
-                                                  dpre[t], dgh[t], dh_next))
-                        dh_next += cp.matmul(dgh[t], wh)
-                        dh, dh_next = dh_next, dh
-                if gh is not None:
-                    gh[l, d] += dh
-                if gc is not None:
-                    gc[l, d] += dc
-                dpre2 = dpre.reshape(T * B, GH)
-                dgh2 = dgh.reshape(T * B, GH)
-                gW = gws[l][d] if gws[l] is not None else None
-                if gW is not None:
-                    h_prev = (hs[:T] if d == 0 else hs[1:]).reshape(T * B, H)
-                    gW[:, :n_in] += cp.matmul(dpre2.T, layer_in)
-                    gW[:, n_in:] += cp.matmul(dgh2.T, h_prev)
-                if gb is not None:
-                    gb[l, d, :GH] += dpre2.sum(axis=0)
-                    if gru:
-                        gb[l, d, GH:] += dgh2[:, 2 * H:].sum(axis=0)
-                if d_in is not None:
-                    d_in += cp.matmul(dpre2, wx)
-            if l > 0:
-                mask = self._cache[l - 1][2]    # dropout on layer l - 1's output
-                if mask is not None:
-                    d_in *= mask
-                d_out = d_in.reshape(T, B, n_in)
+            super().backward(inputs, outputs, propagate_down, accum)
 
 
 @register('RNN', 'cuda')
