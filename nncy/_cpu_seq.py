@@ -70,21 +70,40 @@ def _ones(n):
     return np.ones((1, n), F32)
 
 
-def _affine(name, x2, w, b, out2, scale=1.0):
-    """out2 = scale * (x2 @ w + b) through the gemm kernel."""
-    if b is not None:
-        K.strided_copy(name, np.broadcast_to(b.reshape(1, -1), out2.shape), out2)
-        K.gemm(name, x2, w, out2, scale, scale)
-    else:
-        K.gemm(name, x2, w, out2, 0.0, scale)
-
-
 def _check_dropout(impl, p, allow_none=False):
     if p is None and allow_none:
         return 0.0
     if not 0.0 <= p < 1.0:
         raise impl.error('dropout', 'must lie in [0, 1), got %r' % (p,))
     return p
+
+
+class _ArrayOps:
+    """The array operations of the recurrent and attention layers, as hooks:
+    the array module (``xp``), how inputs and outputs are read and written,
+    and the operations whose CPU form is a Rust kernel.  The layers' forward
+    and backward are written against these only; the cuda classes override
+    them with CuPy."""
+    xp = np
+    _data = staticmethod(d32)
+    _data_out = staticmethod(dout)
+    _grad = staticmethod(g32)
+    _grad_out = staticmethod(gout)
+    _draw_mask = staticmethod(_dropout_mask)
+
+    def _matmul(self, a, b, out, beta, alpha=1.0):
+        """out = beta * out + alpha * a @ b (beta 0 or 1) for 2-D operands or
+        3-D batches of them; out may be any view."""
+        fn = K.gemm if a.ndim == 2 else K.batch_gemm
+        fn(self.spec.name, a, b, out, beta, alpha)
+
+    def _add_to(self, src, dst):
+        """dst += src."""
+        K.strided_copy(self.spec.name, src, dst, True)
+
+    def _add_col_sums(self, src, dst, alpha=1.0):
+        """dst += alpha * the sum of the rows of the 2-D src."""
+        K.gemm(self.spec.name, _ones(src.shape[0]), src, dst.reshape(1, -1), 1.0, alpha)
 
 
 # ---------------------------------------------------------------------------
@@ -139,7 +158,7 @@ class Embed(Impl):
 # Recurrent networks
 # ---------------------------------------------------------------------------
 
-class _Recurrent(Impl):
+class _Recurrent(_ArrayOps, Impl):
     """RNN, LSTM and GRU over a (T, B, I) sequence: ``num_layers`` stacked
     layers of one or two directions; layer l > 0 reads the (T, B, D * H)
     output of layer l - 1, with dropout between layers when training.
@@ -206,33 +225,11 @@ class _Recurrent(Impl):
             outs.append((L, D, B, H))
         return outs
 
-    # ---- array hooks (the cuda classes override these) --------------------
-    # The array module, how inputs and outputs are read and written, and the
-    # few operations whose CPU form is a Rust kernel.  forward and backward
-    # below are written against these only.
-    xp = np
-    _data = staticmethod(d32)
-    _data_out = staticmethod(dout)
-    _grad = staticmethod(g32)
-    _grad_out = staticmethod(gout)
-    _draw_mask = staticmethod(_dropout_mask)
-
+    # ---- hooks besides those of _ArrayOps ------------------------------------
     @staticmethod
     def _hidden_weight(w):
         """A hidden-to-hidden weight block as the step products take it."""
         return w
-
-    def _matmul(self, a, b, out, beta):
-        """out = beta * out + a @ b (beta 0 or 1)."""
-        K.gemm(self.spec.name, a, b, out, beta)
-
-    def _add_to(self, src, dst):
-        """dst += src."""
-        K.strided_copy(self.spec.name, src, dst, True)
-
-    def _add_col_sums(self, src, dst):
-        """dst += the sum of src's rows."""
-        K.gemm(self.spec.name, _ones(src.shape[0]), src, dst.reshape(1, -1), 1.0)
 
     def _input_gates(self, layer_in, wx, b):
         """(T * B, G * H) gate inputs from the layer input: layer_in wx^T + b."""
@@ -445,14 +442,22 @@ class GRU(_Recurrent):
 # Multi-head attention
 # ---------------------------------------------------------------------------
 
+def _heads(a, bh):
+    """(rows, B, E) -> the (B * heads, rows, E / heads) view of its heads."""
+    return a.reshape(a.shape[0], bh, -1).transpose(1, 0, 2)
+
+
 @register('MultiHeadAttention')
-class MultiHeadAttention(Impl):
+class MultiHeadAttention(_ArrayOps, Impl):
     """NNabla's multi_head_attention as one function.  Projections
     q = (query Wq + bq) / sqrt(E / heads), k = key Wk + bk, v = value Wv + bv
     (attn_bias_k / attn_bias_v appended as one more source position), per
     head softmax(q k^T + masks) (dropout) v, heads concatenated and projected
     by out_weight.  Outputs: y (L_T, B, E_out) and the attention weights
     averaged over the heads (B, L_T, L_S)."""
+    # (input, its weight, its bias) of the three projections
+    PROJ = (('query', 'q_weight', 'q_bias'), ('key', 'k_weight', 'k_bias'),
+            ('value', 'v_weight', 'v_bias'))
 
     def setup(self, inputs):
         v = _named(self, inputs)
@@ -510,51 +515,81 @@ class MultiHeadAttention(Impl):
         self._cache = None
         return [(Lt, B, Eo), (B, Lt, S)]
 
-    def _get(self, v, n):
-        return None if v[n] is None else d32(v[n])
+    # ---- hooks besides those of _ArrayOps ----------------------------------
+    def _affine(self, x2, w, b, out2, scale=1.0):
+        """out2 = scale * (x2 @ w + b)."""
+        name = self.spec.name
+        if b is not None:
+            K.strided_copy(name, np.broadcast_to(b.reshape(1, -1), out2.shape), out2)
+            K.gemm(name, x2, w, out2, scale, scale)
+        else:
+            K.gemm(name, x2, w, out2, 0.0, scale)
+
+    @staticmethod
+    def _index_data(v):
+        """The data of an index (mask) input as it is stored."""
+        return np.asarray(v.d)
+
+    def _softmax(self, A):
+        """Softmax over the last axis of the (B * heads, L_T, S) scores."""
+        P = np.empty_like(A)
+        K.softmax(self.spec.name, A, P, A.shape[0] * A.shape[1], A.shape[2], 1, False)
+        return P
+
+    def _softmax_grad(self, P, gP):
+        gA = np.empty_like(gP)
+        K.softmax_grad(self.spec.name, P, gP, gA, P.shape[0] * P.shape[1], P.shape[2], 1,
+                       False, False)
+        return gA
+
+    def _sum_axis(self, x, axis, out, scale=1.0):
+        """out = scale * the sum of x over one axis."""
+        K.reduce(self.spec.name, 'sum', x, (axis,), out, scale)
+
+    def _scaled(self, g, s):
+        """(array, factor) for products with the gradient s * g: the gemm
+        kernel takes the factor, so g is left as it is."""
+        return g, s
+
+    # ---- forward and backward ----------------------------------------------
+    def _opt(self, v, n):
+        return None if v[n] is None else self._data(v[n])
 
     def forward(self, inputs, outputs):
+        xp = self.xp
         v = _named(self, inputs)
-        name = self.spec.name
         Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, hv = E // H, Ev // H
+        hd, BH = E // H, B * H
         scale = float(hd) ** -0.5
-        query, key, value = d32(v['query']), d32(v['key']), d32(v['value'])
-        Q = np.empty((Lt, B, E), F32)
-        _affine(name, query.reshape(Lt * B, -1), d32(v['q_weight']), self._get(v, 'q_bias'),
-                Q.reshape(Lt * B, E), scale)
-        Kp = np.empty((S, B, E), F32)
-        Vp = np.empty((S, B, Ev), F32)
-        _affine(name, key.reshape(Ls * B, -1), d32(v['k_weight']), self._get(v, 'k_bias'),
-                Kp[:Ls].reshape(Ls * B, E))
-        _affine(name, value.reshape(Ls * B, -1), d32(v['v_weight']), self._get(v, 'v_bias'),
-                Vp[:Ls].reshape(Ls * B, Ev))
+        Q = xp.empty((Lt, B, E), F32)
+        Kp = xp.empty((S, B, E), F32)
+        Vp = xp.empty((S, B, Ev), F32)
+        for (x, w, b), out, rows, s in zip(self.PROJ, (Q, Kp, Vp), (Lt, Ls, Ls), (scale, 1, 1)):
+            self._affine(self._data(v[x]).reshape(rows * B, -1), self._data(v[w]),
+                         self._opt(v, b), out[:rows].reshape(rows * B, -1), s)
         if S > Ls:
-            np.copyto(Kp[Ls], d32(v['attn_bias_k']))
-            np.copyto(Vp[Ls], d32(v['attn_bias_v']))
-        BH = B * H
-        Qb = Q.reshape(Lt, BH, hd).transpose(1, 0, 2)
-        A = np.empty((BH, Lt, S), F32)
-        K.batch_gemm(name, Qb, Kp.reshape(S, BH, hd).transpose(1, 2, 0), A)
+            Kp[Ls] = self._data(v['attn_bias_k'])
+            Vp[Ls] = self._data(v['attn_bias_v'])
+        A = xp.empty((BH, Lt, S), F32)
+        self._matmul(_heads(Q, BH), _heads(Kp, BH).transpose(0, 2, 1), A, 0.0)
         A4 = A.reshape(B, H, Lt, S)
         if v['additive_mask'] is not None:
-            A4[..., :Ls] += d32(v['additive_mask'])
+            A4[..., :Ls] += self._data(v['additive_mask'])
         if v['key_padding_mask'] is not None:
-            pad = np.asarray(v['key_padding_mask'].d) != 0
-            np.copyto(A4[..., :Ls], F32(-np.inf), where=pad[:, None, None, :])
-        P = np.empty_like(A)
-        K.softmax(name, A, P, BH * Lt, S, 1, False)
+            pad = self._index_data(v['key_padding_mask']) != 0
+            xp.copyto(A4[..., :Ls], F32(-np.inf), where=pad[:, None, None, :])
+        P = self._softmax(A)
         mask = None
         Pd = P
         if self.p > 0:
-            mask = _dropout_mask(P.shape, self.p)
+            mask = self._draw_mask(P.shape, self.p)
             Pd = P * mask
-        O = np.empty((Lt, B, Ev), F32)
-        K.batch_gemm(name, Pd, Vp.reshape(S, BH, hv).transpose(1, 0, 2),
-                     O.reshape(Lt, BH, hv).transpose(1, 0, 2))
-        _affine(name, O.reshape(Lt * B, Ev), d32(v['out_weight']), self._get(v, 'out_bias'),
-                dout(outputs[0]).reshape(Lt * B, Eo))
-        K.reduce(name, 'sum', Pd.reshape(B, H, Lt * S), (1,), dout(outputs[1]), 1.0 / H)
+        O = xp.empty((Lt, B, Ev), F32)
+        self._matmul(Pd, _heads(Vp, BH), _heads(O, BH), 0.0)
+        self._affine(O.reshape(Lt * B, Ev), self._data(v['out_weight']),
+                     self._opt(v, 'out_bias'), self._data_out(outputs[0]).reshape(Lt * B, Eo))
+        self._sum_axis(Pd.reshape(B, H, Lt * S), 1,
+                       self._data_out(outputs[1]).reshape(B, Lt * S), 1.0 / H)
         self._cache = (Q, Kp, Vp, P, mask, Pd, O)
 
     def backward(self, inputs, outputs, propagate_down, accum):
@@ -562,67 +597,59 @@ class MultiHeadAttention(Impl):
             return
         if self._cache is None:
             self.forward(inputs, outputs)
+        xp = self.xp
         v = _named(self, inputs)
         pos = _positions(self)
-        grads = _zeroed_grads(inputs, propagate_down, accum)
+        grads = _zeroed_grads(inputs, propagate_down, accum, self._grad_out)
 
         def grad(n):
             return grads[pos[n]] if n in pos else None
 
-        name = self.spec.name
         Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, hv, BH = E // H, Ev // H, B * H
+        hd, BH = E // H, B * H
         scale = float(hd) ** -0.5
         Q, Kp, Vp, P, mask, Pd, O = self._cache
-        gy2 = g32(outputs[0]).reshape(Lt * B, Eo)
-        gw_att = g32(outputs[1])
-        O2 = O.reshape(Lt * B, Ev)
+        gy2 = self._grad(outputs[0]).reshape(Lt * B, Eo)
         # output projection
         if grad('out_weight') is not None:
-            K.gemm(name, O2.T, gy2, grad('out_weight'), 1.0)
+            self._matmul(O.reshape(Lt * B, Ev).T, gy2, grad('out_weight'), 1.0)
         if grad('out_bias') is not None:
-            K.gemm(name, _ones(Lt * B), gy2, grad('out_bias').reshape(1, Eo), 1.0)
-        gO = np.empty((Lt, B, Ev), F32)
-        K.gemm(name, gy2, d32(v['out_weight']).T, gO.reshape(Lt * B, Ev))
-        gOb = gO.reshape(Lt, BH, hv).transpose(1, 0, 2)
+            self._add_col_sums(gy2, grad('out_bias'))
+        gO = xp.empty((Lt, B, Ev), F32)
+        self._matmul(gy2, self._data(v['out_weight']).T, gO.reshape(Lt * B, Ev), 0.0)
+        gOb = _heads(gO, BH)
         # attention weights: from the head-averaged output and through P V
-        gPd = np.empty((BH, Lt, S), F32)
-        K.strided_copy(name, np.broadcast_to((gw_att * F32(1.0 / H))[:, None], (B, H, Lt, S)),
-                       gPd.reshape(B, H, Lt, S))
-        K.batch_gemm(name, gOb, Vp.reshape(S, BH, hv).transpose(1, 2, 0), gPd, 1.0)
-        gVp = np.empty((S, B, Ev), F32)
-        K.batch_gemm(name, Pd.transpose(0, 2, 1), gOb,
-                     gVp.reshape(S, BH, hv).transpose(1, 0, 2))
+        gPd = xp.empty((BH, Lt, S), F32)
+        gPd.reshape(B, H, Lt, S)[...] = (self._grad(outputs[1]) * F32(1.0 / H))[:, None]
+        self._matmul(gOb, _heads(Vp, BH).transpose(0, 2, 1), gPd, 1.0)
+        gVp = xp.empty((S, B, Ev), F32)
+        self._matmul(Pd.transpose(0, 2, 1), gOb, _heads(gVp, BH), 0.0)
         if mask is not None:
             gPd *= mask
-        gA = np.empty_like(gPd)
-        K.softmax_grad(name, P, gPd, gA, BH * Lt, S, 1, False, False)
+        gA = self._softmax_grad(P, gPd)
         gam = grad('additive_mask')
         if gam is not None:
-            tmp = np.empty((Lt, S), F32)
-            K.reduce(name, 'sum', gA, (0,), tmp)
+            tmp = xp.empty((Lt, S), F32)
+            self._sum_axis(gA, 0, tmp)
             gam += tmp[:, :Ls]
-        gQ = np.empty((Lt, B, E), F32)
-        K.batch_gemm(name, gA, Kp.reshape(S, BH, hd).transpose(1, 0, 2),
-                     gQ.reshape(Lt, BH, hd).transpose(1, 0, 2))
-        gKp = np.empty((S, B, E), F32)
-        K.batch_gemm(name, gA.transpose(0, 2, 1), Q.reshape(Lt, BH, hd).transpose(1, 0, 2),
-                     gKp.reshape(S, BH, hd).transpose(1, 0, 2))
+        gQ = xp.empty((Lt, B, E), F32)
+        self._matmul(gA, _heads(Kp, BH), _heads(gQ, BH), 0.0)
+        gKp = xp.empty((S, B, E), F32)
+        self._matmul(gA.transpose(0, 2, 1), _heads(Q, BH), _heads(gKp, BH), 0.0)
         if S > Ls:
             for n, g in (('attn_bias_k', gKp), ('attn_bias_v', gVp)):
                 if grad(n) is not None:
-                    K.gemm(name, _ones(B), g[Ls], grad(n).reshape(1, -1), 1.0)
+                    self._add_col_sums(g[Ls], grad(n))
         # input projections (q was scaled after its projection)
-        for x, w, b, g, rows, s in (('query', 'q_weight', 'q_bias', gQ, Lt, scale),
-                                    ('key', 'k_weight', 'k_bias', gKp, Ls, 1.0),
-                                    ('value', 'v_weight', 'v_bias', gVp, Ls, 1.0)):
-            g2 = g[:rows].reshape(rows * B, -1)
+        for (x, w, b), g, rows, s in zip(self.PROJ, (gQ, gKp, gVp), (Lt, Ls, Ls),
+                                         (scale, 1.0, 1.0)):
+            g2, s = self._scaled(g[:rows].reshape(rows * B, -1), s)
             if grad(x) is not None:
-                K.gemm(name, g2, d32(v[w]).T, grad(x).reshape(rows * B, -1), 1.0, s)
+                self._matmul(g2, self._data(v[w]).T, grad(x).reshape(rows * B, -1), 1.0, s)
             if grad(w) is not None:
-                K.gemm(name, d32(v[x]).reshape(rows * B, -1).T, g2, grad(w), 1.0, s)
+                self._matmul(self._data(v[x]).reshape(rows * B, -1).T, g2, grad(w), 1.0, s)
             if grad(b) is not None:
-                K.gemm(name, _ones(rows * B), g2, grad(b).reshape(1, -1), 1.0, s)
+                self._add_col_sums(g2, grad(b), s)
         # key_padding_mask selects positions: its gradient is zero (already zeroed).
 
     def grad_depends_input_data(self, i, j):

@@ -18,7 +18,7 @@ import numpy as np
 
 from nncy import _cpu_seq
 from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
-from nncy._cpu_seq import _dropout_mask, _named, _positions
+from nncy._cpu_seq import _dropout_mask
 from nncy.cuda._common import contiguous, cp, device, launch
 
 SEQ = 'seq.cu'
@@ -33,20 +33,6 @@ def _d32(v):
 def _g32(v):
     """Gradient of a Variable as a contiguous float32 device array."""
     return contiguous(dev_grad(v), F32)
-
-
-def _zeroed_grads(impl, inputs, propagate_down, accum):
-    """{table name: gradient buffer} of the inputs that need one (zeroed
-    unless accumulating; all zeroing happens before any write)."""
-    out = {}
-    for name, k in _positions(impl).items():
-        if not propagate_down[k]:
-            continue
-        g = dev_grad_out(inputs[k], accum[k])
-        if not accum[k]:
-            g.fill(0)
-        out[name] = g
-    return out
 
 
 def _mask(shape, p):
@@ -100,10 +86,14 @@ class Embed(_cpu_seq.Embed):
 
 
 # ---------------------------------------------------------------------------
-# Recurrent networks: the CPU class's forward and backward (_cpu_seq._Recurrent)
-# on device arrays; products through cuBLAS, time steps as seq.cu kernels.
+# Recurrent networks and multi-head attention: the CPU classes' forward and
+# backward (_cpu_seq._Recurrent, _cpu_seq.MultiHeadAttention) on device
+# arrays, through the hooks below; products on cuBLAS, time steps as seq.cu
+# kernels.
 
-class _Recurrent:
+class _DeviceOps:
+    """_cpu_seq._ArrayOps on the device, and forward / backward run on the
+    node's device."""
     xp = cp
     _data = staticmethod(_d32)
     _data_out = staticmethod(dev_data_out)
@@ -112,23 +102,39 @@ class _Recurrent:
     _draw_mask = staticmethod(_mask)
 
     @staticmethod
-    def _hidden_weight(w):
-        return cp.ascontiguousarray(w)
-
-    @staticmethod
-    def _matmul(a, b, out, beta):
+    def _matmul(a, b, out, beta, alpha=1.0):
+        if alpha != 1:
+            a = a * F32(alpha)
         if beta:
             out += cp.matmul(a, b)
-        else:
+        elif out.flags.c_contiguous:
             cp.matmul(a, b, out=out)
+        else:
+            out[...] = cp.matmul(a, b)
 
     @staticmethod
     def _add_to(src, dst):
         dst += src
 
     @staticmethod
-    def _add_col_sums(src, dst):
+    def _add_col_sums(src, dst, alpha=1.0):
+        if alpha != 1:
+            src = src * F32(alpha)
         dst += src.sum(axis=0)
+
+    def forward(self, inputs, outputs):
+        with device(self):
+            super().forward(inputs, outputs)
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        with device(self):
+            super().backward(inputs, outputs, propagate_down, accum)
+
+
+class _Recurrent(_DeviceOps):
+    @staticmethod
+    def _hidden_weight(w):
+        return cp.ascontiguousarray(w)
 
     @staticmethod
     def _input_gates(layer_in, wx, b):
@@ -153,14 +159,6 @@ class _Recurrent:
             return gru_fwd
         return lambda *arrays: launch(SEQ, kernel, B * H, (n, hh) + arrays)
 
-    def forward(self, inputs, outputs):
-        with device(self):
-            super().forward(inputs, outputs)
-
-    def backward(self, inputs, outputs, propagate_down, accum):
-        with device(self):
-            super().backward(inputs, outputs, propagate_down, accum)
-
 
 @register('RNN', 'cuda')
 class RNN(_Recurrent, _cpu_seq.RNN):
@@ -177,117 +175,35 @@ class GRU(_Recurrent, _cpu_seq.GRU):
     pass
 
 
-# ---------------------------------------------------------------------------
-# Multi-head attention (the CPU class's computation, batched over B * heads).
-
-def _heads(a, rows, bh):
-    """(rows, B, E) -> the (B * heads, rows, E / heads) view of its heads."""
-    return a.reshape(rows, bh, -1).transpose(1, 0, 2)
-
-
-def _unheads(a, rows):
-    """(B * heads, rows, e) -> contiguous (rows, B * heads * e)."""
-    return cp.ascontiguousarray(a.transpose(1, 0, 2)).reshape(rows, -1)
-
-
 @register('MultiHeadAttention', 'cuda')
-class MultiHeadAttention(_cpu_seq.MultiHeadAttention):
-    # (input, its weight, its bias) of the three projections
-    PROJ = (('query', 'q_weight', 'q_bias'), ('key', 'k_weight', 'k_bias'),
-            ('value', 'v_weight', 'v_bias'))
+class MultiHeadAttention(_DeviceOps, _cpu_seq.MultiHeadAttention):
+    @staticmethod
+    def _affine(x2, w, b, out2, scale=1.0):
+        cp.matmul(x2, w, out=out2)
+        if b is not None:
+            out2 += b
+        if scale != 1:
+            out2 *= F32(scale)
 
-    def forward(self, inputs, outputs):
-        with device(self):
-            self._forward(inputs, outputs)
+    _index_data = staticmethod(dev_data)
 
-    def _forward(self, inputs, outputs):
-        v = _named(self, inputs)
-        Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, BH = E // H, B * H
-
-        def proj(x, w, b):
-            y = cp.matmul(_d32(v[x]).reshape(-1, v[w].shape[0]), _d32(v[w]))
-            if v[b] is not None:
-                y += _d32(v[b])
-            return y
-
-        Q = proj(*self.PROJ[0]) * F32(float(hd) ** -0.5)          # (Lt * B, E)
-        Kp = cp.empty((S, B, E), F32)
-        Vp = cp.empty((S, B, Ev), F32)
-        Kp[:Ls] = proj(*self.PROJ[1]).reshape(Ls, B, E)
-        Vp[:Ls] = proj(*self.PROJ[2]).reshape(Ls, B, Ev)
-        if S > Ls:
-            Kp[Ls] = _d32(v['attn_bias_k'])
-            Vp[Ls] = _d32(v['attn_bias_v'])
-        A = cp.matmul(_heads(Q, Lt, BH), _heads(Kp, S, BH).transpose(0, 2, 1))
-        A4 = A.reshape(B, H, Lt, S)
-        if v['additive_mask'] is not None:
-            A4[..., :Ls] += _d32(v['additive_mask'])
-        if v['key_padding_mask'] is not None:
-            pad = (dev_data(v['key_padding_mask']) != 0)[:, None, None, :]
-            A4[..., :Ls] = cp.where(pad, F32(-np.inf), A4[..., :Ls])
+    @staticmethod
+    def _softmax(A):
         P = cp.exp(A - A.max(axis=2, keepdims=True))
         P /= P.sum(axis=2, keepdims=True)
-        mask = None
-        Pd = P
-        if self.p > 0:
-            mask = _mask(P.shape, self.p)
-            Pd = P * mask
-        O = _unheads(cp.matmul(Pd, _heads(Vp, S, BH)), Lt * B)   # (Lt * B, Ev)
-        y = dev_data_out(outputs[0]).reshape(Lt * B, Eo)
-        cp.matmul(O, _d32(v['out_weight']), out=y)
-        if v['out_bias'] is not None:
-            y += _d32(v['out_bias'])
-        attn = dev_data_out(outputs[1])
-        attn[...] = Pd.reshape(B, H, Lt, S).sum(axis=1) * F32(1.0 / H)
-        self._cache = (Q, Kp, Vp, P, mask, Pd, O)
+        return P
 
-    def backward(self, inputs, outputs, propagate_down, accum):
-        if not any(propagate_down):
-            return
-        with device(self):
-            if self._cache is None:
-                self._forward(inputs, outputs)
-            self._backward(inputs, outputs, propagate_down, accum)
+    @staticmethod
+    def _softmax_grad(P, gP):
+        return P * (gP - (gP * P).sum(axis=2, keepdims=True))
 
-    def _backward(self, inputs, outputs, propagate_down, accum):
-        v = _named(self, inputs)
-        grads = _zeroed_grads(self, inputs, propagate_down, accum)
-        Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, BH = E // H, B * H
-        scale = F32(float(hd) ** -0.5)
-        Q, Kp, Vp, P, mask, Pd, O = self._cache
-        gy = _g32(outputs[0]).reshape(Lt * B, Eo)
-        # output projection
-        if 'out_weight' in grads:
-            grads['out_weight'] += cp.matmul(O.T, gy)
-        if 'out_bias' in grads:
-            grads['out_bias'] += gy.sum(axis=0)
-        gOb = _heads(cp.matmul(gy, _d32(v['out_weight']).T), Lt, BH)
-        # attention weights: from the head-averaged output and through P V
-        gPd = cp.matmul(gOb, _heads(Vp, S, BH).transpose(0, 2, 1))     # (BH, Lt, S)
-        gP4 = gPd.reshape(B, H, Lt, S)
-        gP4 += (_g32(outputs[1]) * F32(1.0 / H))[:, None]
-        gVp = _unheads(cp.matmul(Pd.transpose(0, 2, 1), gOb), S).reshape(S, B, Ev)
-        if mask is not None:
-            gPd *= mask
-        gA = P * (gPd - (gPd * P).sum(axis=2, keepdims=True))
-        if 'additive_mask' in grads:
-            grads['additive_mask'] += gA.sum(axis=0)[:, :Ls]
-        gQ = _unheads(cp.matmul(gA, _heads(Kp, S, BH)), Lt)
-        gKp = _unheads(cp.matmul(gA.transpose(0, 2, 1), _heads(Q, Lt, BH)), S).reshape(S, B, E)
-        for n, g in (('attn_bias_k', gKp), ('attn_bias_v', gVp)):
-            if n in grads:
-                grads[n] += g[Ls].sum(axis=0)
-        # input projections (q was scaled after its projection)
-        for (x, w, b), g, rows, s in zip(self.PROJ, (gQ, gKp, gVp), (Lt, Ls, Ls),
-                                         (scale, F32(1), F32(1))):
-            g2 = g[:rows].reshape(rows * B, -1) * s
-            if x in grads:
-                gx = grads[x].reshape(rows * B, -1)
-                gx += cp.matmul(g2, _d32(v[w]).T)
-            if w in grads:
-                grads[w] += cp.matmul(_d32(v[x]).reshape(rows * B, -1).T, g2)
-            if b in grads:
-                grads[b] += g2.sum(axis=0)
-        # key_padding_mask selects positions: its gradient is zero (zeroed above).
+    @staticmethod
+    def _sum_axis(x, axis, out, scale=1.0):
+        x.sum(axis=axis, out=out)
+        if scale != 1:
+            out *= F32(scale)
+
+    @staticmethod
+    def _scaled(g, s):
+        # scaled once here rather than in each of the three products
+        return (g * F32(s) if s != 1 else g), 1.0
