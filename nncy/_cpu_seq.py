@@ -135,12 +135,16 @@ class Embed(Impl):
         K.embed(self.spec.name, idx, d32(w).reshape(rows, width),
                 dout(outputs[0]).reshape(idx.size, width))
 
-    def backward(self, inputs, outputs, propagate_down, accum):
-        x, w = inputs
+    def _wants_grad(self, propagate_down):
+        """Whether w needs a gradient (x, the indices, must not ask for one)."""
         if propagate_down[0]:
             raise self.error('x0', 'holds indices and has no gradient; set its need_grad '
                              'to False')
-        if not propagate_down[1]:
+        return propagate_down[1]
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        x, w = inputs
+        if not self._wants_grad(propagate_down):
             return
         rows, width = self._table(w)
         idx = self._indices(x)

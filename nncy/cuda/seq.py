@@ -69,10 +69,7 @@ class Embed(_cpu_seq.Embed):
 
     def backward(self, inputs, outputs, propagate_down, accum):
         x, w = inputs
-        if propagate_down[0]:
-            raise self.error('x0', 'holds indices and has no gradient; set its need_grad '
-                             'to False')
-        if not propagate_down[1]:
+        if not self._wants_grad(propagate_down):
             return
         with device(self):
             rows, width = self._table(w)
