@@ -97,6 +97,11 @@ class _ArrayOps:
         fn = K.gemm if a.ndim == 2 else K.batch_gemm
         fn(self.spec.name, a, b, out, beta, alpha)
 
+    def _step_matmul(self):
+        """_matmul for 2-D operands as a plain function (a, b, out, beta), for
+        the time-step loops where a call's overhead counts."""
+        return partial(K.gemm, self.spec.name)
+
     def _add_to(self, src, dst):
         """dst += src."""
         K.strided_copy(self.spec.name, src, dst, True)
@@ -280,7 +285,7 @@ class _Recurrent(_ArrayOps, Impl):
         hn = self._data_out(outputs[1])
         cn = self._data_out(outputs[2]) if lstm else None
         layer_in = self._data(v['x']).reshape(T * B, I)
-        step = self._step(False)
+        step, mm = self._step(False), self._step_matmul()
         cache = []
         for l in range(L):
             n_in = layer_in.shape[1]
@@ -308,13 +313,13 @@ class _Recurrent(_ArrayOps, Impl):
                 for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
-                        self._matmul(hs[prev], whT, gates[t], 1.0)
+                        mm(hs[prev], whT, gates[t], 1.0)
                         step(gates[t], hs[cur])
                     elif lstm:
-                        self._matmul(hs[prev], whT, gates[t], 1.0)
+                        mm(hs[prev], whT, gates[t], 1.0)
                         step(gates[t], cs[prev], cs[cur], hs[cur])
                     else:
-                        self._matmul(hs[prev], whT, hw[t], 0.0)
+                        mm(hs[prev], whT, hw[t], 0.0)
                         step(gates[t], hw[t], bhn, hs[prev], hs[cur])
                 y_l[:, :, d * H:(d + 1) * H] = hs[1:] if d == 0 else hs[:T]
                 last = T if d == 0 else 0
@@ -365,7 +370,7 @@ class _Recurrent(_ArrayOps, Impl):
             gb = gb.reshape(L, D, self.bias_blocks * H)
         ghn = self._grad(outputs[1])
         gcn = self._grad(outputs[2]) if lstm else None
-        step = self._step(True)
+        step, mm = self._step(True), self._step_matmul()
         d_out = self._grad(outputs[0])   # gradient of the current layer's output
         for l in range(L - 1, -1, -1):
             layer_in, dirs, _ = self._cache[l]
@@ -387,14 +392,14 @@ class _Recurrent(_ArrayOps, Impl):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
                         step(hs[cur], dy[t], dh, dpre[t])
-                        self._matmul(dpre[t], wh, dh, 0.0)
+                        mm(dpre[t], wh, dh, 0.0)
                     elif lstm:
                         step(gates[t], cs[prev], cs[cur], dy[t], dh, dc, dpre[t])
-                        self._matmul(dpre[t], wh, dh, 0.0)
+                        mm(dpre[t], wh, dh, 0.0)
                     else:
                         step(gates[t], hw[t], hs[prev], dy[t], dh, dpre[t],
                                    dgh[t], dh_next)
-                        self._matmul(dgh[t], wh, dh_next, 1.0)
+                        mm(dgh[t], wh, dh_next, 1.0)
                         dh, dh_next = dh_next, dh
                 if gh is not None:
                     self._add_to(dh, gh[l, d])
