@@ -12,6 +12,8 @@ overwrite (``accum`` False) and then only adds to them, so that an input given
 twice (``F.patch_correlation(x, x)``, self-attention with query = key = value)
 receives the sum of both contributions.
 """
+from functools import partial
+
 import numpy as np
 
 from nncy import _kernels as K
@@ -42,15 +44,16 @@ def _positions(impl):
     return {n: k for k, n in enumerate(given)}
 
 
-def _zeroed_grads(inputs, propagate_down, accum):
+def _zeroed_grads(inputs, propagate_down, accum, grad_out=gout):
     """Per input: its gradient buffer (zeroed unless accumulating), or None
-    when it needs no gradient.  All zeroing happens before any write."""
+    when it needs no gradient.  All zeroing happens before any write.
+    grad_out gives the buffer (the device one on the cuda backend)."""
     out = []
     for v, p, a in zip(inputs, propagate_down, accum):
         if not p:
             out.append(None)
             continue
-        g = gout(v, a)
+        g = grad_out(v, a)
         if not a:
             g.fill(0)
         out.append(g)
@@ -67,21 +70,45 @@ def _ones(n):
     return np.ones((1, n), F32)
 
 
-def _affine(name, x2, w, b, out2, scale=1.0):
-    """out2 = scale * (x2 @ w + b) through the gemm kernel."""
-    if b is not None:
-        K.strided_copy(name, np.broadcast_to(b.reshape(1, -1), out2.shape), out2)
-        K.gemm(name, x2, w, out2, scale, scale)
-    else:
-        K.gemm(name, x2, w, out2, 0.0, scale)
-
-
 def _check_dropout(impl, p, allow_none=False):
     if p is None and allow_none:
         return 0.0
     if not 0.0 <= p < 1.0:
         raise impl.error('dropout', 'must lie in [0, 1), got %r' % (p,))
     return p
+
+
+class _ArrayOps:
+    """The array operations of the recurrent and attention layers, as hooks:
+    the array module (``xp``), how inputs and outputs are read and written,
+    and the operations whose CPU form is a Rust kernel.  The layers' forward
+    and backward are written against these only; the cuda classes override
+    them with CuPy."""
+    xp = np
+    _data = staticmethod(d32)
+    _data_out = staticmethod(dout)
+    _grad = staticmethod(g32)
+    _grad_out = staticmethod(gout)
+    _draw_mask = staticmethod(_dropout_mask)
+
+    def _matmul(self, a, b, out, beta, alpha=1.0):
+        """out = beta * out + alpha * a @ b (beta 0 or 1) for 2-D operands or
+        3-D batches of them; out may be any view."""
+        fn = K.gemm if a.ndim == 2 else K.batch_gemm
+        fn(self.spec.name, a, b, out, beta, alpha)
+
+    def _step_matmul(self):
+        """_matmul for 2-D operands as a plain function (a, b, out, beta), for
+        the time-step loops where a call's overhead counts."""
+        return partial(K.gemm, self.spec.name)
+
+    def _add_to(self, src, dst):
+        """dst += src."""
+        K.strided_copy(self.spec.name, src, dst, True)
+
+    def _add_col_sums(self, src, dst, alpha=1.0):
+        """dst += alpha * the sum of the rows of the 2-D src."""
+        K.gemm(self.spec.name, _ones(src.shape[0]), src, dst.reshape(1, -1), 1.0, alpha)
 
 
 # ---------------------------------------------------------------------------
@@ -113,12 +140,16 @@ class Embed(Impl):
         K.embed(self.spec.name, idx, d32(w).reshape(rows, width),
                 dout(outputs[0]).reshape(idx.size, width))
 
-    def backward(self, inputs, outputs, propagate_down, accum):
-        x, w = inputs
+    def _wants_grad(self, propagate_down):
+        """Whether w needs a gradient (x, the indices, must not ask for one)."""
         if propagate_down[0]:
             raise self.error('x0', 'holds indices and has no gradient; set its need_grad '
                              'to False')
-        if not propagate_down[1]:
+        return propagate_down[1]
+
+    def backward(self, inputs, outputs, propagate_down, accum):
+        x, w = inputs
+        if not self._wants_grad(propagate_down):
             return
         rows, width = self._table(w)
         idx = self._indices(x)
@@ -136,7 +167,7 @@ class Embed(Impl):
 # Recurrent networks
 # ---------------------------------------------------------------------------
 
-class _Recurrent(Impl):
+class _Recurrent(_ArrayOps, Impl):
     """RNN, LSTM and GRU over a (T, B, I) sequence: ``num_layers`` stacked
     layers of one or two directions; layer l > 0 reads the (T, B, D * H)
     output of layer l - 1, with dropout between layers when training.
@@ -203,87 +234,104 @@ class _Recurrent(Impl):
             outs.append((L, D, B, H))
         return outs
 
+    # ---- hooks besides those of _ArrayOps ------------------------------------
+    @staticmethod
+    def _hidden_weight(w):
+        """A hidden-to-hidden weight block as the step products take it."""
+        return w
+
+    def _input_gates(self, layer_in, wx, b):
+        """(T * B, G * H) gate inputs from the layer input: layer_in wx^T + b."""
+        GH = wx.shape[0]
+        g2 = np.empty((layer_in.shape[0], GH), F32)
+        if b is not None:
+            K.strided_copy(self.spec.name, np.broadcast_to(b, g2.shape), g2)
+        K.gemm(self.spec.name, layer_in, wx.T, g2, 1.0 if b is not None else 0.0)
+        return g2
+
+    def _step(self, grad):
+        """The elementwise part of one time step (its gradient with grad), as
+        a function of the step's arrays."""
+        fn = getattr(K, '%s_cell%s' % (self.cell, '_grad' if grad else ''))
+        if self.cell == 'rnn':
+            return partial(fn, self.spec.name, self.args['nonlinearity'] == 'relu')
+        return partial(fn, self.spec.name)
+
     # ---- forward ---------------------------------------------------------
     def _weights(self, v):
         T, B, I, L, D, H = self.dims
         GH = self.gates * H
-        ws = [d32(v['weight_l0']).reshape(D, GH, I + H)]
+        ws = [self._data(v['weight_l0']).reshape(D, GH, I + H)]
         if L > 1:
-            w = d32(v['weight']).reshape(L - 1, D, GH, D * H + H)
+            w = self._data(v['weight']).reshape(L - 1, D, GH, D * H + H)
             ws += [w[l] for l in range(L - 1)]
         b = None
         if v['bias'] is not None:
-            b = d32(v['bias']).reshape(L, D, self.bias_blocks * H)
+            b = self._data(v['bias']).reshape(L, D, self.bias_blocks * H)
         return ws, b
 
     def forward(self, inputs, outputs):
+        xp = self.xp
         v = _named(self, inputs)
-        name = self.spec.name
         T, B, I, L, D, H = self.dims
-        G = self.gates
-        GH = G * H
+        GH = self.gates * H
+        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
         training = self.args['training']
         p = self.dropout if training else 0.0
-        relu = self.args.get('nonlinearity') == 'relu'
         ws, bias = self._weights(v)
-        h0 = d32(v['h'])
-        c0 = d32(v['c']) if self.cell == 'lstm' else None
-        y = dout(outputs[0])
-        hn = dout(outputs[1])
-        cn = dout(outputs[2]) if self.cell == 'lstm' else None
-        layer_in = d32(v['x']).reshape(T * B, I)
+        h0 = self._data(v['h'])
+        c0 = self._data(v['c']) if lstm else None
+        y = self._data_out(outputs[0])
+        hn = self._data_out(outputs[1])
+        cn = self._data_out(outputs[2]) if lstm else None
+        layer_in = self._data(v['x']).reshape(T * B, I)
+        step, mm = self._step(False), self._step_matmul()
         cache = []
         for l in range(L):
             n_in = layer_in.shape[1]
-            y_l = y if l == L - 1 else np.empty((T, B, D * H), F32)
+            y_l = y if l == L - 1 else xp.empty((T, B, D * H), F32)
             dirs = []
             for d in range(D):
                 W = ws[l][d]
-                wx, wh = W[:, :n_in], W[:, n_in:]
-                gates = np.empty((T, B, GH), F32)
-                g2 = gates.reshape(T * B, GH)
+                whT = self._hidden_weight(W[:, n_in:].T)
                 bhn = None
-                if bias is not None:
-                    K.strided_copy(name, np.broadcast_to(bias[l, d, :GH], (T * B, GH)), g2)
-                    if self.cell == 'gru':
-                        bhn = bias[l, d, GH:]
-                K.gemm(name, layer_in, wx.T, g2, 1.0 if bias is not None else 0.0)
+                if bias is not None and gru:
+                    bhn = bias[l, d, GH:]
+                gates = self._input_gates(layer_in, W[:, :n_in],
+                                          None if bias is None else bias[l, d, :GH])
+                gates = gates.reshape(T, B, GH)
                 # hs[t] / hs[t + 1]: the state before / after time t (forward
                 # direction); the backward direction runs the other way.
-                hs = np.empty((T + 1, B, H), F32)
+                hs = xp.empty((T + 1, B, H), F32)
                 hs[0 if d == 0 else T] = h0[l, d]
                 cs = hw = None
-                if self.cell == 'lstm':
-                    cs = np.empty((T + 1, B, H), F32)
+                if lstm:
+                    cs = xp.empty((T + 1, B, H), F32)
                     cs[0 if d == 0 else T] = c0[l, d]
-                elif self.cell == 'gru':
-                    hw = np.empty((T, B, GH), F32)
+                elif gru:
+                    hw = xp.empty((T, B, GH), F32)
                 for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
-                        K.gemm(name, hs[prev], wh.T, gates[t], 1.0)
-                        K.rnn_cell(name, relu, gates[t], hs[cur])
-                    elif self.cell == 'lstm':
-                        K.gemm(name, hs[prev], wh.T, gates[t], 1.0)
-                        K.lstm_cell(name, gates[t], cs[prev], cs[cur], hs[cur])
+                        mm(hs[prev], whT, gates[t], 1.0)
+                        step(gates[t], hs[cur])
+                    elif lstm:
+                        mm(hs[prev], whT, gates[t], 1.0)
+                        step(gates[t], cs[prev], cs[cur], hs[cur])
                     else:
-                        K.gemm(name, hs[prev], wh.T, hw[t], 0.0)
-                        K.gru_cell(name, gates[t], hw[t], bhn, hs[prev], hs[cur])
-                seq = hs[1:] if d == 0 else hs[:T]
-                if D == 1:
-                    np.copyto(y_l, seq)
-                else:
-                    np.copyto(y_l[:, :, d * H:(d + 1) * H], seq)
+                        mm(hs[prev], whT, hw[t], 0.0)
+                        step(gates[t], hw[t], bhn, hs[prev], hs[cur])
+                y_l[:, :, d * H:(d + 1) * H] = hs[1:] if d == 0 else hs[:T]
                 last = T if d == 0 else 0
-                np.copyto(hn[l, d], hs[last])
-                if cn is not None:
-                    np.copyto(cn[l, d], cs[last])
+                hn[l, d] = hs[last]
+                if lstm:
+                    cn[l, d] = cs[last]
                 dirs.append((gates, hs, cs, hw))
             mask = None
             if l < L - 1:
                 nxt = y_l.reshape(T * B, D * H)
                 if p > 0:
-                    mask = _dropout_mask(nxt.shape, p)
+                    mask = self._draw_mask(nxt.shape, p)
                     nxt = nxt * mask
             cache.append((layer_in, dirs, mask))
             if l < L - 1:
@@ -295,23 +343,22 @@ class _Recurrent(Impl):
     def backward(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
-        name = self.spec.name
         if not self.args['training']:
             raise RuntimeError('%s: backward needs training=True (this function was created '
-                               'with training=False)' % name)
+                               'with training=False)' % self.spec.name)
         if self._cache is None:
             self.forward(inputs, outputs)
+        xp = self.xp
         v = _named(self, inputs)
+        grads = _zeroed_grads(inputs, propagate_down, accum, self._grad_out)
         pos = _positions(self)
-        grads = _zeroed_grads(inputs, propagate_down, accum)
 
         def grad(n):
             return grads[pos[n]] if n in pos else None
 
         T, B, I, L, D, H = self.dims
-        G = self.gates
-        GH = G * H
-        relu = self.args.get('nonlinearity') == 'relu'
+        GH = self.gates * H
+        lstm, gru = self.cell == 'lstm', self.cell == 'gru'
         ws, _ = self._weights(v)
         gx, gh, gc = grad('x'), grad('h'), grad('c')
         gw0, gwl, gb = grad('weight_l0'), grad('weight'), grad('bias')
@@ -321,59 +368,56 @@ class _Recurrent(Impl):
             gws += [None if gw is None else gw[l] for l in range(L - 1)]
         if gb is not None:
             gb = gb.reshape(L, D, self.bias_blocks * H)
-        gy = g32(outputs[0])
-        ghn = g32(outputs[1])
-        gcn = g32(outputs[2]) if self.cell == 'lstm' else None
-        ones = _ones(T * B)
-        d_out = gy       # gradient of the current layer's output, (T, B, D * H)
+        ghn = self._grad(outputs[1])
+        gcn = self._grad(outputs[2]) if lstm else None
+        step, mm = self._step(True), self._step_matmul()
+        d_out = self._grad(outputs[0])   # gradient of the current layer's output
         for l in range(L - 1, -1, -1):
             layer_in, dirs, _ = self._cache[l]
             n_in = layer_in.shape[1]
-            want_in = l > 0 or gx is not None
             d_in = None
-            if want_in:
-                d_in = np.zeros((T * B, n_in), F32) if l > 0 else gx.reshape(T * B, I)
+            if l > 0 or gx is not None:
+                d_in = xp.zeros((T * B, n_in), F32) if l > 0 else gx.reshape(T * B, I)
             for d in range(D):
                 gates, hs, cs, hw = dirs[d]
                 W = ws[l][d]
-                wx, wh = W[:, :n_in], W[:, n_in:]
-                dy = np.ascontiguousarray(d_out[:, :, d * H:(d + 1) * H])
-                dh = np.array(ghn[l, d], F32)
-                dh_next = np.empty((B, H), F32)
-                dc = np.array(gcn[l, d], F32) if gcn is not None else None
-                dpre = np.empty((T, B, GH), F32)
-                dgh = np.empty((T, B, GH), F32) if self.cell == 'gru' else dpre
+                wx, wh = W[:, :n_in], self._hidden_weight(W[:, n_in:])
+                dy = xp.ascontiguousarray(d_out[:, :, d * H:(d + 1) * H])
+                dh = ghn[l, d].copy()
+                dc = gcn[l, d].copy() if lstm else None
+                dpre = xp.empty((T, B, GH), F32)
+                dgh = xp.empty((T, B, GH), F32) if gru else dpre
+                dh_next = xp.empty((B, H), F32) if gru else None
                 for t in (range(T - 1, -1, -1) if d == 0 else range(T)):
                     prev, cur = (t, t + 1) if d == 0 else (t + 1, t)
                     if self.cell == 'rnn':
-                        K.rnn_cell_grad(name, relu, hs[cur], dy[t], dh, dpre[t])
-                        K.gemm(name, dpre[t], wh, dh, 0.0)
-                    elif self.cell == 'lstm':
-                        K.lstm_cell_grad(name, gates[t], cs[prev], cs[cur], dy[t], dh, dc,
-                                         dpre[t])
-                        K.gemm(name, dpre[t], wh, dh, 0.0)
+                        step(hs[cur], dy[t], dh, dpre[t])
+                        mm(dpre[t], wh, dh, 0.0)
+                    elif lstm:
+                        step(gates[t], cs[prev], cs[cur], dy[t], dh, dc, dpre[t])
+                        mm(dpre[t], wh, dh, 0.0)
                     else:
-                        K.gru_cell_grad(name, gates[t], hw[t], hs[prev], dy[t], dh, dpre[t],
-                                        dgh[t], dh_next)
-                        K.gemm(name, dgh[t], wh, dh_next, 1.0)
+                        step(gates[t], hw[t], hs[prev], dy[t], dh, dpre[t],
+                                   dgh[t], dh_next)
+                        mm(dgh[t], wh, dh_next, 1.0)
                         dh, dh_next = dh_next, dh
                 if gh is not None:
-                    K.strided_copy(name, dh, gh[l, d], True)
+                    self._add_to(dh, gh[l, d])
                 if gc is not None:
-                    K.strided_copy(name, dc, gc[l, d], True)
+                    self._add_to(dc, gc[l, d])
                 dpre2 = dpre.reshape(T * B, GH)
+                dgh2 = dgh.reshape(T * B, GH)
                 gW = gws[l][d] if gws[l] is not None else None
                 if gW is not None:
                     h_prev = (hs[:T] if d == 0 else hs[1:]).reshape(T * B, H)
-                    K.gemm(name, dpre2.T, layer_in, gW[:, :n_in], 1.0)
-                    K.gemm(name, dgh.reshape(T * B, GH).T, h_prev, gW[:, n_in:], 1.0)
+                    self._matmul(dpre2.T, layer_in, gW[:, :n_in], 1.0)
+                    self._matmul(dgh2.T, h_prev, gW[:, n_in:], 1.0)
                 if gb is not None:
-                    K.gemm(name, ones, dpre2, gb[l, d, :GH].reshape(1, GH), 1.0)
-                    if self.cell == 'gru':
-                        K.gemm(name, ones, dgh.reshape(T * B, GH)[:, 2 * H:],
-                               gb[l, d, GH:].reshape(1, H), 1.0)
+                    self._add_col_sums(dpre2, gb[l, d, :GH])
+                    if gru:
+                        self._add_col_sums(dgh2[:, 2 * H:], gb[l, d, GH:])
                 if d_in is not None:
-                    K.gemm(name, dpre2, wx, d_in, 1.0)
+                    self._matmul(dpre2, wx, d_in, 1.0)
             if l > 0:
                 mask = self._cache[l - 1][2]    # dropout on layer l - 1's output
                 if mask is not None:
@@ -407,14 +451,22 @@ class GRU(_Recurrent):
 # Multi-head attention
 # ---------------------------------------------------------------------------
 
+def _heads(a, bh):
+    """(rows, B, E) -> the (B * heads, rows, E / heads) view of its heads."""
+    return a.reshape(a.shape[0], bh, -1).transpose(1, 0, 2)
+
+
 @register('MultiHeadAttention')
-class MultiHeadAttention(Impl):
+class MultiHeadAttention(_ArrayOps, Impl):
     """NNabla's multi_head_attention as one function.  Projections
     q = (query Wq + bq) / sqrt(E / heads), k = key Wk + bk, v = value Wv + bv
     (attn_bias_k / attn_bias_v appended as one more source position), per
     head softmax(q k^T + masks) (dropout) v, heads concatenated and projected
     by out_weight.  Outputs: y (L_T, B, E_out) and the attention weights
     averaged over the heads (B, L_T, L_S)."""
+    # (input, its weight, its bias) of the three projections
+    PROJ = (('query', 'q_weight', 'q_bias'), ('key', 'k_weight', 'k_bias'),
+            ('value', 'v_weight', 'v_bias'))
 
     def setup(self, inputs):
         v = _named(self, inputs)
@@ -472,51 +524,81 @@ class MultiHeadAttention(Impl):
         self._cache = None
         return [(Lt, B, Eo), (B, Lt, S)]
 
-    def _get(self, v, n):
-        return None if v[n] is None else d32(v[n])
+    # ---- hooks besides those of _ArrayOps ----------------------------------
+    def _affine(self, x2, w, b, out2, scale=1.0):
+        """out2 = scale * (x2 @ w + b)."""
+        name = self.spec.name
+        if b is not None:
+            K.strided_copy(name, np.broadcast_to(b.reshape(1, -1), out2.shape), out2)
+            K.gemm(name, x2, w, out2, scale, scale)
+        else:
+            K.gemm(name, x2, w, out2, 0.0, scale)
+
+    @staticmethod
+    def _index_data(v):
+        """The data of an index (mask) input as it is stored."""
+        return np.asarray(v.d)
+
+    def _softmax(self, A):
+        """Softmax over the last axis of the (B * heads, L_T, S) scores."""
+        P = np.empty_like(A)
+        K.softmax(self.spec.name, A, P, A.shape[0] * A.shape[1], A.shape[2], 1, False)
+        return P
+
+    def _softmax_grad(self, P, gP):
+        gA = np.empty_like(gP)
+        K.softmax_grad(self.spec.name, P, gP, gA, P.shape[0] * P.shape[1], P.shape[2], 1,
+                       False, False)
+        return gA
+
+    def _sum_axis(self, x, axis, out, scale=1.0):
+        """out = scale * the sum of x over one axis."""
+        K.reduce(self.spec.name, 'sum', x, (axis,), out, scale)
+
+    def _scaled(self, g, s):
+        """(array, factor) for products with the gradient s * g: the gemm
+        kernel takes the factor, so g is left as it is."""
+        return g, s
+
+    # ---- forward and backward ----------------------------------------------
+    def _opt(self, v, n):
+        return None if v[n] is None else self._data(v[n])
 
     def forward(self, inputs, outputs):
+        xp = self.xp
         v = _named(self, inputs)
-        name = self.spec.name
         Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, hv = E // H, Ev // H
+        hd, BH = E // H, B * H
         scale = float(hd) ** -0.5
-        query, key, value = d32(v['query']), d32(v['key']), d32(v['value'])
-        Q = np.empty((Lt, B, E), F32)
-        _affine(name, query.reshape(Lt * B, -1), d32(v['q_weight']), self._get(v, 'q_bias'),
-                Q.reshape(Lt * B, E), scale)
-        Kp = np.empty((S, B, E), F32)
-        Vp = np.empty((S, B, Ev), F32)
-        _affine(name, key.reshape(Ls * B, -1), d32(v['k_weight']), self._get(v, 'k_bias'),
-                Kp[:Ls].reshape(Ls * B, E))
-        _affine(name, value.reshape(Ls * B, -1), d32(v['v_weight']), self._get(v, 'v_bias'),
-                Vp[:Ls].reshape(Ls * B, Ev))
+        Q = xp.empty((Lt, B, E), F32)
+        Kp = xp.empty((S, B, E), F32)
+        Vp = xp.empty((S, B, Ev), F32)
+        for (x, w, b), out, rows, s in zip(self.PROJ, (Q, Kp, Vp), (Lt, Ls, Ls), (scale, 1, 1)):
+            self._affine(self._data(v[x]).reshape(rows * B, -1), self._data(v[w]),
+                         self._opt(v, b), out[:rows].reshape(rows * B, -1), s)
         if S > Ls:
-            np.copyto(Kp[Ls], d32(v['attn_bias_k']))
-            np.copyto(Vp[Ls], d32(v['attn_bias_v']))
-        BH = B * H
-        Qb = Q.reshape(Lt, BH, hd).transpose(1, 0, 2)
-        A = np.empty((BH, Lt, S), F32)
-        K.batch_gemm(name, Qb, Kp.reshape(S, BH, hd).transpose(1, 2, 0), A)
+            Kp[Ls] = self._data(v['attn_bias_k'])
+            Vp[Ls] = self._data(v['attn_bias_v'])
+        A = xp.empty((BH, Lt, S), F32)
+        self._matmul(_heads(Q, BH), _heads(Kp, BH).transpose(0, 2, 1), A, 0.0)
         A4 = A.reshape(B, H, Lt, S)
         if v['additive_mask'] is not None:
-            A4[..., :Ls] += d32(v['additive_mask'])
+            A4[..., :Ls] += self._data(v['additive_mask'])
         if v['key_padding_mask'] is not None:
-            pad = np.asarray(v['key_padding_mask'].d) != 0
-            np.copyto(A4[..., :Ls], F32(-np.inf), where=pad[:, None, None, :])
-        P = np.empty_like(A)
-        K.softmax(name, A, P, BH * Lt, S, 1, False)
+            pad = self._index_data(v['key_padding_mask']) != 0
+            xp.copyto(A4[..., :Ls], F32(-np.inf), where=pad[:, None, None, :])
+        P = self._softmax(A)
         mask = None
         Pd = P
         if self.p > 0:
-            mask = _dropout_mask(P.shape, self.p)
+            mask = self._draw_mask(P.shape, self.p)
             Pd = P * mask
-        O = np.empty((Lt, B, Ev), F32)
-        K.batch_gemm(name, Pd, Vp.reshape(S, BH, hv).transpose(1, 0, 2),
-                     O.reshape(Lt, BH, hv).transpose(1, 0, 2))
-        _affine(name, O.reshape(Lt * B, Ev), d32(v['out_weight']), self._get(v, 'out_bias'),
-                dout(outputs[0]).reshape(Lt * B, Eo))
-        K.reduce(name, 'sum', Pd.reshape(B, H, Lt * S), (1,), dout(outputs[1]), 1.0 / H)
+        O = xp.empty((Lt, B, Ev), F32)
+        self._matmul(Pd, _heads(Vp, BH), _heads(O, BH), 0.0)
+        self._affine(O.reshape(Lt * B, Ev), self._data(v['out_weight']),
+                     self._opt(v, 'out_bias'), self._data_out(outputs[0]).reshape(Lt * B, Eo))
+        self._sum_axis(Pd.reshape(B, H, Lt * S), 1,
+                       self._data_out(outputs[1]).reshape(B, Lt * S), 1.0 / H)
         self._cache = (Q, Kp, Vp, P, mask, Pd, O)
 
     def backward(self, inputs, outputs, propagate_down, accum):
@@ -524,67 +606,59 @@ class MultiHeadAttention(Impl):
             return
         if self._cache is None:
             self.forward(inputs, outputs)
+        xp = self.xp
         v = _named(self, inputs)
         pos = _positions(self)
-        grads = _zeroed_grads(inputs, propagate_down, accum)
+        grads = _zeroed_grads(inputs, propagate_down, accum, self._grad_out)
 
         def grad(n):
             return grads[pos[n]] if n in pos else None
 
-        name = self.spec.name
         Lt, Ls, S, B, H, E, Ev, Eo = self.dims
-        hd, hv, BH = E // H, Ev // H, B * H
+        hd, BH = E // H, B * H
         scale = float(hd) ** -0.5
         Q, Kp, Vp, P, mask, Pd, O = self._cache
-        gy2 = g32(outputs[0]).reshape(Lt * B, Eo)
-        gw_att = g32(outputs[1])
-        O2 = O.reshape(Lt * B, Ev)
+        gy2 = self._grad(outputs[0]).reshape(Lt * B, Eo)
         # output projection
         if grad('out_weight') is not None:
-            K.gemm(name, O2.T, gy2, grad('out_weight'), 1.0)
+            self._matmul(O.reshape(Lt * B, Ev).T, gy2, grad('out_weight'), 1.0)
         if grad('out_bias') is not None:
-            K.gemm(name, _ones(Lt * B), gy2, grad('out_bias').reshape(1, Eo), 1.0)
-        gO = np.empty((Lt, B, Ev), F32)
-        K.gemm(name, gy2, d32(v['out_weight']).T, gO.reshape(Lt * B, Ev))
-        gOb = gO.reshape(Lt, BH, hv).transpose(1, 0, 2)
+            self._add_col_sums(gy2, grad('out_bias'))
+        gO = xp.empty((Lt, B, Ev), F32)
+        self._matmul(gy2, self._data(v['out_weight']).T, gO.reshape(Lt * B, Ev), 0.0)
+        gOb = _heads(gO, BH)
         # attention weights: from the head-averaged output and through P V
-        gPd = np.empty((BH, Lt, S), F32)
-        K.strided_copy(name, np.broadcast_to((gw_att * F32(1.0 / H))[:, None], (B, H, Lt, S)),
-                       gPd.reshape(B, H, Lt, S))
-        K.batch_gemm(name, gOb, Vp.reshape(S, BH, hv).transpose(1, 2, 0), gPd, 1.0)
-        gVp = np.empty((S, B, Ev), F32)
-        K.batch_gemm(name, Pd.transpose(0, 2, 1), gOb,
-                     gVp.reshape(S, BH, hv).transpose(1, 0, 2))
+        gPd = xp.empty((BH, Lt, S), F32)
+        gPd.reshape(B, H, Lt, S)[...] = (self._grad(outputs[1]) * F32(1.0 / H))[:, None]
+        self._matmul(gOb, _heads(Vp, BH).transpose(0, 2, 1), gPd, 1.0)
+        gVp = xp.empty((S, B, Ev), F32)
+        self._matmul(Pd.transpose(0, 2, 1), gOb, _heads(gVp, BH), 0.0)
         if mask is not None:
             gPd *= mask
-        gA = np.empty_like(gPd)
-        K.softmax_grad(name, P, gPd, gA, BH * Lt, S, 1, False, False)
+        gA = self._softmax_grad(P, gPd)
         gam = grad('additive_mask')
         if gam is not None:
-            tmp = np.empty((Lt, S), F32)
-            K.reduce(name, 'sum', gA, (0,), tmp)
+            tmp = xp.empty((Lt, S), F32)
+            self._sum_axis(gA, 0, tmp)
             gam += tmp[:, :Ls]
-        gQ = np.empty((Lt, B, E), F32)
-        K.batch_gemm(name, gA, Kp.reshape(S, BH, hd).transpose(1, 0, 2),
-                     gQ.reshape(Lt, BH, hd).transpose(1, 0, 2))
-        gKp = np.empty((S, B, E), F32)
-        K.batch_gemm(name, gA.transpose(0, 2, 1), Q.reshape(Lt, BH, hd).transpose(1, 0, 2),
-                     gKp.reshape(S, BH, hd).transpose(1, 0, 2))
+        gQ = xp.empty((Lt, B, E), F32)
+        self._matmul(gA, _heads(Kp, BH), _heads(gQ, BH), 0.0)
+        gKp = xp.empty((S, B, E), F32)
+        self._matmul(gA.transpose(0, 2, 1), _heads(Q, BH), _heads(gKp, BH), 0.0)
         if S > Ls:
             for n, g in (('attn_bias_k', gKp), ('attn_bias_v', gVp)):
                 if grad(n) is not None:
-                    K.gemm(name, _ones(B), g[Ls], grad(n).reshape(1, -1), 1.0)
+                    self._add_col_sums(g[Ls], grad(n))
         # input projections (q was scaled after its projection)
-        for x, w, b, g, rows, s in (('query', 'q_weight', 'q_bias', gQ, Lt, scale),
-                                    ('key', 'k_weight', 'k_bias', gKp, Ls, 1.0),
-                                    ('value', 'v_weight', 'v_bias', gVp, Ls, 1.0)):
-            g2 = g[:rows].reshape(rows * B, -1)
+        for (x, w, b), g, rows, s in zip(self.PROJ, (gQ, gKp, gVp), (Lt, Ls, Ls),
+                                         (scale, 1.0, 1.0)):
+            g2, s = self._scaled(g[:rows].reshape(rows * B, -1), s)
             if grad(x) is not None:
-                K.gemm(name, g2, d32(v[w]).T, grad(x).reshape(rows * B, -1), 1.0, s)
+                self._matmul(g2, self._data(v[w]).T, grad(x).reshape(rows * B, -1), 1.0, s)
             if grad(w) is not None:
-                K.gemm(name, d32(v[x]).reshape(rows * B, -1).T, g2, grad(w), 1.0, s)
+                self._matmul(self._data(v[x]).reshape(rows * B, -1).T, g2, grad(w), 1.0, s)
             if grad(b) is not None:
-                K.gemm(name, _ones(rows * B), g2, grad(b).reshape(1, -1), 1.0, s)
+                self._add_col_sums(g2, grad(b), s)
         # key_padding_mask selects positions: its gradient is zero (already zeroed).
 
     def grad_depends_input_data(self, i, j):
