@@ -872,6 +872,37 @@ mod tests {
         assert_eq!(nncy_unary_grad_f32(log, null(), y.as_ptr(), gy.as_ptr(), gx.as_mut_ptr(), 2, null(), 0, 0), 1);
     }
 
+    /// A binary op without parameters.
+    #[allow(clippy::too_many_arguments)]
+    fn binary(
+        op: u32,
+        x0: *const f32,
+        s0: *const isize,
+        x1: *const f32,
+        s1: *const isize,
+        y: *mut f32,
+        shape: *const usize,
+        ndim: usize,
+    ) -> i32 {
+        nncy_binary_f32(op, x0, s0, x1, s1, y, shape, ndim, null(), 0)
+    }
+
+    /// The gradient `which` of a binary op without parameters, y NULL,
+    /// accumulated over a (2, 3) shape.
+    #[allow(clippy::too_many_arguments)]
+    fn binary_grad(
+        op: u32,
+        which: u32,
+        x0: *const f32,
+        s0: *const isize,
+        x1: *const f32,
+        s1: *const isize,
+        gy: *const f32,
+        g: *mut f32,
+    ) -> i32 {
+        nncy_binary_grad_f32(op, which, x0, s0, x1, s1, null(), gy, g, [2usize, 3].as_ptr(), 2, null(), 0, 1)
+    }
+
     #[test]
     fn binary_broadcast_in_place_and_checks() {
         let sub = op("sub2", &ops_gen::BINARY);
@@ -883,151 +914,36 @@ mod tests {
         let (sa, sb) = ([3isize, 1], [0isize, -1]);
         let mut y = [0.0f32; 6];
         let bl = unsafe { b.as_ptr().add(2) };
-        assert_eq!(
-            nncy_binary_f32(
-                sub,
-                a.as_ptr(),
-                sa.as_ptr(),
-                bl,
-                sb.as_ptr(),
-                y.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0
-            ),
-            0
-        );
+        assert_eq!(binary(sub, a.as_ptr(), sa.as_ptr(), bl, sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2), 0);
         assert_eq!(y, [-29.0, -18.0, -7.0, -26.0, -15.0, -4.0]);
         // in place: y = y * b
         let yp = y.as_mut_ptr();
-        assert_eq!(
-            nncy_binary_f32(mul, yp, sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), yp, shape.as_ptr(), 2, null(), 0),
-            0
-        );
+        assert_eq!(binary(mul, yp, sa.as_ptr(), b.as_ptr(), [0isize, 1].as_ptr(), yp, shape.as_ptr(), 2), 0);
         assert_eq!(y, [-290.0, -360.0, -210.0, -260.0, -300.0, -120.0]);
         // checks
         let big = [1usize; 17];
-        let s17 = [0isize; 17];
-        assert_eq!(
-            nncy_binary_f32(
-                sub,
-                a.as_ptr(),
-                s17.as_ptr(),
-                a.as_ptr(),
-                s17.as_ptr(),
-                y.as_mut_ptr(),
-                big.as_ptr(),
-                17,
-                null(),
-                0
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_binary_f32(
-                sub,
-                a.as_ptr(),
-                sa.as_ptr(),
-                null(),
-                sb.as_ptr(),
-                y.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_binary_f32(
-                77,
-                a.as_ptr(),
-                sa.as_ptr(),
-                a.as_ptr(),
-                sa.as_ptr(),
-                y.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0
-            ),
-            1
-        );
+        let zeros = [0isize; 17];
+        let s17 = zeros.as_ptr();
+        assert_eq!(binary(sub, a.as_ptr(), s17, a.as_ptr(), s17, y.as_mut_ptr(), big.as_ptr(), 17), 1);
+        assert_eq!(binary(sub, a.as_ptr(), sa.as_ptr(), null(), sb.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2), 1);
+        assert_eq!(binary(77, a.as_ptr(), sa.as_ptr(), a.as_ptr(), sa.as_ptr(), y.as_mut_ptr(), shape.as_ptr(), 2), 1);
         let zero = [2usize, 0];
-        assert_eq!(
-            nncy_binary_f32(sub, null(), sa.as_ptr(), null(), sb.as_ptr(), null_mut(), zero.as_ptr(), 2, null(), 0),
-            0
-        );
+        assert_eq!(binary(sub, null(), sa.as_ptr(), null(), sb.as_ptr(), null_mut(), zero.as_ptr(), 2), 0);
         // scalar (ndim 0)
         let mut one = [0.0f32];
-        assert_eq!(
-            nncy_binary_f32(mul, a.as_ptr(), null(), b.as_ptr(), null(), one.as_mut_ptr(), null(), 0, null(), 0),
-            0
-        );
+        assert_eq!(binary(mul, a.as_ptr(), null(), b.as_ptr(), null(), one.as_mut_ptr(), null(), 0), 0);
         assert_eq!(one, [10.0]);
 
         // gradient of mul2 w.r.t. x0 = gy * x1 (x0 and y unused: NULL)
         let gy = [1.0f32; 6];
         let mut g = [0.5f32; 6];
-        assert_eq!(
-            nncy_binary_grad_f32(
-                mul,
-                0,
-                null(),
-                null(),
-                b.as_ptr(),
-                [0isize, 1].as_ptr(),
-                null(),
-                gy.as_ptr(),
-                g.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0,
-                1
-            ),
-            0
-        );
+        let strides = [0isize, 1];
+        let (row, gyp) = (strides.as_ptr(), gy.as_ptr());
+        assert_eq!(binary_grad(mul, 0, null(), null(), b.as_ptr(), row, gyp, g.as_mut_ptr()), 0);
         assert_eq!(g, [10.5, 20.5, 30.5, 10.5, 20.5, 30.5]);
-        assert_eq!(
-            nncy_binary_grad_f32(
-                mul,
-                2,
-                a.as_ptr(),
-                sa.as_ptr(),
-                b.as_ptr(),
-                [0isize, 1].as_ptr(),
-                null(),
-                gy.as_ptr(),
-                g.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0,
-                1
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_binary_grad_f32(
-                mul,
-                0,
-                a.as_ptr(),
-                sa.as_ptr(),
-                null(),
-                [0isize, 1].as_ptr(),
-                null(),
-                gy.as_ptr(),
-                g.as_mut_ptr(),
-                shape.as_ptr(),
-                2,
-                null(),
-                0,
-                1
-            ),
-            1
-        );
+        // no third gradient, a NULL input the gradient reads
+        assert_eq!(binary_grad(mul, 2, a.as_ptr(), sa.as_ptr(), b.as_ptr(), row, gyp, g.as_mut_ptr()), 1);
+        assert_eq!(binary_grad(mul, 0, a.as_ptr(), sa.as_ptr(), null(), row, gyp, g.as_mut_ptr()), 1);
     }
 
     #[test]
@@ -1779,137 +1695,36 @@ mod solver_family_tests {
     use super::*;
     use std::ptr::{null, null_mut};
 
+    /// Solver rule `rule` on n floats with states `s` and parameters `p`.
+    fn update(rule: u32, w: *mut f32, g: *const f32, s: [*mut f32; 3], n: usize, p: &[f32]) -> i32 {
+        nncy_solver_update_f32(rule, w, g, s[0], s[1], s[2], n, p.as_ptr(), p.len())
+    }
+
     #[test]
     fn solver_update_entry_point() {
         let g = [1.0f32, -2.0, 0.5];
         let (mut w, mut m, mut v) = ([1.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
         let p = [0.1f32, 0.9, 0.999, 1e-8, 0.0, f32::NEG_INFINITY, f32::INFINITY];
         let adam = optim::Rule::Adam as u32;
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                m.as_mut_ptr(),
-                v.as_mut_ptr(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            0
-        );
+        let (wp, mp, vp) = (w.as_mut_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
+        assert_eq!(update(adam, wp, g.as_ptr(), [mp, vp, null_mut()], 3, &p), 0);
         let want = 1.0 - 0.1 * 0.1 / (0.001f32.sqrt() + 1e-8);
         assert!((w[0] - want).abs() < 1e-5, "{w:?} {want}");
         // too few parameters, unknown rule, a missing state, overlapping states, NULL gradient
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                m.as_mut_ptr(),
-                v.as_mut_ptr(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                6
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_solver_update_f32(
-                99,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                null_mut(),
-                null_mut(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                m.as_mut_ptr(),
-                null_mut(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                m.as_mut_ptr(),
-                m.as_mut_ptr(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            1
-        );
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                null(),
-                m.as_mut_ptr(),
-                v.as_mut_ptr(),
-                null_mut(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            1
-        );
+        assert_eq!(update(adam, wp, g.as_ptr(), [mp, vp, null_mut()], 3, &p[..6]), 1);
+        assert_eq!(update(99, wp, g.as_ptr(), [null_mut(); 3], 3, &p), 1);
+        assert_eq!(update(adam, wp, g.as_ptr(), [mp, null_mut(), null_mut()], 3, &p), 1);
+        assert_eq!(update(adam, wp, g.as_ptr(), [mp, mp, null_mut()], 3, &p), 1);
+        assert_eq!(update(adam, wp, null(), [mp, vp, null_mut()], 3, &p), 1);
         // a state after a missing one
-        assert_eq!(
-            nncy_solver_update_f32(
-                adam,
-                w.as_mut_ptr(),
-                g.as_ptr(),
-                m.as_mut_ptr(),
-                null_mut(),
-                v.as_mut_ptr(),
-                3,
-                p.as_ptr(),
-                7
-            ),
-            1
-        );
+        assert_eq!(update(adam, wp, g.as_ptr(), [mp, null_mut(), vp], 3, &p), 1);
         // g may alias w (it is copied first)
         let mut x = [2.0f32; 3];
         let xp = x.as_mut_ptr();
-        assert_eq!(
-            nncy_solver_update_f32(
-                optim::Rule::Sgd as u32,
-                xp,
-                xp,
-                null_mut(),
-                null_mut(),
-                null_mut(),
-                3,
-                [0.5f32].as_ptr(),
-                1
-            ),
-            0
-        );
+        assert_eq!(update(optim::Rule::Sgd as u32, xp, xp, [null_mut(); 3], 3, &[0.5]), 0);
         assert_eq!(x, [1.0; 3]);
         // empty parameters are fine
-        assert_eq!(
-            nncy_solver_update_f32(0, null_mut(), null(), null_mut(), null_mut(), null_mut(), 0, [0.5f32].as_ptr(), 1),
-            0
-        );
+        assert_eq!(update(0, null_mut(), null(), [null_mut(); 3], 0, &[0.5]), 0);
     }
 
     #[test]

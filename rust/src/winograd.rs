@@ -275,41 +275,59 @@ fn output_transform(sh: &Shape, m: &[f32], r0: usize, r1: usize, y: &mut [f32], 
     }
 }
 
-/// One sample: y (co planes) (+)= conv(x (ci planes)) [+ bias], with
-/// threaded products when `par`.
-#[allow(clippy::too_many_arguments)]
-fn sample(sh: &Shape, u: &[f32], x: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool, sc: &mut Scratch, par: bool) -> Result {
+/// The tile-row blocks of one sample: per block [r0, r1) of `nt` tiles,
+/// transforms the input tiles of `x` into V (16, ci, nt), sizes M to
+/// (16, co, nt), and hands both with the row buffers to `step`.
+#[inline(always)]
+fn for_blocks(sh: &Shape, x: &[f32], sc: &mut Scratch, mut step: impl FnMut(usize, usize, usize, &[f32], &mut [f32], &mut [f32]) -> Result) -> Result {
     let (th, tw) = sh.tiles();
-    let (ci, co) = (sh.ci, sh.co);
     let rb = sh.block_rows();
     let rows = grow(&mut sc.rows, 10 * (tw + 1))?;
     let mut r0 = 0;
     while r0 < th {
         let r1 = (r0 + rb).min(th);
         let nt = (r1 - r0) * tw;
-        let v = grow(&mut sc.v, 16 * ci * nt)?;
+        let v = grow(&mut sc.v, 16 * sh.ci * nt)?;
         simd::dispatch(
             #[inline(always)]
             || input_transform(sh, x, r0, r1, v, rows),
         );
-        let m = grow(&mut sc.m, 16 * co * nt)?;
+        let m = grow(&mut sc.m, 16 * sh.co * nt)?;
+        step(r0, r1, nt, v, m, rows)?;
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// dst (m x n) = alpha dst + lhs (m x k) @ rhs (k x n), threaded when `par`.
+#[allow(clippy::too_many_arguments)]
+fn product(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32) -> Result {
+    if par {
+        gemm::gemm(m, n, k, dst, lhs, rhs, alpha, 1.0)
+    } else {
+        gemm::gemm_serial(m, n, k, dst, lhs, rhs, alpha, 1.0)
+    }
+}
+
+/// One sample: y (co planes) (+)= conv(x (ci planes)) [+ bias], with
+/// threaded products when `par`.
+#[allow(clippy::too_many_arguments)]
+fn sample(sh: &Shape, u: &[f32], x: &[f32], y: &mut [f32], bias: Option<&[f32]>, accum: bool, sc: &mut Scratch, par: bool) -> Result {
+    let (ci, co) = (sh.ci, sh.co);
+    for_blocks(sh, x, sc, |r0, r1, nt, v, m, rows| {
+        // M_e = U_e V_e
         for e in 0..16 {
             let dst = MatMut { data: &mut *m, base: e * co * nt, rs: nt as isize, cs: 1 };
             let lhs = MatRef { data: u, base: e * co * ci, rs: ci as isize, cs: 1 };
-            let rhs = MatRef { data: &*v, base: e * ci * nt, rs: nt as isize, cs: 1 };
-            if par {
-                gemm::gemm(co, nt, ci, dst, lhs, rhs, 0.0, 1.0)?;
-            } else {
-                gemm::gemm_serial(co, nt, ci, dst, lhs, rhs, 0.0, 1.0)?;
-            }
+            let rhs = MatRef { data: v, base: e * ci * nt, rs: nt as isize, cs: 1 };
+            product(par, co, nt, ci, dst, lhs, rhs, 0.0)?;
         }
         simd::dispatch(
             #[inline(always)]
             || output_transform(sh, m, r0, r1, y, bias, accum, rows),
         );
-        r0 = r1;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
@@ -409,20 +427,9 @@ fn grad_transform(sh: &Shape, gy: &[f32], r0: usize, r1: usize, wb: &mut [f32], 
 
 /// dU (16, co, ci) += sum over the tiles of one sample of W_e V_e^T.
 fn filter_sample(sh: &Shape, x: &[f32], gy: &[f32], du: &mut [f32], sc: &mut Scratch, par: bool) -> Result {
-    let (th, tw) = sh.tiles();
     let (ci, co) = (sh.ci, sh.co);
-    let rb = sh.block_rows();
-    let rows = grow(&mut sc.rows, 10 * (tw + 1))?;
-    let mut r0 = 0;
-    while r0 < th {
-        let r1 = (r0 + rb).min(th);
-        let nt = (r1 - r0) * tw;
-        let v = grow(&mut sc.v, 16 * ci * nt)?;
-        simd::dispatch(
-            #[inline(always)]
-            || input_transform(sh, x, r0, r1, v, rows),
-        );
-        let wb = grow(&mut sc.m, 16 * co * nt)?;
+    // M holds W, the transformed output-gradient tiles
+    for_blocks(sh, x, sc, |r0, r1, nt, v, wb, rows| {
         simd::dispatch(
             #[inline(always)]
             || grad_transform(sh, gy, r0, r1, wb, rows),
@@ -430,16 +437,11 @@ fn filter_sample(sh: &Shape, x: &[f32], gy: &[f32], du: &mut [f32], sc: &mut Scr
         for e in 0..16 {
             let dst = MatMut { data: &mut *du, base: e * co * ci, rs: ci as isize, cs: 1 };
             let lhs = MatRef { data: &*wb, base: e * co * nt, rs: nt as isize, cs: 1 };
-            let rhs = MatRef { data: &*v, base: e * ci * nt, rs: 1, cs: nt as isize };
-            if par {
-                gemm::gemm(co, ci, nt, dst, lhs, rhs, 1.0, 1.0)?;
-            } else {
-                gemm::gemm_serial(co, ci, nt, dst, lhs, rhs, 1.0, 1.0)?;
-            }
+            let rhs = MatRef { data: v, base: e * ci * nt, rs: 1, cs: nt as isize };
+            product(par, co, ci, nt, dst, lhs, rhs, 1.0)?;
         }
-        r0 = r1;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Fewest channels (input and output) for the weight gradient's tiles: its
