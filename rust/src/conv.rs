@@ -177,15 +177,6 @@ pub fn run(op: u32, g: &ConvGeom, a: &[f32], b: &[f32], out: &mut [f32], bias: O
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mm(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32) -> Result {
-    if par {
-        gemm::gemm(m, n, k, dst, lhs, rhs, alpha, 1.0)
-    } else {
-        gemm::gemm_serial(m, n, k, dst, lhs, rhs, alpha, 1.0)
-    }
-}
-
 /// Column blocks aim at this many floats (a fraction of a core's L2 cache),
 /// so that the products read what im2col has just written from cache, when
 /// samples run in parallel; when one sample's products are threaded, blocks
@@ -474,10 +465,10 @@ fn forward_sample(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], 
             let dst = MatMut { data: &mut *y, base: yb, rs: yrs, cs: ycs };
             if g.channel_last {
                 // y_g (pc x OCg) = col_g (pc x kk) @ W_g^T
-                mm(par, ch.pc, ocg, kk, dst, sv, MatRef { rs: 1, cs: kk as isize, ..wg }, alpha)?;
+                gemm::gemm_maybe_par(par, ch.pc, ocg, kk, dst, sv, MatRef { rs: 1, cs: kk as isize, ..wg }, alpha)?;
             } else {
                 // y_g (OCg x pc) = W_g (OCg x kk) @ col_g (kk x pc)
-                mm(par, ocg, ch.pc, kk, dst, wg, sv, alpha)?;
+                gemm::gemm_maybe_par(par, ocg, ch.pc, kk, dst, wg, sv, alpha)?;
             }
         }
     }
@@ -511,10 +502,10 @@ fn data_sample(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], b
             };
             if g.channel_last {
                 // col_g (pc x kk) = gy_g (pc x OCg) @ W_g (OCg x kk)
-                mm(par, ch.pc, kk, ocg, dst, gv, wg, a)?;
+                gemm::gemm_maybe_par(par, ch.pc, kk, ocg, dst, gv, wg, a)?;
             } else {
                 // col_g (kk x pc) = W_g^T (kk x OCg) @ gy_g (OCg x pc)
-                mm(par, kk, ch.pc, ocg, dst, MatRef { rs: 1, cs: kk as isize, ..wg }, gv, a)?;
+                gemm::gemm_maybe_par(par, kk, ch.pc, ocg, dst, MatRef { rs: 1, cs: kk as isize, ..wg }, gv, a)?;
             }
         }
         if !identity {
@@ -545,11 +536,11 @@ fn filter_sample(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32],
             if g.channel_last {
                 // gw_g (OCg x kk) += gy_g^T (OCg x pc) @ col_g (pc x kk)
                 let lhs = MatRef { data: gy, base: yb, rs: ycs, cs: yrs };
-                mm(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: srs, cs: scs }, a)?;
+                gemm::gemm_maybe_par(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: srs, cs: scs }, a)?;
             } else {
                 // gw_g (OCg x kk) += gy_g (OCg x pc) @ col_g^T (pc x kk)
                 let lhs = MatRef { data: gy, base: yb, rs: yrs, cs: ycs };
-                mm(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: scs, cs: srs }, a)?;
+                gemm::gemm_maybe_par(par, ocg, kk, ch.pc, dst, lhs, MatRef { data: src, base: sb, rs: scs, cs: srs }, a)?;
             }
         }
     }

@@ -394,6 +394,17 @@ pub fn batch_gemm(
     Ok(())
 }
 
+/// dst (m x n) = alpha dst + lhs (m x k) @ rhs (k x n): [`gemm`] when `par`,
+/// else [`gemm_serial`] (callers that decide threading per product).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_maybe_par(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32) -> Result {
+    if par {
+        gemm(m, n, k, dst, lhs, rhs, alpha, 1.0)
+    } else {
+        gemm_serial(m, n, k, dst, lhs, rhs, alpha, 1.0)
+    }
+}
+
 /// As [`gemm`], on the calling thread only: for callers that already run
 /// several products in parallel.
 #[allow(clippy::too_many_arguments)]

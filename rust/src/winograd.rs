@@ -299,16 +299,6 @@ fn for_blocks(sh: &Shape, x: &[f32], sc: &mut Scratch, mut step: impl FnMut(usiz
     Ok(())
 }
 
-/// dst (m x n) = alpha dst + lhs (m x k) @ rhs (k x n), threaded when `par`.
-#[allow(clippy::too_many_arguments)]
-fn product(par: bool, m: usize, n: usize, k: usize, dst: MatMut, lhs: MatRef, rhs: MatRef, alpha: f32) -> Result {
-    if par {
-        gemm::gemm(m, n, k, dst, lhs, rhs, alpha, 1.0)
-    } else {
-        gemm::gemm_serial(m, n, k, dst, lhs, rhs, alpha, 1.0)
-    }
-}
-
 /// One sample: y (co planes) (+)= conv(x (ci planes)) [+ bias], with
 /// threaded products when `par`.
 #[allow(clippy::too_many_arguments)]
@@ -320,7 +310,7 @@ fn sample(sh: &Shape, u: &[f32], x: &[f32], y: &mut [f32], bias: Option<&[f32]>,
             let dst = MatMut { data: &mut *m, base: e * co * nt, rs: nt as isize, cs: 1 };
             let lhs = MatRef { data: u, base: e * co * ci, rs: ci as isize, cs: 1 };
             let rhs = MatRef { data: v, base: e * ci * nt, rs: nt as isize, cs: 1 };
-            product(par, co, nt, ci, dst, lhs, rhs, 0.0)?;
+            gemm::gemm_maybe_par(par, co, nt, ci, dst, lhs, rhs, 0.0)?;
         }
         simd::dispatch(
             #[inline(always)]
@@ -438,7 +428,7 @@ fn filter_sample(sh: &Shape, x: &[f32], gy: &[f32], du: &mut [f32], sc: &mut Scr
             let dst = MatMut { data: &mut *du, base: e * co * ci, rs: ci as isize, cs: 1 };
             let lhs = MatRef { data: &*wb, base: e * co * nt, rs: nt as isize, cs: 1 };
             let rhs = MatRef { data: v, base: e * ci * nt, rs: 1, cs: nt as isize };
-            product(par, co, ci, nt, dst, lhs, rhs, 1.0)?;
+            gemm::gemm_maybe_par(par, co, ci, nt, dst, lhs, rhs, 1.0)?;
         }
         Ok(())
     })
