@@ -370,6 +370,31 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
     }
 }
 
+/// out[j] (+)= f(xs at j, ps at j) for every j < out.len().  Every source is
+/// first cut to the output's length, which spares most of the run's bounds
+/// checks, and `accum` is tested once, outside the loop.
+#[inline(always)]
+fn map_run<const K: usize, const M: usize>(
+    out: &mut [f32],
+    xs: [&[f32]; K],
+    ps: [&[f32]; M],
+    accum: bool,
+    f: impl Fn([f32; K], [f32; M]) -> f32,
+) {
+    let n = out.len();
+    let xs = slices(&xs, 0, n);
+    let ps = slices(&ps, 0, n);
+    if accum {
+        for j in 0..n {
+            out[j] += f(at(&xs, j), at(&ps, j));
+        }
+    } else {
+        for j in 0..n {
+            out[j] = f(at(&xs, j), at(&ps, j));
+        }
+    }
+}
+
 /// out[i] (+)= f(inputs at i, params of i's group) for every element.
 fn group_map<const K: usize, const NP: usize, F>(
     ins: [&[f32]; K],
@@ -394,10 +419,7 @@ fn group_map<const K: usize, const NP: usize, F>(
                 || {
                     for (o, q) in out.chunks_exact_mut(b).zip(rows) {
                         let gp = at(&params, (q / ac) * pat.c + q % pat.c);
-                        let xs = slices(&ins, q * b, b);
-                        for (j, o) in o.iter_mut().enumerate() {
-                            *o = acc(accum, *o, f(at(&xs, j), gp));
-                        }
+                        map_run(o, slices(&ins, q * b, b), [], accum, |x, []| f(x, gp));
                     }
                 },
             )
@@ -428,11 +450,7 @@ fn group_map<const K: usize, const NP: usize, F>(
                     let off = within % vw;
                     let len = (vw - off).min(range.end - i).min(slab - within);
                     let (seg, more) = std::mem::take(&mut rest).split_at_mut(len);
-                    let xs = slices(&ins, i, len);
-                    let ps = slices(&tp, p * vw + off, len);
-                    for (j, o) in seg.iter_mut().enumerate() {
-                        *o = acc(accum, *o, f(at(&xs, j), at(&ps, j)));
-                    }
+                    map_run(seg, slices(&ins, i, len), slices(&tp, p * vw + off, len), accum, f);
                     rest = more;
                     i += len;
                 }
