@@ -384,15 +384,31 @@ fn map_run<const K: usize, const M: usize>(
     let n = out.len();
     let xs = slices(&xs, 0, n);
     let ps = slices(&ps, 0, n);
+    // SAFETY: every source was just cut to n values, and j < n.
+    let get = |j: usize| unsafe { f(at_unchecked(&xs, j), at_unchecked(&ps, j)) };
     if accum {
         for j in 0..n {
-            out[j] += f(at(&xs, j), at(&ps, j));
+            out[j] += get(j);
         }
     } else {
         for j in 0..n {
-            out[j] = f(at(&xs, j), at(&ps, j));
+            out[j] = get(j);
         }
     }
+}
+
+/// x[k][j] for every k, without bounds checks.
+///
+/// # Safety
+/// j < x[k].len() for every k.
+#[inline(always)]
+unsafe fn at_unchecked<const K: usize>(x: &[&[f32]; K], j: usize) -> [f32; K] {
+    let mut v = [0.0f32; K];
+    for k in 0..K {
+        // SAFETY: in bounds by the caller's promise.
+        v[k] = unsafe { *x[k].get_unchecked(j) };
+    }
+    v
 }
 
 /// out[i] (+)= f(inputs at i, params of i's group) for every element.
@@ -432,8 +448,19 @@ fn group_map<const K: usize, const NP: usize, F>(
     let w = pat.c * pat.b;
     let vw = packed_width(w);
     let slab = pat.a * w;
+    // (vw is a whole number of rows of w columns; each group spans b columns.)
     let tiled: Vec<Vec<f32>> = (0..NP)
-        .map(|k| (0..pat.p * vw).map(|i| params[k][(i / vw) * pat.c + (i % vw % w) / pat.b]).collect())
+        .map(|k| {
+            let mut t = Vec::with_capacity(pat.p * vw);
+            for p in 0..pat.p {
+                for _ in 0..vw / w {
+                    for &v in &params[k][p * pat.c..(p + 1) * pat.c] {
+                        t.resize(t.len() + pat.b, v);
+                    }
+                }
+            }
+            t
+        })
         .collect();
     let mut tp: [&[f32]; NP] = [&[]; NP];
     for k in 0..NP {
