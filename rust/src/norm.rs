@@ -370,6 +370,47 @@ fn sums_cols<const K: usize, const NP: usize, const NS: usize, F>(
     }
 }
 
+/// out[j] (+)= f(xs at j, ps at j) for every j < out.len().  Every source is
+/// first cut to the output's length, which spares most of the run's bounds
+/// checks, and `accum` is tested once, outside the loop.
+#[inline(always)]
+fn map_run<const K: usize, const M: usize>(
+    out: &mut [f32],
+    xs: [&[f32]; K],
+    ps: [&[f32]; M],
+    accum: bool,
+    f: impl Fn([f32; K], [f32; M]) -> f32,
+) {
+    let n = out.len();
+    let xs = slices(&xs, 0, n);
+    let ps = slices(&ps, 0, n);
+    // SAFETY: every source was just cut to n values, and j < n.
+    let get = |j: usize| unsafe { f(at_unchecked(&xs, j), at_unchecked(&ps, j)) };
+    if accum {
+        for j in 0..n {
+            out[j] += get(j);
+        }
+    } else {
+        for j in 0..n {
+            out[j] = get(j);
+        }
+    }
+}
+
+/// x[k][j] for every k, without bounds checks.
+///
+/// # Safety
+/// j < x[k].len() for every k.
+#[inline(always)]
+unsafe fn at_unchecked<const K: usize>(x: &[&[f32]; K], j: usize) -> [f32; K] {
+    let mut v = [0.0f32; K];
+    for k in 0..K {
+        // SAFETY: in bounds by the caller's promise.
+        v[k] = unsafe { *x[k].get_unchecked(j) };
+    }
+    v
+}
+
 /// out[i] (+)= f(inputs at i, params of i's group) for every element.
 fn group_map<const K: usize, const NP: usize, F>(
     ins: [&[f32]; K],
@@ -394,10 +435,7 @@ fn group_map<const K: usize, const NP: usize, F>(
                 || {
                     for (o, q) in out.chunks_exact_mut(b).zip(rows) {
                         let gp = at(&params, (q / ac) * pat.c + q % pat.c);
-                        let xs = slices(&ins, q * b, b);
-                        for (j, o) in o.iter_mut().enumerate() {
-                            *o = acc(accum, *o, f(at(&xs, j), gp));
-                        }
+                        map_run(o, slices(&ins, q * b, b), [], accum, |x, []| f(x, gp));
                     }
                 },
             )
@@ -410,8 +448,19 @@ fn group_map<const K: usize, const NP: usize, F>(
     let w = pat.c * pat.b;
     let vw = packed_width(w);
     let slab = pat.a * w;
+    // (vw is a whole number of rows of w columns; each group spans b columns.)
     let tiled: Vec<Vec<f32>> = (0..NP)
-        .map(|k| (0..pat.p * vw).map(|i| params[k][(i / vw) * pat.c + (i % vw % w) / pat.b]).collect())
+        .map(|k| {
+            let mut t = Vec::with_capacity(pat.p * vw);
+            for p in 0..pat.p {
+                for _ in 0..vw / w {
+                    for &v in &params[k][p * pat.c..(p + 1) * pat.c] {
+                        t.resize(t.len() + pat.b, v);
+                    }
+                }
+            }
+            t
+        })
         .collect();
     let mut tp: [&[f32]; NP] = [&[]; NP];
     for k in 0..NP {
@@ -428,11 +477,7 @@ fn group_map<const K: usize, const NP: usize, F>(
                     let off = within % vw;
                     let len = (vw - off).min(range.end - i).min(slab - within);
                     let (seg, more) = std::mem::take(&mut rest).split_at_mut(len);
-                    let xs = slices(&ins, i, len);
-                    let ps = slices(&tp, p * vw + off, len);
-                    for (j, o) in seg.iter_mut().enumerate() {
-                        *o = acc(accum, *o, f(at(&xs, j), at(&ps, j)));
-                    }
+                    map_run(seg, slices(&ins, i, len), slices(&tp, p * vw + off, len), accum, f);
                     rest = more;
                     i += len;
                 }
