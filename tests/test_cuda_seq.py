@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import nncy as nn
 import nncy.functions as F
+from test_functions_seq import MHA_INPUTS, mha_inputs as cpu_mha_inputs
 from cuda_check import CPU, CUDA, TOL, cupy, run, same  # noqa: F401  (cupy is an autouse fixture)
 
 R = np.random.RandomState(0)
@@ -198,28 +199,9 @@ def test_recurrent_some_gradients():
 # ---------------------------------------------------------------------------
 # multi_head_attention
 
-MHA_INPUTS = ['query', 'key', 'value', 'q_weight', 'k_weight', 'v_weight', 'out_weight',
-              'q_bias', 'k_bias', 'v_bias', 'out_bias', 'attn_bias_k', 'attn_bias_v',
-              'additive_mask', 'key_padding_mask']
-
-
-def mha_inputs(Lt=3, Ls=4, B=2, Dq=5, Dk=3, Dv=4, E=4, Ev=6, Eo=3, biases=True,
-               attn_bias=False, additive=False, padding=False):
-    a = dict(query=randn(Lt, B, Dq), key=randn(Ls, B, Dk), value=randn(Ls, B, Dv),
-             q_weight=randn(Dq, E, scale=0.5), k_weight=randn(Dk, E, scale=0.5),
-             v_weight=randn(Dv, Ev, scale=0.5), out_weight=randn(Ev, Eo, scale=0.5))
-    if biases:
-        a.update(q_bias=randn(E), k_bias=randn(E), v_bias=randn(Ev), out_bias=randn(Eo))
-    if attn_bias:
-        a.update(attn_bias_k=randn(E), attn_bias_v=randn(Ev))
-    if additive:
-        a['additive_mask'] = randn(Lt, Ls)
-    if padding:
-        m = np.zeros((B, Ls), np.float32)
-        m[0, -1] = 1
-        m[-1, 0] = 1
-        a['key_padding_mask'] = m
-    return a
+def mha_inputs(**kw):
+    """The CPU tests' attention inputs, by name (the ones given)."""
+    return {n: v for n, v in zip(MHA_INPUTS, cpu_mha_inputs(**kw)) if v is not None}
 
 
 def mha(inputs, heads, dropout=0.0):
