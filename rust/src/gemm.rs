@@ -446,6 +446,37 @@ mod tests {
         }
     }
 
+    type View = (usize, isize, isize);
+
+    /// Runs [`gemm`] on the views (dst starting from `d`) and checks the
+    /// result against [`naive`] on a copy.
+    fn check_against_naive(
+        (m, n, k): (usize, usize, usize),
+        mut d: Vec<f32>,
+        dv: View,
+        (l, lv): (&[f32], View),
+        (r, rv): (&[f32], View),
+        (alpha, beta): (f32, f32),
+        what: &str,
+    ) {
+        let mut want = d.clone();
+        naive(m, n, k, &mut want, dv, l, lv, r, rv, alpha, beta);
+        gemm(
+            m,
+            n,
+            k,
+            MatMut { data: &mut d, base: dv.0, rs: dv.1, cs: dv.2 },
+            MatRef { data: l, base: lv.0, rs: lv.1, cs: lv.2 },
+            MatRef { data: r, base: rv.0, rs: rv.1, cs: rv.2 },
+            alpha,
+            beta,
+        )
+        .unwrap();
+        for (g, w) in d.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} {what}: {g} vs {w}");
+        }
+    }
+
     #[test]
     fn gemm_matches_naive_with_strides() {
         for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (64, 48, 33), (130, 70, 257), (5, 4, 0), (300, 200, 100)] {
@@ -462,22 +493,7 @@ mod tests {
                         *v = f32::NAN
                     }
                 });
-                let mut want = d.clone();
-                naive(m, n, k, &mut want, dv, &l, lv, &r, rv, alpha, beta);
-                gemm(
-                    m,
-                    n,
-                    k,
-                    MatMut { data: &mut d, base: dv.0, rs: dv.1, cs: dv.2 },
-                    MatRef { data: &l, base: lv.0, rs: lv.1, cs: lv.2 },
-                    MatRef { data: &r, base: rv.0, rs: rv.1, cs: rv.2 },
-                    alpha,
-                    beta,
-                )
-                .unwrap();
-                for (g, w) in d.iter().zip(&want) {
-                    assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k}: {g} vs {w}");
-                }
+                check_against_naive((m, n, k), d, dv, (&l, lv), (&r, rv), (alpha, beta), "");
             }
         }
         // negative strides: lhs rows reversed
@@ -637,22 +653,8 @@ mod tests {
                         if alpha == 0.0 {
                             d.iter_mut().for_each(|v| *v = f32::NAN);
                         }
-                        let mut want = d.clone();
-                        naive(m, n, k, &mut want, dv, &l, lv, &r, rv, alpha, beta);
-                        gemm(
-                            m,
-                            n,
-                            k,
-                            MatMut { data: &mut d, base: dv.0, rs: dv.1, cs: dv.2 },
-                            MatRef { data: &l, base: lv.0, rs: lv.1, cs: lv.2 },
-                            MatRef { data: &r, base: rv.0, rs: rv.1, cs: rv.2 },
-                            alpha,
-                            beta,
-                        )
-                        .unwrap();
-                        for (g, w) in d.iter().zip(&want) {
-                            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} {lv:?} {rv:?}: {g} vs {w}");
-                        }
+                        let what = format!("{lv:?} {rv:?}");
+                        check_against_naive((m, n, k), d, dv, (&l, lv), (&r, rv), (alpha, beta), &what);
                     }
                 }
             }
