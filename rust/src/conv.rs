@@ -583,6 +583,27 @@ impl Plan {
     fn blocks(&self, batch: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..batch).step_by(self.nb).map(move |n0| (n0, self.nb.min(batch - n0)))
     }
+
+    /// Runs `block(bufs, nb, src, dst, threaded)` over the batch's sample
+    /// blocks (`sp`, `dp`: floats per sample of `src`, `dst`): blocks in
+    /// parallel when the plan says so, else one after another with threaded
+    /// products.
+    fn over_blocks<B>(&self, batch: usize, src: &[f32], sp: usize, dst: &mut [f32], dp: usize, block: B) -> Result
+    where
+        B: Fn(&mut Bufs, usize, &[f32], &mut [f32], bool) -> Result + Sync,
+    {
+        if self.parallel {
+            return par::install(usize::MAX, |_| {
+                dst.par_chunks_mut(self.nb * dp)
+                    .zip(src.par_chunks(self.nb * sp))
+                    .try_for_each(|(db, sb)| with_bufs(|bufs| block(bufs, db.len() / dp, sb, db, false)))
+            });
+        }
+        with_bufs(|bufs| {
+            self.blocks(batch)
+                .try_for_each(|(n0, nb)| block(bufs, nb, &src[n0 * sp..(n0 + nb) * sp], &mut dst[n0 * dp..(n0 + nb) * dp], true))
+        })
+    }
 }
 
 /// Scratch buffers of one thread.
@@ -837,17 +858,7 @@ fn forward(g: &ConvGeom, s: &Sizes, x: &[f32], w: &[f32], y: &mut [f32], bias: O
         Some(t) => forward_batched(g, s, t, nb, x, w, y, bias, accum, bufs),
         None => forward_sample(g, s, x, w, y, bias, accum, &mut bufs.col, par),
     };
-    if p.parallel {
-        return par::install(usize::MAX, |_| {
-            y.par_chunks_mut(p.nb * ys)
-                .zip(x.par_chunks(p.nb * xs))
-                .try_for_each(|(yb, xb)| with_bufs(|bufs| block(bufs, yb.len() / ys, xb, yb, false)))
-        });
-    }
-    with_bufs(|bufs| {
-        p.blocks(g.batch)
-            .try_for_each(|(n0, nb)| block(bufs, nb, &x[n0 * xs..(n0 + nb) * xs], &mut y[n0 * ys..(n0 + nb) * ys], true))
-    })
+    p.over_blocks(g.batch, x, xs, y, ys, block)
 }
 
 fn backward_data(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32], bias: Option<&[f32]>, accum: bool) -> Result {
@@ -857,17 +868,7 @@ fn backward_data(g: &ConvGeom, s: &Sizes, gy: &[f32], w: &[f32], gx: &mut [f32],
         Some(t) => data_batched(g, s, t, nb, gy, w, gx, bias, accum, bufs),
         None => data_sample(g, s, gy, w, gx, bias, accum, &mut bufs.col, par),
     };
-    if p.parallel {
-        return par::install(usize::MAX, |_| {
-            gx.par_chunks_mut(p.nb * xs)
-                .zip(gy.par_chunks(p.nb * ys))
-                .try_for_each(|(gxb, gyb)| with_bufs(|bufs| block(bufs, gxb.len() / xs, gyb, gxb, false)))
-        });
-    }
-    with_bufs(|bufs| {
-        p.blocks(g.batch)
-            .try_for_each(|(n0, nb)| block(bufs, nb, &gy[n0 * ys..(n0 + nb) * ys], &mut gx[n0 * xs..(n0 + nb) * xs], true))
-    })
+    p.over_blocks(g.batch, gy, ys, gx, xs, block)
 }
 
 fn backward_filter(g: &ConvGeom, s: &Sizes, x: &[f32], gy: &[f32], gw: &mut [f32], accum: bool) -> Result {
