@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.train_step import take_turns
+from benchmarks.train_step import print_times, take_turns, try_torch
 
 CLASSES = 10
 
@@ -117,11 +117,8 @@ def torch_step(torch, x_data, t_data, width=64, lr=0.05):
 
 
 def try_torch_cuda():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch if torch.cuda.is_available() else None
+    torch = try_torch()
+    return torch if torch is not None and torch.cuda.is_available() else None
 
 
 def compare(repeat=100, batch=64, width=64, warmup=10, block=10):
@@ -146,10 +143,7 @@ def main(argv=None):
     r = compare(a.repeat, a.batch, a.width)
     print('ResNet-style training step on the GPU, batch %d, width %d, median of %d; '
           'PyTorch %s' % (a.batch, a.width, a.repeat, r['torch_version'] or 'not available'))
-    print('nncy  %8.3f ms' % (r['nncy'] * 1e3))
-    if r['torch'] is not None:
-        print('torch %8.3f ms' % (r['torch'] * 1e3))
-        print('ratio nncy / torch %.2f' % (r['nncy'] / r['torch']))
+    print_times(r)
 
 
 if __name__ == '__main__':

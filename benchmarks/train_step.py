@@ -137,6 +137,11 @@ def main(argv=None):
     r = compare(a.repeat, a.batch, a.threads)
     print('LeNet training step, batch %d, %d threads, median of %d; PyTorch %s'
           % (a.batch, r['threads'], a.repeat, r['torch_version'] or 'not installed'))
+    print_times(r)
+
+
+def print_times(r):
+    """The nncy and PyTorch medians of ``r`` and their ratio."""
     print('nncy  %8.3f ms' % (r['nncy'] * 1e3))
     if r['torch'] is not None:
         print('torch %8.3f ms' % (r['torch'] * 1e3))
