@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import nncy as nn
 import nncy.functions as F
+from test_functions_loss import STFT_CASES
 from cuda_check import CPU, CUDA, TOL, cupy, run, same  # noqa: F401  (cupy is an autouse fixture)
 
 from cuda_check import backends
@@ -261,15 +262,6 @@ def test_fft(rng, fn, shape, ndim, normalized):
     x = randn(rng, *shape)
     same(lambda v: fn(v, signal_ndim=ndim, normalized=normalized), [x])
     same(twice(lambda v: fn(v, signal_ndim=ndim, normalized=normalized)), [x])
-
-
-STFT_CASES = [
-    ((2, 32), dict(window_size=8, stride=4, fft_size=8)),
-    ((1, 40), dict(window_size=6, stride=3, fft_size=10, window_type='hamming')),
-    ((2, 30), dict(window_size=8, stride=2, fft_size=8, window_type=None, center=False)),
-    ((1, 25), dict(window_size=8, stride=4, fft_size=8, pad_mode='constant')),
-    ((2, 17), dict(window_size=5, stride=2, fft_size=7, window_type='rectangular')),
-]
 
 
 def _both(f):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import nncy as nn
 import nncy.functions as F
+from test_functions_nn import INSTANCE_CASES
 from cuda_check import CPU, CUDA, TOL, cupy, run, same  # noqa: F401  (cupy is an autouse fixture)
 
 NORM_TOL = dict(rtol=1e-3, atol=1e-4, equal_nan=True)
@@ -186,13 +187,7 @@ def test_layer_normalization_without_params(rng):
 
 
 @pytest.mark.parametrize('output_stat', [False, True])
-@pytest.mark.parametrize('xs,ch,batch,ps', [
-    ((2, 3, 4, 5), 1, 0, (1, 3, 1, 1)),
-    ((2, 3, 4, 5), 1, 0, (2, 3, 1, 1)),
-    ((2, 4, 5, 3), 3, 0, (1, 1, 1, 3)),     # channel last
-    ((3, 2, 20), 1, 0, (1, 2, 1)),
-    ((2, 3, 4), 2, (0, 1), (1, 1, 4)),
-], ids=str)
+@pytest.mark.parametrize('xs,ch,batch,ps', INSTANCE_CASES, ids=str)
 def test_instance_normalization(rng, xs, ch, batch, ps, output_stat):
     same(lambda x, b, g: _out(F.instance_normalization(
         x, b, g, channel_axis=ch, batch_axis=batch, output_stat=output_stat), output_stat),

@@ -404,14 +404,18 @@ def instance_ref(x, beta, gamma, channel_axis=1, batch_axis=0, eps=1e-5, output_
     return (y, m, v) if output_stat else y
 
 
-@pytest.mark.parametrize('output_stat', [False, True])
-@pytest.mark.parametrize('xs,ch,batch,ps', [
+# (x shape, channel axis, batch axis, param shape) of the instance-norm tests.
+INSTANCE_CASES = [
     ((2, 3, 4, 5), 1, 0, (1, 3, 1, 1)),
     ((2, 3, 4, 5), 1, 0, (2, 3, 1, 1)),
     ((2, 4, 5, 3), 3, 0, (1, 1, 1, 3)),     # channel last
     ((3, 2, 20), 1, 0, (1, 2, 1)),
     ((2, 3, 4), 2, (0, 1), (1, 1, 4)),
-], ids=str)
+]
+
+
+@pytest.mark.parametrize('output_stat', [False, True])
+@pytest.mark.parametrize('xs,ch,batch,ps', INSTANCE_CASES, ids=str)
 def test_instance_normalization(xs, ch, batch, ps, output_stat):
     check_function(F.instance_normalization, [randn(*xs), randn(*ps), randn(*ps)],
                    instance_ref, {'channel_axis': ch, 'batch_axis': batch,
