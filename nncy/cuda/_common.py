@@ -4,7 +4,7 @@ import numpy as np
 
 from nncy._core import dev_data, dev_data_out
 from nncy.cuda import cupy
-from nncy.cuda._module import ctype, launch   # noqa: F401  (re-exported)
+from nncy.cuda._module import blocks, ctype, launch   # noqa: F401  (re-exported)
 
 
 class _LazyCupy:
@@ -51,8 +51,3 @@ def sum_to(full, shape):
     axes = tuple(i for i in range(full.ndim)
                  if i < lead or (shape[i - lead] == 1 and full.shape[i] != 1))
     return full.sum(axis=axes).reshape(shape) if axes else full
-
-
-def blocks(n, threads=256, cap=65535):
-    """Grid size for ``n`` work items of ``threads`` each (at least 1)."""
-    return max(1, min((n + threads - 1) // threads, cap))

@@ -50,12 +50,17 @@ def function(filename, name):
     return fn
 
 
+def blocks(n, threads=THREADS):
+    """Grid size for ``n`` work items of ``threads`` each (at least 1, at most
+    MAX_BLOCKS; grid-stride kernels cover the rest)."""
+    return max(1, min((n + threads - 1) // threads, MAX_BLOCKS))
+
+
 def launch(filename, name, n, args):
     """Run a grid-stride kernel over ``n`` elements."""
     if n == 0:
         return
-    blocks = min((n + THREADS - 1) // THREADS, MAX_BLOCKS)
-    function(filename, name)((blocks,), (THREADS,), args)
+    function(filename, name)((blocks(n),), (THREADS,), args)
 
 
 def ctype(dtype):

@@ -10,7 +10,7 @@ import numpy as np
 
 from nncy import _cpu_loss as C
 from nncy._core import dev_data, dev_data_out, dev_grad, dev_grad_out, register
-from nncy.cuda._common import contiguous, cp, device, launch, store, sum_to
+from nncy.cuda._common import blocks, contiguous, cp, device, launch, store, sum_to
 from nncy.cuda._module import function
 
 FILE = 'loss.cu'
@@ -397,7 +397,7 @@ class NmsDetection2d(C.NmsDetection2d):
         order = contiguous(cp.lexsort(keys) % n, np.int64)
         sup = cp.zeros(p * n, np.int32)
         function(FILE, 'nncy_nms_greedy')(
-            (min(p, 65535),), (256,),
+            (blocks(p, 1),), (256,),   # one block per problem
             (np.int64(p), np.int64(n), np.int64(nc), np.int64(x.shape[2]), prob, order, x,
              nms, sup, keep))
         return keep
